@@ -1,0 +1,42 @@
+//! The artifact plane: every serialized record Kiln writes, and nothing else.
+//!
+//! Kiln's runs leave records behind that explain them: the [`Manifest`] of each committed
+//! product build (the commit point of a write), the [`CurrentPointer`] that names a
+//! product's visible build, and the [`RunSummary`] of a `kiln build`. Every record is a
+//! plain serde struct with a `format_version`, so tools in any language can read it, and
+//! the JSON shapes are documented in docs/artifacts.md.
+//!
+//! Main types: [`Manifest`], [`FileEntry`], [`CurrentPointer`], [`RunSummary`],
+//! [`ProductRun`].
+//!
+//! Architecture invariants:
+//! - This is the only crate that defines serialized formats; others construct these
+//!   records and never invent their own JSON.
+//! - No DataFusion: records are data, not plans. (Plan text arrives as strings.)
+
+pub mod manifest;
+pub mod run;
+
+pub use manifest::{CurrentPointer, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals};
+pub use run::{Action, ProductRun, RunSummary};
+
+/// The one error type of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// A record on disk does not parse: it was written by another format version or
+    /// corrupted. The environment's fault, not the user's.
+    #[error("cannot read {what} at {path}: {source}")]
+    Decode {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A record could not be encoded (an internal error).
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}

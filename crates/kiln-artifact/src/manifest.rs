@@ -1,0 +1,98 @@
+//! Dataset manifests and the current-build pointer.
+//!
+//! Layout of a product `p` under the warehouse (see ARCHITECTURE.md, "Atomic writes"):
+//!
+//! ```text
+//! p/builds/<run_id>/part-<stream>-<seq>.parquet   data files, invisible until committed
+//! p/builds/<run_id>/_manifest.json                the commit point of the build
+//! p/_current.json                                 CurrentPointer -> the visible build
+//! ```
+//!
+//! A reader takes the pointer, then the manifest, then exactly the files the manifest lists;
+//! it never lists directories. A file not named by a committed manifest does not exist for
+//! Kiln.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ArtifactError;
+
+/// Bump when a field changes meaning or is removed (adding optional fields does not).
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+
+/// One committed build of a product dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub product: String,
+    pub build_id: String,
+    pub run_id: String,
+    /// Directory of the build, relative to the warehouse root.
+    pub build_dir: String,
+    /// Canonical schema fingerprint of the data files (kiln-contracts).
+    pub schema_fp: String,
+    /// 1 = no ordering promise, 2 = producer order, 3 = canonical sort (verified).
+    pub ordering_tier: u8,
+    pub sort_keys: Vec<String>,
+    pub files: Vec<FileEntry>,
+    pub totals: ManifestTotals,
+}
+
+/// One data file of a build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the warehouse root.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub row_groups: u32,
+}
+
+/// Totals over the files, plus the accounting invariant
+/// `rows_read = rows_written + rows_rejected`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestTotals {
+    pub files: u64,
+    pub rows_written: u64,
+    pub bytes: u64,
+    pub rows_read: u64,
+    pub rows_rejected: u64,
+}
+
+impl Manifest {
+    pub fn to_json(&self) -> Result<Vec<u8>, ArtifactError> {
+        serde_json::to_vec_pretty(self).map_err(|source| ArtifactError::Encode { what: "manifest", source })
+    }
+
+    pub fn from_json(bytes: &[u8], path: &str) -> Result<Self, ArtifactError> {
+        serde_json::from_slice(bytes).map_err(|source| ArtifactError::Decode {
+            what: "manifest",
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// `<product>/_current.json`: which build of a product is visible. Replaced atomically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentPointer {
+    pub format_version: u32,
+    pub product: String,
+    pub build_id: String,
+    pub run_id: String,
+    /// Manifest path relative to the warehouse root.
+    pub manifest: String,
+}
+
+impl CurrentPointer {
+    pub fn to_json(&self) -> Result<Vec<u8>, ArtifactError> {
+        serde_json::to_vec_pretty(self).map_err(|source| ArtifactError::Encode { what: "pointer", source })
+    }
+
+    pub fn from_json(bytes: &[u8], path: &str) -> Result<Self, ArtifactError> {
+        serde_json::from_slice(bytes).map_err(|source| ArtifactError::Decode {
+            what: "current-build pointer",
+            path: path.to_owned(),
+            source,
+        })
+    }
+}

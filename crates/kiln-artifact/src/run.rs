@@ -1,0 +1,44 @@
+//! The summary of one `kiln build` run (`.kiln/runs/<run_id>/run_summary.json`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ArtifactError;
+
+/// What happened to a product in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Built,
+    Fresh,
+    Failed,
+    Skipped,
+}
+
+/// One product's line in the summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductRun {
+    pub product: String,
+    pub action: Action,
+    pub build_id: Option<String>,
+    pub rows: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub error: Option<String>,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub format_version: u32,
+    pub run_id: String,
+    pub project: String,
+    pub products: Vec<ProductRun>,
+    pub seconds: f64,
+}
+
+impl RunSummary {
+    pub fn to_json(&self) -> Result<Vec<u8>, ArtifactError> {
+        serde_json::to_vec_pretty(self).map_err(|source| ArtifactError::Encode { what: "run summary", source })
+    }
+}

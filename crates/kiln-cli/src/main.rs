@@ -1,0 +1,141 @@
+//! The `kiln` binary: argument parsing, progress, rendering. The only crate that prints.
+//!
+//! Exit codes: 0 ok; 1 a product or statement failed (the user's input); 2 usage error
+//! (clap's own code); 3 internal or environment error.
+
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kiln::artifact::{Action, RunSummary};
+use kiln::{BuildOptions, KilnError};
+
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about = "Deterministic data products on Apache DataFusion")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Scaffold a project (empty, or a runnable example with --example tpch).
+    Init {
+        /// Directory to create the project in.
+        dir: PathBuf,
+        /// Copy an example project (available: tpch).
+        #[arg(long)]
+        example: Option<String>,
+    },
+    /// Compile, execute and commit the project's products.
+    Build {
+        /// Project directory (default: the current directory).
+        dir: Option<PathBuf>,
+        /// Products to build: `name`, `+name` (with upstream), `name+` (with downstream).
+        #[arg(long, short)]
+        select: Option<String>,
+        /// Runtime profile (default: kiln.toml's [profile] default).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Override a setting: `--set datafusion.execution.batch_size=4096`.
+        #[arg(long = "set", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
+        /// Print the run summary as JSON (docs/json.md) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .ok_or_else(|| format!("expected key=value, got `{s}`"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
+    match cli.command {
+        Command::Init { dir, example } => {
+            let files = kiln::init::init(&dir, example.as_deref())?;
+            println!("created {} ({} files)", dir.display(), files.len());
+            for f in files {
+                println!("  {f}");
+            }
+            println!("next: kiln build {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build { dir, select, profile, settings, json } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            let options = BuildOptions { select, profile, settings };
+            let observer = progress::CliProgress::new(!json);
+            let report = kiln::build(&dir, &options, &observer).await?;
+            observer.finish();
+            if json {
+                let text = serde_json::to_string_pretty(&report.summary)
+                    .map_err(|e| KilnError::Usage(format!("cannot render JSON: {e}")))?;
+                println!("{text}");
+            } else {
+                print_summary(&report.summary);
+            }
+            let mut failed = false;
+            for p in report.failed() {
+                failed = true;
+                eprintln!("error: {}", p.error.as_deref().unwrap_or("failed"));
+            }
+            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+    }
+}
+
+/// Prints an error (all of them, for a multi-error) and returns its exit code.
+fn report(e: &KilnError) -> ExitCode {
+    match e {
+        KilnError::Control(c) => {
+            for one in c.flatten() {
+                eprintln!("error: {one}");
+                if let Some(snippet) = one.snippet().filter(|s| !s.is_empty()) {
+                    eprintln!("{snippet}");
+                }
+            }
+        }
+        other => eprintln!("error: {other}"),
+    }
+    ExitCode::from(if e.is_user_error() { 1 } else { 3 })
+}
+
+fn print_summary(summary: &RunSummary) {
+    let width = summary.products.iter().map(|p| p.product.len()).max().unwrap_or(7).max(7);
+    println!("{:<width$}  {:<7}  {:>10}  {:>5}  {:>12}  {:>8}", "product", "action", "rows", "files", "bytes", "seconds");
+    for p in &summary.products {
+        let action = match p.action {
+            Action::Built => "built",
+            Action::Fresh => "fresh",
+            Action::Failed => "FAILED",
+            Action::Skipped => "skipped",
+        };
+        println!(
+            "{:<width$}  {:<7}  {:>10}  {:>5}  {:>12}  {:>8.2}",
+            p.product, action, p.rows, p.files, p.bytes, p.seconds
+        );
+    }
+    let built = summary.products.iter().filter(|p| p.action == Action::Built).count();
+    let failed = summary.products.iter().filter(|p| p.action == Action::Failed).count();
+    let skipped = summary.products.iter().filter(|p| p.action == Action::Skipped).count();
+    println!("{built} built, {failed} failed, {skipped} skipped in {:.2}s (run {})", summary.seconds, summary.run_id);
+}

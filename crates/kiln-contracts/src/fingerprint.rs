@@ -1,0 +1,144 @@
+//! Canonical schema encoding and fingerprint.
+//!
+//! Encoding, version [`SCHEMA_FP_VERSION`] (any change must bump it; a golden test pins the
+//! bytes). Every string is written as `<byte length>:<bytes>` so no name can forge a
+//! separator. A schema is
+//!
+//! ```text
+//! kiln.schema.v1\n
+//! meta{<k><v>...}\n                      schema metadata, keys sorted
+//! field <name> <type> <null|notnull> meta{<k><v>...}\n   one line per field, in order
+//! ```
+//!
+//! Types are encoded *logically*: `Utf8`, `LargeUtf8` and `Utf8View` are all `utf8`;
+//! `Binary`, `LargeBinary`, `BinaryView` are `binary`; `List`, `LargeList` are `list`.
+//! Precision, scale, time unit, time zone and nested children (with their names,
+//! nullability and metadata) are all included. The Arrow extension name is part of field
+//! metadata (`ARROW:extension:name`) and therefore included.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use sha2::{Digest, Sha256};
+
+/// Version of the canonical schema encoding.
+pub const SCHEMA_FP_VERSION: u32 = 1;
+
+/// The canonical bytes of a schema (see the module docs).
+pub fn canonical_schema_bytes(schema: &Schema) -> Vec<u8> {
+    let mut out = String::new();
+    let _ = writeln!(out, "kiln.schema.v{SCHEMA_FP_VERSION}");
+    out.push_str("meta");
+    metadata(&mut out, schema.metadata());
+    out.push('\n');
+    for f in schema.fields() {
+        out.push_str("field ");
+        field(&mut out, f);
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// sha256 of [`canonical_schema_bytes`], lowercase hex.
+pub fn schema_fingerprint(schema: &Schema) -> String {
+    hex(&Sha256::digest(canonical_schema_bytes(schema)))
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn string(out: &mut String, s: &str) {
+    let _ = write!(out, "{}:{s}", s.len());
+}
+
+fn metadata(out: &mut String, m: &HashMap<String, String>) {
+    let sorted: BTreeMap<_, _> = m.iter().collect();
+    out.push('{');
+    for (k, v) in sorted {
+        string(out, k);
+        string(out, v);
+    }
+    out.push('}');
+}
+
+fn field(out: &mut String, f: &Field) {
+    string(out, f.name());
+    out.push(' ');
+    data_type(out, f.data_type());
+    out.push_str(if f.is_nullable() { " null " } else { " notnull " });
+    out.push_str("meta");
+    metadata(out, f.metadata());
+}
+
+fn unit(u: &TimeUnit) -> &'static str {
+    match u {
+        TimeUnit::Second => "s",
+        TimeUnit::Millisecond => "ms",
+        TimeUnit::Microsecond => "us",
+        TimeUnit::Nanosecond => "ns",
+    }
+}
+
+fn data_type(out: &mut String, t: &DataType) {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => out.push_str("utf8"),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => out.push_str("binary"),
+        DataType::Decimal32(p, s)
+        | DataType::Decimal64(p, s)
+        | DataType::Decimal128(p, s)
+        | DataType::Decimal256(p, s) => {
+            let _ = write!(out, "decimal({p},{s})");
+        }
+        DataType::Timestamp(u, tz) => {
+            let _ = write!(out, "timestamp({},", unit(u));
+            string(out, tz.as_deref().unwrap_or(""));
+            out.push(')');
+        }
+        DataType::Time32(u) | DataType::Time64(u) => {
+            let _ = write!(out, "time({})", unit(u));
+        }
+        DataType::Duration(u) => {
+            let _ = write!(out, "duration({})", unit(u));
+        }
+        DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) | DataType::LargeListView(f) => {
+            out.push_str("list(");
+            field(out, f);
+            out.push(')');
+        }
+        DataType::FixedSizeList(f, n) => {
+            let _ = write!(out, "fixed_list({n},");
+            field(out, f);
+            out.push(')');
+        }
+        DataType::Struct(fields) => {
+            out.push_str("struct(");
+            for (i, f) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                field(out, f);
+            }
+            out.push(')');
+        }
+        DataType::Map(entries, sorted) => {
+            let _ = write!(out, "map({sorted},");
+            field(out, entries);
+            out.push(')');
+        }
+        DataType::Dictionary(_, value) => {
+            // A dictionary is an encoding of its value type.
+            data_type(out, value);
+        }
+        // Every remaining type is fully named by its Debug form (Int64, Date32, Interval(..)).
+        other => {
+            let _ = write!(out, "{other:?}");
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The Substrate and the product compiler.
+//!
+//! The [`Substrate`] owns the one `SessionContext` of a run, configured by the runtime
+//! profile, with every source registered as a file table and every product as a
+//! [`ProductTable`] (schema known at compile time, files bound at commit time).
+//!
+//! Compiling a product: AST -> DataFusion `LogicalPlan` (planned from our own AST, so
+//! DataFusion's diagnostics carry file positions) -> verified read-only -> contract gate
+//! against the declared columns -> canonical `ORDER BY` sort appended -> optimized ->
+//! fingerprints. Build identity (version [`BUILD_ID_VERSION`]):
+//!
+//! ```text
+//! build_id = sha256("kiln.build.v0\n" product "\n" schema_fp "\n" query_fp "\n"
+//!                   ("upstream " name " " version "\n")* sorted by name)
+//! ```
+//!
+//! where an upstream's version is a source's data version or a product's build id.
+//! `query_fp` here is sha256 over the optimized plan's indented text with schemas
+//! (version 0). Not yet part of the identity: the runtime fingerprint (semantic settings)
+//! and the function fingerprint; see ARCHITECTURE.md.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::Column;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, SortExpr};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{ColumnDef, ColumnOption, Statement as SqlStatement};
+use datafusion::execution::context::SQLOptions;
+use kiln_contracts::compat::{CheckOptions, check};
+use kiln_contracts::{Contract, EvolutionPolicy, schema_fingerprint, sql_to_arrow};
+use kiln_data::{FileFormat, FileSource, ProductTable, Warehouse};
+use sha2::{Digest, Sha256};
+
+use crate::dialect::{ProductDef, SourceDef, normalize};
+use crate::error::{ControlError, Location};
+use crate::profile::RuntimeProfile;
+
+/// Version of the build-id encoding (see the module docs).
+pub const BUILD_ID_VERSION: u32 = 0;
+
+/// Options a `files` source accepts.
+const SOURCE_OPTIONS: [&str; 5] = ["connector", "path", "format", "schema_evolution", "on_error"];
+/// Options a product accepts.
+const PRODUCT_OPTIONS: [&str; 2] = ["existing_data", "max_rows_per_file"];
+
+/// One SessionContext with a project's tables.
+pub struct Substrate {
+    ctx: SessionContext,
+    warehouse: Warehouse,
+    root: PathBuf,
+    products: HashMap<String, Arc<ProductTable>>,
+}
+
+impl std::fmt::Debug for Substrate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Substrate")
+            .field("session_id", &self.ctx.session_id())
+            .field("warehouse", &self.warehouse)
+            .field("products", &self.products.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A product ready to execute.
+#[derive(Debug, Clone)]
+pub struct CompiledProduct {
+    pub name: String,
+    pub at: Location,
+    /// The optimized logical plan, including the canonical sort when `ORDER BY` is given.
+    pub plan: LogicalPlan,
+    /// The schema of the product's files: its contract, or the plan's schema.
+    pub schema: SchemaRef,
+    pub contract: Option<Contract>,
+    pub schema_fp: String,
+    pub query_fp: String,
+    pub order_by: Vec<(String, bool)>,
+    pub max_rows_per_file: usize,
+    pub fail_if_exists: bool,
+}
+
+impl Substrate {
+    pub fn new(profile: &RuntimeProfile, warehouse: Warehouse, root: &Path) -> Result<Self, ControlError> {
+        let state = SessionStateBuilder::new()
+            .with_config(profile.session_config()?)
+            .with_runtime_env(profile.runtime_env()?)
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        warehouse.register(ctx.runtime_env().as_ref())?;
+        Ok(Self { ctx, warehouse, root: root.to_path_buf(), products: HashMap::new() })
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    pub fn warehouse(&self) -> &Warehouse {
+        &self.warehouse
+    }
+
+    pub fn product_table(&self, name: &str) -> Option<&Arc<ProductTable>> {
+        self.products.get(name)
+    }
+
+    /// Compiles and registers a `files` source.
+    pub fn register_source(&mut self, def: &SourceDef) -> Result<FileSource, ControlError> {
+        def.options.check_known("a files source", &SOURCE_OPTIONS)?;
+        let option_error = |at: &Location, message: String| ControlError::Option { at: at.clone(), message };
+        if let Some((connector, at)) = def.options.get("connector")
+            && connector != "files"
+        {
+            return Err(option_error(at, format!("connector `{connector}` is not supported (supported: files)")));
+        }
+        let (path, _) = def
+            .options
+            .get("path")
+            .ok_or_else(|| option_error(&def.at, format!("source `{}` needs a `path` option", def.name)))?;
+        let format = match def.options.get("format") {
+            None => FileFormat::Parquet,
+            Some((f, at)) => FileFormat::parse(f)
+                .ok_or_else(|| option_error(at, format!("format `{f}` (valid: parquet, csv, json)")))?,
+        };
+        for (key, allowed) in [("schema_evolution", "strict"), ("on_error", "fail")] {
+            if let Some((value, at)) = def.options.get(key)
+                && value != allowed
+            {
+                return Err(option_error(
+                    at,
+                    format!("{key} = '{value}' is not supported by this version (supported: '{allowed}')"),
+                ));
+            }
+        }
+        let schema = columns_schema(&def.columns, &def.at)?;
+        let source = FileSource { name: def.name.clone(), path: self.root.join(path), format, schema };
+        let table = source.table()?;
+        self.ctx
+            .register_table(def.name.as_str(), table)
+            .map_err(|e| ControlError::Internal(format!("register source `{}`: {e}", def.name)))?;
+        Ok(source)
+    }
+
+    /// Compiles a product and registers its table for downstream products.
+    pub async fn compile_product(&mut self, def: &ProductDef) -> Result<CompiledProduct, ControlError> {
+        def.options.check_known("a product", &PRODUCT_OPTIONS)?;
+        let at = def.at.clone();
+        let fail = |message: String| ControlError::Compile { at: at.clone(), product: def.name.clone(), message };
+        let max_rows_per_file = match def.options.get("max_rows_per_file") {
+            None => 1_000_000,
+            Some((v, at)) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| ControlError::Option {
+                at: at.clone(),
+                message: format!("max_rows_per_file must be a positive integer, got `{v}`"),
+            })?,
+        };
+        let fail_if_exists = match def.options.get("existing_data") {
+            None | Some(("replace", _)) => false,
+            Some(("error", _)) => true,
+            Some((v, at)) => {
+                return Err(ControlError::Option {
+                    at: at.clone(),
+                    message: format!("existing_data = '{v}' is not supported by this version (supported: 'replace', 'error')"),
+                });
+            }
+        };
+
+        let state = self.ctx.state();
+        let statement = DfStatement::Statement(Box::new(SqlStatement::Query(def.query.clone())));
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(|e| planning_error(e, &def.at, &def.name))?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|e| fail(e.strip_backtrace()))?;
+
+        let planned: Schema = plan.schema().as_arrow().clone();
+        let contract = match &def.columns {
+            None => None,
+            Some(columns) => {
+                let declared = columns_schema(columns, &def.at)?;
+                let contract = Contract::try_new(
+                    def.name.clone(),
+                    declared,
+                    def.partition_by.clone(),
+                    def.order_by.iter().map(|(c, _)| c.clone()).collect(),
+                    EvolutionPolicy::Strict,
+                )
+                .map_err(|e| fail(e.to_string()))?;
+                let verdict = check(
+                    &planned,
+                    &contract.schema,
+                    CheckOptions { policy: contract.evolution, nullability_is_proven: false },
+                );
+                if !verdict.is_ok() {
+                    return Err(ControlError::Contract {
+                        at: def.at.clone(),
+                        product: def.name.clone(),
+                        violations: verdict.violations.iter().map(ToString::to_string).collect(),
+                    });
+                }
+                Some(contract)
+            }
+        };
+        if !def.partition_by.is_empty() {
+            return Err(fail("PARTITIONED BY is not supported by this version of the writer".into()));
+        }
+        let schema: SchemaRef = match &contract {
+            Some(c) => Arc::clone(&c.schema),
+            None => Arc::new(Schema::new(planned.fields().iter().map(|f| Field::clone(f)).collect::<Vec<_>>())),
+        };
+        for (column, _) in &def.order_by {
+            if schema.field_with_name(column).is_err() {
+                return Err(fail(format!("ORDER BY column `{column}` is not an output column")));
+            }
+        }
+        let plan = if def.order_by.is_empty() {
+            plan
+        } else {
+            let keys: Vec<SortExpr> = def
+                .order_by
+                .iter()
+                .map(|(c, asc)| Expr::Column(Column::from_name(c.clone())).sort(*asc, !*asc))
+                .collect();
+            LogicalPlanBuilder::from(plan).sort(keys).and_then(|b| b.build()).map_err(|e| fail(e.strip_backtrace()))?
+        };
+        let plan = state.optimize(&plan).map_err(|e| fail(e.strip_backtrace()))?;
+        let query_fp = sha256_hex(format!("kiln.query.v0\n{}", plan.display_indent_schema()).as_bytes());
+        let schema_fp = schema_fingerprint(&schema);
+
+        let table = Arc::new(ProductTable::new(def.name.clone(), Arc::clone(&schema)));
+        self.ctx
+            .register_table(def.name.as_str(), Arc::clone(&table) as _)
+            .map_err(|e| ControlError::Internal(format!("register product `{}`: {e}", def.name)))?;
+        self.products.insert(def.name.clone(), table);
+        Ok(CompiledProduct {
+            name: def.name.clone(),
+            at: def.at.clone(),
+            plan,
+            schema,
+            contract,
+            schema_fp,
+            query_fp,
+            order_by: def.order_by.clone(),
+            max_rows_per_file,
+            fail_if_exists,
+        })
+    }
+}
+
+/// The build id of a product (see the module docs).
+pub fn build_id(product: &str, schema_fp: &str, query_fp: &str, upstream: &[(String, String)]) -> String {
+    let mut sorted = upstream.to_vec();
+    sorted.sort();
+    let mut text = format!("kiln.build.v{BUILD_ID_VERSION}\n{product}\n{schema_fp}\n{query_fp}\n");
+    for (name, version) in sorted {
+        text.push_str(&format!("upstream {name} {version}\n"));
+    }
+    sha256_hex(text.as_bytes())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    kiln_contracts::fingerprint::hex(&Sha256::digest(bytes))
+}
+
+/// A declared column list as an Arrow schema (`NOT NULL` -> non-nullable).
+fn columns_schema(columns: &[ColumnDef], at: &Location) -> Result<SchemaRef, ControlError> {
+    let mut fields = Vec::with_capacity(columns.len());
+    for c in columns {
+        let name = normalize(&c.name);
+        let data_type = sql_to_arrow(&c.data_type).map_err(|e| ControlError::Syntax {
+            at: Location {
+                file: at.file.clone(),
+                line: c.name.span.start.line.max(1),
+                column: c.name.span.start.column.max(1),
+            },
+            message: format!("column `{name}`: {e}"),
+            snippet: String::new(),
+        })?;
+        let not_null = c.options.iter().any(|o| matches!(o.option, ColumnOption::NotNull));
+        fields.push(Field::new(name, data_type, !not_null));
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Maps a DataFusion planning error to a located error (DataFusion's diagnostic span is a
+/// position in the file, because we planned from the file's own AST).
+fn planning_error(e: DataFusionError, fallback: &Location, product: &str) -> ControlError {
+    let span = e.diagnostic().and_then(|d| d.span);
+    let at = match span {
+        Some(s) if s.start.line > 0 => Location { file: fallback.file.clone(), line: s.start.line, column: s.start.column },
+        _ => fallback.clone(),
+    };
+    let message = e.strip_backtrace();
+    let message = message.strip_prefix("Error during planning: ").unwrap_or(&message).to_owned();
+    ControlError::Compile { at, product: product.to_owned(), message }
+}

@@ -1,0 +1,212 @@
+//! The project graph: sources and products, the references between them, their order.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::ControlFlow;
+
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::resolve::resolve_table_references;
+use datafusion::sql::sqlparser::ast::{Spanned, Statement as SqlStatement, visit_relations};
+
+use crate::dialect::Statement;
+use crate::error::{ControlError, Location};
+use crate::project::SqlFile;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Source,
+    Product,
+}
+
+/// A source or product with the nodes it reads.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub kind: NodeKind,
+    pub at: Location,
+    /// Indices of the nodes this one reads, sorted.
+    pub deps: Vec<usize>,
+    /// (file index, statement index) of the definition.
+    pub def: (usize, usize),
+}
+
+/// The resolved project graph.
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    pub nodes: Vec<Node>,
+    index: HashMap<String, usize>,
+}
+
+impl Graph {
+    /// Builds the graph from parsed files: detects duplicate names, resolves every table a
+    /// product reads (CTE names excluded) and detects cycles.
+    pub fn build(files: &[SqlFile]) -> Result<Self, ControlError> {
+        let mut graph = Graph::default();
+        let mut errors = Vec::new();
+        for (fi, file) in files.iter().enumerate() {
+            for (si, statement) in file.statements.iter().enumerate() {
+                let name = statement.name().to_owned();
+                if let Some(&first) = graph.index.get(&name) {
+                    errors.push(ControlError::Duplicate {
+                        at: statement.at().clone(),
+                        name,
+                        first: graph.nodes[first].at.clone(),
+                    });
+                    continue;
+                }
+                let kind = match statement {
+                    Statement::Source(_) => NodeKind::Source,
+                    Statement::Product(_) => NodeKind::Product,
+                };
+                graph.index.insert(name.clone(), graph.nodes.len());
+                graph.nodes.push(Node { name, kind, at: statement.at().clone(), deps: Vec::new(), def: (fi, si) });
+            }
+        }
+        for i in 0..graph.nodes.len() {
+            let (fi, si) = graph.nodes[i].def;
+            let Statement::Product(p) = &files[fi].statements[si] else { continue };
+            let statement = DfStatement::Statement(Box::new(SqlStatement::Query(p.query.clone())));
+            let refs = match resolve_table_references(&statement, true) {
+                Ok((refs, _ctes)) => refs,
+                Err(e) => {
+                    errors.push(ControlError::Compile { at: p.at.clone(), product: p.name.clone(), message: e.to_string() });
+                    continue;
+                }
+            };
+            let spans = relation_locations(&p.query, &files[fi].path);
+            let mut deps = BTreeSet::new();
+            for r in refs {
+                let name = r.table().to_owned();
+                match graph.index.get(&name) {
+                    Some(&d) => {
+                        deps.insert(d);
+                    }
+                    None => {
+                        let at = spans.get(&name).cloned().unwrap_or_else(|| p.at.clone());
+                        let hint = graph
+                            .closest(&name)
+                            .map(|c| format!(" (did you mean `{c}`?)"))
+                            .unwrap_or_default();
+                        errors.push(ControlError::UnknownTable { at, product: p.name.clone(), name, hint });
+                    }
+                }
+            }
+            graph.nodes[i].deps = deps.into_iter().collect();
+        }
+        ControlError::from_list(errors)?;
+        graph.order()?;
+        Ok(graph)
+    }
+
+    pub fn get(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    /// A defined name within edit distance 2 of `name`, for "did you mean".
+    fn closest(&self, name: &str) -> Option<&str> {
+        self.nodes
+            .iter()
+            .map(|n| (edit_distance(&n.name, name), n.name.as_str()))
+            .filter(|(d, _)| *d <= 2)
+            .min()
+            .map(|(_, n)| n)
+    }
+
+    /// Topological order (dependencies first; ties in definition order). A cycle is an
+    /// error that names every product on it.
+    pub fn order(&self) -> Result<Vec<usize>, ControlError> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            New,
+            Active,
+            Done,
+        }
+        fn visit(g: &Graph, i: usize, marks: &mut [Mark], stack: &mut Vec<usize>, out: &mut Vec<usize>) -> Result<(), ControlError> {
+            match marks[i] {
+                Mark::Done => return Ok(()),
+                Mark::Active => {
+                    let start = stack.iter().position(|&s| s == i).unwrap_or(0);
+                    let mut cycle: Vec<String> = stack[start..].iter().map(|&s| g.nodes[s].name.clone()).collect();
+                    cycle.push(g.nodes[i].name.clone());
+                    return Err(ControlError::Cycle(cycle));
+                }
+                Mark::New => {}
+            }
+            marks[i] = Mark::Active;
+            stack.push(i);
+            for &d in &g.nodes[i].deps {
+                visit(g, d, marks, stack, out)?;
+            }
+            stack.pop();
+            marks[i] = Mark::Done;
+            out.push(i);
+            Ok(())
+        }
+        let mut marks = vec![Mark::New; self.nodes.len()];
+        let mut out = Vec::with_capacity(self.nodes.len());
+        for i in 0..self.nodes.len() {
+            visit(self, i, &mut marks, &mut Vec::new(), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Resolves a selection: space- or comma-separated terms, each `name`, `+name` (with
+    /// everything upstream) or `name+` (with everything downstream). Returns node indices.
+    pub fn select(&self, selection: &str) -> Result<BTreeSet<usize>, ControlError> {
+        let mut out = BTreeSet::new();
+        for term in selection.split([',', ' ']).filter(|t| !t.is_empty()) {
+            let up = term.starts_with('+');
+            let down = term.ends_with('+') && term.len() > 1;
+            let name = term.trim_matches('+').to_lowercase();
+            let i = self.get(&name).ok_or_else(|| ControlError::Selection(term.to_owned()))?;
+            out.insert(i);
+            if up {
+                self.walk(i, &mut out, |g, n| g.nodes[n].deps.clone());
+            }
+            if down {
+                self.walk(i, &mut out, |g, n| (0..g.nodes.len()).filter(|&m| g.nodes[m].deps.contains(&n)).collect());
+            }
+        }
+        Ok(out)
+    }
+
+    fn walk(&self, from: usize, out: &mut BTreeSet<usize>, next: impl Fn(&Graph, usize) -> Vec<usize>) {
+        let mut todo = vec![from];
+        while let Some(n) = todo.pop() {
+            for m in next(self, n) {
+                if out.insert(m) {
+                    todo.push(m);
+                }
+            }
+        }
+    }
+}
+
+/// The location of the first reference to each (normalized) table name in a query.
+fn relation_locations(query: &datafusion::sql::sqlparser::ast::Query, file: &str) -> HashMap<String, Location> {
+    let mut out = HashMap::new();
+    let _ = visit_relations(query, |name| {
+        if let Some(last) = name.0.last().and_then(|p| p.as_ident()) {
+            let span = name.span();
+            out.entry(crate::dialect::normalize(last)).or_insert(Location {
+                file: file.to_owned(),
+                line: span.start.line.max(1),
+                column: span.start.column.max(1),
+            });
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    out
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

@@ -1,0 +1,259 @@
+//! The Kiln SQL dialect: sqlparser's generic dialect plus Kiln's definition statements.
+//!
+//! ```sql
+//! CREATE SOURCE name (col TYPE [NOT NULL], ...) WITH (connector = 'files', path = '...', format = 'parquet');
+//! CREATE PRODUCT name [(col TYPE [NOT NULL], ...)]
+//!   [PARTITIONED BY (col, ...)] [ORDER BY (col [ASC|DESC], ...)] [WITH (key = value, ...)]
+//!   AS query;
+//! ```
+//!
+//! A file holds any number of statements separated by `;`, with `--` and `/* */` comments.
+//! Unquoted identifiers are lower-cased (DataFusion's normalization); quoted ones are kept.
+//! Every AST node keeps its span in the *file*, so later errors (DataFusion's diagnostics
+//! included) point at the file's line:column.
+
+use datafusion::sql::sqlparser::ast::{ColumnDef, Expr, Ident, Query, SqlOption, Value};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Location as SqlLocation, Token};
+
+use crate::error::{ControlError, Location, caret_snippet};
+
+/// One parsed definition.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    Source(SourceDef),
+    Product(ProductDef),
+}
+
+impl Statement {
+    pub fn name(&self) -> &str {
+        match self {
+            Statement::Source(s) => &s.name,
+            Statement::Product(p) => &p.name,
+        }
+    }
+
+    pub fn at(&self) -> &Location {
+        match self {
+            Statement::Source(s) => &s.at,
+            Statement::Product(p) => &p.at,
+        }
+    }
+}
+
+/// `CREATE SOURCE`.
+#[derive(Debug, Clone)]
+pub struct SourceDef {
+    pub name: String,
+    pub at: Location,
+    pub columns: Vec<ColumnDef>,
+    pub options: Options,
+}
+
+/// `CREATE PRODUCT`.
+#[derive(Debug, Clone)]
+pub struct ProductDef {
+    pub name: String,
+    pub at: Location,
+    /// The contract column list, when declared.
+    pub columns: Option<Vec<ColumnDef>>,
+    pub partition_by: Vec<String>,
+    /// `(column, ascending)`.
+    pub order_by: Vec<(String, bool)>,
+    pub options: Options,
+    pub query: Box<Query>,
+}
+
+/// `WITH (key = value, ...)`: keys lower-cased, values as text, each with its location.
+#[derive(Debug, Clone, Default)]
+pub struct Options(pub Vec<(String, String, Location)>);
+
+impl Options {
+    pub fn get(&self, key: &str) -> Option<(&str, &Location)> {
+        self.0.iter().find(|(k, _, _)| k == key).map(|(_, v, at)| (v.as_str(), at))
+    }
+
+    /// Rejects any key outside `valid`, naming the valid ones.
+    pub fn check_known(&self, what: &str, valid: &[&str]) -> Result<(), ControlError> {
+        for (key, _, at) in &self.0 {
+            if !valid.contains(&key.as_str()) {
+                return Err(ControlError::Option {
+                    at: at.clone(),
+                    message: format!("unknown option `{key}` for {what} (valid: {})", valid.join(", ")),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Normalizes an identifier the way DataFusion does: unquoted ones are lower-cased.
+pub fn normalize(ident: &Ident) -> String {
+    if ident.quote_style.is_some() { ident.value.clone() } else { ident.value.to_lowercase() }
+}
+
+/// Parses every statement of one file. `file` is the path shown in errors.
+pub fn parse_file(file: &str, text: &str) -> Result<Vec<Statement>, ControlError> {
+    let dialect = GenericDialect {};
+    let syntax = |e: ParserError, at: SqlLocation| syntax_error(file, text, e, at);
+    let mut parser = Parser::new(&dialect)
+        .try_with_sql(text)
+        .map_err(|e| syntax(e, SqlLocation { line: 1, column: 1 }))?;
+    let mut out = Vec::new();
+    loop {
+        while parser.consume_token(&Token::SemiColon) {}
+        if parser.peek_token().token == Token::EOF {
+            break;
+        }
+        let statement = parse_statement(&mut parser, file).map_err(|e| syntax(e, parser.peek_token().span.start))?;
+        out.push(statement);
+        let next = parser.peek_token();
+        if !matches!(next.token, Token::SemiColon | Token::EOF) {
+            let e = ParserError::ParserError(format!("expected `;` or end of file, found {}", next.token));
+            return Err(syntax(e, next.span.start));
+        }
+    }
+    Ok(out)
+}
+
+fn loc(file: &str, at: SqlLocation) -> Location {
+    Location { file: file.to_owned(), line: at.line.max(1), column: at.column.max(1) }
+}
+
+fn syntax_error(file: &str, text: &str, e: ParserError, fallback: SqlLocation) -> ControlError {
+    let raw = match e {
+        ParserError::ParserError(m) | ParserError::TokenizerError(m) => m,
+        ParserError::RecursionLimitExceeded => "statement nests too deeply".to_owned(),
+    };
+    // sqlparser appends " at Line: L, Column: C"; take the position from it when present.
+    let (message, at) = match raw.rsplit_once(" at Line: ") {
+        Some((msg, pos)) => {
+            let mut nums = pos.split(", Column: ").map(|n| n.trim().parse::<u64>().ok());
+            match (nums.next().flatten(), nums.next().flatten()) {
+                (Some(line), Some(column)) => (msg.to_owned(), SqlLocation { line, column }),
+                _ => (raw.clone(), fallback),
+            }
+        }
+        None => (raw, fallback),
+    };
+    let at = loc(file, at);
+    let snippet = caret_snippet(text, at.line, at.column);
+    ControlError::Syntax { message: message.replace("sql parser error: ", ""), at, snippet }
+}
+
+fn peek_word(parser: &Parser, word: &str) -> bool {
+    matches!(&parser.peek_token().token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
+}
+
+fn parse_statement(parser: &mut Parser, file: &str) -> Result<Statement, ParserError> {
+    let start = parser.peek_token();
+    if !parser.parse_keyword(Keyword::CREATE) {
+        return parser.expected("CREATE SOURCE or CREATE PRODUCT", start);
+    }
+    if peek_word(parser, "SOURCE") {
+        parser.next_token();
+        return parse_source(parser, file).map(Statement::Source);
+    }
+    if peek_word(parser, "PRODUCT") {
+        parser.next_token();
+        return parse_product(parser, file).map(Statement::Product);
+    }
+    let found = parser.peek_token();
+    if peek_word(parser, "STREAM") || peek_word(parser, "MATERIALIZED") {
+        return Err(ParserError::ParserError(format!(
+            "{} is not supported by this version of kiln (only CREATE SOURCE and CREATE PRODUCT) at Line: {}, Column: {}",
+            found.token, found.span.start.line, found.span.start.column
+        )));
+    }
+    parser.expected("SOURCE or PRODUCT after CREATE", found)
+}
+
+fn parse_name(parser: &mut Parser, file: &str) -> Result<(String, Location), ParserError> {
+    let at = parser.peek_token().span.start;
+    let ident = parser.parse_identifier()?;
+    Ok((normalize(&ident), loc(file, at)))
+}
+
+fn parse_source(parser: &mut Parser, file: &str) -> Result<SourceDef, ParserError> {
+    let (name, at) = parse_name(parser, file)?;
+    let (columns, _constraints) = parser.parse_columns()?;
+    if columns.is_empty() {
+        let found = parser.peek_token();
+        return parser.expected("a column list: a source declares its schema", found);
+    }
+    let options = parse_with(parser, file)?;
+    Ok(SourceDef { name, at, columns, options })
+}
+
+fn parse_product(parser: &mut Parser, file: &str) -> Result<ProductDef, ParserError> {
+    let (name, at) = parse_name(parser, file)?;
+    let columns = if parser.peek_token().token == Token::LParen {
+        Some(parser.parse_columns()?.0)
+    } else {
+        None
+    };
+    let mut partition_by = Vec::new();
+    let mut order_by = Vec::new();
+    if peek_word(parser, "PARTITIONED") {
+        parser.next_token();
+        parser.expect_keyword(Keyword::BY)?;
+        parser.expect_token(&Token::LParen)?;
+        loop {
+            partition_by.push(normalize(&parser.parse_identifier()?));
+            if !parser.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        parser.expect_token(&Token::RParen)?;
+    }
+    if parser.parse_keywords(&[Keyword::ORDER, Keyword::BY]) {
+        parser.expect_token(&Token::LParen)?;
+        loop {
+            let column = normalize(&parser.parse_identifier()?);
+            let ascending = !parser.parse_keyword(Keyword::DESC);
+            if ascending {
+                let _ = parser.parse_keyword(Keyword::ASC);
+            }
+            order_by.push((column, ascending));
+            if !parser.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        parser.expect_token(&Token::RParen)?;
+    }
+    let options = parse_with(parser, file)?;
+    parser.expect_keyword(Keyword::AS)?;
+    let query = parser.parse_query()?;
+    Ok(ProductDef { name, at, columns, partition_by, order_by, options, query })
+}
+
+fn parse_with(parser: &mut Parser, file: &str) -> Result<Options, ParserError> {
+    if !peek_word(parser, "WITH") {
+        return Ok(Options::default());
+    }
+    let at = parser.peek_token().span.start;
+    let mut out = Vec::new();
+    for option in parser.parse_options(Keyword::WITH)? {
+        let SqlOption::KeyValue { key, value } = option else {
+            return Err(ParserError::ParserError(format!(
+                "options are written key = value at Line: {}, Column: {}",
+                at.line, at.column
+            )));
+        };
+        let value = match &value {
+            Expr::Value(v) => match &v.value {
+                Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+                Value::Number(n, _) => n.clone(),
+                Value::Boolean(b) => b.to_string(),
+                other => other.to_string(),
+            },
+            Expr::Identifier(i) => i.value.clone(),
+            other => other.to_string(),
+        };
+        let key_at = loc(file, key.span.start);
+        out.push((key.value.to_lowercase(), value, key_at));
+    }
+    Ok(Options(out))
+}

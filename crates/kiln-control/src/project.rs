@@ -1,0 +1,197 @@
+//! A Kiln project: `kiln.toml` plus the `.sql` files below it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::dag::Graph;
+use crate::dialect::{self, Statement};
+use crate::error::ControlError;
+
+/// `kiln.toml`, as documented in docs/project.md.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    pub project: ProjectSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub profile: ProfileSection,
+    /// `[profiles.NAME]`: DataFusion or Kiln setting overrides per profile.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, BTreeMap<String, toml::Value>>,
+    /// Data generators run before the first build (`[generate.tpch]`).
+    #[serde(default)]
+    pub generate: GenerateSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSection {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    #[serde(default = "default_warehouse")]
+    pub warehouse: String,
+    #[serde(default = "default_artifacts")]
+    pub artifacts: String,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self { warehouse: default_warehouse(), artifacts: default_artifacts() }
+    }
+}
+
+fn default_warehouse() -> String {
+    "warehouse".into()
+}
+fn default_artifacts() -> String {
+    ".kiln".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSection {
+    #[serde(default = "default_profile")]
+    pub default: String,
+}
+
+impl Default for ProfileSection {
+    fn default() -> Self {
+        Self { default: default_profile() }
+    }
+}
+
+fn default_profile() -> String {
+    "prod_fast".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateSection {
+    pub tpch: Option<TpchSection>,
+}
+
+/// `[generate.tpch]`: generate TPC-H tables with tpchgen into `out` at `scale_factor`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpchSection {
+    #[serde(default = "default_sf")]
+    pub scale_factor: f64,
+    #[serde(default = "default_data")]
+    pub out: String,
+}
+
+fn default_sf() -> f64 {
+    0.1
+}
+fn default_data() -> String {
+    "data".into()
+}
+
+/// One parsed SQL file.
+#[derive(Debug, Clone)]
+pub struct SqlFile {
+    /// Path relative to the project root, with `/` separators (shown in errors).
+    pub path: String,
+    pub text: String,
+    pub statements: Vec<Statement>,
+}
+
+/// A loaded project: configuration, parsed files and the resolved graph.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+    pub config: ProjectConfig,
+    pub files: Vec<SqlFile>,
+    pub graph: Graph,
+}
+
+/// Directories never searched for SQL (besides hidden ones and the configured storage).
+const IGNORED_DIRS: [&str; 4] = ["warehouse", "data", "target", "node_modules"];
+
+impl Project {
+    /// Reads `kiln.toml`, discovers and parses every `.sql` file, and resolves the graph.
+    /// All syntax errors of all files are reported together.
+    pub fn load(dir: &Path) -> Result<Self, ControlError> {
+        if !dir.is_dir() {
+            return Err(ControlError::NoProject(dir.display().to_string()));
+        }
+        let config_path = dir.join("kiln.toml");
+        let text = match std::fs::read_to_string(&config_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ControlError::NoConfig(dir.display().to_string()));
+            }
+            Err(source) => return Err(ControlError::Io { context: format!("cannot read {}", config_path.display()), source }),
+        };
+        let config = parse_config(&text, "kiln.toml")?;
+        let mut paths = Vec::new();
+        let skip = [config.storage.warehouse.as_str(), config.storage.artifacts.as_str()];
+        discover(dir, dir, &skip, &mut paths)?;
+        paths.sort();
+        let mut files = Vec::new();
+        let mut errors = Vec::new();
+        for path in paths {
+            let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| ControlError::Io { context: format!("cannot read {rel}"), source })?;
+            match dialect::parse_file(&rel, &text) {
+                Ok(statements) => files.push(SqlFile { path: rel, text, statements }),
+                Err(e) => errors.push(e),
+            }
+        }
+        ControlError::from_list(errors)?;
+        let graph = Graph::build(&files)?;
+        Ok(Self { root: dir.to_path_buf(), config, files, graph })
+    }
+
+    /// The text of a project file (for snippets), if loaded.
+    pub fn file_text(&self, path: &str) -> Option<&str> {
+        self.files.iter().find(|f| f.path == path).map(|f| f.text.as_str())
+    }
+}
+
+/// Parses kiln.toml text; errors name the file and the line:column of the bad key.
+pub fn parse_config(text: &str, file: &str) -> Result<ProjectConfig, ControlError> {
+    toml::from_str(text).map_err(|e| {
+        let position = e.span().map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(":{line}:{column}")
+        });
+        ControlError::Config {
+            file: format!("{file}{}", position.unwrap_or_default()),
+            message: e.message().to_owned(),
+        }
+    })
+}
+
+fn discover(root: &Path, dir: &Path, skip: &[&str], out: &mut Vec<PathBuf>) -> Result<(), ControlError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|source| ControlError::Io { context: format!("cannot list {}", dir.display()), source })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| ControlError::Io { context: format!("cannot list {}", dir.display()), source })?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+            if IGNORED_DIRS.contains(&rel.as_str()) || skip.iter().any(|s| s.trim_end_matches('/') == rel) {
+                continue;
+            }
+            discover(root, &path, skip, out)?;
+        } else if name.ends_with(".sql") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

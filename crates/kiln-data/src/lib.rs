@@ -1,0 +1,108 @@
+//! The data plane: Kiln's programs run here as streams of Arrow record batches.
+//!
+//! The control plane (kiln-control) compiles SQL into the types this crate executes: a
+//! DataFusion physical plan plus a [`WriteSpec`], a [`FileSource`] for each source, a
+//! [`ProductTable`] for each product read downstream. This crate moves the data:
+//!
+//! - [`warehouse`]: where datasets live (object_store: local files or memory), the layout of
+//!   builds, manifests and the current-build pointer, and the atomic commit.
+//! - [`writer`]: the one materialization primitive. It consumes every output partition of a
+//!   plan concurrently, conforms batches to the product's contract (casts between encodings
+//!   of one logical type, enforces NOT NULL on the data), rolls files by rows, writes Parquet
+//!   through object_store and returns the [`kiln_artifact::Manifest`] to commit.
+//! - [`source`]: file sources (parquet, csv, ndjson) with an explicit schema, and their data
+//!   version (a hash of the file listing).
+//! - [`product_table`]: a DataFusion table provider that reads a product's committed build
+//!   from its manifest's file list, never by listing directories.
+//! - [`tpch`]: TPC-H data generation (tpchgen) for the example project and benchmarks.
+//!
+//! Architecture invariants:
+//! - Never parses SQL and holds no policy: it runs what it is given.
+//! - Never collects a whole result: batches flow from the plan to the file writers.
+//! - A build becomes visible only through [`warehouse::Warehouse::commit`], which writes the
+//!   manifest and then swaps the pointer; a crash before that leaves the previous build
+//!   visible and the new files unreferenced.
+
+pub mod product_table;
+pub mod source;
+pub mod tpch;
+pub mod warehouse;
+pub mod writer;
+
+pub use product_table::ProductTable;
+pub use source::{FileFormat, FileSource};
+pub use warehouse::Warehouse;
+pub use writer::{WriteProgress, WriteSpec, write_dataset};
+
+use datafusion::error::DataFusionError;
+
+/// The one error type of the data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The query produced data that breaks the product's contract (the user's query).
+    #[error("product `{product}`: column `{column}` is declared NOT NULL but the query produced {nulls} NULL value(s)")]
+    NullInNotNull { product: String, column: String, nulls: usize },
+    /// A batch could not be converted to the contract's type (the user's query).
+    #[error("product `{product}`: column `{column}`: cannot convert {from} to {to}: {reason}")]
+    Conform { product: String, column: String, from: String, to: String, reason: String },
+    /// Execution failed inside DataFusion (usually the query or the data).
+    #[error("{context}: {source}")]
+    Execution {
+        context: String,
+        #[source]
+        source: DataFusionError,
+    },
+    /// Reading or writing storage failed (the environment).
+    #[error("{context}: {source}")]
+    Store {
+        context: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// Writing a Parquet file failed (the environment, or an internal error).
+    #[error("{context}: {source}")]
+    Parquet {
+        context: String,
+        #[source]
+        source: datafusion::parquet::errors::ParquetError,
+    },
+    /// A local file operation failed (the environment).
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored record did not decode.
+    #[error(transparent)]
+    Artifact(#[from] kiln_artifact::ArtifactError),
+    /// A location or option the user gave is not usable.
+    #[error("{0}")]
+    Config(String),
+    /// A product was read before it had any committed build.
+    #[error("product `{0}` has no committed build yet")]
+    NotBuilt(String),
+}
+
+impl DataError {
+    pub(crate) fn exec(context: impl Into<String>) -> impl FnOnce(DataFusionError) -> Self {
+        let context = context.into();
+        move |source| DataError::Execution { context, source }
+    }
+    pub(crate) fn store(context: impl Into<String>) -> impl FnOnce(object_store::Error) -> Self {
+        let context = context.into();
+        move |source| DataError::Store { context, source }
+    }
+    pub(crate) fn parquet(
+        context: impl Into<String>,
+    ) -> impl FnOnce(datafusion::parquet::errors::ParquetError) -> Self {
+        let context = context.into();
+        move |source| DataError::Parquet { context, source }
+    }
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| DataError::Io { context, source }
+    }
+}
+
+pub type Result<T, E = DataError> = std::result::Result<T, E>;

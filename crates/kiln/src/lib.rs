@@ -1,0 +1,60 @@
+//! Kiln: deterministic data products on Apache DataFusion.
+//!
+//! This crate is the facade library users depend on and the engine behind the `kiln`
+//! binary. [`build`] runs the main job: load a [`Project`] (control plane), generate
+//! example data if the project asks for it, compile every product, execute each as a
+//! stream of record batches and write it through the dataset writer (data plane), commit
+//! it atomically, and record a run summary (artifact plane). Progress is reported through
+//! an [`Observer`]; this crate never prints.
+//!
+//! The layers are re-exported for library users: [`contracts`], [`explode`], [`functions`],
+//! [`artifact`], [`data`], [`control`].
+//!
+//! Architecture invariants:
+//! - The engine orchestrates; it owns no SQL semantics (control) and moves no bytes itself
+//!   (data).
+//! - A product whose build fails leaves its previous committed build visible; products
+//!   downstream of a failure are skipped, independent products still build.
+
+pub mod engine;
+pub mod init;
+
+pub use engine::{BuildOptions, BuildReport, Event, Observer, Quiet, build};
+pub use kiln_artifact as artifact;
+pub use kiln_contracts as contracts;
+pub use kiln_control as control;
+pub use kiln_control::Project;
+pub use kiln_data as data;
+pub use kiln_explode as explode;
+pub use kiln_functions as functions;
+
+/// The facade's error: which layer failed, with that layer's typed error.
+#[derive(Debug, thiserror::Error)]
+pub enum KilnError {
+    #[error(transparent)]
+    Control(#[from] kiln_control::ControlError),
+    #[error(transparent)]
+    Data(#[from] kiln_data::DataError),
+    #[error(transparent)]
+    Artifact(#[from] kiln_artifact::ArtifactError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl KilnError {
+    /// Whether the user's input (project, SQL, options) is at fault: exit code 1, not 3.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            KilnError::Control(e) => e.is_user_error(),
+            KilnError::Data(e) => !matches!(e, kiln_data::DataError::Io { .. } | kiln_data::DataError::Store { .. }),
+            KilnError::Usage(_) => true,
+            KilnError::Artifact(_) | KilnError::Io { .. } => false,
+        }
+    }
+}
