@@ -1,1 +1,198 @@
-fn main() {}
+//! `kiln-bench`: end-to-end benchmark suites against peers, driven by `cargo xtask bench`.
+//!
+//! Suites:
+//! - `build`: the example project's products at the given TPC-H scale factor. Kiln's
+//!   `build` wall time against the same SQL run by plain DataFusion (`DataFrame::
+//!   write_parquet`, zstd(3) like Kiln, the same ORDER BY sorts), alternating the two
+//!   in one process and reporting medians and their ratio.
+//!
+//! Results are merged into `<out>/results.json` (keyed by suite) and `<out>/results.md`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use datafusion::common::config::TableParquetOptions;
+use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::ListingOptions;
+use datafusion::prelude::SessionContext;
+use kiln::control::dialect::Statement;
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a suite (default: all).
+    Bench {
+        suite: Option<String>,
+        #[arg(long, default_value = "1")]
+        sf: f64,
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+        /// Timed repetitions per side.
+        #[arg(long, default_value = "3")]
+        runs: usize,
+    },
+    /// Generate TPC-H tables as Parquet.
+    Tpch {
+        #[arg(long, default_value = "1")]
+        sf: f64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+const SUITES: [&str; 1] = ["build"];
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Args::parse().command {
+        Cmd::Tpch { sf, out } => {
+            let rows = tpch(&out, sf)?;
+            println!("{rows} rows at scale factor {sf} in {}", out.display());
+            Ok(())
+        }
+        Cmd::Bench { suite, sf, out, runs } => {
+            let suites: Vec<&str> = match suite.as_deref() {
+                None => SUITES.to_vec(),
+                Some(s) if SUITES.contains(&s) => vec![s],
+                Some(s) => bail!("unknown suite `{s}` (available: {})", SUITES.join(", ")),
+            };
+            std::fs::create_dir_all(&out)?;
+            for s in suites {
+                // `build` is the only suite so far; later suites dispatch on `s` here.
+                let result = build_suite(&out, sf, runs.max(1)).await?;
+                record(&out, s, result)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn tpch(out: &Path, sf: f64) -> Result<u64> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Ok(kiln::data::tpch::generate(out, sf, &[], threads)?)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn build_suite(out: &Path, sf: f64, runs: usize) -> Result<Value> {
+    let data = std::path::absolute(out.join(format!("tpch-sf{sf}")))?;
+    if !kiln::data::tpch::is_generated(&data, sf) {
+        eprintln!("generating TPC-H sf {sf} into {}", data.display());
+        tpch(&data, sf)?;
+    }
+    let project = std::path::absolute(out.join("build-project"))?;
+    let _ = std::fs::remove_dir_all(&project);
+    kiln::init::init(&project, Some("tpch"))?;
+    let toml = std::fs::read_to_string(project.join("kiln.toml"))?;
+    let toml = toml.replace("scale_factor = 0.1 ", &format!("scale_factor = {sf} "));
+    std::fs::write(project.join("kiln.toml"), toml)?;
+    std::os::unix::fs::symlink(&data, project.join("data")).context("link data")?;
+
+    let loaded = kiln::Project::load(&project)?;
+    let mut kiln_times = Vec::new();
+    let mut df_times = Vec::new();
+    for i in 0..runs {
+        let t = Instant::now();
+        let report = kiln::build(&project, &kiln::BuildOptions::default(), &kiln::Quiet).await?;
+        if report.failed().next().is_some() {
+            bail!("kiln build failed: {:?}", report.summary.products);
+        }
+        kiln_times.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        plain_datafusion(&loaded, &project.join(format!("df-out-{i}"))).await?;
+        df_times.push(t.elapsed().as_secs_f64());
+        let _ = std::fs::remove_dir_all(project.join(format!("df-out-{i}")));
+        eprintln!("build run {i}: kiln {:.2}s, datafusion {:.2}s", kiln_times[i], df_times[i]);
+    }
+    let (k, d) = (median(kiln_times.clone()), median(df_times.clone()));
+    Ok(json!({
+        "scale_factor": sf,
+        "kiln_seconds": kiln_times,
+        "datafusion_seconds": df_times,
+        "kiln_median": k,
+        "datafusion_median": d,
+        "ratio": k / d,
+        "target": "ratio <= 1.10",
+    }))
+}
+
+/// The same products as plain DataFusion: register the sources, then run each product's
+/// SQL (with its ORDER BY) and `write_parquet` it, registering the output for downstream.
+async fn plain_datafusion(project: &kiln::Project, out: &Path) -> Result<()> {
+    let ctx = SessionContext::new();
+    let mut parquet = TableParquetOptions::default();
+    parquet.global.compression = Some("zstd(3)".into());
+    for &i in &project.graph.order()? {
+        let node = &project.graph.nodes[i];
+        let (fi, si) = node.def;
+        match &project.files[fi].statements[si] {
+            Statement::Source(def) => {
+                let (path, _) = def.options.get("path").context("source path")?;
+                let dir = project.root.join(path);
+                ctx.register_listing_table(
+                    &def.name,
+                    dir.to_string_lossy().as_ref(),
+                    ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet"),
+                    None,
+                    None,
+                )
+                .await?;
+            }
+            Statement::Product(def) => {
+                let mut sql = format!("SELECT * FROM ({}) AS q", def.query);
+                if !def.order_by.is_empty() {
+                    let keys: Vec<String> =
+                        def.order_by.iter().map(|(c, asc)| format!("{c} {}", if *asc { "ASC" } else { "DESC" })).collect();
+                    sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
+                }
+                let dir = out.join(&def.name);
+                std::fs::create_dir_all(&dir)?;
+                let dir_url = format!("{}/", dir.display());
+                ctx.sql(&sql).await?.write_parquet(&dir_url, DataFrameWriteOptions::new(), Some(parquet.clone())).await?;
+                ctx.register_listing_table(
+                    &def.name,
+                    &dir_url,
+                    ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet"),
+                    None,
+                    None,
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn record(out: &Path, suite: &str, result: Value) -> Result<()> {
+    let path = out.join("results.json");
+    let mut all: BTreeMap<String, Value> =
+        std::fs::read_to_string(&path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+    all.insert(suite.to_owned(), result);
+    std::fs::write(&path, serde_json::to_string_pretty(&all)?)?;
+    let mut md = String::from("| suite | kiln (s, median) | peer (s, median) | ratio | target |\n|---|---|---|---|---|\n");
+    for (name, r) in &all {
+        md.push_str(&format!(
+            "| {name} (sf {}) | {:.3} | {:.3} (DataFusion) | {:.3} | {} |\n",
+            r["scale_factor"], r["kiln_median"].as_f64().unwrap_or(0.0),
+            r["datafusion_median"].as_f64().unwrap_or(0.0), r["ratio"].as_f64().unwrap_or(0.0),
+            r["target"].as_str().unwrap_or("")
+        ));
+    }
+    std::fs::write(out.join("results.md"), &md)?;
+    print!("{md}");
+    Ok(())
+}

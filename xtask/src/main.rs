@@ -1,1 +1,116 @@
-fn main() {}
+//! `cargo xtask`: maintainer tasks. `ci` is the test command README.md documents.
+//!
+//! - `ci`: fmt check, clippy -D warnings, deps, every test suite (golden suites included).
+//! - `deps [--manifest-path P]`: the layering check of the brief (§3) plus one version of
+//!   the arrow family.
+//! - `golden [--update]`: the end-to-end golden suites; `--update` accepts new snapshots.
+//! - `bench [SUITE] [--sf N]`: benchmark suites (release), results in target/bench/.
+//! - `tpch --sf N --out DIR`: TPC-H tables as Parquet.
+
+mod deps;
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask")]
+struct Args {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Everything CI checks: fmt, clippy, deps, tests, golden tests.
+    Ci,
+    /// Reject internal dependencies the layering does not allow.
+    Deps {
+        #[arg(long)]
+        manifest_path: Option<String>,
+    },
+    /// Run the golden suites; --update accepts new snapshots.
+    Golden {
+        #[arg(long)]
+        update: bool,
+    },
+    /// Run benchmark suites in release mode (default: all).
+    Bench {
+        suite: Option<String>,
+        /// TPC-H scale factor for suites that use it.
+        #[arg(long, default_value = "1")]
+        sf: String,
+    },
+    /// Generate TPC-H tables as Parquet.
+    Tpch {
+        #[arg(long, default_value = "1")]
+        sf: String,
+        #[arg(long)]
+        out: String,
+    },
+}
+
+fn main() -> Result<()> {
+    match Args::parse().task {
+        Task::Ci => ci(),
+        Task::Deps { manifest_path } => deps::check(manifest_path.as_deref()),
+        Task::Golden { update } => golden(update),
+        Task::Bench { suite, sf } => {
+            let mut args = vec!["run", "--release", "--quiet", "-p", "kiln-benches", "--", "bench"];
+            if let Some(s) = suite.as_deref() {
+                args.push(s);
+            }
+            args.extend(["--sf", &sf, "--out", "target/bench"]);
+            cargo(&args)
+        }
+        Task::Tpch { sf, out } => {
+            cargo(&["run", "--release", "--quiet", "-p", "kiln-benches", "--", "tpch", "--sf", &sf, "--out", &out])
+        }
+    }
+}
+
+fn ci() -> Result<()> {
+    step("fmt", || cargo(&["fmt", "--all", "--", "--check"]))?;
+    step("clippy", || cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+    step("deps", || deps::check(None))?;
+    // The golden suites are part of the workspace tests (package kiln-tests); INSTA_UPDATE=no
+    // makes a snapshot mismatch fail instead of writing a .snap.new.
+    step("test", || {
+        run(Command::new(cargo_bin()).args(["test", "--workspace", "--locked"]).env("INSTA_UPDATE", "no"))
+    })
+}
+
+fn golden(update: bool) -> Result<()> {
+    let mut cmd = Command::new(cargo_bin());
+    cmd.args(["test", "-p", "kiln-tests", "--test", "golden"]);
+    cmd.env("INSTA_UPDATE", if update { "always" } else { "no" });
+    if update {
+        cmd.env_remove("CI");
+    }
+    run(&mut cmd)
+}
+
+fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    eprintln!("==> xtask ci: {name}");
+    let t = std::time::Instant::now();
+    f().with_context(|| format!("xtask ci: step `{name}` failed"))?;
+    eprintln!("==> {name} ok ({:.0}s)", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    run(Command::new(cargo_bin()).args(args))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}

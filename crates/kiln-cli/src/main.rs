@@ -116,7 +116,11 @@ fn report(e: &KilnError) -> ExitCode {
         }
         other => eprintln!("error: {other}"),
     }
-    ExitCode::from(if e.is_user_error() { 1 } else { 3 })
+    ExitCode::from(match e {
+        KilnError::Usage(_) => 2,
+        e if e.is_user_error() => 1,
+        _ => 3,
+    })
 }
 
 fn print_summary(summary: &RunSummary) {

@@ -1,0 +1,95 @@
+//! Bad input: one precise error, the right exit code, nothing half-written visible.
+
+use crate::{kiln, write_files};
+
+const CSV: (&str, &str) = ("data/t.csv", "a,b\n1,x\n2,y\n");
+const TOML: (&str, &str) = ("kiln.toml", "[project]\nname = \"bad\"\n");
+const SOURCE: &str = "CREATE SOURCE t (a BIGINT NOT NULL, b VARCHAR) WITH (connector = 'files', path = 'data/', format = 'csv');\n";
+
+fn project(models: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let sql = format!("{SOURCE}{models}");
+    write_files(tmp.path(), &[TOML, CSV, ("models.sql", &sql)]);
+    tmp
+}
+
+fn first_error_line(stderr: &str) -> &str {
+    stderr.lines().find(|l| l.starts_with("error: ")).unwrap_or("")
+}
+
+#[test]
+fn missing_project_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, _, err) = kiln(&["build", "no/such/dir"], tmp.path());
+    assert_eq!(code, 1);
+    assert_eq!(first_error_line(&err), "error: no/such/dir: project directory not found");
+}
+
+#[test]
+fn missing_kiln_toml() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, _, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 1);
+    assert!(first_error_line(&err).starts_with("error: .: no kiln.toml"), "{err}");
+}
+
+#[test]
+fn syntax_error_names_file_line_and_column() {
+    let tmp = project("CREATE PRODUCT p AS\nSELEC a FROM t;\n");
+    let (code, _, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 1, "{err}");
+    let first = first_error_line(&err);
+    assert!(first.starts_with("error: models.sql:3:1: "), "{err}");
+    assert!(first.contains("SELEC"), "{err}");
+    assert!(err.contains("3 | SELEC a FROM t;\n  | ^"), "caret snippet missing:\n{err}");
+}
+
+#[test]
+fn unknown_table_names_its_position() {
+    let tmp = project("CREATE PRODUCT p AS SELECT a FROM tt;\n");
+    let (code, _, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 1);
+    assert_eq!(first_error_line(&err), "error: models.sql:2:35: unknown table `tt` in product `p` (did you mean `t`?)");
+}
+
+#[test]
+fn cycle_names_the_products() {
+    let tmp = project("CREATE PRODUCT a AS SELECT * FROM b;\nCREATE PRODUCT b AS SELECT * FROM a;\n");
+    let (code, _, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 1);
+    assert_eq!(first_error_line(&err), "error: cycle between products: a -> b -> a");
+}
+
+#[test]
+fn usage_error_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, _, err) = kiln(&["build", "--no-such-flag"], tmp.path());
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn contract_mismatch_lists_every_violation() {
+    let tmp = project("CREATE PRODUCT p (a INT NOT NULL, c VARCHAR) AS SELECT a, b FROM t;\n");
+    let (code, _, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("models.sql:2:16: product `p` breaks its declared columns:"), "{err}");
+    assert!(err.contains("  - a: expected Int32, found Int64"), "{err}");
+    assert!(err.contains("  - c: missing column"), "{err}");
+    assert!(err.contains("  - b: unexpected column of type Utf8"), "{err}");
+}
+
+#[test]
+fn failed_product_leaves_nothing_visible_and_others_build() {
+    let tmp = project(
+        "CREATE PRODUCT ok AS SELECT a FROM t;\n\
+         CREATE PRODUCT broken (x BIGINT NOT NULL) AS SELECT CAST(NULL AS BIGINT) AS x FROM t;\n\
+         CREATE PRODUCT after_broken AS SELECT x FROM broken;\n",
+    );
+    let (code, out, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("product `broken`: column `x` is declared NOT NULL but the query produced 2 NULL value(s)"), "{err}");
+    assert!(out.contains("after_broken") && out.contains("skipped"), "{out}");
+    let wh = tmp.path().join("warehouse");
+    assert!(wh.join("ok/_current.json").exists());
+    assert!(!wh.join("broken/_current.json").exists(), "a failed build must not be visible");
+}
