@@ -155,14 +155,20 @@ async fn plain_datafusion(project: &kiln::Project, out: &Path) -> Result<()> {
             Statement::Product(def) => {
                 let mut sql = format!("SELECT * FROM ({}) AS q", def.query);
                 if !def.order_by.is_empty() {
-                    let keys: Vec<String> =
-                        def.order_by.iter().map(|(c, asc)| format!("{c} {}", if *asc { "ASC" } else { "DESC" })).collect();
+                    let keys: Vec<String> = def
+                        .order_by
+                        .iter()
+                        .map(|(c, asc)| format!("{c} {}", if *asc { "ASC" } else { "DESC" }))
+                        .collect();
                     sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
                 }
                 let dir = out.join(&def.name);
                 std::fs::create_dir_all(&dir)?;
                 let dir_url = format!("{}/", dir.display());
-                ctx.sql(&sql).await?.write_parquet(&dir_url, DataFrameWriteOptions::new(), Some(parquet.clone())).await?;
+                ctx.sql(&sql)
+                    .await?
+                    .write_parquet(&dir_url, DataFrameWriteOptions::new(), Some(parquet.clone()))
+                    .await?;
                 ctx.register_listing_table(
                     &def.name,
                     &dir_url,
@@ -183,12 +189,15 @@ fn record(out: &Path, suite: &str, result: Value) -> Result<()> {
         std::fs::read_to_string(&path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
     all.insert(suite.to_owned(), result);
     std::fs::write(&path, serde_json::to_string_pretty(&all)?)?;
-    let mut md = String::from("| suite | kiln (s, median) | peer (s, median) | ratio | target |\n|---|---|---|---|---|\n");
+    let mut md =
+        String::from("| suite | kiln (s, median) | peer (s, median) | ratio | target |\n|---|---|---|---|---|\n");
     for (name, r) in &all {
         md.push_str(&format!(
             "| {name} (sf {}) | {:.3} | {:.3} (DataFusion) | {:.3} | {} |\n",
-            r["scale_factor"], r["kiln_median"].as_f64().unwrap_or(0.0),
-            r["datafusion_median"].as_f64().unwrap_or(0.0), r["ratio"].as_f64().unwrap_or(0.0),
+            r["scale_factor"],
+            r["kiln_median"].as_f64().unwrap_or(0.0),
+            r["datafusion_median"].as_f64().unwrap_or(0.0),
+            r["ratio"].as_f64().unwrap_or(0.0),
             r["target"].as_str().unwrap_or("")
         ));
     }

@@ -61,13 +61,26 @@ async fn example_products_equal_plain_datafusion() {
             Statement::Product(def) => {
                 let expected = direct.sql(&def.query.to_string()).await.unwrap().collect().await.unwrap();
                 let schema = expected.first().map(|b| b.schema()).unwrap();
-                direct.register_table(def.name.as_str(), Arc::new(MemTable::try_new(schema, vec![expected.clone()]).unwrap())).unwrap();
+                direct
+                    .register_table(
+                        def.name.as_str(),
+                        Arc::new(MemTable::try_new(schema, vec![expected.clone()]).unwrap()),
+                    )
+                    .unwrap();
 
                 let manifest = warehouse.current(&def.name).await.unwrap().expect("committed");
-                let files: Vec<String> =
-                    manifest.files.iter().map(|f| dir.join("warehouse").join(&f.path).to_string_lossy().into_owned()).collect();
-                let actual =
-                    kiln_side.read_parquet(files, ParquetReadOptions::default()).await.unwrap().collect().await.unwrap();
+                let files: Vec<String> = manifest
+                    .files
+                    .iter()
+                    .map(|f| dir.join("warehouse").join(&f.path).to_string_lossy().into_owned())
+                    .collect();
+                let actual = kiln_side
+                    .read_parquet(files, ParquetReadOptions::default())
+                    .await
+                    .unwrap()
+                    .collect()
+                    .await
+                    .unwrap();
 
                 let (want_rows, want_sum) = checksum(&expected);
                 let (got_rows, got_sum) = checksum(&actual);

@@ -20,7 +20,8 @@ pub const ALLOWED: [(&str, &[&str]); 8] = [
 ];
 
 /// External crates that must resolve to exactly one version (one arrow family).
-const SINGLE_VERSION: [&str; 7] = ["arrow", "arrow-array", "parquet", "object_store", "sqlparser", "datafusion", "arrow-schema"];
+const SINGLE_VERSION: [&str; 7] =
+    ["arrow", "arrow-array", "parquet", "object_store", "sqlparser", "datafusion", "arrow-schema"];
 
 #[derive(Deserialize)]
 struct Metadata {
@@ -45,12 +46,8 @@ struct Dependency {
 /// Returns the layering violations of a metadata document, one line per offending edge.
 pub fn violations(metadata_json: &str) -> Result<Vec<String>> {
     let meta: Metadata = serde_json::from_str(metadata_json).context("cannot parse cargo metadata")?;
-    let members: BTreeSet<&str> = meta
-        .packages
-        .iter()
-        .filter(|p| meta.workspace_members.contains(&p.id))
-        .map(|p| p.name.as_str())
-        .collect();
+    let members: BTreeSet<&str> =
+        meta.packages.iter().filter(|p| meta.workspace_members.contains(&p.id)).map(|p| p.name.as_str()).collect();
     let allowed: BTreeMap<&str, &[&str]> = ALLOWED.iter().copied().collect();
     let mut out = Vec::new();
     for p in meta.packages.iter().filter(|p| meta.workspace_members.contains(&p.id)) {

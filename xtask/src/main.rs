@@ -76,9 +76,7 @@ fn ci() -> Result<()> {
     step("deps", || deps::check(None))?;
     // The golden suites are part of the workspace tests (package kiln-tests); INSTA_UPDATE=no
     // makes a snapshot mismatch fail instead of writing a .snap.new.
-    step("test", || {
-        run(Command::new(cargo_bin()).args(["test", "--workspace", "--locked"]).env("INSTA_UPDATE", "no"))
-    })
+    step("test", || run(Command::new(cargo_bin()).args(["test", "--workspace", "--locked"]).env("INSTA_UPDATE", "no")))
 }
 
 fn golden(update: bool) -> Result<()> {

@@ -125,7 +125,10 @@ fn report(e: &KilnError) -> ExitCode {
 
 fn print_summary(summary: &RunSummary) {
     let width = summary.products.iter().map(|p| p.product.len()).max().unwrap_or(7).max(7);
-    println!("{:<width$}  {:<7}  {:>10}  {:>5}  {:>12}  {:>8}", "product", "action", "rows", "files", "bytes", "seconds");
+    println!(
+        "{:<width$}  {:<7}  {:>10}  {:>5}  {:>12}  {:>8}",
+        "product", "action", "rows", "files", "bytes", "seconds"
+    );
     for p in &summary.products {
         let action = match p.action {
             Action::Built => "built",

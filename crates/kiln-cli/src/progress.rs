@@ -1,8 +1,8 @@
 //! Progress bars for `kiln build` (indicatif; hidden when stderr is not a terminal).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};

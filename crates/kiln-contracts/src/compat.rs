@@ -38,12 +38,9 @@ impl fmt::Display for Violation {
                 write!(f, "{path}: expected {expected}, found {found}")
             }
             Violation::Nullable { path } => write!(f, "{path}: nullable where NOT NULL was promised"),
-            Violation::Order { expected, found } => write!(
-                f,
-                "column order changed: expected ({}), found ({})",
-                expected.join(", "),
-                found.join(", ")
-            ),
+            Violation::Order { expected, found } => {
+                write!(f, "column order changed: expected ({}), found ({})", expected.join(", "), found.join(", "))
+            }
         }
     }
 }

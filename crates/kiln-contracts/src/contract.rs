@@ -78,8 +78,7 @@ impl Contract {
             .iter()
             .map(|f| ColumnJson {
                 name: f.name().clone(),
-                sql_type: crate::arrow_to_sql(f.data_type())
-                    .unwrap_or_else(|| f.data_type().to_string()),
+                sql_type: crate::arrow_to_sql(f.data_type()).unwrap_or_else(|| f.data_type().to_string()),
                 nullable: f.is_nullable(),
                 metadata: f.metadata().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             })

@@ -43,14 +43,10 @@ pub fn sql_to_arrow(ty: &sql::DataType) -> Result<DataType, TypeError> {
         S::BigInt(_) | S::Int8(_) | S::Int64 => DataType::Int64,
         S::TinyIntUnsigned(_) | S::UTinyInt | S::UInt8 => DataType::UInt8,
         S::SmallIntUnsigned(_) | S::Int2Unsigned(_) | S::USmallInt | S::UInt16 => DataType::UInt16,
-        S::IntUnsigned(_) | S::IntegerUnsigned(_) | S::Int4Unsigned(_) | S::UInt32 => {
-            DataType::UInt32
-        }
+        S::IntUnsigned(_) | S::IntegerUnsigned(_) | S::Int4Unsigned(_) | S::UInt32 => DataType::UInt32,
         S::BigIntUnsigned(_) | S::Int8Unsigned(_) | S::UBigInt | S::UInt64 => DataType::UInt64,
         S::Real | S::Float4 | S::Float32 | S::Float(_) => DataType::Float32,
-        S::Double(ExactNumberInfo::None) | S::DoublePrecision | S::Float8 | S::Float64 => {
-            DataType::Float64
-        }
+        S::Double(ExactNumberInfo::None) | S::DoublePrecision | S::Float8 | S::Float64 => DataType::Float64,
         S::Decimal(info) | S::Numeric(info) | S::Dec(info) => decimal(ty, info)?,
         S::Varchar(_)
         | S::Nvarchar(_)
@@ -62,9 +58,7 @@ pub fn sql_to_arrow(ty: &sql::DataType) -> Result<DataType, TypeError> {
         | S::String(_) => DataType::Utf8View,
         S::Bytea | S::Blob(_) | S::Binary(_) | S::Varbinary(_) | S::Bytes(_) => DataType::Binary,
         S::Date => DataType::Date32,
-        S::Time(None, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
-            DataType::Time64(TimeUnit::Nanosecond)
-        }
+        S::Time(None, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => DataType::Time64(TimeUnit::Nanosecond),
         S::Timestamp(precision, tz) => {
             let unit = match precision {
                 Some(0) => TimeUnit::Second,
@@ -79,9 +73,7 @@ pub fn sql_to_arrow(ty: &sql::DataType) -> Result<DataType, TypeError> {
             };
             DataType::Timestamp(unit, zone)
         }
-        S::Interval { fields: None, precision: None } => {
-            DataType::Interval(IntervalUnit::MonthDayNano)
-        }
+        S::Interval { fields: None, precision: None } => DataType::Interval(IntervalUnit::MonthDayNano),
         S::Array(ArrayElemTypeDef::AngleBracket(inner))
         | S::Array(ArrayElemTypeDef::SquareBracket(inner, None))
         | S::Array(ArrayElemTypeDef::Parenthesis(inner)) => {
@@ -126,10 +118,7 @@ fn decimal(ty: &sql::DataType, info: &ExactNumberInfo) -> Result<DataType, TypeE
 pub fn map_type(key: DataType, value: DataType) -> DataType {
     let entries = Field::new(
         "entries",
-        DataType::Struct(Fields::from(vec![
-            Field::new("key", key, false),
-            Field::new("value", value, true),
-        ])),
+        DataType::Struct(Fields::from(vec![Field::new("key", key, false), Field::new("value", value, true)])),
         false,
     );
     DataType::Map(Arc::new(entries), false)
@@ -179,11 +168,9 @@ pub fn arrow_to_sql(ty: &DataType) -> Option<String> {
             format!("STRUCT<{}>", parts?.join(", "))
         }
         DataType::Map(entries, _) => match entries.data_type() {
-            DataType::Struct(kv) if kv.len() == 2 => format!(
-                "MAP<{}, {}>",
-                arrow_to_sql(kv[0].data_type())?,
-                arrow_to_sql(kv[1].data_type())?
-            ),
+            DataType::Struct(kv) if kv.len() == 2 => {
+                format!("MAP<{}, {}>", arrow_to_sql(kv[0].data_type())?, arrow_to_sql(kv[1].data_type())?)
+            }
             _ => return None,
         },
         _ => return None,

@@ -27,11 +27,11 @@ use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::Column;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, SortExpr};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{ColumnDef, ColumnOption, Statement as SqlStatement};
-use datafusion::execution::context::SQLOptions;
 use kiln_contracts::compat::{CheckOptions, check};
 use kiln_contracts::{Contract, EvolutionPolicy, schema_fingerprint, sql_to_arrow};
 use kiln_data::{FileFormat, FileSource, ProductTable, Warehouse};
@@ -163,17 +163,16 @@ impl Substrate {
             Some((v, at)) => {
                 return Err(ControlError::Option {
                     at: at.clone(),
-                    message: format!("existing_data = '{v}' is not supported by this version (supported: 'replace', 'error')"),
+                    message: format!(
+                        "existing_data = '{v}' is not supported by this version (supported: 'replace', 'error')"
+                    ),
                 });
             }
         };
 
         let state = self.ctx.state();
         let statement = DfStatement::Statement(Box::new(SqlStatement::Query(def.query.clone())));
-        let plan = state
-            .statement_to_plan(statement)
-            .await
-            .map_err(|e| planning_error(e, &def.at, &def.name))?;
+        let plan = state.statement_to_plan(statement).await.map_err(|e| planning_error(e, &def.at, &def.name))?;
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -295,7 +294,9 @@ fn columns_schema(columns: &[ColumnDef], at: &Location) -> Result<SchemaRef, Con
 fn planning_error(e: DataFusionError, fallback: &Location, product: &str) -> ControlError {
     let span = e.diagnostic().and_then(|d| d.span);
     let at = match span {
-        Some(s) if s.start.line > 0 => Location { file: fallback.file.clone(), line: s.start.line, column: s.start.column },
+        Some(s) if s.start.line > 0 => {
+            Location { file: fallback.file.clone(), line: s.start.line, column: s.start.column }
+        }
         _ => fallback.clone(),
     };
     let message = e.strip_backtrace();

@@ -68,7 +68,11 @@ impl Graph {
             let refs = match resolve_table_references(&statement, true) {
                 Ok((refs, _ctes)) => refs,
                 Err(e) => {
-                    errors.push(ControlError::Compile { at: p.at.clone(), product: p.name.clone(), message: e.to_string() });
+                    errors.push(ControlError::Compile {
+                        at: p.at.clone(),
+                        product: p.name.clone(),
+                        message: e.to_string(),
+                    });
                     continue;
                 }
             };
@@ -82,10 +86,7 @@ impl Graph {
                     }
                     None => {
                         let at = spans.get(&name).cloned().unwrap_or_else(|| p.at.clone());
-                        let hint = graph
-                            .closest(&name)
-                            .map(|c| format!(" (did you mean `{c}`?)"))
-                            .unwrap_or_default();
+                        let hint = graph.closest(&name).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
                         errors.push(ControlError::UnknownTable { at, product: p.name.clone(), name, hint });
                     }
                 }
@@ -120,7 +121,13 @@ impl Graph {
             Active,
             Done,
         }
-        fn visit(g: &Graph, i: usize, marks: &mut [Mark], stack: &mut Vec<usize>, out: &mut Vec<usize>) -> Result<(), ControlError> {
+        fn visit(
+            g: &Graph,
+            i: usize,
+            marks: &mut [Mark],
+            stack: &mut Vec<usize>,
+            out: &mut Vec<usize>,
+        ) -> Result<(), ControlError> {
             match marks[i] {
                 Mark::Done => return Ok(()),
                 Mark::Active => {

@@ -98,9 +98,8 @@ pub fn normalize(ident: &Ident) -> String {
 pub fn parse_file(file: &str, text: &str) -> Result<Vec<Statement>, ControlError> {
     let dialect = GenericDialect {};
     let syntax = |e: ParserError, at: SqlLocation| syntax_error(file, text, e, at);
-    let mut parser = Parser::new(&dialect)
-        .try_with_sql(text)
-        .map_err(|e| syntax(e, SqlLocation { line: 1, column: 1 }))?;
+    let mut parser =
+        Parser::new(&dialect).try_with_sql(text).map_err(|e| syntax(e, SqlLocation { line: 1, column: 1 }))?;
     let mut out = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}
@@ -189,11 +188,7 @@ fn parse_source(parser: &mut Parser, file: &str) -> Result<SourceDef, ParserErro
 
 fn parse_product(parser: &mut Parser, file: &str) -> Result<ProductDef, ParserError> {
     let (name, at) = parse_name(parser, file)?;
-    let columns = if parser.peek_token().token == Token::LParen {
-        Some(parser.parse_columns()?.0)
-    } else {
-        None
-    };
+    let columns = if parser.peek_token().token == Token::LParen { Some(parser.parse_columns()?.0) } else { None };
     let mut partition_by = Vec::new();
     let mut order_by = Vec::new();
     if peek_word(parser, "PARTITIONED") {

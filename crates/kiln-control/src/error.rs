@@ -103,10 +103,7 @@ pub fn caret_snippet(text: &str, line: u64, column: u64) -> String {
         return String::new();
     };
     let gutter = line.to_string().len();
-    let pad: String = src
-        .chars()
-        .take(column.saturating_sub(1) as usize)
-        .map(|c| if c == '\t' { '\t' } else { ' ' })
-        .collect();
+    let pad: String =
+        src.chars().take(column.saturating_sub(1) as usize).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
     format!("{line:>gutter$} | {src}\n{:>gutter$} | {pad}^", "")
 }

@@ -27,10 +27,8 @@ use crate::error::ControlError;
 pub const BUILTIN: [&str; 4] = ["dev", "prod_fast", "prod_safe", "memory_limited"];
 
 /// Settings every profile starts from: spans for error locations, zstd Parquet.
-const BASE: [(&str, &str); 2] = [
-    ("datafusion.sql_parser.collect_spans", "true"),
-    ("datafusion.execution.parquet.compression", "zstd(3)"),
-];
+const BASE: [(&str, &str); 2] =
+    [("datafusion.sql_parser.collect_spans", "true"), ("datafusion.execution.parquet.compression", "zstd(3)")];
 
 /// A resolved runtime profile.
 #[derive(Debug, Clone, PartialEq)]

@@ -128,7 +128,9 @@ impl Project {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(ControlError::NoConfig(dir.display().to_string()));
             }
-            Err(source) => return Err(ControlError::Io { context: format!("cannot read {}", config_path.display()), source }),
+            Err(source) => {
+                return Err(ControlError::Io { context: format!("cannot read {}", config_path.display()), source });
+            }
         };
         let config = parse_config(&text, "kiln.toml")?;
         let mut paths = Vec::new();
@@ -177,7 +179,8 @@ fn discover(root: &Path, dir: &Path, skip: &[&str], out: &mut Vec<PathBuf>) -> R
     let entries = std::fs::read_dir(dir)
         .map_err(|source| ControlError::Io { context: format!("cannot list {}", dir.display()), source })?;
     for entry in entries {
-        let entry = entry.map_err(|source| ControlError::Io { context: format!("cannot list {}", dir.display()), source })?;
+        let entry =
+            entry.map_err(|source| ControlError::Io { context: format!("cannot list {}", dir.display()), source })?;
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use kiln_artifact::{CurrentPointer, MANIFEST_FORMAT_VERSION, Manifest};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::{DataError, Result};
 
@@ -26,9 +26,7 @@ impl Warehouse {
     /// Opens a warehouse at a local directory (created if missing).
     pub fn local(dir: &FsPath) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(DataError::io(format!("cannot create warehouse {}", dir.display())))?;
-        let abs = dir
-            .canonicalize()
-            .map_err(DataError::io(format!("cannot resolve warehouse {}", dir.display())))?;
+        let abs = dir.canonicalize().map_err(DataError::io(format!("cannot resolve warehouse {}", dir.display())))?;
         let root = Path::from_absolute_path(&abs)
             .map_err(|e| DataError::Config(format!("bad warehouse path {}: {e}", abs.display())))?;
         Ok(Self { store: Arc::new(LocalFileSystem::new()), scheme: "file", root })
@@ -135,11 +133,7 @@ async fn get_optional(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Optio
 }
 
 async fn put_bytes(store: &Arc<dyn ObjectStore>, path: &Path, bytes: Vec<u8>) -> Result<()> {
-    store
-        .put(path, bytes.into())
-        .await
-        .map(|_| ())
-        .map_err(DataError::store(format!("cannot write {path}")))
+    store.put(path, bytes.into()).await.map(|_| ()).map_err(DataError::store(format!("cannot write {path}")))
 }
 
 fn url_of(s: &str) -> Result<url::Url> {

@@ -120,11 +120,8 @@ async fn finish_file(wh: &Warehouse, file: OpenFile, spec: &WriteSpec) -> Result
         .close()
         .await
         .map_err(DataError::parquet(format!("product `{}`: cannot finish {relative}", spec.product)))?;
-    let head = wh
-        .store()
-        .head(&wh.path(&relative))
-        .await
-        .map_err(DataError::store(format!("cannot stat {relative}")))?;
+    let head =
+        wh.store().head(&wh.path(&relative)).await.map_err(DataError::store(format!("cannot stat {relative}")))?;
     Ok(FileEntry { path: relative, rows, bytes: head.size, row_groups: meta.num_row_groups() as u32 })
 }
 
@@ -177,8 +174,8 @@ async fn write_partition(
 pub fn conform(batch: RecordBatch, spec: &WriteSpec) -> Result<RecordBatch> {
     let target = &spec.schema;
     if batch.schema().fields() == target.fields() {
-        return Ok(RecordBatch::try_new(Arc::clone(target), batch.columns().to_vec())
-            .map_err(|e| DataError::Config(format!("product `{}`: {e}", spec.product)))?);
+        return RecordBatch::try_new(Arc::clone(target), batch.columns().to_vec())
+            .map_err(|e| DataError::Config(format!("product `{}`: {e}", spec.product)));
     }
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
     for (field, column) in target.fields().iter().zip(batch.columns()) {

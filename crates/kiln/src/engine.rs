@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use datafusion::parquet::file::properties::WriterPropertiesBuilder;
 use datafusion::common::config::TableParquetOptions;
+use datafusion::parquet::file::properties::WriterPropertiesBuilder;
 use kiln_artifact::{Action, ProductRun, RunSummary};
 use kiln_control::compiler::{CompiledProduct, build_id};
 use kiln_control::dag::NodeKind;
@@ -31,11 +31,21 @@ pub struct BuildOptions {
 #[derive(Debug)]
 pub enum Event {
     /// Example data is being generated (first build only).
-    Generating { scale_factor: f64 },
-    Generated { rows: u64, seconds: f64 },
+    Generating {
+        scale_factor: f64,
+    },
+    Generated {
+        rows: u64,
+        seconds: f64,
+    },
     /// The products to build, in order.
-    Planned { products: Vec<String> },
-    ProductStarted { product: String, progress: Arc<WriteProgress> },
+    Planned {
+        products: Vec<String>,
+    },
+    ProductStarted {
+        product: String,
+        progress: Arc<WriteProgress>,
+    },
     ProductFinished(ProductRun),
 }
 
@@ -262,10 +272,8 @@ async fn run_product(
     let mut global = state.config().options().execution.parquet.clone();
     global.skip_arrow_metadata = true;
     let parquet = TableParquetOptions { global, ..Default::default() };
-    let properties = WriterPropertiesBuilder::try_from(&parquet)
-        .map_err(exec_err)?
-        .set_created_by("kiln".into())
-        .build();
+    let properties =
+        WriterPropertiesBuilder::try_from(&parquet).map_err(exec_err)?.set_created_by("kiln".into()).build();
     let tier = if product.order_by.is_empty() { 1 } else { 3 };
     let spec = Arc::new(WriteSpec {
         product: product.name.clone(),
@@ -276,7 +284,11 @@ async fn run_product(
         max_rows_per_file: product.max_rows_per_file,
         properties,
         ordering_tier: tier,
-        sort_keys: product.order_by.iter().map(|(c, asc)| format!("{c} {}", if *asc { "ASC" } else { "DESC" })).collect(),
+        sort_keys: product
+            .order_by
+            .iter()
+            .map(|(c, asc)| format!("{c} {}", if *asc { "ASC" } else { "DESC" }))
+            .collect(),
     });
     let manifest = write_dataset(warehouse, streams, spec, progress).await?;
     warehouse.commit(&manifest).await?;

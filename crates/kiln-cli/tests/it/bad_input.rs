@@ -4,7 +4,8 @@ use crate::{kiln, write_files};
 
 const CSV: (&str, &str) = ("data/t.csv", "a,b\n1,x\n2,y\n");
 const TOML: (&str, &str) = ("kiln.toml", "[project]\nname = \"bad\"\n");
-const SOURCE: &str = "CREATE SOURCE t (a BIGINT NOT NULL, b VARCHAR) WITH (connector = 'files', path = 'data/', format = 'csv');\n";
+const SOURCE: &str =
+    "CREATE SOURCE t (a BIGINT NOT NULL, b VARCHAR) WITH (connector = 'files', path = 'data/', format = 'csv');\n";
 
 fn project(models: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
@@ -87,7 +88,10 @@ fn failed_product_leaves_nothing_visible_and_others_build() {
     );
     let (code, out, err) = kiln(&["build", "."], tmp.path());
     assert_eq!(code, 1, "{out}\n{err}");
-    assert!(err.contains("product `broken`: column `x` is declared NOT NULL but the query produced 2 NULL value(s)"), "{err}");
+    assert!(
+        err.contains("product `broken`: column `x` is declared NOT NULL but the query produced 2 NULL value(s)"),
+        "{err}"
+    );
     assert!(out.contains("after_broken") && out.contains("skipped"), "{out}");
     let wh = tmp.path().join("warehouse");
     assert!(wh.join("ok/_current.json").exists());

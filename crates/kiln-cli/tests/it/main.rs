@@ -1,8 +1,10 @@
 //! End-to-end tests of the `kiln` binary: exit codes, messages, the build summary.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod bad_input;
 mod example;
-
 use std::path::Path;
 use std::process::Command;
 
