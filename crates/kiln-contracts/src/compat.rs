@@ -232,3 +232,73 @@ pub fn is_safe_widening(from: &DataType, to: &DataType) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn opts(policy: EvolutionPolicy) -> CheckOptions {
+        CheckOptions { policy, nullability_is_proven: true }
+    }
+
+    #[test]
+    fn reports_every_violation_with_its_path() {
+        let item = |price: DataType| {
+            DataType::List(Arc::new(Field::new(
+                "item",
+                DataType::Struct(vec![Field::new("price", price, true)].into()),
+                true,
+            )))
+        };
+        let expected = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("items", item(DataType::Decimal128(15, 2)), true),
+            Field::new("gone", DataType::Int32, true),
+        ]);
+        let actual = Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("items", item(DataType::Float64), true),
+            Field::new("extra", DataType::Utf8, true),
+        ]);
+        let lines: Vec<String> = check(&actual, &expected, opts(EvolutionPolicy::Strict))
+            .violations
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "id: nullable where NOT NULL was promised",
+                "items[].price: expected Decimal128(15, 2), found Float64",
+                "gone: missing column",
+                "extra: unexpected column of type Utf8",
+            ]
+        );
+    }
+
+    #[test]
+    fn evolve_accepts_added_nullable_columns_and_widenings() {
+        let expected = Schema::new(vec![Field::new("n", DataType::Int32, true)]);
+        let actual = Schema::new(vec![Field::new("n", DataType::Int64, true), Field::new("new", DataType::Utf8, true)]);
+        let strict = check(&actual, &expected, opts(EvolutionPolicy::Strict));
+        assert_eq!(strict.violations.len(), 2);
+        let evolve = check(&actual, &expected, opts(EvolutionPolicy::Evolve));
+        assert!(evolve.is_ok(), "{evolve:?}");
+        assert_eq!(evolve.evolutions.len(), 2);
+        assert!(!is_safe_widening(&DataType::Int64, &DataType::Int32));
+        assert!(!is_safe_widening(&DataType::Decimal128(15, 2), &DataType::Decimal128(15, 3)));
+        assert!(is_safe_widening(&DataType::Decimal128(15, 2), &DataType::Decimal128(16, 3)));
+    }
+
+    #[test]
+    fn planned_nullability_is_deferred_to_the_data() {
+        let expected = Schema::new(vec![Field::new("a", DataType::Int64, false)]);
+        let actual = Schema::new(vec![Field::new("a", DataType::Int64, true)]);
+        let c =
+            check(&actual, &expected, CheckOptions { policy: EvolutionPolicy::Strict, nullability_is_proven: false });
+        assert!(c.is_ok());
+        assert_eq!(c.deferred_not_null, ["a"]);
+    }
+}

@@ -142,3 +142,52 @@ fn data_type(out: &mut String, t: &DataType) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn schema() -> Schema {
+        Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("price", DataType::Decimal128(15, 2), true),
+            Field::new("name", DataType::Utf8View, true),
+            Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+            Field::new("tags", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), true),
+        ])
+    }
+
+    #[test]
+    fn canonical_bytes_are_pinned() {
+        // Changing these bytes is a format change: bump SCHEMA_FP_VERSION.
+        let expected = "kiln.schema.v1\nmeta{}\n\
+            field 2:id Int64 notnull meta{}\n\
+            field 5:price decimal(15,2) null meta{}\n\
+            field 4:name utf8 null meta{}\n\
+            field 2:at timestamp(us,3:UTC) null meta{}\n\
+            field 4:tags list(4:item utf8 null meta{}) null meta{}\n";
+        assert_eq!(String::from_utf8(canonical_schema_bytes(&schema())).unwrap(), expected);
+    }
+
+    #[test]
+    fn string_encodings_share_a_fingerprint_and_everything_else_changes_it() {
+        let base = schema_fingerprint(&schema());
+        let mut fields: Vec<Field> = schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields[2] = Field::new("name", DataType::Utf8, true);
+        assert_eq!(schema_fingerprint(&Schema::new(fields.clone())), base);
+        let variants = [
+            Field::new("name", DataType::Utf8, false),
+            Field::new("nam", DataType::Utf8, true),
+            Field::new("name", DataType::Binary, true),
+            Field::new("name", DataType::Utf8, true)
+                .with_metadata([("ARROW:extension:name".to_owned(), "kiln.stable_id".to_owned())].into()),
+        ];
+        for v in variants {
+            let mut changed = fields.clone();
+            changed[2] = v.clone();
+            assert_ne!(schema_fingerprint(&Schema::new(changed)), base, "{v:?}");
+        }
+    }
+}

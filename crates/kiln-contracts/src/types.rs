@@ -182,3 +182,59 @@ fn quote_ident(name: &str) -> String {
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if plain { name.to_owned() } else { format!("\"{}\"", name.replace('"', "\"\"")) }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlparser::dialect::GenericDialect;
+    use sqlparser::parser::Parser;
+
+    use super::*;
+
+    fn parse(sql: &str) -> sql::DataType {
+        Parser::new(&GenericDialect {}).try_with_sql(sql).unwrap().parse_data_type().unwrap()
+    }
+
+    #[test]
+    fn maps_the_types_users_write() {
+        let cases = [
+            ("BOOLEAN", DataType::Boolean),
+            ("SMALLINT", DataType::Int16),
+            ("INT", DataType::Int32),
+            ("BIGINT", DataType::Int64),
+            ("BIGINT UNSIGNED", DataType::UInt64),
+            ("REAL", DataType::Float32),
+            ("DOUBLE", DataType::Float64),
+            ("DECIMAL(15, 2)", DataType::Decimal128(15, 2)),
+            ("DECIMAL(40, 2)", DataType::Decimal256(40, 2)),
+            ("VARCHAR", DataType::Utf8View),
+            ("TEXT", DataType::Utf8View),
+            ("BYTEA", DataType::Binary),
+            ("DATE", DataType::Date32),
+            ("TIME", DataType::Time64(TimeUnit::Nanosecond)),
+            ("TIMESTAMP", DataType::Timestamp(TimeUnit::Nanosecond, None)),
+            ("TIMESTAMP(3) WITH TIME ZONE", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))),
+            ("INTERVAL", DataType::Interval(IntervalUnit::MonthDayNano)),
+            ("INT[]", DataType::List(Arc::new(Field::new("item", DataType::Int32, true)))),
+        ];
+        for (sql, arrow) in cases {
+            assert_eq!(sql_to_arrow(&parse(sql)).unwrap(), arrow, "{sql}");
+        }
+    }
+
+    #[test]
+    fn rejects_what_has_no_mapping_with_the_type_in_the_message() {
+        let err = sql_to_arrow(&parse("TIMESTAMP(4)")).unwrap_err();
+        assert_eq!(err.sql_type, "TIMESTAMP(4)");
+        assert!(sql_to_arrow(&parse("DECIMAL(80, 2)")).is_err());
+        assert!(sql_to_arrow(&parse("DECIMAL(5, 6)")).is_err());
+    }
+
+    #[test]
+    fn arrow_to_sql_round_trips() {
+        for sql in ["BIGINT", "DECIMAL(15, 2)", "VARCHAR", "TIMESTAMP(6) WITH TIME ZONE", "ARRAY<BIGINT>", "DATE"] {
+            let arrow = sql_to_arrow(&parse(sql)).unwrap();
+            let back = arrow_to_sql(&arrow).unwrap();
+            assert_eq!(sql_to_arrow(&parse(&back)).unwrap(), arrow, "{sql} -> {back}");
+        }
+    }
+}

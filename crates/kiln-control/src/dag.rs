@@ -217,3 +217,40 @@ fn edit_distance(a: &str, b: &str) -> usize {
     }
     prev[b.len()]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::parse_file;
+
+    fn graph(sql: &str) -> Result<Graph, ControlError> {
+        let statements = parse_file("m.sql", sql)?;
+        Graph::build(&[SqlFile { path: "m.sql".into(), text: sql.into(), statements }])
+    }
+
+    const CHAIN: &str = "CREATE SOURCE s (a INT) WITH (path = 'x');\n\
+        CREATE PRODUCT c AS SELECT * FROM b;\n\
+        CREATE PRODUCT b AS WITH s AS (SELECT 1) SELECT * FROM a JOIN s ON true;\n\
+        CREATE PRODUCT a AS SELECT * FROM s;\n\
+        CREATE PRODUCT other AS SELECT * FROM s;";
+
+    #[test]
+    fn orders_dependencies_first_and_selects() {
+        let g = graph(CHAIN).unwrap();
+        let names = |v: Vec<usize>| v.into_iter().map(|i| g.nodes[i].name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(g.order().unwrap()), ["s", "a", "b", "c", "other"]);
+        // `b` reads product `a` and CTE `s`, which shadows the source `s`.
+        assert_eq!(names(g.nodes[g.get("b").unwrap()].deps.clone()), ["a"]);
+        assert_eq!(names(g.select("+b").unwrap().into_iter().collect()), ["s", "b", "a"]);
+        assert_eq!(names(g.select("a+").unwrap().into_iter().collect()), ["c", "b", "a"]);
+        assert!(matches!(g.select("nope"), Err(ControlError::Selection(_))));
+    }
+
+    #[test]
+    fn detects_cycles_self_references_and_duplicates() {
+        let err = graph("CREATE PRODUCT a AS SELECT * FROM a;").unwrap_err();
+        assert_eq!(err.to_string(), "cycle between products: a -> a");
+        let err = graph("CREATE PRODUCT a AS SELECT 1;\nCREATE PRODUCT a AS SELECT 2;").unwrap_err();
+        assert_eq!(err.to_string(), "m.sql:2:16: `a` is already defined at m.sql:1:16");
+    }
+}

@@ -252,3 +252,46 @@ fn parse_with(parser: &mut Parser, file: &str) -> Result<Options, ParserError> {
     }
     Ok(Options(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_several_statements_with_comments() {
+        let text = "-- sources\nCREATE SOURCE T (a BIGINT NOT NULL) WITH (connector = 'files', Path = 'd/');\n\
+                    /* a product */ CREATE PRODUCT \"Out\" (a BIGINT NOT NULL) ORDER BY (a DESC)\n\
+                    WITH (max_rows_per_file = 10) AS WITH x AS (SELECT a FROM t) SELECT a FROM x;";
+        let statements = parse_file("m.sql", text).unwrap();
+        assert_eq!(statements.len(), 2);
+        let Statement::Source(s) = &statements[0] else { panic!("not a source") };
+        assert_eq!((s.name.as_str(), s.at.line, s.at.column), ("t", 2, 15));
+        assert_eq!(s.options.get("path").map(|(v, _)| v), Some("d/"));
+        let Statement::Product(p) = &statements[1] else { panic!("not a product") };
+        assert_eq!(p.name, "Out");
+        assert_eq!(p.order_by, [("a".to_owned(), false)]);
+        assert_eq!(p.options.get("max_rows_per_file").map(|(v, _)| v), Some("10"));
+        assert_eq!(p.query.to_string(), "WITH x AS (SELECT a FROM t) SELECT a FROM x");
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_token() {
+        let err = parse_file("m.sql", "CREATE PRODUCT p AS\n  SELECT a FROM t WHERE;").unwrap_err();
+        let ControlError::Syntax { at, snippet, .. } = &err else { panic!("{err}") };
+        assert_eq!((at.line, at.column), (2, 24));
+        assert_eq!(snippet, "2 |   SELECT a FROM t WHERE;\n  |                        ^");
+        let err = parse_file("m.sql", "CREATE TABLE x (a INT)").unwrap_err();
+        assert_eq!(err.to_string(), "m.sql:1:8: Expected: SOURCE or PRODUCT after CREATE, found: TABLE");
+    }
+
+    #[test]
+    fn unknown_options_list_the_valid_ones() {
+        let statements = parse_file("m.sql", "CREATE PRODUCT p WITH (colour = 'red') AS SELECT 1").unwrap();
+        let Statement::Product(p) = &statements[0] else { panic!("not a product") };
+        let err = p.options.check_known("a product", &["existing_data", "max_rows_per_file"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "m.sql:1:24: invalid option: unknown option `colour` for a product (valid: existing_data, max_rows_per_file)"
+        );
+    }
+}
