@@ -96,6 +96,24 @@ impl Contract {
     }
 }
 
+impl Contract {
+    /// Reads the documented JSON form back (types are parsed from their SQL spelling).
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, ContractError> {
+        let json: ContractJson =
+            serde_json::from_value(value.clone()).map_err(|e| ContractError::Json(e.to_string()))?;
+        let mut fields = Vec::with_capacity(json.columns.len());
+        for c in json.columns {
+            let data_type = crate::parse_sql_type(&c.sql_type)
+                .map_err(|source| ContractError::Type { column: c.name.clone(), source })?;
+            fields.push(Field::new(c.name, data_type, c.nullable).with_metadata(c.metadata.into_iter().collect()));
+        }
+        let schema = Arc::new(Schema::new_with_metadata(fields, json.metadata.into_iter().collect()));
+        let mut contract = Self::try_new(json.name, schema, json.partition_by, json.order_by, json.evolution)?;
+        contract.version = json.version;
+        Ok(contract)
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct ColumnJson {
     name: String,
@@ -118,4 +136,42 @@ struct ContractJson {
 /// Builds an Arrow schema from `(name, type, nullable)` triples.
 pub fn schema_of(fields: impl IntoIterator<Item = Field>) -> SchemaRef {
     Arc::new(Schema::new(fields.into_iter().collect::<Vec<_>>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::DataType;
+
+    use super::*;
+    use crate::types::map_type;
+
+    #[test]
+    fn json_form_round_trips() {
+        let schema = schema_of([
+            Field::new("id", DataType::FixedSizeBinary(16), false)
+                .with_metadata([(EXTENSION_KEY.to_owned(), "kiln.stable_id".to_owned())].into()),
+            Field::new("attrs", map_type(DataType::Utf8View, DataType::Int64), true),
+        ]);
+        let contract = Contract::try_new("p", schema, vec![], vec!["id".into()], EvolutionPolicy::Evolve);
+        // FixedSizeBinary has no SQL spelling: the JSON form must say so rather than lie.
+        let json = contract.unwrap().to_json();
+        assert_eq!(json["columns"][0]["sql_type"], "FixedSizeBinary(16)");
+        assert!(Contract::from_json(&json).is_err());
+
+        let schema = schema_of([
+            Field::new("id", DataType::Int64, false),
+            Field::new("attrs", map_type(DataType::Utf8View, DataType::Int64), true)
+                .with_metadata([(EXTENSION_KEY.to_owned(), "kiln.attrs".to_owned())].into()),
+        ]);
+        let contract = Contract::try_new("p", schema, vec![], vec!["id".into()], EvolutionPolicy::Evolve).unwrap();
+        assert_eq!(contract.extension("attrs"), Some("kiln.attrs"));
+        assert_eq!(Contract::from_json(&contract.to_json()).unwrap(), contract);
+    }
+
+    #[test]
+    fn keys_must_be_declared_columns() {
+        let schema = schema_of([Field::new("id", DataType::Int64, false)]);
+        let err = Contract::try_new("p", schema, vec!["day".into()], vec![], EvolutionPolicy::Strict).unwrap_err();
+        assert_eq!(err.to_string(), "partition column `day` is not declared in the column list");
+    }
 }

@@ -18,13 +18,16 @@
 
 pub mod compat;
 pub mod contract;
+pub mod dialect;
 pub mod fingerprint;
 pub mod types;
+pub mod unify;
 
 pub use compat::{CheckOptions, Compatibility, Evolution, Violation, check};
 pub use contract::{Contract, EvolutionPolicy};
 pub use fingerprint::{SCHEMA_FP_VERSION, canonical_schema_bytes, schema_fingerprint};
-pub use types::{TypeError, arrow_to_sql, sql_to_arrow};
+pub use types::{TypeError, arrow_to_sql, parse_sql_type, sql_to_arrow};
+pub use unify::{UnifyError, UnifyMode, unify};
 
 /// The one error type of this crate. Every variant is the user's fault (a type or contract
 /// they wrote), never the environment's.
@@ -43,4 +46,7 @@ pub enum ContractError {
     /// A partition or ordering key names a column that is not in the contract.
     #[error("{role} column `{column}` is not declared in the column list")]
     UnknownKey { role: &'static str, column: String },
+    /// A contract's JSON form does not parse.
+    #[error("contract JSON: {0}")]
+    Json(String),
 }

@@ -32,6 +32,19 @@ fn unsupported(ty: &sql::DataType, reason: &str) -> TypeError {
     TypeError { sql_type: ty.to_string(), reason: reason.to_owned() }
 }
 
+/// Parses SQL type text (`DECIMAL(15, 2)`, `MAP<VARCHAR, ARRAY<INT>>`) with Kiln's dialect
+/// and maps it to Arrow.
+pub fn parse_sql_type(text: &str) -> Result<DataType, TypeError> {
+    let dialect = crate::dialect::KilnDialect::default();
+    let fail = |reason: String| TypeError { sql_type: text.to_owned(), reason };
+    let mut parser = sqlparser::parser::Parser::new(&dialect).try_with_sql(text).map_err(|e| fail(e.to_string()))?;
+    let ty = parser.parse_data_type().map_err(|e| fail(e.to_string()))?;
+    if parser.peek_token().token != sqlparser::tokenizer::Token::EOF {
+        return Err(fail("unexpected text after the type".into()));
+    }
+    sql_to_arrow(&ty)
+}
+
 /// Maps a parsed SQL type to its Arrow type (see the module docs for the policy).
 pub fn sql_to_arrow(ty: &sql::DataType) -> Result<DataType, TypeError> {
     use sql::DataType as S;
@@ -185,13 +198,13 @@ fn quote_ident(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use sqlparser::dialect::GenericDialect;
     use sqlparser::parser::Parser;
 
     use super::*;
 
     fn parse(sql: &str) -> sql::DataType {
-        Parser::new(&GenericDialect {}).try_with_sql(sql).unwrap().parse_data_type().unwrap()
+        let dialect = crate::dialect::KilnDialect::default();
+        Parser::new(&dialect).try_with_sql(sql).unwrap().parse_data_type().unwrap()
     }
 
     #[test]
@@ -215,6 +228,14 @@ mod tests {
             ("TIMESTAMP(3) WITH TIME ZONE", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))),
             ("INTERVAL", DataType::Interval(IntervalUnit::MonthDayNano)),
             ("INT[]", DataType::List(Arc::new(Field::new("item", DataType::Int32, true)))),
+            ("MAP<VARCHAR, BIGINT>", map_type(DataType::Utf8View, DataType::Int64)),
+            (
+                "STRUCT<a INT, b ARRAY<DATE>>",
+                DataType::Struct(Fields::from(vec![
+                    Field::new("a", DataType::Int32, true),
+                    Field::new("b", DataType::List(Arc::new(Field::new("item", DataType::Date32, true))), true),
+                ])),
+            ),
         ];
         for (sql, arrow) in cases {
             assert_eq!(sql_to_arrow(&parse(sql)).unwrap(), arrow, "{sql}");

@@ -284,7 +284,16 @@ fn columns_schema(columns: &[ColumnDef], at: &Location) -> Result<SchemaRef, Con
             snippet: String::new(),
         })?;
         let not_null = c.options.iter().any(|o| matches!(o.option, ColumnOption::NotNull));
-        fields.push(Field::new(name, data_type, !not_null));
+        // `COMMENT '...'` travels with the contract as field metadata.
+        let metadata = c
+            .options
+            .iter()
+            .filter_map(|o| match &o.option {
+                ColumnOption::Comment(text) => Some(("comment".to_owned(), text.clone())),
+                _ => None,
+            })
+            .collect();
+        fields.push(Field::new(name, data_type, !not_null).with_metadata(metadata));
     }
     Ok(Arc::new(Schema::new(fields)))
 }

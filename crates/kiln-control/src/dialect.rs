@@ -13,10 +13,10 @@
 //! included) point at the file's line:column.
 
 use datafusion::sql::sqlparser::ast::{ColumnDef, Expr, Ident, Query, SqlOption, Value};
-use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Location as SqlLocation, Token};
+use kiln_contracts::dialect::KilnDialect;
 
 use crate::error::{ControlError, Location, caret_snippet};
 
@@ -96,7 +96,7 @@ pub fn normalize(ident: &Ident) -> String {
 
 /// Parses every statement of one file. `file` is the path shown in errors.
 pub fn parse_file(file: &str, text: &str) -> Result<Vec<Statement>, ControlError> {
-    let dialect = GenericDialect {};
+    let dialect = KilnDialect::default();
     let syntax = |e: ParserError, at: SqlLocation| syntax_error(file, text, e, at);
     let mut parser =
         Parser::new(&dialect).try_with_sql(text).map_err(|e| syntax(e, SqlLocation { line: 1, column: 1 }))?;

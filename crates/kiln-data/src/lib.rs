@@ -42,6 +42,9 @@ pub enum DataError {
     /// The query produced data that breaks the product's contract (the user's query).
     #[error("product `{product}`: column `{column}` is declared NOT NULL but the query produced {nulls} NULL value(s)")]
     NullInNotNull { product: String, column: String, nulls: usize },
+    /// A written file does not satisfy the contract (checked before commit).
+    #[error("product `{product}`: {file} breaks the declared columns:\n  - {}", .violations.join("\n  - "))]
+    ContractBroken { product: String, file: String, violations: Vec<String> },
     /// A batch could not be converted to the contract's type (the user's query).
     #[error("product `{product}`: column `{column}`: cannot convert {from} to {to}: {reason}")]
     Conform { product: String, column: String, from: String, to: String, reason: String },

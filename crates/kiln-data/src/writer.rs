@@ -12,12 +12,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::arrow::parquet_to_arrow_schema;
+use datafusion::parquet::errors::ParquetError;
+use datafusion::parquet::file::metadata::ParquetMetaDataReader;
 use datafusion::parquet::file::properties::WriterProperties;
 use futures::StreamExt;
 use kiln_artifact::{FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals};
+use kiln_contracts::EvolutionPolicy;
+use kiln_contracts::compat::{CheckOptions, check};
 use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
 
@@ -39,6 +44,9 @@ pub struct WriteSpec {
     /// 1, 2 or 3 (see the brief's determinism tiers).
     pub ordering_tier: u8,
     pub sort_keys: Vec<String>,
+    /// Read every written file's footer back and check its schema (ARROW:schema round
+    /// trip included) against `schema` before returning: the write-time contract gate.
+    pub verify_contract: bool,
 }
 
 /// Live counters a caller can poll to draw progress.
@@ -78,6 +86,9 @@ pub async fn write_dataset(
         files.push(entry);
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
+    if spec.verify_contract {
+        verify_files(warehouse, &files, &spec).await?;
+    }
     let rows_written = files.iter().map(|f| f.rows).sum();
     let totals = ManifestTotals {
         files: files.len() as u64,
@@ -98,6 +109,51 @@ pub async fn write_dataset(
         files,
         totals,
     })
+}
+
+/// The write-time contract gate: the schema a reader would get from each file (its
+/// footer, read back through object_store) must satisfy the contract exactly, nullability
+/// included. Runs before the manifest exists, so a failure commits nothing.
+async fn verify_files(wh: &Warehouse, files: &[FileEntry], spec: &WriteSpec) -> Result<()> {
+    let options = CheckOptions { policy: EvolutionPolicy::Strict, nullability_is_proven: true };
+    for file in files {
+        let schema = read_back_schema(wh, file)
+            .await
+            .map_err(DataError::parquet(format!("product `{}`: cannot read back {}", spec.product, file.path)))?;
+        let verdict = check(&schema, &spec.schema, options);
+        if !verdict.is_ok() {
+            return Err(DataError::ContractBroken {
+                product: spec.product.clone(),
+                file: file.path.clone(),
+                violations: verdict.violations.iter().map(ToString::to_string).collect(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The Arrow schema a reader derives from a file's footer: fetch the file's tail through
+/// object_store (more if the footer is larger), decode the metadata, apply ARROW:schema.
+async fn read_back_schema(wh: &Warehouse, file: &FileEntry) -> Result<Schema, ParquetError> {
+    let path = wh.path(&file.path);
+    let size = file.bytes;
+    let fetch = |from: u64| {
+        let (store, path) = (Arc::clone(wh.store()), path.clone());
+        async move { store.get_range(&path, from..size).await.map_err(|e| ParquetError::External(Box::new(e))) }
+    };
+    let mut reader = ParquetMetaDataReader::new();
+    let tail = fetch(size.saturating_sub(64 * 1024)).await?;
+    match reader.try_parse_sized(&tail, size) {
+        Ok(()) => {}
+        Err(ParquetError::NeedMoreData(needed)) => {
+            let tail = fetch(size.saturating_sub(needed as u64)).await?;
+            reader.try_parse_sized(&tail, size)?;
+        }
+        Err(e) => return Err(e),
+    }
+    let metadata = reader.finish()?;
+    let file_metadata = metadata.file_metadata();
+    parquet_to_arrow_schema(file_metadata.schema_descr(), file_metadata.key_value_metadata())
 }
 
 struct OpenFile {
@@ -201,4 +257,97 @@ pub fn conform(batch: RecordBatch, spec: &WriteSpec) -> Result<RecordBatch> {
     }
     RecordBatch::try_new(Arc::clone(target), columns)
         .map_err(|e| DataError::Config(format!("product `{}`: {e}", spec.product)))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field};
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+
+    use super::*;
+
+    fn schema(nullable: bool) -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, nullable)]))
+    }
+
+    fn spec(schema: SchemaRef, max_rows_per_file: usize) -> WriteSpec {
+        WriteSpec {
+            product: "p".into(),
+            build_id: "b".into(),
+            run_id: "r".into(),
+            schema_fp: kiln_contracts::schema_fingerprint(&schema),
+            schema,
+            max_rows_per_file,
+            properties: WriterProperties::builder().set_created_by("kiln".into()).build(),
+            ordering_tier: 2,
+            sort_keys: vec![],
+            verify_contract: true,
+        }
+    }
+
+    fn stream(values: Vec<Option<i64>>, chunk: usize) -> SendableRecordBatchStream {
+        let schema = schema(true);
+        let batches: Vec<_> = values
+            .chunks(chunk)
+            .map(|c| {
+                Ok(RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(c.to_vec()))]).unwrap())
+            })
+            .collect();
+        Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(batches)))
+    }
+
+    #[tokio::test]
+    async fn rolls_files_per_partition_and_accounts_every_row() {
+        let wh = Warehouse::memory();
+        let streams = vec![stream((0..2500).map(Some).collect(), 300), stream((0..700).map(Some).collect(), 700)];
+        let m = write_dataset(&wh, streams, Arc::new(spec(schema(false), 1000)), Arc::default()).await.unwrap();
+        let layout: Vec<(String, u64)> = m.files.iter().map(|f| (f.path.clone(), f.rows)).collect();
+        assert_eq!(
+            layout,
+            [
+                ("p/builds/r/part-00000-00000.parquet".to_owned(), 1000),
+                ("p/builds/r/part-00000-00001.parquet".to_owned(), 1000),
+                ("p/builds/r/part-00000-00002.parquet".to_owned(), 500),
+                ("p/builds/r/part-00001-00000.parquet".to_owned(), 700),
+            ]
+        );
+        assert_eq!((m.totals.rows_written, m.totals.rows_read, m.totals.files), (3200, 3200, 4));
+        assert!(wh.current("p").await.unwrap().is_none(), "nothing is visible before commit");
+        wh.commit(&m).await.unwrap();
+        assert_eq!(wh.current("p").await.unwrap().unwrap(), m);
+    }
+
+    #[tokio::test]
+    async fn not_null_is_enforced_on_the_data() {
+        let wh = Warehouse::memory();
+        let err = write_dataset(
+            &wh,
+            vec![stream(vec![Some(1), None, None], 3)],
+            Arc::new(spec(schema(false), 10)),
+            Arc::default(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "product `p`: column `v` is declared NOT NULL but the query produced 2 NULL value(s)"
+        );
+    }
+
+    #[tokio::test]
+    async fn read_back_gate_compares_the_footer_schema_with_the_contract() {
+        let wh = Warehouse::memory();
+        let written =
+            write_dataset(&wh, vec![stream(vec![Some(1), None], 2)], Arc::new(spec(schema(true), 10)), Arc::default())
+                .await
+                .unwrap();
+        let stricter = spec(schema(false), 10);
+        let err = verify_files(&wh, &written.files, &stricter).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "product `p`: p/builds/r/part-00000-00000.parquet breaks the declared columns:\n  - v: nullable where NOT NULL was promised"
+        );
+        verify_files(&wh, &written.files, &spec(schema(true), 10)).await.unwrap();
+    }
 }

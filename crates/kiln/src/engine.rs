@@ -284,6 +284,7 @@ async fn run_product(
         max_rows_per_file: product.max_rows_per_file,
         properties,
         ordering_tier: tier,
+        verify_contract: product.contract.is_some(),
         sort_keys: product
             .order_by
             .iter()
