@@ -1,9 +1,42 @@
-//! Kiln's function registry.
+//! Kiln's function registry: versioned, documented functions whose identity is part of
+//! every build that uses them.
 //!
-//! This crate will hold `FunctionSpec`, the builtin `kiln_*` functions (PII hashing,
-//! stable ids, window helpers), their installer into a SessionContext and the function
-//! fingerprint that enters the build identity. It exists now so the workspace has its
-//! final shape; the registry arrives with the functions issue.
+//! A function changes what a product computes, so each has a [`FunctionSpec`] (stable id
+//! with major version such as `kiln.pii_hash.v1`, engine name `kiln_*`, kind, arguments,
+//! types, volatility, null semantics, docs, example) and an implementation version. The
+//! [`Registry`] looks functions up by id or name, renders the catalog (Markdown and JSON),
+//! installs them into a DataFusion `SessionContext` (idempotent; it refuses to shadow a
+//! builtin or a name registered by someone else) and computes the function fingerprint of
+//! a set of used functions and secrets.
+//!
+//! Builtins ([`builtins`]): `kiln_sha256_hex`, `kiln_pii_hash` (HMAC-SHA256 keyed by a
+//! project secret), `kiln_stable_id` (128-bit typed id), `kiln_tumble_start`,
+//! `kiln_tumble_end`, `kiln_hop_starts`.
+//!
+//! Secrets ([`Secrets`]) are resolved at run time and never printed: their `Debug` is
+//! redacted, plans carry only the secret's *name*, and fingerprints carry a keyed digest.
 //!
 //! Architecture invariant: depends on DataFusion's function traits, kiln-explode and
 //! kiln-contracts only; never on the data or control planes.
+
+pub mod builtins;
+pub mod hex;
+pub mod registry;
+pub mod secrets;
+pub mod spec;
+
+pub use registry::Registry;
+pub use secrets::{SecretSource, Secrets};
+pub use spec::{FunctionKind, FunctionSpec};
+
+/// The one error type of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    /// Installing would replace a function Kiln does not own (the user's configuration
+    /// or another library registered it, or it is a DataFusion builtin).
+    #[error("cannot install `{name}`: a different function with that name is already registered")]
+    Shadow { name: String },
+    /// A registration inside DataFusion failed (internal).
+    #[error("cannot install `{name}`: {reason}")]
+    Install { name: String, reason: String },
+}

@@ -1,0 +1,96 @@
+//! Project secrets (`[secrets]` in kiln.toml), resolved at run time, never printed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SecretSource {
+    /// An environment variable.
+    Env(String),
+}
+
+/// A resolved secret value. Its `Debug` and `Display` are redacted.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SecretValue(Vec<u8>);
+
+impl SecretValue {
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretValue(<redacted>)")
+    }
+}
+
+/// The project's secrets by name: each resolved, or the reason it could not be.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Secrets {
+    entries: BTreeMap<String, Result<SecretValue, String>>,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.entries.keys()).finish()
+    }
+}
+
+/// Version of the keyed-digest encoding used in fingerprints.
+pub const SECRET_DIGEST_VERSION: u32 = 1;
+
+impl Secrets {
+    /// Resolves declared secrets now (environment variables are read once per run).
+    pub fn resolve(declared: &BTreeMap<String, SecretSource>) -> Self {
+        let entries = declared
+            .iter()
+            .map(|(name, source)| {
+                let value = match source {
+                    SecretSource::Env(var) => match std::env::var(var) {
+                        Ok(v) if !v.is_empty() => Ok(SecretValue(v.into_bytes())),
+                        Ok(_) => Err(format!("environment variable {var} is empty")),
+                        Err(_) => Err(format!("environment variable {var} is not set")),
+                    },
+                };
+                (name.clone(), value)
+            })
+            .collect();
+        Self { entries }
+    }
+
+    /// Secrets with literal values (tests, library users).
+    pub fn from_values<'a>(values: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let entries = values.into_iter().map(|(k, v)| (k.to_owned(), Ok(SecretValue(v.as_bytes().to_vec())))).collect();
+        Self { entries }
+    }
+
+    /// The value of a secret, or an error that names it (and never an empty key).
+    pub fn get(&self, name: &str) -> Result<&SecretValue, String> {
+        match self.entries.get(name) {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(reason)) => Err(format!("secret `{name}`: {reason}")),
+            None => Err(format!(
+                "secret `{name}` is not declared in kiln.toml [secrets] (declared: {})",
+                if self.entries.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.entries.keys().cloned().collect::<Vec<_>>().join(", ")
+                }
+            )),
+        }
+    }
+
+    /// A digest keyed by the secret: HMAC-SHA256(key = value, "kiln.secret_digest.v1:" +
+    /// name), hex. It changes when the value rotates and reveals nothing usable about it.
+    pub fn keyed_digest(&self, name: &str) -> Result<String, String> {
+        let value = self.get(name)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(value.expose()).map_err(|e| e.to_string())?;
+        mac.update(format!("kiln.secret_digest.v{SECRET_DIGEST_VERSION}:{name}").as_bytes());
+        Ok(crate::hex::to_hex(&mac.finalize().into_bytes()))
+    }
+}

@@ -1,0 +1,74 @@
+//! Function specifications and their canonical encoding.
+
+use serde::Serialize;
+
+/// What kind of function DataFusion sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FunctionKind {
+    Scalar,
+    Aggregate,
+    Window,
+    Table,
+}
+
+/// One argument: its name (usable with `name => value`) and the Arrow types it accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ArgSpec {
+    pub name: &'static str,
+    pub types: &'static str,
+    /// Must be a constant (a literal) in the call.
+    pub literal: bool,
+}
+
+/// The specification of a Kiln function. Every field is part of the function fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct FunctionSpec {
+    /// Stable id with the major version: `kiln.pii_hash.v1`.
+    pub id: &'static str,
+    /// The SQL name, always prefixed `kiln_`.
+    pub name: &'static str,
+    pub kind: FunctionKind,
+    pub args: Vec<ArgSpec>,
+    /// Whether the last argument repeats (`kiln_stable_id(a, b, ...)`).
+    pub variadic: bool,
+    pub returns: &'static str,
+    /// `immutable`, `stable` or `volatile` (DataFusion's volatility).
+    pub volatility: &'static str,
+    /// Same inputs give the same output on every run and machine.
+    pub deterministic: bool,
+    pub null_semantics: &'static str,
+    /// Whether the optimizer may see through the call (simplify, fold constants).
+    pub optimizer_transparent: bool,
+    /// Bumped whenever the implementation's output could change for some input.
+    pub implementation_version: u32,
+    pub doc: &'static str,
+    pub example: &'static str,
+}
+
+impl FunctionSpec {
+    /// The canonical text of the spec that enters the fingerprint: one `key=value` line
+    /// per field, in declaration order, strings length-prefixed.
+    pub fn canonical(&self) -> String {
+        let s = |v: &str| format!("{}:{v}", v.len());
+        let mut out = format!(
+            "id={}\nname={}\nkind={:?}\nvariadic={}\nreturns={}\nvolatility={}\ndeterministic={}\nnulls={}\ntransparent={}\nimpl={}\ndoc={}\nexample={}\n",
+            s(self.id),
+            s(self.name),
+            self.kind,
+            self.variadic,
+            s(self.returns),
+            s(self.volatility),
+            self.deterministic,
+            s(self.null_semantics),
+            self.optimizer_transparent,
+            self.implementation_version,
+            s(self.doc),
+            s(self.example),
+        );
+        for a in &self.args {
+            out.push_str(&format!("arg={} types={} literal={}\n", s(a.name), s(a.types), a.literal));
+        }
+        out
+    }
+}

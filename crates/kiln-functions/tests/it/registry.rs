@@ -1,0 +1,86 @@
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::prelude::SessionContext;
+use kiln_functions::registry::fingerprint_of;
+use kiln_functions::{FunctionError, Registry, Secrets};
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn every_builtin_is_prefixed_documented_and_found_by_id_and_name() {
+    let r = Registry::builtin(Secrets::default());
+    let names: Vec<&str> = r.specs().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        [
+            "kiln_sha256_hex",
+            "kiln_pii_hash",
+            "kiln_stable_id",
+            "kiln_tumble_start",
+            "kiln_tumble_end",
+            "kiln_hop_starts"
+        ]
+    );
+    let catalog = r.catalog_markdown();
+    for s in r.specs() {
+        assert!(s.name.starts_with("kiln_") && s.id.starts_with("kiln.") && s.id.ends_with(".v1"));
+        assert!(!s.doc.is_empty() && !s.example.is_empty());
+        assert!(catalog.contains(&format!("## `{}(", s.name)) && catalog.contains(s.doc));
+        assert_eq!(r.by_id(s.id).unwrap().name, s.name);
+        assert_eq!(r.by_name(s.name).unwrap().id, s.id);
+    }
+    assert_eq!(r.catalog_json()["functions"].as_array().unwrap().len(), names.len());
+}
+
+#[test]
+fn installing_is_idempotent_and_never_shadows() {
+    let ctx = SessionContext::new();
+    let r = Registry::builtin(Secrets::default());
+    r.install(&ctx).unwrap();
+    r.install(&ctx).unwrap();
+
+    let other = SessionContext::new();
+    let impostor = create_udf(
+        "kiln_stable_id",
+        vec![DataType::Int64],
+        DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| Ok(args[0].clone())),
+    );
+    other.register_udf(impostor);
+    let err = r.install(&other).unwrap_err();
+    assert!(matches!(&err, FunctionError::Shadow { name } if name == "kiln_stable_id"), "{err}");
+    // Nothing was installed next to the conflict.
+    assert!(!other.state().scalar_functions().contains_key("kiln_sha256_hex"));
+}
+
+#[test]
+fn fingerprint_changes_with_specs_versions_and_secrets_only() {
+    let a = Registry::builtin(Secrets::from_values([("k", "one")]));
+    let b = Registry::builtin(Secrets::from_values([("k", "two"), ("other", "x")]));
+    let used = set(&["kiln_pii_hash", "sum", "abs"]);
+    let fp = |r: &Registry, u: &BTreeSet<String>, s: &[&str]| r.fingerprint(u, &set(s)).unwrap();
+    // Non-Kiln functions do not matter; the same inputs give the same fingerprint.
+    assert_eq!(fp(&a, &used, &["k"]), fp(&a, &set(&["kiln_pii_hash"]), &["k"]));
+    // Rotating the key changes it; an unused secret does not.
+    assert_ne!(fp(&a, &used, &["k"]), fp(&b, &used, &["k"]));
+    assert_eq!(fp(&a, &set(&["kiln_sha256_hex"]), &[]), fp(&b, &set(&["kiln_sha256_hex"]), &[]));
+    assert_ne!(fp(&a, &set(&["kiln_sha256_hex"]), &[]), fp(&a, &set(&["kiln_stable_id"]), &[]));
+    // A spec change or an implementation-version bump changes it.
+    let spec = a.by_name("kiln_sha256_hex").unwrap().clone();
+    let base = fingerprint_of(&[&spec], &[]);
+    assert_eq!(base, fp(&a, &set(&["kiln_sha256_hex"]), &[]));
+    let mut bumped = spec.clone();
+    bumped.implementation_version += 1;
+    assert_ne!(fingerprint_of(&[&bumped], &[]), base);
+    let mut redoc = spec.clone();
+    redoc.null_semantics = "NULL in, empty string out";
+    assert_ne!(fingerprint_of(&[&redoc], &[]), base);
+    // A secret that cannot be resolved is an error naming it.
+    assert!(a.fingerprint(&used, &set(&["missing"])).unwrap_err().contains("secret `missing`"));
+}
