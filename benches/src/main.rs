@@ -23,6 +23,8 @@ use datafusion::prelude::SessionContext;
 use kiln::control::dialect::Statement;
 use serde_json::{Value, json};
 
+mod functions;
+
 #[derive(Debug, Parser)]
 struct Args {
     #[command(subcommand)]
@@ -51,7 +53,7 @@ enum Cmd {
     },
 }
 
-const SUITES: [&str; 1] = ["build"];
+const SUITES: [&str; 2] = ["build", "functions"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -69,8 +71,10 @@ async fn main() -> Result<()> {
             };
             std::fs::create_dir_all(&out)?;
             for s in suites {
-                // `build` is the only suite so far; later suites dispatch on `s` here.
-                let result = build_suite(&out, sf, runs.max(1)).await?;
+                let result = match s {
+                    "functions" => functions::suite(runs.max(1)).await?,
+                    _ => build_suite(&out, sf, runs.max(1)).await?,
+                };
                 record(&out, s, result)?;
             }
             Ok(())

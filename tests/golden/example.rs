@@ -45,7 +45,11 @@ async fn example_products_equal_plain_datafusion() {
 
     let project = kiln::Project::load(&dir).unwrap();
     let warehouse = kiln::data::Warehouse::local(&dir.join("warehouse")).unwrap();
+    // The direct side runs the same SQL in a plain SessionContext. Kiln's functions are
+    // installed there too (their outputs are pinned by known-answer tests in
+    // kiln-functions); everything else (DAG, compilation, writer, commit) is Kiln-free.
     let direct = SessionContext::new();
+    kiln::functions::Registry::builtin(project.config.resolve_secrets()).install(&direct).unwrap();
     let kiln_side = SessionContext::new();
     for &i in &project.graph.order().unwrap() {
         let node = &project.graph.nodes[i];

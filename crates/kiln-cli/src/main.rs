@@ -46,6 +46,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The function catalog: every Kiln function with its doc and example.
+    Functions {
+        /// The catalog as JSON (docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -78,6 +84,17 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
                 println!("  {f}");
             }
             println!("next: kiln build {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Functions { json } => {
+            let registry = kiln::functions::Registry::builtin(kiln::functions::Secrets::default());
+            if json {
+                let text = serde_json::to_string_pretty(&registry.catalog_json())
+                    .map_err(|e| KilnError::Usage(format!("cannot render JSON: {e}")))?;
+                println!("{text}");
+            } else {
+                print!("{}", registry.catalog_markdown());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Build { dir, select, profile, settings, json } => {

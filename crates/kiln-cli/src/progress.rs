@@ -33,10 +33,13 @@ impl kiln::Observer for CliProgress {
     fn event(&self, event: Event) {
         match event {
             Event::Generating { scale_factor } => {
-                let _ = self.multi.println(format!("generating TPC-H data at scale factor {scale_factor} ..."));
+                self.multi.suspend(|| eprintln!("generating TPC-H data at scale factor {scale_factor} ..."));
+            }
+            Event::Warning(message) => {
+                self.multi.suspend(|| eprintln!("warning: {message}"));
             }
             Event::Generated { rows, seconds } => {
-                let _ = self.multi.println(format!("generated {rows} rows in {seconds:.1}s"));
+                self.multi.suspend(|| eprintln!("generated {rows} rows in {seconds:.1}s"));
             }
             Event::Planned { products } => {
                 let style = ProgressStyle::with_template("{spinner:.cyan} {prefix:<30} {msg}")

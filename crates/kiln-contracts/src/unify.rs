@@ -35,7 +35,7 @@ pub struct UnifyError {
 }
 
 /// Unifies `(file, schema)` pairs into one schema.
-pub fn unify(inputs: &[(&str, &Schema)], mode: UnifyMode) -> Result<Schema, UnifyError> {
+pub fn unify(inputs: &[(&str, &Schema)], mode: UnifyMode) -> Result<Schema, Box<UnifyError>> {
     // (field, file it first appeared in, how many inputs had it)
     let mut merged: Vec<(Field, String, usize)> = Vec::new();
     for (file, schema) in inputs {
@@ -50,17 +50,19 @@ pub fn unify(inputs: &[(&str, &Schema)], mode: UnifyMode) -> Result<Schema, Unif
                         UnifyMode::Permissive => promote(current.data_type(), field.data_type()),
                         UnifyMode::Strict => None,
                     }
-                    .ok_or_else(|| UnifyError {
-                        column: field.name().clone(),
-                        first_file: first_file.clone(),
-                        first_type: current.data_type().to_string(),
-                        second_file: (*file).to_owned(),
-                        second_type: field.data_type().to_string(),
-                        hint: if mode == UnifyMode::Strict {
-                            " (schema_evolution = 'strict')"
-                        } else {
-                            " (no common type)"
-                        },
+                    .ok_or_else(|| {
+                        Box::new(UnifyError {
+                            column: field.name().clone(),
+                            first_file: first_file.clone(),
+                            first_type: current.data_type().to_string(),
+                            second_file: (*file).to_owned(),
+                            second_type: field.data_type().to_string(),
+                            hint: if mode == UnifyMode::Strict {
+                                " (schema_evolution = 'strict')"
+                            } else {
+                                " (no common type)"
+                            },
+                        })
                     })?;
                     let nullable = current.is_nullable() || field.is_nullable();
                     let mut metadata = current.metadata().clone();

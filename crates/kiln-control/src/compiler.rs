@@ -10,21 +10,23 @@
 //! fingerprints. Build identity (version [`BUILD_ID_VERSION`]):
 //!
 //! ```text
-//! build_id = sha256("kiln.build.v0\n" product "\n" schema_fp "\n" query_fp "\n"
+//! build_id = sha256("kiln.build.v0\n" product "\n" schema_fp "\n" query_fp "\n" func_fp "\n"
 //!                   ("upstream " name " " version "\n")* sorted by name)
 //! ```
 //!
 //! where an upstream's version is a source's data version or a product's build id.
 //! `query_fp` here is sha256 over the optimized plan's indented text with schemas
-//! (version 0). Not yet part of the identity: the runtime fingerprint (semantic settings)
-//! and the function fingerprint; see ARCHITECTURE.md.
+//! (version 0). `func_fp` covers the Kiln functions the plan calls and keyed digests of
+//! the secrets it uses (kiln-functions). Not yet part of the identity: the runtime
+//! fingerprint (semantic settings); see ARCHITECTURE.md.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::Column;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SQLOptions;
@@ -35,6 +37,7 @@ use datafusion::sql::sqlparser::ast::{ColumnDef, ColumnOption, Statement as SqlS
 use kiln_contracts::compat::{CheckOptions, check};
 use kiln_contracts::{Contract, EvolutionPolicy, schema_fingerprint, sql_to_arrow};
 use kiln_data::{FileFormat, FileSource, ProductTable, Warehouse};
+use kiln_functions::Registry;
 use sha2::{Digest, Sha256};
 
 use crate::dialect::{ProductDef, SourceDef, normalize};
@@ -52,6 +55,7 @@ const PRODUCT_OPTIONS: [&str; 2] = ["existing_data", "max_rows_per_file"];
 /// One SessionContext with a project's tables.
 pub struct Substrate {
     ctx: SessionContext,
+    functions: Registry,
     warehouse: Warehouse,
     root: PathBuf,
     products: HashMap<String, Arc<ProductTable>>,
@@ -79,13 +83,22 @@ pub struct CompiledProduct {
     pub contract: Option<Contract>,
     pub schema_fp: String,
     pub query_fp: String,
+    /// Fingerprint of the Kiln functions the plan calls and the secrets it keys them with.
+    pub func_fp: String,
     pub order_by: Vec<(String, bool)>,
     pub max_rows_per_file: usize,
     pub fail_if_exists: bool,
 }
 
 impl Substrate {
-    pub fn new(profile: &RuntimeProfile, warehouse: Warehouse, root: &Path) -> Result<Self, ControlError> {
+    /// A session configured by `profile`, with `functions` installed and the warehouse's
+    /// object store registered.
+    pub fn new(
+        profile: &RuntimeProfile,
+        warehouse: Warehouse,
+        root: &Path,
+        functions: Registry,
+    ) -> Result<Self, ControlError> {
         let state = SessionStateBuilder::new()
             .with_config(profile.session_config()?)
             .with_runtime_env(profile.runtime_env()?)
@@ -93,7 +106,8 @@ impl Substrate {
             .build();
         let ctx = SessionContext::new_with_state(state);
         warehouse.register(ctx.runtime_env().as_ref())?;
-        Ok(Self { ctx, warehouse, root: root.to_path_buf(), products: HashMap::new() })
+        functions.install(&ctx).map_err(|e| ControlError::Internal(e.to_string()))?;
+        Ok(Self { ctx, functions, warehouse, root: root.to_path_buf(), products: HashMap::new() })
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -233,6 +247,8 @@ impl Substrate {
         let plan = state.optimize(&plan).map_err(|e| fail(e.strip_backtrace()))?;
         let query_fp = sha256_hex(format!("kiln.query.v0\n{}", plan.display_indent_schema()).as_bytes());
         let schema_fp = schema_fingerprint(&schema);
+        let (used, secrets) = functions_used(&plan);
+        let func_fp = self.functions.fingerprint(&used, &secrets).map_err(fail)?;
 
         let table = Arc::new(ProductTable::new(def.name.clone(), Arc::clone(&schema)));
         self.ctx
@@ -247,6 +263,7 @@ impl Substrate {
             contract,
             schema_fp,
             query_fp,
+            func_fp,
             order_by: def.order_by.clone(),
             max_rows_per_file,
             fail_if_exists,
@@ -254,11 +271,40 @@ impl Substrate {
     }
 }
 
+/// Every function name a plan calls, and the secret names passed to `kiln_pii_hash`.
+fn functions_used(plan: &LogicalPlan) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut names = BTreeSet::new();
+    let mut secrets = BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(f) = e {
+                    names.insert(f.name().to_owned());
+                    if f.name() == "kiln_pii_hash"
+                        && let Some(Expr::Literal(value, _)) = f.args.get(1)
+                        && let Some(name) = value.try_as_str().flatten()
+                    {
+                        secrets.insert(name.to_owned());
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    (names, secrets)
+}
+
 /// The build id of a product (see the module docs).
-pub fn build_id(product: &str, schema_fp: &str, query_fp: &str, upstream: &[(String, String)]) -> String {
+pub fn build_id(
+    product: &str,
+    schema_fp: &str,
+    query_fp: &str,
+    func_fp: &str,
+    upstream: &[(String, String)],
+) -> String {
     let mut sorted = upstream.to_vec();
     sorted.sort();
-    let mut text = format!("kiln.build.v{BUILD_ID_VERSION}\n{product}\n{schema_fp}\n{query_fp}\n");
+    let mut text = format!("kiln.build.v{BUILD_ID_VERSION}\n{product}\n{schema_fp}\n{query_fp}\n{func_fp}\n");
     for (name, version) in sorted {
         text.push_str(&format!("upstream {name} {version}\n"));
     }

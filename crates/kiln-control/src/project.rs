@@ -24,6 +24,39 @@ pub struct ProjectConfig {
     /// Data generators run before the first build (`[generate.tpch]`).
     #[serde(default)]
     pub generate: GenerateSection,
+    /// `[secrets]`: `name = { env = "VAR" }` (optionally `fallback = "..."` for examples).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretDecl>,
+}
+
+/// One declared secret. Only where its value comes from is configured; the value itself is
+/// read at run time.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretDecl {
+    pub env: String,
+    /// A development value used when the variable is unset (reported on every run).
+    pub fallback: Option<String>,
+}
+
+impl std::fmt::Debug for SecretDecl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretDecl").field("env", &self.env).finish_non_exhaustive()
+    }
+}
+
+impl ProjectConfig {
+    /// Resolves `[secrets]` now, from the environment.
+    pub fn resolve_secrets(&self) -> kiln_functions::Secrets {
+        let declared = self
+            .secrets
+            .iter()
+            .map(|(name, d)| {
+                (name.clone(), kiln_functions::SecretSource::Env { var: d.env.clone(), fallback: d.fallback.clone() })
+            })
+            .collect();
+        kiln_functions::Secrets::resolve(&declared)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,10 +7,21 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// Where a secret's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum SecretSource {
-    /// An environment variable.
-    Env(String),
+    /// An environment variable, with an optional fallback value for examples and local
+    /// development (using it is reported as a warning on every run).
+    Env { var: String, fallback: Option<String> },
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Env { var, fallback } => {
+                write!(f, "Env({var}{})", if fallback.is_some() { ", fallback: <redacted>" } else { "" })
+            }
+        }
+    }
 }
 
 /// A resolved secret value. Its `Debug` and `Display` are redacted.
@@ -33,6 +44,8 @@ impl fmt::Debug for SecretValue {
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Secrets {
     entries: BTreeMap<String, Result<SecretValue, String>>,
+    /// Names resolved from their fallback value rather than the environment.
+    fallbacks: Vec<String>,
 }
 
 impl fmt::Debug for Secrets {
@@ -47,26 +60,36 @@ pub const SECRET_DIGEST_VERSION: u32 = 1;
 impl Secrets {
     /// Resolves declared secrets now (environment variables are read once per run).
     pub fn resolve(declared: &BTreeMap<String, SecretSource>) -> Self {
+        let mut fallbacks = Vec::new();
         let entries = declared
             .iter()
             .map(|(name, source)| {
                 let value = match source {
-                    SecretSource::Env(var) => match std::env::var(var) {
-                        Ok(v) if !v.is_empty() => Ok(SecretValue(v.into_bytes())),
-                        Ok(_) => Err(format!("environment variable {var} is empty")),
-                        Err(_) => Err(format!("environment variable {var} is not set")),
+                    SecretSource::Env { var, fallback } => match (std::env::var(var), fallback) {
+                        (Ok(v), _) if !v.is_empty() => Ok(SecretValue(v.into_bytes())),
+                        (_, Some(f)) if !f.is_empty() => {
+                            fallbacks.push(name.clone());
+                            Ok(SecretValue(f.clone().into_bytes()))
+                        }
+                        (Ok(_), _) => Err(format!("environment variable {var} is empty")),
+                        (Err(_), _) => Err(format!("environment variable {var} is not set")),
                     },
                 };
                 (name.clone(), value)
             })
             .collect();
-        Self { entries }
+        Self { entries, fallbacks }
+    }
+
+    /// Secrets that fell back to their configured development value.
+    pub fn fallbacks(&self) -> &[String] {
+        &self.fallbacks
     }
 
     /// Secrets with literal values (tests, library users).
     pub fn from_values<'a>(values: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let entries = values.into_iter().map(|(k, v)| (k.to_owned(), Ok(SecretValue(v.as_bytes().to_vec())))).collect();
-        Self { entries }
+        Self { entries, fallbacks: Vec::new() }
     }
 
     /// The value of a secret, or an error that names it (and never an empty key).

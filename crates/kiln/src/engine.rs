@@ -47,6 +47,8 @@ pub enum Event {
         progress: Arc<WriteProgress>,
     },
     ProductFinished(ProductRun),
+    /// Something the user should know that does not fail the build.
+    Warning(String),
 }
 
 /// Receives build events; implemented by the CLI's progress display.
@@ -99,7 +101,14 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
     }
 
     let warehouse = Warehouse::open(&config.storage.warehouse, &project.root)?;
-    let mut substrate = Substrate::new(&profile, warehouse.clone(), &project.root)?;
+    let secrets = config.resolve_secrets();
+    for name in secrets.fallbacks() {
+        observer.event(Event::Warning(format!(
+            "secret `{name}` uses its fallback value from kiln.toml; set its environment variable outside development"
+        )));
+    }
+    let functions = kiln_functions::Registry::builtin(secrets);
+    let mut substrate = Substrate::new(&profile, warehouse.clone(), &project.root, functions)?;
     let graph = &project.graph;
     let order = graph.order()?;
     let selected: BTreeSet<usize> = match &options.select {
@@ -179,7 +188,7 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
                 .iter()
                 .filter_map(|d| versions.get(d).map(|v| (graph.nodes[*d].name.clone(), v.clone())))
                 .collect();
-            let id = build_id(&product.name, &product.schema_fp, &product.query_fp, &upstream);
+            let id = build_id(&product.name, &product.schema_fp, &product.query_fp, &product.func_fp, &upstream);
             match run_product(&substrate, product, &id, &run_id, observer).await {
                 Ok(manifest) => {
                     versions.insert(i, id.clone());

@@ -1,4 +1,5 @@
--- PII pre-transform: phone and address never land in the warehouse in clear text.
+-- PII pre-transform: phone and address never land in the warehouse in clear text; they are
+-- HMAC-SHA256 hashed with the project secret `pii_key` (kiln.toml [secrets]).
 CREATE PRODUCT customer_clean (
   c_custkey BIGINT NOT NULL,
   c_name VARCHAR NOT NULL,
@@ -13,8 +14,8 @@ AS
 SELECT
   c_custkey,
   c_name,
-  encode(sha256(c_phone), 'hex') AS phone_hash,
-  encode(sha256(c_address), 'hex') AS address_hash,
+  kiln_pii_hash(c_phone, key => 'pii_key') AS phone_hash,
+  kiln_pii_hash(c_address, key => 'pii_key') AS address_hash,
   c_nationkey,
   c_acctbal,
   c_mktsegment
