@@ -293,7 +293,8 @@ async fn run_product(
         max_rows_per_file: product.max_rows_per_file,
         properties,
         ordering_tier: tier,
-        verify_contract: product.contract.is_some(),
+        // Every product: its declared contract, or the planned schema it promised downstream.
+        verify_contract: true,
         sort_keys: product
             .order_by
             .iter()
