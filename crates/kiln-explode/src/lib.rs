@@ -1,9 +1,30 @@
 //! Nested-explode kernels on arrow-rs alone.
 //!
-//! This crate will hold the list / large list / fixed-size list / map / zipped explode
-//! kernels of the brief's explode contract (0-based `idx`, keep-empty, parent alignment).
-//! It exists now so the workspace has its final shape; the kernels arrive with the
-//! explode issue. Until then products use DataFusion's `unnest` (see the example's
-//! `order_items` product, which derives the offset with `range`).
+//! Exploding turns each element of a list (or entry of a map) into its own row, aligned
+//! with its parent row. Kiln's contract (brief §4):
+//! - output order is (parent row, idx); `idx` is 0-based (pass `idx_base = 1` for SQL's
+//!   WITH ORDINALITY);
+//! - with `keep_empty`, an empty or NULL list yields exactly one row with a NULL value and
+//!   a NULL idx (LEFT JOIN UNNEST ... ON TRUE); without it such parents yield no rows;
+//! - NULL elements are kept as NULL values with their idx;
+//! - maps explode to (key, value); zipped explode pads shorter lists with NULL.
 //!
-//! Architecture invariant: depends on arrow only; no DataFusion, no SQL.
+//! Main entry points: [`explode`] (one list-like array -> [`Exploded`]), [`explode_zipped`]
+//! (several lists of the same rows), [`explode_batch`] (a `RecordBatch` column, carrying
+//! the parent columns and honouring a target output batch size), [`unpack_struct`].
+//!
+//! Complexity: O(n + m) for n parent rows and m output rows. Parent indices and idx are
+//! built from the offsets buffer with bulk fills (one `repeat_n` / range extend per parent,
+//! no per-element branching). When no parent needs padding (no keep-empty rows, and every
+//! NULL parent has an empty offset range) the values are a zero-copy slice of the child
+//! array; otherwise one `take` with nullable indices builds them.
+//!
+//! Sliced inputs (non-zero offsets into the child) are handled: offsets are read as they
+//! are, relative to the first one.
+//!
+//! Architecture invariant: depends on arrow only: no DataFusion, no SQL. The execution
+//! operator (kiln-data) and the SQL surface (kiln-control) are built on these kernels.
+
+mod kernels;
+
+pub use kernels::{ExplodeError, ExplodeOptions, Exploded, explode, explode_batch, explode_zipped, unpack_struct};
