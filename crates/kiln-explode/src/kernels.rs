@@ -202,8 +202,7 @@ fn gather(l: &Ranges, width: &[usize]) -> Result<ArrayRef, ExplodeError> {
     let total: usize = width.iter().sum();
     let mut indices = Vec::with_capacity(total);
     let mut valid = Vec::with_capacity(total);
-    for i in 0..n {
-        let (s, len, w) = (l.starts[i], l.lens[i], width[i]);
+    for ((&s, &len), &w) in l.starts.iter().zip(&l.lens).zip(width) {
         indices.extend((s..s + len).map(|v| v as u32));
         valid.extend(std::iter::repeat_n(true, len));
         indices.extend(std::iter::repeat_n(0u32, w - len));
