@@ -136,10 +136,10 @@ proptest! {
         let (_, want_idx, _) = naive(&[&list], &o);
         let empty = e.is_empty_parent.unwrap();
         let null = e.is_null_parent.unwrap();
-        for r in 0..e.parents.len() {
+        for (r, want) in want_idx.iter().enumerate() {
             let parent = e.parents.value(r) as usize;
-            prop_assert_eq!(null.value(r), want_idx[r].is_none() && list.is_null(parent));
-            prop_assert_eq!(empty.value(r), want_idx[r].is_none() && list.is_valid(parent));
+            prop_assert_eq!(null.value(r), want.is_none() && list.is_null(parent));
+            prop_assert_eq!(empty.value(r), want.is_none() && list.is_valid(parent));
         }
     }
 
