@@ -79,14 +79,19 @@ fn ci() -> Result<()> {
     step("test", || run(Command::new(cargo_bin()).args(["test", "--workspace", "--locked"]).env("INSTA_UPDATE", "no")))
 }
 
+/// The golden suites: the end-to-end suite (kiln-tests) and the CLI suite with its insta
+/// snapshots (kiln-cli).
 fn golden(update: bool) -> Result<()> {
-    let mut cmd = Command::new(cargo_bin());
-    cmd.args(["test", "-p", "kiln-tests", "--test", "golden"]);
-    cmd.env("INSTA_UPDATE", if update { "always" } else { "no" });
-    if update {
-        cmd.env_remove("CI");
+    for (package, test) in [("kiln-tests", "golden"), ("kiln-cli", "it")] {
+        let mut cmd = Command::new(cargo_bin());
+        cmd.args(["test", "-p", package, "--test", test]);
+        cmd.env("INSTA_UPDATE", if update { "always" } else { "no" });
+        if update {
+            cmd.env_remove("CI");
+        }
+        run(&mut cmd)?;
     }
-    run(&mut cmd)
+    Ok(())
 }
 
 fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
