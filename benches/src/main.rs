@@ -23,6 +23,7 @@ use datafusion::prelude::SessionContext;
 use kiln::control::dialect::Statement;
 use serde_json::{Value, json};
 
+mod explode;
 mod functions;
 
 #[derive(Debug, Parser)]
@@ -53,7 +54,7 @@ enum Cmd {
     },
 }
 
-const SUITES: [&str; 2] = ["build", "functions"];
+const SUITES: [&str; 3] = ["build", "functions", "explode"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -73,6 +74,7 @@ async fn main() -> Result<()> {
             for s in suites {
                 let result = match s {
                     "functions" => functions::suite(runs.max(1)).await?,
+                    "explode" => explode::suite(runs.max(1)).await?,
                     _ => build_suite(&out, sf, runs.max(1)).await?,
                 };
                 record(&out, s, result)?;
