@@ -195,17 +195,30 @@ fn record(out: &Path, suite: &str, result: Value) -> Result<()> {
         std::fs::read_to_string(&path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
     all.insert(suite.to_owned(), result);
     std::fs::write(&path, serde_json::to_string_pretty(&all)?)?;
-    let mut md =
-        String::from("| suite | kiln (s, median) | peer (s, median) | ratio | target |\n|---|---|---|---|---|\n");
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let mut md = String::from(
+        "| suite / case | kiln (s, median) | peer | peer (s, median) | ratio | target |\n|---|---|---|---|---|---|\n",
+    );
     for (name, r) in &all {
-        md.push_str(&format!(
-            "| {name} (sf {}) | {:.3} | {:.3} (DataFusion) | {:.3} | {} |\n",
-            r["scale_factor"],
-            r["kiln_median"].as_f64().unwrap_or(0.0),
-            r["datafusion_median"].as_f64().unwrap_or(0.0),
-            r["ratio"].as_f64().unwrap_or(0.0),
-            r["target"].as_str().unwrap_or("")
-        ));
+        let rows: Vec<Value> = match r.get("rows").and_then(Value::as_array) {
+            Some(rows) => rows.clone(),
+            None => vec![json!({
+                "case": format!("sf {}", r["scale_factor"]), "peer": "DataFusion write_parquet",
+                "kiln_median": r["kiln_median"], "peer_median": r["datafusion_median"],
+                "ratio": r["ratio"], "target": r["target"],
+            })],
+        };
+        for row in rows {
+            md.push_str(&format!(
+                "| {name}: {} | {:.3} | {} | {:.3} | {:.3} | {} |\n",
+                row["case"].as_str().unwrap_or(""),
+                f(&row["kiln_median"]),
+                row["peer"].as_str().unwrap_or(""),
+                f(&row["peer_median"]),
+                f(&row["ratio"]),
+                row["target"].as_str().unwrap_or("")
+            ));
+        }
     }
     std::fs::write(out.join("results.md"), &md)?;
     print!("{md}");

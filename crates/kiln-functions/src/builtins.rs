@@ -17,7 +17,7 @@ use datafusion::logical_expr::{
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::hex::push_hex;
+use crate::hex::hex32;
 use crate::secrets::Secrets;
 use crate::spec::{ArgSpec, FunctionKind, FunctionSpec};
 
@@ -47,55 +47,37 @@ fn is_bytes(t: &DataType) -> bool {
 /// Applies `digest` to every non-null value of a string or binary array and writes its
 /// lowercase hex into one contiguous Utf8 buffer. NULL in, NULL out.
 fn hex_digest_array(array: &ArrayRef, name: &str, digest: impl Fn(&[u8]) -> [u8; 32]) -> Result<ArrayRef> {
+    /// One pass over the values: digest, 64 hex digits appended, offset pushed.
     fn run<'a>(
-        n: usize,
-        valid: impl Fn(usize) -> bool,
-        value: impl Fn(usize) -> &'a [u8],
+        values_in: impl Iterator<Item = Option<&'a [u8]>>,
         digest: impl Fn(&[u8]) -> [u8; 32],
         values: &mut Vec<u8>,
         offsets: &mut Vec<i32>,
-    ) -> Result<()> {
-        for i in 0..n {
-            if valid(i) {
-                push_hex(values, &digest(value(i)));
+    ) {
+        for v in values_in {
+            if let Some(v) = v {
+                values.extend_from_slice(&hex32(&digest(v)));
             }
-            let Ok(end) = i32::try_from(values.len()) else {
-                return exec_err!("hex output exceeds 2 GiB in one batch");
-            };
-            offsets.push(end);
+            // Cannot overflow: the caller bounds the output to i32::MAX bytes up front.
+            offsets.push(values.len() as i32);
         }
-        Ok(())
     }
     let n = array.len();
-    let mut values = Vec::with_capacity((n - array.null_count()) * 64);
+    let valid = n - array.null_count();
+    if valid.checked_mul(64).is_none_or(|bytes| bytes > i32::MAX as usize) {
+        return exec_err!("{name}: hex output of {valid} values exceeds 2 GiB in one batch");
+    }
+    let mut values = Vec::with_capacity(valid * 64);
     let mut offsets = Vec::with_capacity(n + 1);
     offsets.push(0i32);
     let (v, o) = (&mut values, &mut offsets);
     match array.data_type() {
-        DataType::Utf8 => {
-            let a = array.as_string::<i32>();
-            run(n, |i| a.is_valid(i), |i| a.value(i).as_bytes(), digest, v, o)?;
-        }
-        DataType::LargeUtf8 => {
-            let a = array.as_string::<i64>();
-            run(n, |i| a.is_valid(i), |i| a.value(i).as_bytes(), digest, v, o)?;
-        }
-        DataType::Utf8View => {
-            let a = array.as_string_view();
-            run(n, |i| a.is_valid(i), |i| a.value(i).as_bytes(), digest, v, o)?;
-        }
-        DataType::Binary => {
-            let a = array.as_binary::<i32>();
-            run(n, |i| a.is_valid(i), |i| a.value(i), digest, v, o)?;
-        }
-        DataType::LargeBinary => {
-            let a = array.as_binary::<i64>();
-            run(n, |i| a.is_valid(i), |i| a.value(i), digest, v, o)?;
-        }
-        DataType::BinaryView => {
-            let a = array.as_binary_view();
-            run(n, |i| a.is_valid(i), |i| a.value(i), digest, v, o)?;
-        }
+        DataType::Utf8 => run(array.as_string::<i32>().iter().map(|s| s.map(str::as_bytes)), digest, v, o),
+        DataType::LargeUtf8 => run(array.as_string::<i64>().iter().map(|s| s.map(str::as_bytes)), digest, v, o),
+        DataType::Utf8View => run(array.as_string_view().iter().map(|s| s.map(str::as_bytes)), digest, v, o),
+        DataType::Binary => run(array.as_binary::<i32>().iter(), digest, v, o),
+        DataType::LargeBinary => run(array.as_binary::<i64>().iter(), digest, v, o),
+        DataType::BinaryView => run(array.as_binary_view().iter(), digest, v, o),
         other => return exec_err!("{name}: expected a string or binary value, got {other}"),
     }
     let out = StringArray::try_new(

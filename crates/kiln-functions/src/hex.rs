@@ -19,6 +19,25 @@ pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// The 64 lowercase hex digits of a 32-byte digest, on the stack. Branch-free byte
+/// arithmetic (no table lookups) so the compiler vectorizes it: a nibble n becomes
+/// `'0' + n`, plus 39 (`'a' - '0' - 10`) when n > 9. This is the hot path of the hash
+/// functions; a table-driven loop cost a fifth of their time.
+#[inline]
+pub fn hex32(bytes: &[u8; 32]) -> [u8; 64] {
+    #[inline(always)]
+    fn digit(n: u8) -> u8 {
+        // 9 - n wraps to >= 0xf6 exactly when n > 9, so its top bit is the "letter" flag.
+        n + b'0' + (9u8.wrapping_sub(n) >> 7) * 39
+    }
+    let mut out = [0u8; 64];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = digit(b >> 4);
+        pair[1] = digit(b & 15);
+    }
+    out
+}
+
 /// Lowercase hex of `bytes` as a `String` (for fingerprints, not hot paths).
 pub fn to_hex(bytes: &[u8]) -> String {
     let mut out = Vec::with_capacity(bytes.len() * 2);
@@ -28,6 +47,13 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hex32_matches_format() {
+        let bytes: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
+        let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(std::str::from_utf8(&super::hex32(&bytes)).unwrap(), expected);
+    }
+
     #[test]
     fn matches_format() {
         let all: Vec<u8> = (0..=255).collect();
