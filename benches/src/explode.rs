@@ -88,7 +88,7 @@ fn kiln(batches: &[RecordBatch], with_idx: bool) -> Result<usize> {
 /// explode that materializes its values must do.
 fn copy_values(batches: &[RecordBatch]) -> usize {
     fn copy(data: &datafusion::arrow::array::ArrayData) -> usize {
-        let own: usize = data.buffers().iter().map(|b| b.as_slice().to_vec().len()).sum();
+        let own: usize = data.buffers().iter().map(|b| std::hint::black_box(b.as_slice().to_vec()).len()).sum();
         own + data.child_data().iter().map(copy).sum::<usize>()
     }
     batches

@@ -140,6 +140,10 @@ async fn build_suite(out: &Path, sf: f64, runs: usize) -> Result<Value> {
 /// SQL (with its ORDER BY) and `write_parquet` it, registering the output for downstream.
 async fn plain_datafusion(project: &kiln::Project, out: &Path) -> Result<()> {
     let ctx = SessionContext::new();
+    // Kiln's functions (the example hashes PII) are the only Kiln code on this side.
+    kiln::functions::Registry::builtin(project.config.resolve_secrets())
+        .install(&ctx)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut parquet = TableParquetOptions::default();
     parquet.global.compression = Some("zstd(3)".into());
     for &i in &project.graph.order()? {
