@@ -6,8 +6,10 @@
 //! plain serde struct with a `format_version`, so tools in any language can read it, and
 //! the JSON shapes are documented in docs/artifacts.md.
 //!
-//! Main types: [`Manifest`], [`FileEntry`], [`CurrentPointer`], [`RunSummary`],
-//! [`ProductRun`].
+//! Main types: [`Manifest`] (with the [`BuildFingerprints`] that produced it),
+//! [`FileEntry`], [`CurrentPointer`], [`RunSummary`], [`ProductRun`]; the control plane's
+//! records: [`CanonicalPlan`] (hashed into `query_fp`), [`PlanDiff`], [`Lineage`],
+//! [`PlanReport`] (`kiln plan --json`); and the local [`ArtifactStore`] under `.kiln/`.
 //!
 //! Architecture invariants:
 //! - This is the only crate that defines serialized formats; others construct these
@@ -15,10 +17,17 @@
 //! - No DataFusion: records are data, not plans. (Plan text arrives as strings.)
 
 pub mod manifest;
+pub mod plan;
 pub mod run;
+pub mod store;
 
 pub use manifest::{CurrentPointer, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals};
+pub use plan::{
+    BaseColumn, BuildFingerprints, CanonicalPlan, ChangeCategory, ColumnLineage, Decision, Edit, EditOp,
+    EffectiveSettings, Lineage, PlanDiff, PlanItem, PlanNode, PlanReport, ProductPlan, Reason,
+};
 pub use run::{Action, ProductRun, RunSummary};
+pub use store::ArtifactStore;
 
 /// The one error type of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +40,12 @@ pub enum ArtifactError {
         path: String,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
     },
     /// A record could not be encoded (an internal error).
     #[error("cannot encode {what}: {source}")]

@@ -15,6 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ArtifactError;
+use crate::plan::BuildFingerprints;
 
 /// Bump when a field changes meaning or is removed (adding optional fields does not).
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
@@ -35,6 +36,10 @@ pub struct Manifest {
     pub sort_keys: Vec<String>,
     pub files: Vec<FileEntry>,
     pub totals: ManifestTotals,
+    /// The inputs of `build_id`, so the next run can say what changed (absent in builds
+    /// recorded before they were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprints: Option<BuildFingerprints>,
 }
 
 /// One data file of a build.

@@ -2,23 +2,26 @@
 //!
 //! The [`Substrate`] owns the one `SessionContext` of a run, configured by the runtime
 //! profile, with every source registered as a file table and every product as a
-//! [`ProductTable`] (schema known at compile time, files bound at commit time).
+//! [`ProductTable`] (schema known at compile time, files bound at commit time), the
+//! installed function registry, and the SQL surfaces ([`crate::surface`]).
 //!
 //! Compiling a product: AST -> DataFusion `LogicalPlan` (planned from our own AST, so
 //! DataFusion's diagnostics carry file positions) -> verified read-only -> contract gate
 //! against the declared columns -> canonical `ORDER BY` sort appended -> optimized ->
-//! fingerprints. Build identity (version [`BUILD_ID_VERSION`]):
+//! canonical form and lineage ([`crate::canonical`]) -> fingerprints. Build identity
+//! (version [`BUILD_ID_VERSION`]):
 //!
 //! ```text
-//! build_id = sha256("kiln.build.v0\n" product "\n" schema_fp "\n" query_fp "\n" func_fp "\n"
+//! build_id = sha256("kiln.build.v1\n" product "\n" schema_fp "\n" query_fp "\n"
+//!                   runtime_fp "\n" func_fp "\n"
 //!                   ("upstream " name " " version "\n")* sorted by name)
 //! ```
 //!
-//! where an upstream's version is a source's data version or a product's build id.
-//! `query_fp` here is sha256 over the optimized plan's indented text with schemas
-//! (version 0). `func_fp` covers the Kiln functions the plan calls and keyed digests of
-//! the secrets it uses (kiln-functions). Not yet part of the identity: the runtime
-//! fingerprint (semantic settings); see ARCHITECTURE.md.
+//! where an upstream's version is a source's data version or a product's build id,
+//! `schema_fp` is kiln-contracts' canonical schema fingerprint, `query_fp` the sha256 of the
+//! canonical plan's encoding (kiln-artifact), `runtime_fp` the profile's semantic settings
+//! ([`crate::profile`]), and `func_fp` the Kiln functions the plan calls with keyed digests
+//! of the secrets it uses (kiln-functions).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -29,23 +32,26 @@ use datafusion::common::Column;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, SortExpr};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{ColumnDef, ColumnOption, Statement as SqlStatement};
 use kiln_contracts::compat::{CheckOptions, check};
 use kiln_contracts::{Contract, EvolutionPolicy, schema_fingerprint, sql_to_arrow};
 use kiln_data::{FileFormat, FileSource, ProductTable, Warehouse};
 use kiln_functions::Registry;
-use sha2::{Digest, Sha256};
+use kiln_artifact::plan::sha256_hex;
+use kiln_artifact::{BuildFingerprints, CanonicalPlan, ColumnLineage};
 
+use crate::canonical::analyze;
 use crate::dialect::{ProductDef, SourceDef, normalize};
 use crate::error::{ControlError, Location};
 use crate::profile::RuntimeProfile;
+use crate::surface::Surface;
+use kiln_contracts::dialect::KilnDialect;
 
 /// Version of the build-id encoding (see the module docs).
-pub const BUILD_ID_VERSION: u32 = 0;
+pub const BUILD_ID_VERSION: u32 = 1;
 
 /// Options a `files` source accepts.
 const SOURCE_OPTIONS: [&str; 5] = ["connector", "path", "format", "schema_evolution", "on_error"];
@@ -59,6 +65,8 @@ pub struct Substrate {
     warehouse: Warehouse,
     root: PathBuf,
     products: HashMap<String, Arc<ProductTable>>,
+    sources: BTreeSet<String>,
+    runtime_fp: String,
 }
 
 impl std::fmt::Debug for Substrate {
@@ -83,6 +91,10 @@ pub struct CompiledProduct {
     pub contract: Option<Contract>,
     pub schema_fp: String,
     pub query_fp: String,
+    /// The canonical form `query_fp` hashes, kept for semantic diffs.
+    pub canonical: CanonicalPlan,
+    /// Lineage of every output column, in output order.
+    pub lineage: Vec<ColumnLineage>,
     /// Fingerprint of the Kiln functions the plan calls and the secrets it keys them with.
     pub func_fp: String,
     pub order_by: Vec<(String, bool)>,
@@ -107,11 +119,17 @@ impl Substrate {
         let ctx = SessionContext::new_with_state(state);
         warehouse.register(ctx.runtime_env().as_ref())?;
         functions.install(&ctx).map_err(|e| ControlError::Internal(e.to_string()))?;
-        Ok(Self { ctx, functions, warehouse, root: root.to_path_buf(), products: HashMap::new() })
+        let runtime_fp = profile.runtime_fp()?;
+        Ok(Self { ctx, functions, warehouse, root: root.to_path_buf(), products: HashMap::new(), sources: BTreeSet::new(), runtime_fp })
     }
 
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// The semantic settings' fingerprint of this session's profile.
+    pub fn runtime_fp(&self) -> &str {
+        &self.runtime_fp
     }
 
     pub fn warehouse(&self) -> &Warehouse {
@@ -120,6 +138,27 @@ impl Substrate {
 
     pub fn product_table(&self, name: &str) -> Option<&Arc<ProductTable>> {
         self.products.get(name)
+    }
+
+    /// The names of every registered source and product.
+    pub fn tables(&self) -> BTreeSet<String> {
+        self.sources.iter().cloned().chain(self.products.keys().cloned()).collect()
+    }
+
+    /// Plans one SQL query from outside the project files and verifies it against `surface`
+    /// before anything runs ([`crate::surface`]).
+    pub async fn plan_sql(&self, surface: Surface, sql: &str) -> Result<LogicalPlan, ControlError> {
+        let err = |message: String| ControlError::Query { surface: surface.name(), message };
+        let state = self.ctx.state();
+        let mut statements =
+            DFParser::parse_sql_with_dialect(sql, &KilnDialect::default()).map_err(|e| err(e.to_string()))?;
+        if statements.len() != 1 {
+            return Err(err(format!("expected exactly one statement, found {}", statements.len())));
+        }
+        let statement = statements.pop_front().ok_or_else(|| err("no statement".into()))?;
+        let plan = state.statement_to_plan(statement).await.map_err(|e| err(e.strip_backtrace()))?;
+        surface.verify(&plan, &self.tables()).map_err(err)?;
+        Ok(plan)
     }
 
     /// Compiles and registers a `files` source.
@@ -153,6 +192,7 @@ impl Substrate {
         let schema = columns_schema(&def.columns, &def.at)?;
         let source = FileSource { name: def.name.clone(), path: self.root.join(path), format, schema };
         let table = source.table()?;
+        self.sources.insert(def.name.clone());
         self.ctx
             .register_table(def.name.as_str(), table)
             .map_err(|e| ControlError::Internal(format!("register source `{}`: {e}", def.name)))?;
@@ -187,12 +227,7 @@ impl Substrate {
         let state = self.ctx.state();
         let statement = DfStatement::Statement(Box::new(SqlStatement::Query(def.query.clone())));
         let plan = state.statement_to_plan(statement).await.map_err(|e| planning_error(e, &def.at, &def.name))?;
-        SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false)
-            .verify_plan(&plan)
-            .map_err(|e| fail(e.strip_backtrace()))?;
+        Surface::Internal.verify(&plan, &self.tables()).map_err(fail)?;
 
         let planned: Schema = plan.schema().as_arrow().clone();
         let contract = match &def.columns {
@@ -245,7 +280,8 @@ impl Substrate {
             LogicalPlanBuilder::from(plan).sort(keys).and_then(|b| b.build()).map_err(|e| fail(e.strip_backtrace()))?
         };
         let plan = state.optimize(&plan).map_err(|e| fail(e.strip_backtrace()))?;
-        let query_fp = sha256_hex(format!("kiln.query.v0\n{}", plan.display_indent_schema()).as_bytes());
+        let analysis = analyze(&plan);
+        let query_fp = analysis.query_fp();
         let schema_fp = schema_fingerprint(&schema);
         let (used, secrets) = functions_used(&plan);
         let func_fp = self.functions.fingerprint(&used, &secrets).map_err(fail)?;
@@ -263,6 +299,8 @@ impl Substrate {
             contract,
             schema_fp,
             query_fp,
+            canonical: analysis.plan,
+            lineage: analysis.lineage,
             func_fp,
             order_by: def.order_by.clone(),
             max_rows_per_file,
@@ -294,25 +332,16 @@ fn functions_used(plan: &LogicalPlan) -> (BTreeSet<String>, BTreeSet<String>) {
     (names, secrets)
 }
 
-/// The build id of a product (see the module docs).
-pub fn build_id(
-    product: &str,
-    schema_fp: &str,
-    query_fp: &str,
-    func_fp: &str,
-    upstream: &[(String, String)],
-) -> String {
-    let mut sorted = upstream.to_vec();
-    sorted.sort();
-    let mut text = format!("kiln.build.v{BUILD_ID_VERSION}\n{product}\n{schema_fp}\n{query_fp}\n{func_fp}\n");
-    for (name, version) in sorted {
+/// The build id of a product from its fingerprints (see the module docs).
+pub fn build_id(product: &str, fps: &BuildFingerprints) -> String {
+    let mut text = format!(
+        "kiln.build.v{BUILD_ID_VERSION}\n{product}\n{}\n{}\n{}\n{}\n",
+        fps.schema_fp, fps.query_fp, fps.runtime_fp, fps.func_fp
+    );
+    for (name, version) in &fps.upstream {
         text.push_str(&format!("upstream {name} {version}\n"));
     }
     sha256_hex(text.as_bytes())
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    kiln_contracts::fingerprint::hex(&Sha256::digest(bytes))
 }
 
 /// A declared column list as an Arrow schema (`NOT NULL` -> non-nullable).

@@ -42,6 +42,9 @@ pub enum ControlError {
     Contract { at: Location, product: String, violations: Vec<String> },
     #[error("invalid selection `{0}`: no such product")]
     Selection(String),
+    /// SQL from outside the project rejected by its surface, or not valid SQL.
+    #[error("{surface} SQL: {message}")]
+    Query { surface: &'static str, message: String },
     #[error("profile: {0}")]
     Profile(String),
     #[error("{context}: {source}")]

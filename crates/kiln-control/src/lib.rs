@@ -18,12 +18,15 @@
 //!   calls it only to register tables; executing and writing is the engine's job (crate kiln).
 //! - Every user-facing error names a file and line:column, or the products involved.
 
+pub mod canonical;
 pub mod compiler;
 pub mod dag;
+pub mod diff;
 pub mod dialect;
 pub mod error;
 pub mod profile;
 pub mod project;
+pub mod surface;
 
 pub use compiler::{BUILD_ID_VERSION, CompiledProduct, Substrate};
 pub use dag::{Graph, NodeKind};

@@ -11,6 +11,24 @@
 //! Built-in profiles (docs/profiles.md): `dev`, `prod_fast` (the default), `prod_safe`,
 //! `memory_limited`. `[profiles.NAME]` in kiln.toml overrides a built-in or defines a new
 //! profile on top of `prod_fast`.
+//!
+//! # Semantic and performance settings
+//!
+//! Every setting is classified by [`classify`]. *Performance* settings change speed,
+//! memory, parallelism or how things are displayed, never the rows or bytes a product
+//! writes: batch size, target partitions, memory limit and pool, spill directory and
+//! compression, Parquet read-side pruning and pushdown, optimizer and explain switches,
+//! display formats, span collection. Everything else is *semantic* (time zone, identifier
+//! normalization, parser dialect, Parquet read typing such as `schema_force_view_types`,
+//! every Parquet writer setting, catalog defaults, ANSI mode), and so is any key this table
+//! does not know: an unclassified key costs a rebuild, never a wrong cache hit.
+//!
+//! `runtime_fp` is sha256 over `kiln.runtime.v1\n` and `key=value\n` for every semantic
+//! setting, defaults included (so a DataFusion upgrade that changes a semantic default
+//! changes it), sorted by key. Performance settings are recorded in each run's artifacts
+//! but stay out of the build identity, so a 2-core laptop and a 64-core server agree on
+//! build ids. Optimizer switches are performance settings: when one changes the shape of
+//! the optimized plan, `query_fp` changes with it (a rebuild, never a wrong hit).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,6 +47,81 @@ pub const BUILTIN: [&str; 4] = ["dev", "prod_fast", "prod_safe", "memory_limited
 /// Settings every profile starts from: spans for error locations, zstd Parquet.
 const BASE: [(&str, &str); 2] =
     [("datafusion.sql_parser.collect_spans", "true"), ("datafusion.execution.parquet.compression", "zstd(3)")];
+
+/// Version of the runtime fingerprint encoding (see the module docs).
+pub const RUNTIME_FP_VERSION: u32 = 1;
+
+/// How a setting relates to build identity (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyClass {
+    /// Can change what a product contains: part of `runtime_fp`.
+    Semantic,
+    /// Only changes speed, memory or display: recorded, not fingerprinted.
+    Performance,
+}
+
+/// Whole families of performance keys.
+const PERFORMANCE_PREFIXES: [&str; 3] = ["datafusion.optimizer.", "datafusion.explain.", "datafusion.format."];
+/// Exceptions to [`PERFORMANCE_PREFIXES`]: these change output types.
+const SEMANTIC_EXCEPTIONS: [&str; 1] = ["datafusion.optimizer.expand_views_at_output"];
+/// Individual performance keys.
+const PERFORMANCE_KEYS: [&str; 43] = [
+    "kiln.memory_limit",
+    "kiln.memory_pool",
+    "kiln.spill_dir",
+    "datafusion.sql_parser.collect_spans",
+    "datafusion.sql_parser.recursion_limit",
+    "datafusion.execution.batch_size",
+    "datafusion.execution.target_partitions",
+    "datafusion.execution.planning_concurrency",
+    "datafusion.execution.meta_fetch_concurrency",
+    "datafusion.execution.coalesce_batches",
+    "datafusion.execution.collect_statistics",
+    "datafusion.execution.perfect_hash_join_small_build_threshold",
+    "datafusion.execution.perfect_hash_join_min_key_density",
+    "datafusion.execution.spill_compression",
+    "datafusion.execution.sort_spill_reservation_bytes",
+    "datafusion.execution.sort_in_place_threshold_bytes",
+    "datafusion.execution.sort_pushdown_buffer_capacity",
+    "datafusion.execution.max_spill_file_size_bytes",
+    "datafusion.execution.minimum_parallel_output_files",
+    "datafusion.execution.soft_max_rows_per_output_file",
+    "datafusion.execution.max_buffered_batches_per_output_file",
+    "datafusion.execution.split_file_groups_by_statistics",
+    "datafusion.execution.enable_file_stream_work_stealing",
+    "datafusion.execution.skip_partial_aggregation_probe_ratio_threshold",
+    "datafusion.execution.skip_partial_aggregation_probe_rows_threshold",
+    "datafusion.execution.use_row_number_estimates_to_optimize_partitioning",
+    "datafusion.execution.enforce_batch_size_in_joins",
+    "datafusion.execution.objectstore_writer_buffer_size",
+    "datafusion.execution.hash_join_buffering_capacity",
+    "datafusion.execution.skip_physical_aggregate_schema_check",
+    "datafusion.execution.enable_migration_aggregate",
+    "datafusion.execution.parquet.enable_page_index",
+    "datafusion.execution.parquet.pruning",
+    "datafusion.execution.parquet.metadata_size_hint",
+    "datafusion.execution.parquet.pushdown_filters",
+    "datafusion.execution.parquet.reorder_filters",
+    "datafusion.execution.parquet.force_filter_selections",
+    "datafusion.execution.parquet.bloom_filter_on_read",
+    "datafusion.execution.parquet.max_predicate_cache_size",
+    "datafusion.execution.parquet.max_in_list_size",
+    "datafusion.execution.parquet.allow_single_file_parallelism",
+    "datafusion.execution.parquet.maximum_parallel_row_group_writers",
+    "datafusion.execution.parquet.maximum_buffered_record_batches_per_stream",
+];
+
+/// The class of a setting key.
+pub fn classify(key: &str) -> KeyClass {
+    if SEMANTIC_EXCEPTIONS.contains(&key) {
+        return KeyClass::Semantic;
+    }
+    if PERFORMANCE_KEYS.contains(&key) || PERFORMANCE_PREFIXES.iter().any(|p| key.starts_with(p)) {
+        KeyClass::Performance
+    } else {
+        KeyClass::Semantic
+    }
+}
 
 /// A resolved runtime profile.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +201,30 @@ impl RuntimeProfile {
         parse_bytes(text).map(Some).ok_or_else(|| {
             ControlError::Profile(format!("setting `kiln.memory_limit` = `{text}`: expected bytes like 512MiB or 2GiB"))
         })
+    }
+
+    /// Every effective setting, DataFusion defaults included, split by [`classify`].
+    pub fn effective(&self) -> Result<kiln_artifact::EffectiveSettings, ControlError> {
+        let config = self.session_config()?;
+        let mut out = kiln_artifact::EffectiveSettings::default();
+        let entries = config.options().entries().into_iter().map(|e| (e.key, e.value.unwrap_or_default()));
+        let kiln = self.settings.iter().filter(|(k, _)| k.starts_with("kiln.")).map(|(k, v)| (k.clone(), v.clone()));
+        for (key, value) in entries.chain(kiln) {
+            match classify(&key) {
+                KeyClass::Semantic => out.semantic.insert(key, value),
+                KeyClass::Performance => out.performance.insert(key, value),
+            };
+        }
+        Ok(out)
+    }
+
+    /// `runtime_fp` (see the module docs).
+    pub fn runtime_fp(&self) -> Result<String, ControlError> {
+        let mut text = format!("kiln.runtime.v{RUNTIME_FP_VERSION}\n");
+        for (key, value) in self.effective()?.semantic {
+            text.push_str(&format!("{key}={value}\n"));
+        }
+        Ok(kiln_artifact::plan::sha256_hex(text.as_bytes()))
     }
 
     /// The runtime environment: memory pool and spill directory.

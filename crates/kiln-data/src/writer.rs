@@ -108,6 +108,7 @@ pub async fn write_dataset(
         sort_keys: spec.sort_keys.clone(),
         files,
         totals,
+        fingerprints: None,
     })
 }
 

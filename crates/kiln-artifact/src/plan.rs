@@ -1,0 +1,345 @@
+//! Records of the control plane's decisions: canonical plans, semantic diffs, column
+//! lineage, build fingerprints, and the `kiln plan --json` report (docs/json.md).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ArtifactError;
+
+/// Version of the canonical plan encoding hashed into `query_fp` (see [`CanonicalPlan::encode`]).
+pub const CANONICAL_PLAN_VERSION: u32 = 1;
+/// Version of the `kiln plan --json` and `kiln lineage --json` shapes.
+pub const REPORT_FORMAT_VERSION: u32 = 1;
+
+/// A query's optimized logical plan in canonical form: alias-free, with every column named
+/// by its identity (a base `table.column`, or the canonical expression that computes it),
+/// and with order-insensitive item lists sorted. Built by kiln-control.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanonicalPlan {
+    pub format_version: u32,
+    pub root: PlanNode,
+}
+
+/// One node: its kind (`Output`, `Projection`, `Filter`, `Join`, ...), its items, its inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanNode {
+    pub kind: String,
+    pub items: Vec<PlanItem>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<PlanNode>,
+}
+
+/// A labelled part of a node: `role` says what it is (`column`, `predicate`, `on`, `group`,
+/// `aggregate`, `key`, `table`, `type`, ...), `text` is its canonical rendering.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PlanItem {
+    pub role: String,
+    pub text: String,
+}
+
+impl PlanItem {
+    pub fn new(role: &str, text: impl Into<String>) -> Self {
+        Self { role: role.to_owned(), text: text.into() }
+    }
+}
+
+impl CanonicalPlan {
+    /// The canonical encoding hashed into `query_fp`:
+    ///
+    /// ```text
+    /// kiln.query.v1\n
+    /// <depth*2 spaces><kind>\n
+    /// <depth*2+2 spaces><role>: <text>\n      (each item, in order)
+    /// ...children, depth first
+    /// ```
+    ///
+    /// Item texts never contain a newline (they are escaped as `\n`).
+    pub fn encode(&self) -> String {
+        let mut out = format!("kiln.query.v{}\n", self.format_version);
+        fn walk(node: &PlanNode, depth: usize, out: &mut String) {
+            let pad = "  ".repeat(depth);
+            out.push_str(&format!("{pad}{}\n", node.kind));
+            for item in &node.items {
+                out.push_str(&format!("{pad}  {}: {}\n", item.role, item.text.replace('\n', "\\n")));
+            }
+            for child in &node.children {
+                walk(child, depth + 1, out);
+            }
+        }
+        walk(&self.root, 0, &mut out);
+        out
+    }
+
+    /// `query_fp`: sha256 of [`Self::encode`], lower-case hex.
+    pub fn fingerprint(&self) -> String {
+        sha256_hex(self.encode().as_bytes())
+    }
+
+    pub fn to_json(&self) -> Result<Vec<u8>, ArtifactError> {
+        serde_json::to_vec(self).map_err(|source| ArtifactError::Encode { what: "canonical plan", source })
+    }
+
+    pub fn from_json(bytes: &[u8], path: &str) -> Result<Self, ArtifactError> {
+        serde_json::from_slice(bytes).map_err(|source| ArtifactError::Decode {
+            what: "canonical plan",
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+impl PlanNode {
+    /// Number of nodes in this subtree.
+    pub fn size(&self) -> usize {
+        1 + self.children.iter().map(PlanNode::size).sum::<usize>()
+    }
+}
+
+/// sha256 of `bytes` as lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    kiln_contracts::fingerprint::hex(&Sha256::digest(bytes))
+}
+
+/// What one edit of a semantic diff does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EditOp {
+    Insert,
+    Remove,
+    Update,
+}
+
+/// One edit: at `path` (node kinds from the root, `Join[1]` for a second input), an item of
+/// `role` was inserted, removed or updated; or (`role` = `node`) a whole node was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edit {
+    pub op: EditOp,
+    pub path: String,
+    pub role: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new: Option<String>,
+}
+
+/// How a change affects consumers of a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeCategory {
+    /// The canonical plans are equal: formatting, comments, alias names, CTE vs subquery.
+    MetadataOnly,
+    /// Only output columns were added; every existing row and column is unchanged.
+    NonBreaking,
+    /// Anything that can change existing rows or columns.
+    Breaking,
+}
+
+/// The semantic diff of two canonical plans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanDiff {
+    pub category: ChangeCategory,
+    pub inserted: usize,
+    pub removed: usize,
+    pub updated: usize,
+    pub edits: Vec<Edit>,
+}
+
+impl PlanDiff {
+    /// `breaking: 1 inserted, 0 removed, 2 updated`.
+    pub fn summary(&self) -> String {
+        let category = match self.category {
+            ChangeCategory::MetadataOnly => "metadata-only",
+            ChangeCategory::NonBreaking => "non-breaking",
+            ChangeCategory::Breaking => "breaking",
+        };
+        format!("{category}: {} inserted, {} removed, {} updated", self.inserted, self.removed, self.updated)
+    }
+}
+
+/// A column of a source or product that lineage points at.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BaseColumn {
+    pub table: String,
+    pub column: String,
+}
+
+impl std::fmt::Display for BaseColumn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.table, self.column)
+    }
+}
+
+/// Where one output column comes from. `value`: the columns its values are computed from.
+/// The others: columns that decide which rows exist or how they group and order, without
+/// flowing into the value (`filter`: WHERE/HAVING/pushed-down predicates; `join`: join keys
+/// and join conditions; `group`: GROUP BY, DISTINCT and window partitions; `order`: ORDER BY
+/// and window ordering).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnLineage {
+    pub column: String,
+    pub value: Vec<BaseColumn>,
+    pub filter: Vec<BaseColumn>,
+    pub join: Vec<BaseColumn>,
+    pub group: Vec<BaseColumn>,
+    pub order: Vec<BaseColumn>,
+}
+
+impl ColumnLineage {
+    /// Every base column this output column depends on in any way, sorted and distinct.
+    pub fn all(&self) -> Vec<&BaseColumn> {
+        let mut all: Vec<&BaseColumn> =
+            self.value.iter().chain(&self.filter).chain(&self.join).chain(&self.group).chain(&self.order).collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+/// `kiln lineage --json`: the lineage of each output column of a product, in output order.
+/// Tables are the product's direct inputs (sources and products), not transitive ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    pub format_version: u32,
+    pub product: String,
+    pub columns: Vec<ColumnLineage>,
+}
+
+impl Lineage {
+    pub fn to_json(&self) -> Result<Vec<u8>, ArtifactError> {
+        serde_json::to_vec_pretty(self).map_err(|source| ArtifactError::Encode { what: "lineage", source })
+    }
+}
+
+/// The inputs of a build id (brief §4), recorded in the manifest of every build so the next
+/// run can say what changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildFingerprints {
+    pub schema_fp: String,
+    pub query_fp: String,
+    pub runtime_fp: String,
+    pub func_fp: String,
+    /// Upstream name -> its version (a source's data version, a product's build id).
+    pub upstream: BTreeMap<String, String>,
+}
+
+/// What `kiln plan` decided for a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// The committed build has this build id: nothing to do.
+    Fresh,
+    /// A build is needed; `reasons` say why.
+    Build,
+    /// The product does not compile, or an upstream of it does not.
+    Failed,
+}
+
+/// Why a product needs a build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    /// No committed build exists.
+    NeverBuilt,
+    /// The committed build predates recorded fingerprints (or another build-id version).
+    NoRecord,
+    SchemaChanged {
+        old: String,
+        new: String,
+    },
+    QueryChanged {
+        old: String,
+        new: String,
+        /// The semantic diff, when the previous canonical plan is in the artifact store.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        diff: Option<PlanDiff>,
+    },
+    RuntimeChanged {
+        old: String,
+        new: String,
+    },
+    FunctionsChanged {
+        old: String,
+        new: String,
+    },
+    UpstreamChanged {
+        upstream: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        old: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        new: Option<String>,
+        /// The upstream's columns this product reads (value, filter, join, group or order).
+        columns: Vec<String>,
+    },
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = |s: &str| s.get(..12).unwrap_or(s).to_owned();
+        match self {
+            Reason::NeverBuilt => write!(f, "never built"),
+            Reason::NoRecord => write!(f, "the committed build has no fingerprint record"),
+            Reason::SchemaChanged { old, new } => write!(f, "schema changed ({} -> {})", short(old), short(new)),
+            Reason::QueryChanged { old, new, diff } => match diff {
+                Some(d) => write!(f, "query changed, {}", d.summary()),
+                None => write!(f, "query changed ({} -> {})", short(old), short(new)),
+            },
+            Reason::RuntimeChanged { old, new } => {
+                write!(f, "runtime settings changed ({} -> {})", short(old), short(new))
+            }
+            Reason::FunctionsChanged { old, new } => write!(f, "functions changed ({} -> {})", short(old), short(new)),
+            Reason::UpstreamChanged { upstream, columns, new, .. } => {
+                let what = if new.is_none() { "removed" } else { "changed" };
+                if columns.is_empty() {
+                    write!(f, "upstream `{upstream}` {what}")
+                } else {
+                    write!(f, "upstream `{upstream}` {what} (uses {})", columns.join(", "))
+                }
+            }
+        }
+    }
+}
+
+/// One product in `kiln plan --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductPlan {
+    pub product: String,
+    pub decision: Decision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprints: Option<BuildFingerprints>,
+    /// The committed build's id, when one exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_build_id: Option<String>,
+    pub reasons: Vec<Reason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `kiln plan --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanReport {
+    pub format_version: u32,
+    pub project: String,
+    pub profile: String,
+    pub runtime_fp: String,
+    /// Effective settings that enter `runtime_fp` (semantic) and those that do not
+    /// (performance), each sorted by key.
+    pub settings: EffectiveSettings,
+    pub products: Vec<ProductPlan>,
+}
+
+/// The effective settings of a run, split by classification.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectiveSettings {
+    pub semantic: BTreeMap<String, String>,
+    pub performance: BTreeMap<String, String>,
+}
+
+impl PlanReport {
+    pub fn to_json(&self) -> Result<Vec<u8>, ArtifactError> {
+        serde_json::to_vec_pretty(self).map_err(|source| ArtifactError::Encode { what: "plan report", source })
+    }
+}

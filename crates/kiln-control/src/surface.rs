@@ -1,0 +1,80 @@
+//! SQL surfaces: who may run what through the Substrate.
+//!
+//! - [`Surface::Internal`]: the project's own files. Queries only (no DDL, DML, COPY or
+//!   statements such as SET), over registered tables.
+//! - [`Surface::Untrusted`]: anything not from the project files (`kiln query`). Exactly one
+//!   query; no DDL, DML, COPY, SET or other statements (also not inside EXPLAIN [ANALYZE]);
+//!   every table read must be a registered source or product, or a table function that
+//!   reads no files ([`SAFE_TABLE_FUNCTIONS`]): no URL tables, no paths.
+//! - [`Surface::Admin`]: operators' maintenance; everything DataFusion plans.
+//!
+//! Enforcement is on the *plan*, after planning and before anything runs, so no spelling of
+//! the SQL text can get around it.
+
+use std::collections::BTreeSet;
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::LogicalPlan;
+
+/// Table functions the untrusted surface may call: they generate rows and read nothing.
+pub const SAFE_TABLE_FUNCTIONS: [&str; 2] = ["generate_series", "range"];
+
+/// Where a piece of SQL comes from, which decides what it may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    Internal,
+    Untrusted,
+    Admin,
+}
+
+impl Surface {
+    pub fn name(self) -> &'static str {
+        match self {
+            Surface::Internal => "project",
+            Surface::Untrusted => "untrusted",
+            Surface::Admin => "admin",
+        }
+    }
+
+    /// Checks a plan against this surface; `tables` are the registered sources and products.
+    pub fn verify(self, plan: &LogicalPlan, tables: &BTreeSet<String>) -> Result<(), String> {
+        if self == Surface::Admin {
+            return Ok(());
+        }
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(plan)
+            .map_err(|e| e.strip_backtrace())?;
+        let mut problem: Option<String> = None;
+        let _ = plan.apply_with_subqueries(|node| {
+            match node {
+                LogicalPlan::TableScan(scan) => {
+                    let name = scan.table_name.table();
+                    let qualified = scan.table_name.schema().is_some_and(|s| s != "public")
+                        || scan.table_name.catalog().is_some_and(|c| c != "datafusion");
+                    let function = name.strip_suffix("()").unwrap_or(name);
+                    let allowed = !qualified
+                        && (tables.contains(name)
+                            || (self == Surface::Untrusted && SAFE_TABLE_FUNCTIONS.contains(&function)));
+                    if !allowed {
+                        problem = Some(format!(
+                            "reading `{}` is not allowed here: only the project's sources and products can be read",
+                            scan.table_name
+                        ));
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+                LogicalPlan::Extension(e) => {
+                    problem = Some(format!("plan node `{}` is not allowed here", e.node.name()));
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                _ => {}
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        problem.map_or(Ok(()), Err)
+    }
+}
