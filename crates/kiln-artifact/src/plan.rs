@@ -328,6 +328,9 @@ pub struct PlanReport {
     /// Effective settings that enter `runtime_fp` (semantic) and those that do not
     /// (performance), each sorted by key.
     pub settings: EffectiveSettings,
+    /// Problems outside any one product: files that do not parse, duplicate definitions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
     pub products: Vec<ProductPlan>,
 }
 

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ArtifactError;
+use crate::plan::Reason;
 
 /// What happened to a product in a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +26,9 @@ pub struct ProductRun {
     pub bytes: u64,
     pub seconds: f64,
     pub error: Option<String>,
+    /// Why it was built (empty when fresh, failed or skipped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<Reason>,
 }
 
 /// A whole run.
@@ -33,6 +37,15 @@ pub struct RunSummary {
     pub format_version: u32,
     pub run_id: String,
     pub project: String,
+    /// The runtime profile and its semantic fingerprint; every effective setting is in
+    /// `settings.json` next to this summary.
+    #[serde(default)]
+    pub profile: String,
+    #[serde(default)]
+    pub runtime_fp: String,
+    /// Problems outside any one product: files that do not parse, duplicate definitions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
     pub products: Vec<ProductRun>,
     pub seconds: f64,
 }

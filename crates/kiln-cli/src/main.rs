@@ -4,12 +4,13 @@
 //! (clap's own code); 3 internal or environment error.
 
 mod progress;
+mod render;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kiln::artifact::{Action, RunSummary};
+use kiln::artifact::{Action, Decision, RunSummary};
 use kiln::{BuildOptions, KilnError};
 
 #[derive(Debug, Parser)]
@@ -43,6 +44,35 @@ enum Command {
         #[arg(long = "set", value_parser = parse_setting)]
         settings: Vec<(String, String)>,
         /// Print the run summary as JSON (docs/json.md) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The decisions `build` would take, without executing: what would rebuild and why.
+    Plan {
+        /// Project directory (default: the current directory).
+        dir: Option<PathBuf>,
+        /// Products to plan: `name`, `+name` (with upstream), `name+` (with downstream).
+        #[arg(long, short)]
+        select: Option<String>,
+        /// Runtime profile (default: kiln.toml's [profile] default).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Override a setting: `--set datafusion.execution.batch_size=4096`.
+        #[arg(long = "set", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
+        /// Print the plan as JSON (docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Column lineage: where each output column's values come from, and which columns
+    /// filter, join, group or order its rows.
+    Lineage {
+        /// `product` or `product.column`.
+        target: String,
+        /// Project directory (default: the current directory).
+        #[arg(long, short = 'C', default_value = ".")]
+        dir: PathBuf,
+        /// Print the lineage as JSON (docs/json.md).
         #[arg(long)]
         json: bool,
     },
@@ -97,6 +127,29 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plan { dir, select, profile, settings, json } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            let report = kiln::plan(&dir, &BuildOptions { select, profile, settings }).await?;
+            if json {
+                println!("{}", String::from_utf8_lossy(&report.to_json()?));
+            } else {
+                render::plan(&report);
+            }
+            for e in &report.errors {
+                eprintln!("error: {e}");
+            }
+            let failed = !report.errors.is_empty() || report.products.iter().any(|p| p.decision == Decision::Failed);
+            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Lineage { target, dir, json } => {
+            let lineage = kiln::lineage(&dir, &target, &BuildOptions::default()).await?;
+            if json {
+                println!("{}", String::from_utf8_lossy(&lineage.to_json()?));
+            } else {
+                render::lineage(&lineage);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Build { dir, select, profile, settings, json } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from("."));
             let options = BuildOptions { select, profile, settings };
@@ -110,7 +163,10 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             } else {
                 print_summary(&report.summary);
             }
-            let mut failed = false;
+            let mut failed = !report.problems.is_empty();
+            for problem in &report.problems {
+                print_error(problem);
+            }
             for p in report.failed() {
                 failed = true;
                 eprintln!("error: {}", p.error.as_deref().unwrap_or("failed"));
@@ -123,14 +179,7 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
 /// Prints an error (all of them, for a multi-error) and returns its exit code.
 fn report(e: &KilnError) -> ExitCode {
     match e {
-        KilnError::Control(c) => {
-            for one in c.flatten() {
-                eprintln!("error: {one}");
-                if let Some(snippet) = one.snippet().filter(|s| !s.is_empty()) {
-                    eprintln!("{snippet}");
-                }
-            }
-        }
+        KilnError::Control(c) => print_error(c),
         other => eprintln!("error: {other}"),
     }
     ExitCode::from(match e {
@@ -138,6 +187,16 @@ fn report(e: &KilnError) -> ExitCode {
         e if e.is_user_error() => 1,
         _ => 3,
     })
+}
+
+/// Prints a control-plane error (each of a multi-error) with its caret snippet.
+fn print_error(e: &kiln::control::ControlError) {
+    for one in e.flatten() {
+        eprintln!("error: {one}");
+        if let Some(snippet) = one.snippet().filter(|s| !s.is_empty()) {
+            eprintln!("{snippet}");
+        }
+    }
 }
 
 fn print_summary(summary: &RunSummary) {
@@ -158,8 +217,18 @@ fn print_summary(summary: &RunSummary) {
             p.product, action, p.rows, p.files, p.bytes, p.seconds
         );
     }
+    // "never built" on a first build says nothing; any other reason is worth a line.
+    let worth = |p: &&kiln::artifact::ProductRun| p.reasons.iter().any(|r| *r != kiln::artifact::Reason::NeverBuilt);
+    for p in summary.products.iter().filter(worth) {
+        let reasons: Vec<String> = p.reasons.iter().map(ToString::to_string).collect();
+        println!("  {}: {}", p.product, reasons.join("; "));
+    }
     let built = summary.products.iter().filter(|p| p.action == Action::Built).count();
+    let fresh = summary.products.iter().filter(|p| p.action == Action::Fresh).count();
     let failed = summary.products.iter().filter(|p| p.action == Action::Failed).count();
     let skipped = summary.products.iter().filter(|p| p.action == Action::Skipped).count();
-    println!("{built} built, {failed} failed, {skipped} skipped in {:.2}s (run {})", summary.seconds, summary.run_id);
+    println!(
+        "{built} built, {fresh} fresh, {failed} failed, {skipped} skipped in {:.2}s (run {})",
+        summary.seconds, summary.run_id
+    );
 }

@@ -414,8 +414,10 @@ impl Walker {
             LogicalPlan::Join(j) => {
                 kind = "Join".into();
                 let (mut join_type, mut swap) = (j.join_type, false);
-                if matches!(join_type, JoinType::Right | JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark)
-                {
+                if matches!(
+                    join_type,
+                    JoinType::Right | JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark
+                ) {
                     join_type = join_type.swap();
                     swap = true;
                 }
@@ -427,17 +429,16 @@ impl Walker {
                     children.reverse();
                 }
                 node_items.push(PlanItem::new("type", format!("{join_type}")));
-                let on: Vec<String> = j
-                    .on
-                    .iter()
-                    .map(|(l, r)| {
-                        let (mut a, mut b) = (scope.render(l), scope.render(r));
-                        if swap || (symmetric && b < a) {
-                            std::mem::swap(&mut a, &mut b);
-                        }
-                        format!("{a} = {b}")
-                    })
-                    .collect();
+                let on: Vec<String> =
+                    j.on.iter()
+                        .map(|(l, r)| {
+                            let (mut a, mut b) = (scope.render(l), scope.render(r));
+                            if swap || (symmetric && b < a) {
+                                std::mem::swap(&mut a, &mut b);
+                            }
+                            format!("{a} = {b}")
+                        })
+                        .collect();
                 node_items.extend(items("on", sorted(on)));
                 if let Some(filter) = &j.filter {
                     let conjuncts = split_conjunction(filter);
@@ -508,7 +509,14 @@ impl Walker {
                 };
                 let tag = sha256_hex(rendered.join("\n").as_bytes());
                 node_items.extend(items("row", rendered));
-                ids = Some(plan.schema().fields().iter().enumerate().map(|(i, _)| format!("values@{}.{i}", &tag[..16])).collect());
+                ids = Some(
+                    plan.schema()
+                        .fields()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, _)| format!("values@{}.{i}", &tag[..16]))
+                        .collect(),
+                );
             }
             LogicalPlan::EmptyRelation(e) => {
                 kind = "Empty".into();

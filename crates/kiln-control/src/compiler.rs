@@ -36,12 +36,12 @@ use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, SortExpr};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{ColumnDef, ColumnOption, Statement as SqlStatement};
+use kiln_artifact::plan::sha256_hex;
+use kiln_artifact::{BuildFingerprints, CanonicalPlan, ColumnLineage};
 use kiln_contracts::compat::{CheckOptions, check};
 use kiln_contracts::{Contract, EvolutionPolicy, schema_fingerprint, sql_to_arrow};
 use kiln_data::{FileFormat, FileSource, ProductTable, Warehouse};
 use kiln_functions::Registry;
-use kiln_artifact::plan::sha256_hex;
-use kiln_artifact::{BuildFingerprints, CanonicalPlan, ColumnLineage};
 
 use crate::canonical::analyze;
 use crate::dialect::{ProductDef, SourceDef, normalize};
@@ -120,7 +120,15 @@ impl Substrate {
         warehouse.register(ctx.runtime_env().as_ref())?;
         functions.install(&ctx).map_err(|e| ControlError::Internal(e.to_string()))?;
         let runtime_fp = profile.runtime_fp()?;
-        Ok(Self { ctx, functions, warehouse, root: root.to_path_buf(), products: HashMap::new(), sources: BTreeSet::new(), runtime_fp })
+        Ok(Self {
+            ctx,
+            functions,
+            warehouse,
+            root: root.to_path_buf(),
+            products: HashMap::new(),
+            sources: BTreeSet::new(),
+            runtime_fp,
+        })
     }
 
     pub fn context(&self) -> &SessionContext {

@@ -27,6 +27,9 @@ pub struct Node {
     pub deps: Vec<usize>,
     /// (file index, statement index) of the definition.
     pub def: (usize, usize),
+    /// Why this node cannot be compiled (an unknown table, a self reference, a cycle); its
+    /// dependents cannot be built either. The rest of the project is unaffected.
+    pub broken: Option<String>,
 }
 
 /// The resolved project graph.
@@ -37,9 +40,24 @@ pub struct Graph {
 }
 
 impl Graph {
-    /// Builds the graph from parsed files: detects duplicate names, resolves every table a
-    /// product reads (CTE names excluded) and detects cycles.
+    /// Builds the graph from parsed files and fails on any problem (see [`Graph::resolve`]).
     pub fn build(files: &[SqlFile]) -> Result<Self, ControlError> {
+        let (graph, mut errors) = Self::resolve(files);
+        errors.extend(graph.nodes.iter().filter_map(|n| n.broken.clone()).map(|message| ControlError::Compile {
+            at: Location { file: String::new(), line: 0, column: 0 },
+            product: String::new(),
+            message,
+        }));
+        ControlError::from_list(errors)?;
+        Ok(graph)
+    }
+
+    /// Builds the graph from parsed files: resolves every table a product reads (CTE names
+    /// excluded) and orders the nodes. Problems confined to one node (an unknown table, a
+    /// product reading itself, a cycle) mark the node [`Node::broken`] with a located
+    /// message; the returned errors are the rest (a duplicate definition, which is ignored).
+    /// Nodes on a cycle lose their edges, so [`Graph::order`] always succeeds afterwards.
+    pub fn resolve(files: &[SqlFile]) -> (Self, Vec<ControlError>) {
         let mut graph = Graph::default();
         let mut errors = Vec::new();
         for (fi, file) in files.iter().enumerate() {
@@ -58,7 +76,14 @@ impl Graph {
                     Statement::Product(_) => NodeKind::Product,
                 };
                 graph.index.insert(name.clone(), graph.nodes.len());
-                graph.nodes.push(Node { name, kind, at: statement.at().clone(), deps: Vec::new(), def: (fi, si) });
+                graph.nodes.push(Node {
+                    name,
+                    kind,
+                    at: statement.at().clone(),
+                    deps: Vec::new(),
+                    def: (fi, si),
+                    broken: None,
+                });
             }
         }
         for i in 0..graph.nodes.len() {
@@ -68,34 +93,51 @@ impl Graph {
             let refs = match resolve_table_references(&statement, true) {
                 Ok((refs, _ctes)) => refs,
                 Err(e) => {
-                    errors.push(ControlError::Compile {
-                        at: p.at.clone(),
-                        product: p.name.clone(),
-                        message: e.to_string(),
-                    });
+                    graph.nodes[i].broken = Some(
+                        ControlError::Compile { at: p.at.clone(), product: p.name.clone(), message: e.to_string() }
+                            .to_string(),
+                    );
                     continue;
                 }
             };
             let spans = relation_locations(&p.query, &files[fi].path);
             let mut deps = BTreeSet::new();
+            let mut problems = Vec::new();
             for r in refs {
                 let name = r.table().to_owned();
+                let at = || spans.get(&name).cloned().unwrap_or_else(|| p.at.clone());
                 match graph.index.get(&name) {
+                    Some(&d) if d == i => problems.push(ControlError::Compile {
+                        at: at(),
+                        product: p.name.clone(),
+                        message: "a product cannot read itself".into(),
+                    }),
                     Some(&d) => {
                         deps.insert(d);
                     }
                     None => {
-                        let at = spans.get(&name).cloned().unwrap_or_else(|| p.at.clone());
                         let hint = graph.closest(&name).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
-                        errors.push(ControlError::UnknownTable { at, product: p.name.clone(), name, hint });
+                        problems.push(ControlError::UnknownTable { at: at(), product: p.name.clone(), name, hint });
                     }
                 }
             }
             graph.nodes[i].deps = deps.into_iter().collect();
+            if !problems.is_empty() {
+                let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                graph.nodes[i].broken = Some(messages.join("\n"));
+            }
         }
-        ControlError::from_list(errors)?;
-        graph.order()?;
-        Ok(graph)
+        // Break cycles one at a time: every node on a cycle is broken and loses its edges.
+        while let Err(ControlError::Cycle(names)) = graph.order() {
+            let message = ControlError::Cycle(names.clone()).to_string();
+            for name in &names {
+                if let Some(&n) = graph.index.get(name) {
+                    graph.nodes[n].broken.get_or_insert_with(|| message.clone());
+                    graph.nodes[n].deps.clear();
+                }
+            }
+        }
+        (graph, errors)
     }
 
     pub fn get(&self, name: &str) -> Option<usize> {
@@ -246,11 +288,30 @@ mod tests {
         assert!(matches!(g.select("nope"), Err(ControlError::Selection(_))));
     }
 
+    fn resolve(sql: &str) -> (Graph, Vec<ControlError>) {
+        let statements = parse_file("m.sql", sql).unwrap();
+        Graph::resolve(&[SqlFile { path: "m.sql".into(), text: sql.into(), statements }])
+    }
+
+    fn broken<'g>(g: &'g Graph, name: &str) -> Option<&'g str> {
+        g.nodes[g.get(name).unwrap()].broken.as_deref()
+    }
+
     #[test]
     fn detects_cycles_self_references_and_duplicates() {
-        let err = graph("CREATE PRODUCT a AS SELECT * FROM a;").unwrap_err();
-        assert_eq!(err.to_string(), "cycle between products: a -> a");
-        let err = graph("CREATE PRODUCT a AS SELECT 1;\nCREATE PRODUCT a AS SELECT 2;").unwrap_err();
-        assert_eq!(err.to_string(), "m.sql:2:16: `a` is already defined at m.sql:1:16");
+        let (g, errors) = resolve("CREATE PRODUCT a AS SELECT * FROM a;\nCREATE PRODUCT ok AS SELECT 1;");
+        assert!(errors.is_empty());
+        assert_eq!(broken(&g, "a"), Some("m.sql:1:35: product `a`: a product cannot read itself"));
+        assert_eq!(broken(&g, "ok"), None);
+        let (g, _) = resolve(
+            "CREATE PRODUCT a AS SELECT * FROM b;\nCREATE PRODUCT b AS SELECT * FROM a;\nCREATE PRODUCT c AS SELECT 1;",
+        );
+        assert_eq!(broken(&g, "a"), Some("cycle between products: a -> b -> a"));
+        assert_eq!(broken(&g, "b"), Some("cycle between products: a -> b -> a"));
+        assert_eq!(broken(&g, "c"), None);
+        assert_eq!(g.order().unwrap().len(), 3);
+        let (_, errors) = resolve("CREATE PRODUCT a AS SELECT 1;\nCREATE PRODUCT a AS SELECT 2;");
+        assert_eq!(errors[0].to_string(), "m.sql:2:16: `a` is already defined at m.sql:1:16");
+        assert!(graph("CREATE PRODUCT a AS SELECT * FROM nope;").is_err());
     }
 }

@@ -46,7 +46,8 @@ fn is_column_level(edit: &Edit) -> bool {
 }
 
 fn node_edit(op: EditOp, path: &str, node: &PlanNode) -> Edit {
-    let text = Some(node.kind.clone());
+    let items: Vec<String> = node.items.iter().map(|i| format!("{}: {}", i.role, i.text)).collect();
+    let text = Some(if items.is_empty() { node.kind.clone() } else { format!("{} ({})", node.kind, items.join("; ")) });
     let (old, new) = if op == EditOp::Remove { (text, None) } else { (None, text) };
     Edit { op, path: path.to_owned(), role: "node".into(), old, new }
 }
@@ -191,8 +192,7 @@ fn lcs<T>(a: &[T], b: &[T], eq: impl Fn(&T, &T) -> bool) -> Vec<Step> {
     let mut table = vec![vec![0u32; m + 1]; n + 1];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            table[i][j] =
-                if eq(&a[i], &b[j]) { table[i + 1][j + 1] + 1 } else { table[i + 1][j].max(table[i][j + 1]) };
+            table[i][j] = if eq(&a[i], &b[j]) { table[i + 1][j + 1] + 1 } else { table[i + 1][j].max(table[i][j + 1]) };
         }
     }
     let (mut i, mut j) = (0, 0);

@@ -21,8 +21,9 @@
 pub mod canonical;
 pub mod compiler;
 pub mod dag;
-pub mod diff;
+pub mod decision;
 pub mod dialect;
+pub mod diff;
 pub mod error;
 pub mod profile;
 pub mod project;

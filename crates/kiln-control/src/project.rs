@@ -137,12 +137,16 @@ pub struct SqlFile {
 }
 
 /// A loaded project: configuration, parsed files and the resolved graph.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Project {
     pub root: PathBuf,
     pub config: ProjectConfig,
     pub files: Vec<SqlFile>,
     pub graph: Graph,
+    /// Problems outside any one product: files that do not parse (their statements are
+    /// missing from the graph) and duplicate definitions. Products elsewhere still build;
+    /// problems inside one product are on its node ([`crate::dag::Node::broken`]).
+    pub problems: Vec<ControlError>,
 }
 
 /// Directories never searched for SQL (besides hidden ones and the configured storage).
@@ -150,7 +154,8 @@ const IGNORED_DIRS: [&str; 4] = ["warehouse", "data", "target", "node_modules"];
 
 impl Project {
     /// Reads `kiln.toml`, discovers and parses every `.sql` file, and resolves the graph.
-    /// All syntax errors of all files are reported together.
+    /// A missing project or a bad kiln.toml is an error; a file that does not parse is a
+    /// [`Project::problems`] entry and the rest of the project loads.
     pub fn load(dir: &Path) -> Result<Self, ControlError> {
         if !dir.is_dir() {
             return Err(ControlError::NoProject(dir.display().to_string()));
@@ -171,19 +176,19 @@ impl Project {
         discover(dir, dir, &skip, &mut paths)?;
         paths.sort();
         let mut files = Vec::new();
-        let mut errors = Vec::new();
+        let mut problems = Vec::new();
         for path in paths {
             let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
             let text = std::fs::read_to_string(&path)
                 .map_err(|source| ControlError::Io { context: format!("cannot read {rel}"), source })?;
             match dialect::parse_file(&rel, &text) {
                 Ok(statements) => files.push(SqlFile { path: rel, text, statements }),
-                Err(e) => errors.push(e),
+                Err(e) => problems.push(e),
             }
         }
-        ControlError::from_list(errors)?;
-        let graph = Graph::build(&files)?;
-        Ok(Self { root: dir.to_path_buf(), config, files, graph })
+        let (graph, errors) = Graph::resolve(&files);
+        problems.extend(errors);
+        Ok(Self { root: dir.to_path_buf(), config, files, graph, problems })
     }
 
     /// The text of a project file (for snippets), if loaded.

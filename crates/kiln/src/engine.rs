@@ -1,4 +1,5 @@
-//! `kiln build`: plan (control) -> execute and write (data) -> record (artifact).
+//! `kiln build`, `kiln plan`, `kiln lineage`: compile and decide (control) -> execute and
+//! write (data) -> record (artifact).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -7,9 +8,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use datafusion::common::config::TableParquetOptions;
 use datafusion::parquet::file::properties::WriterPropertiesBuilder;
-use kiln_artifact::{Action, ProductRun, RunSummary};
+use kiln_artifact::plan::REPORT_FORMAT_VERSION;
+use kiln_artifact::store::write_atomic;
+use kiln_artifact::{
+    Action, ArtifactStore, BuildFingerprints, Decision, Lineage, PlanReport, ProductPlan, ProductRun, RunSummary,
+};
 use kiln_control::compiler::{CompiledProduct, build_id};
 use kiln_control::dag::NodeKind;
+use kiln_control::decision::decide;
 use kiln_control::dialect::Statement;
 use kiln_control::{ControlError, Project, RuntimeProfile, Substrate};
 use kiln_data::{Warehouse, WriteProgress, WriteSpec, write_dataset};
@@ -65,9 +71,12 @@ impl Observer for Quiet {
 }
 
 /// The outcome of a build.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BuildReport {
     pub summary: RunSummary,
+    /// Problems outside any one product (files that do not parse, duplicate definitions);
+    /// also in `summary.errors` as text.
+    pub problems: Vec<ControlError>,
 }
 
 impl BuildReport {
@@ -76,136 +85,274 @@ impl BuildReport {
     }
 }
 
-/// Builds a project. Project-level problems (no project, syntax errors, unknown tables,
-/// cycles) are an `Err`; per-product failures are reported in the summary, with every
-/// independent product still built.
-pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) -> Result<BuildReport, KilnError> {
-    let started = Instant::now();
-    let project = Project::load(dir)?;
-    let config = &project.config;
-    let profile_name = options.profile.clone().unwrap_or_else(|| config.profile.default.clone());
-    let profile = RuntimeProfile::resolve(&profile_name, &config.profiles, &options.settings)?;
+/// A compiled project: everything `build`, `plan` and `lineage` share.
+struct Session {
+    project: Project,
+    /// Problems outside any one product (files that do not parse, duplicates).
+    problems: Vec<ControlError>,
+    profile: RuntimeProfile,
+    warehouse: Warehouse,
+    substrate: Substrate,
+    store: ArtifactStore,
+    order: Vec<usize>,
+    selected: BTreeSet<usize>,
+    compiled: HashMap<usize, CompiledProduct>,
+    /// Node -> its version as an upstream: a source's data version, an unselected product's
+    /// committed build id, and (filled in as they are decided) selected products' build ids.
+    versions: HashMap<usize, String>,
+    /// Node -> why it cannot be built.
+    failed: HashMap<usize, String>,
+}
 
-    if let Some(tpch) = &config.generate.tpch {
-        let out = project.root.join(&tpch.out);
-        if !kiln_data::tpch::is_generated(&out, tpch.scale_factor) {
-            observer.event(Event::Generating { scale_factor: tpch.scale_factor });
-            let t = Instant::now();
-            let sf = tpch.scale_factor;
-            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let rows = tokio::task::spawn_blocking(move || kiln_data::tpch::generate(&out, sf, &[], threads))
-                .await
-                .map_err(|e| KilnError::Usage(format!("tpch generation failed: {e}")))??;
-            observer.event(Event::Generated { rows, seconds: t.elapsed().as_secs_f64() });
+/// What a session needs beyond compiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Compile only (lineage).
+    Plans,
+    /// Also data versions and committed upstream builds (plan).
+    Versions,
+    /// Also generated example data (build).
+    Data,
+}
+
+impl Session {
+    /// Loads and compiles a project. Project-level problems (no project, syntax errors,
+    /// unknown tables, cycles, bad profiles) are an `Err`; a product or source that does
+    /// not compile is recorded in `failed` with its dependents, and the rest go on.
+    async fn open(dir: &Path, options: &BuildOptions, need: Need, observer: &dyn Observer) -> Result<Self, KilnError> {
+        let mut project = Project::load(dir)?;
+        let problems = std::mem::take(&mut project.problems);
+        let config = &project.config;
+        let profile_name = options.profile.clone().unwrap_or_else(|| config.profile.default.clone());
+        let profile = RuntimeProfile::resolve(&profile_name, &config.profiles, &options.settings)?;
+        if need == Need::Data
+            && let Some(tpch) = &config.generate.tpch
+        {
+            let out = project.root.join(&tpch.out);
+            if !kiln_data::tpch::is_generated(&out, tpch.scale_factor) {
+                observer.event(Event::Generating { scale_factor: tpch.scale_factor });
+                let t = Instant::now();
+                let sf = tpch.scale_factor;
+                let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+                let rows = tokio::task::spawn_blocking(move || kiln_data::tpch::generate(&out, sf, &[], threads))
+                    .await
+                    .map_err(|e| KilnError::Usage(format!("tpch generation failed: {e}")))??;
+                observer.event(Event::Generated { rows, seconds: t.elapsed().as_secs_f64() });
+            }
         }
-    }
 
-    let warehouse = Warehouse::open(&config.storage.warehouse, &project.root)?;
-    let secrets = config.resolve_secrets();
-    for name in secrets.fallbacks() {
-        observer.event(Event::Warning(format!(
-            "secret `{name}` uses its fallback value from kiln.toml; set its environment variable outside development"
-        )));
-    }
-    let functions = kiln_functions::Registry::builtin(secrets);
-    let mut substrate = Substrate::new(&profile, warehouse.clone(), &project.root, functions)?;
-    let graph = &project.graph;
-    let order = graph.order()?;
-    let selected: BTreeSet<usize> = match &options.select {
-        Some(s) => graph.select(s)?,
-        None => (0..graph.nodes.len()).collect(),
-    };
-
-    // Compile everything in order (unselected products too: downstream plans need their
-    // tables). A node that fails to compile fails its dependents.
-    let mut versions: HashMap<usize, String> = HashMap::new();
-    let mut compiled: HashMap<usize, CompiledProduct> = HashMap::new();
-    let mut failed: HashMap<usize, String> = HashMap::new();
-    for &i in &order {
-        let node = &graph.nodes[i];
-        if let Some(&d) = node.deps.iter().find(|d| failed.contains_key(d)) {
-            failed.insert(i, format!("upstream `{}` failed", graph.nodes[d].name));
-            continue;
+        let warehouse = Warehouse::open(&config.storage.warehouse, &project.root)?;
+        let secrets = config.resolve_secrets();
+        if need == Need::Data {
+            for name in secrets.fallbacks() {
+                observer.event(Event::Warning(format!(
+                    "secret `{name}` uses its fallback value from kiln.toml; set its environment variable outside development"
+                )));
+            }
         }
-        let (fi, si) = node.def;
-        match &project.files[fi].statements[si] {
-            Statement::Source(def) => match substrate.register_source(def).and_then(|s| Ok(s.data_version()?)) {
-                Ok(version) => {
-                    versions.insert(i, version);
-                }
-                Err(e) => {
-                    failed.insert(i, e.to_string());
-                }
-            },
-            Statement::Product(def) => match substrate.compile_product(def).await {
-                Ok(c) => {
-                    compiled.insert(i, c);
-                }
-                Err(e) => {
-                    failed.insert(i, e.to_string());
-                }
-            },
-        }
-    }
+        let functions = kiln_functions::Registry::builtin(secrets);
+        let mut substrate = Substrate::new(&profile, warehouse.clone(), &project.root, functions)?;
+        let store = ArtifactStore::new(project.root.join(&config.storage.artifacts));
+        let graph = &project.graph;
+        let order = graph.order()?;
+        let selected: BTreeSet<usize> = match &options.select {
+            Some(s) => graph.select(s)?,
+            None => (0..graph.nodes.len()).collect(),
+        };
 
-    let run_id = new_run_id();
-    let products: Vec<usize> =
-        order.iter().copied().filter(|i| graph.nodes[*i].kind == NodeKind::Product && selected.contains(i)).collect();
-    observer.event(Event::Planned { products: products.iter().map(|&i| graph.nodes[i].name.clone()).collect() });
-
-    // Unselected upstream products are read from their committed builds.
-    for &i in &order {
-        if graph.nodes[i].kind == NodeKind::Product && !selected.contains(&i) && compiled.contains_key(&i) {
-            let name = &graph.nodes[i].name;
-            match warehouse.current(name).await? {
-                Some(manifest) => {
-                    if let Some(table) = substrate.product_table(name) {
-                        table.bind(&warehouse, &manifest)?;
+        // Compile everything in order (unselected products too: downstream plans need their
+        // tables). A node that fails to compile fails its dependents.
+        let mut versions: HashMap<usize, String> = HashMap::new();
+        let mut compiled: HashMap<usize, CompiledProduct> = HashMap::new();
+        let mut failed: HashMap<usize, String> = HashMap::new();
+        for &i in &order {
+            let node = &graph.nodes[i];
+            if let Some(&d) = node.deps.iter().find(|d| failed.contains_key(d)) {
+                // A source's problem is the root cause the user needs to see.
+                let up = &graph.nodes[d];
+                let reason = match up.kind {
+                    NodeKind::Source => format!("source `{}`: {}", up.name, failed[&d]),
+                    NodeKind::Product => format!("upstream `{}` failed", up.name),
+                };
+                failed.insert(i, reason);
+                continue;
+            }
+            if let Some(message) = &node.broken {
+                failed.insert(i, message.clone());
+                continue;
+            }
+            let (fi, si) = node.def;
+            match &project.files[fi].statements[si] {
+                Statement::Source(def) => match substrate.register_source(def) {
+                    Ok(source) if need != Need::Plans => match source.data_version() {
+                        Ok(version) => {
+                            versions.insert(i, version);
+                        }
+                        Err(e) => {
+                            let hint = if config.generate.tpch.is_some() && need != Need::Data {
+                                " (`kiln build` generates the example data)"
+                            } else {
+                                ""
+                            };
+                            failed.insert(i, format!("{e}{hint}"));
+                        }
+                    },
+                    Ok(_) => {}
+                    Err(e) => {
+                        failed.insert(i, e.to_string());
                     }
-                    versions.insert(i, manifest.build_id);
-                }
-                None => {
-                    failed.insert(i, format!("`{name}` is not selected and has no committed build (select it with +)"));
+                },
+                Statement::Product(def) => match substrate.compile_product(def).await {
+                    Ok(c) => {
+                        compiled.insert(i, c);
+                    }
+                    Err(e) => {
+                        failed.insert(i, e.to_string());
+                    }
+                },
+            }
+        }
+
+        // Unselected upstream products are read from their committed builds.
+        if need != Need::Plans {
+            for &i in &order {
+                if graph.nodes[i].kind == NodeKind::Product && !selected.contains(&i) && compiled.contains_key(&i) {
+                    let name = &graph.nodes[i].name;
+                    match warehouse.current(name).await? {
+                        Some(manifest) => {
+                            if let Some(table) = substrate.product_table(name) {
+                                table.bind(&warehouse, &manifest)?;
+                            }
+                            versions.insert(i, manifest.build_id);
+                        }
+                        None => {
+                            failed.insert(
+                                i,
+                                format!("`{name}` is not selected and has no committed build (select it with +)"),
+                            );
+                        }
+                    }
                 }
             }
         }
+        Ok(Self {
+            project,
+            problems,
+            profile,
+            warehouse,
+            substrate,
+            store,
+            order,
+            selected,
+            compiled,
+            versions,
+            failed,
+        })
     }
+
+    /// The selected products, in dependency order.
+    fn products(&self) -> Vec<usize> {
+        let graph = &self.project.graph;
+        self.order
+            .iter()
+            .copied()
+            .filter(|i| graph.nodes[*i].kind == NodeKind::Product && self.selected.contains(i))
+            .collect()
+    }
+
+    /// Why product `i` cannot be built now, if it cannot: its own failure or an upstream's.
+    fn blocked(&mut self, i: usize) -> Option<(Action, String)> {
+        let graph = &self.project.graph;
+        let upstream =
+            graph.nodes[i].deps.iter().find(|d| self.failed.contains_key(d)).map(|&d| graph.nodes[d].name.clone());
+        if let Some(reason) = self.failed.get(&i) {
+            let skipped = upstream.is_some() && !self.compiled.contains_key(&i);
+            return Some((if skipped { Action::Skipped } else { Action::Failed }, reason.clone()));
+        }
+        if let Some(up) = upstream {
+            let reason = format!("upstream `{up}` failed");
+            self.failed.insert(i, reason.clone());
+            return Some((Action::Skipped, reason));
+        }
+        None
+    }
+
+    /// The fingerprints and build id of compiled product `i` from its upstreams' versions.
+    fn identity(&self, i: usize) -> Option<(BuildFingerprints, String)> {
+        let product = self.compiled.get(&i)?;
+        let graph = &self.project.graph;
+        let upstream = graph.nodes[i]
+            .deps
+            .iter()
+            .filter_map(|d| self.versions.get(d).map(|v| (graph.nodes[*d].name.clone(), v.clone())))
+            .collect();
+        let fps = BuildFingerprints {
+            schema_fp: product.schema_fp.clone(),
+            query_fp: product.query_fp.clone(),
+            runtime_fp: self.substrate.runtime_fp().to_owned(),
+            func_fp: product.func_fp.clone(),
+            upstream,
+        };
+        let id = build_id(&product.name, &fps);
+        Some((fps, id))
+    }
+}
+
+/// Builds a project: every selected product whose build id differs from its committed
+/// build is executed and committed; the others are reported fresh. Project-level problems
+/// (no project, syntax errors, unknown tables, cycles) are an `Err`; per-product failures
+/// are reported in the summary, with every independent product still built.
+pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) -> Result<BuildReport, KilnError> {
+    let started = Instant::now();
+    let mut session = Session::open(dir, options, Need::Data, observer).await?;
+    let run_id = new_run_id();
+    let products = session.products();
+    let graph = session.project.graph.clone();
+    observer.event(Event::Planned { products: products.iter().map(|&i| graph.nodes[i].name.clone()).collect() });
 
     let mut runs = Vec::new();
     for &i in &products {
         let node = &graph.nodes[i];
         let t = Instant::now();
-        let upstream_failure = node.deps.iter().find(|d| failed.contains_key(d)).map(|&d| graph.nodes[d].name.clone());
-        let run = if let Some(reason) = failed.get(&i) {
-            let skipped = upstream_failure.is_some() && !compiled.contains_key(&i);
-            product_run(&node.name, if skipped { Action::Skipped } else { Action::Failed }, Some(reason.clone()), t)
-        } else if let Some(up) = upstream_failure {
-            failed.insert(i, format!("upstream `{up}` failed"));
-            product_run(&node.name, Action::Skipped, Some(format!("upstream `{up}` failed")), t)
-        } else if let Some(product) = compiled.get(&i) {
-            let upstream: Vec<(String, String)> = node
-                .deps
-                .iter()
-                .filter_map(|d| versions.get(d).map(|v| (graph.nodes[*d].name.clone(), v.clone())))
-                .collect();
-            let id = build_id(&product.name, &product.schema_fp, &product.query_fp, &product.func_fp, &upstream);
-            match run_product(&substrate, product, &id, &run_id, observer).await {
-                Ok(manifest) => {
-                    versions.insert(i, id.clone());
+        let run = if let Some((action, reason)) = session.blocked(i) {
+            product_run(&node.name, action, Some(reason), t)
+        } else if let (Some((fps, id)), Some(product)) = (session.identity(i), session.compiled.get(&i)) {
+            let current = session.warehouse.current(&product.name).await?;
+            let (decision, reasons) = decide(product, &fps, &id, current.as_ref(), Some(&session.store));
+            match (decision, current) {
+                (Decision::Fresh, Some(manifest)) => {
+                    if let Some(table) = session.substrate.product_table(&product.name) {
+                        table.bind(&session.warehouse, &manifest)?;
+                    }
+                    session.versions.insert(i, id.clone());
                     ProductRun {
-                        product: node.name.clone(),
-                        action: Action::Built,
+                        action: Action::Fresh,
                         build_id: Some(id),
                         rows: manifest.totals.rows_written,
                         files: manifest.totals.files,
                         bytes: manifest.totals.bytes,
-                        seconds: t.elapsed().as_secs_f64(),
-                        error: None,
+                        ..product_run(&node.name, Action::Fresh, None, t)
                     }
                 }
-                Err(e) => {
-                    failed.insert(i, e.to_string());
-                    product_run(&node.name, Action::Failed, Some(e.to_string()), t)
+                _ => {
+                    session.store.put_plan(&product.canonical)?;
+                    match run_product(&session.substrate, product, &id, &fps, &run_id, observer).await {
+                        Ok(manifest) => {
+                            session.versions.insert(i, id.clone());
+                            ProductRun {
+                                build_id: Some(id),
+                                rows: manifest.totals.rows_written,
+                                files: manifest.totals.files,
+                                bytes: manifest.totals.bytes,
+                                reasons,
+                                ..product_run(&node.name, Action::Built, None, t)
+                            }
+                        }
+                        Err(e) => {
+                            session.failed.insert(i, e.to_string());
+                            product_run(&node.name, Action::Failed, Some(e.to_string()), t)
+                        }
+                    }
                 }
             }
         } else {
@@ -215,19 +362,103 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
         runs.push(run);
     }
 
+    let config = &session.project.config;
     let summary = RunSummary {
         format_version: 1,
         run_id: run_id.clone(),
         project: config.project.name.clone(),
+        profile: session.profile.name.clone(),
+        runtime_fp: session.substrate.runtime_fp().to_owned(),
+        errors: session.problems.iter().map(ToString::to_string).collect(),
         products: runs,
         seconds: started.elapsed().as_secs_f64(),
     };
-    let runs_dir = project.root.join(&config.storage.artifacts).join("runs").join(&run_id);
-    std::fs::create_dir_all(&runs_dir)
-        .map_err(|source| KilnError::Io { context: format!("cannot create {}", runs_dir.display()), source })?;
-    std::fs::write(runs_dir.join("run_summary.json"), summary.to_json()?)
-        .map_err(|source| KilnError::Io { context: format!("cannot write {}", runs_dir.display()), source })?;
-    Ok(BuildReport { summary })
+    let runs_dir = session.store.root().join("runs").join(&run_id);
+    let settings = serde_json::to_vec_pretty(&session.profile.effective()?)
+        .map_err(|e| KilnError::Usage(format!("cannot encode settings: {e}")))?;
+    write_atomic(&runs_dir.join("settings.json"), &settings)?;
+    write_atomic(&runs_dir.join("run_summary.json"), &summary.to_json()?)?;
+    Ok(BuildReport { summary, problems: session.problems })
+}
+
+/// `kiln plan`: the decisions `build` would take, without executing or writing anything.
+pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, KilnError> {
+    let mut session = Session::open(dir, options, Need::Versions, &Quiet).await?;
+    let graph = session.project.graph.clone();
+    let mut products = Vec::new();
+    for i in session.products() {
+        let name = graph.nodes[i].name.clone();
+        let failed = |error: String| ProductPlan {
+            product: name.clone(),
+            decision: Decision::Failed,
+            build_id: None,
+            fingerprints: None,
+            current_build_id: None,
+            reasons: Vec::new(),
+            error: Some(error),
+        };
+        let entry = if let Some((_, reason)) = session.blocked(i) {
+            failed(reason)
+        } else if let (Some((fps, id)), Some(product)) = (session.identity(i), session.compiled.get(&i)) {
+            let current = session.warehouse.current(&name).await?;
+            let (decision, reasons) = decide(product, &fps, &id, current.as_ref(), Some(&session.store));
+            session.versions.insert(i, id.clone());
+            ProductPlan {
+                product: name.clone(),
+                decision,
+                build_id: Some(id),
+                fingerprints: Some(fps),
+                current_build_id: current.map(|m| m.build_id),
+                reasons,
+                error: None,
+            }
+        } else {
+            failed("not compiled".into())
+        };
+        products.push(entry);
+    }
+    Ok(PlanReport {
+        format_version: REPORT_FORMAT_VERSION,
+        project: session.project.config.project.name.clone(),
+        profile: session.profile.name.clone(),
+        runtime_fp: session.substrate.runtime_fp().to_owned(),
+        settings: session.profile.effective()?,
+        errors: session.problems.iter().map(ToString::to_string).collect(),
+        products,
+    })
+}
+
+/// `kiln lineage PRODUCT[.COLUMN]`: the column lineage of a product (one column of it when
+/// `target` names one). Compiles the project; reads no data.
+pub async fn lineage(dir: &Path, target: &str, options: &BuildOptions) -> Result<Lineage, KilnError> {
+    let session = Session::open(dir, options, Need::Plans, &Quiet).await?;
+    let graph = &session.project.graph;
+    // A product name may itself contain no dots; `a.b` is product a, column b.
+    let (name, column) = match target.split_once('.') {
+        Some((p, c)) => (p, Some(c)),
+        None => (target, None),
+    };
+    let Some(i) = graph.nodes.iter().position(|n| n.name == name && n.kind == NodeKind::Product) else {
+        let known: Vec<&str> =
+            graph.nodes.iter().filter(|n| n.kind == NodeKind::Product).map(|n| n.name.as_str()).collect();
+        return Err(KilnError::Usage(format!("no product `{name}` (products: {})", known.join(", "))));
+    };
+    let Some(product) = session.compiled.get(&i) else {
+        let reason = session.failed.get(&i).cloned().unwrap_or_else(|| "not compiled".into());
+        return Err(KilnError::Product { product: name.to_owned(), message: reason });
+    };
+    let mut columns = product.lineage.clone();
+    if let Some(column) = column {
+        columns.retain(|c| c.column == column);
+        if columns.is_empty() {
+            let known: Vec<&str> = product.lineage.iter().map(|c| c.column.as_str()).collect();
+            return Err(KilnError::Usage(format!(
+                "product `{name}` has no column `{column}` (columns: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(Lineage { format_version: REPORT_FORMAT_VERSION, product: name.to_owned(), columns })
 }
 
 fn product_run(name: &str, action: Action, error: Option<String>, t: Instant) -> ProductRun {
@@ -240,6 +471,7 @@ fn product_run(name: &str, action: Action, error: Option<String>, t: Instant) ->
         bytes: 0,
         seconds: t.elapsed().as_secs_f64(),
         error,
+        reasons: Vec::new(),
     }
 }
 
@@ -248,6 +480,7 @@ async fn run_product(
     substrate: &Substrate,
     product: &CompiledProduct,
     build_id: &str,
+    fingerprints: &BuildFingerprints,
     run_id: &str,
     observer: &dyn Observer,
 ) -> Result<kiln_artifact::Manifest, KilnError> {
@@ -301,7 +534,8 @@ async fn run_product(
             .map(|(c, asc)| format!("{c} {}", if *asc { "ASC" } else { "DESC" }))
             .collect(),
     });
-    let manifest = write_dataset(warehouse, streams, spec, progress).await?;
+    let mut manifest = write_dataset(warehouse, streams, spec, progress).await?;
+    manifest.fingerprints = Some(fingerprints.clone());
     warehouse.commit(&manifest).await?;
     if let Some(table) = substrate.product_table(&product.name) {
         table.bind(warehouse, &manifest)?;

@@ -19,7 +19,7 @@
 pub mod engine;
 pub mod init;
 
-pub use engine::{BuildOptions, BuildReport, Event, Observer, Quiet, build};
+pub use engine::{BuildOptions, BuildReport, Event, Observer, Quiet, build, lineage, plan};
 pub use kiln_artifact as artifact;
 pub use kiln_contracts as contracts;
 pub use kiln_control as control;
@@ -43,6 +43,9 @@ pub enum KilnError {
         #[source]
         source: std::io::Error,
     },
+    /// A product the command needs does not compile.
+    #[error("product `{product}`: {message}")]
+    Product { product: String, message: String },
     #[error("{0}")]
     Usage(String),
 }
@@ -53,7 +56,7 @@ impl KilnError {
         match self {
             KilnError::Control(e) => e.is_user_error(),
             KilnError::Data(e) => !matches!(e, kiln_data::DataError::Io { .. } | kiln_data::DataError::Store { .. }),
-            KilnError::Usage(_) => true,
+            KilnError::Usage(_) | KilnError::Product { .. } => true,
             KilnError::Artifact(_) | KilnError::Io { .. } => false,
         }
     }

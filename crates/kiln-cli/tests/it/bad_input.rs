@@ -97,3 +97,45 @@ fn failed_product_leaves_nothing_visible_and_others_build() {
     assert!(wh.join("ok/_current.json").exists());
     assert!(!wh.join("broken/_current.json").exists(), "a failed build must not be visible");
 }
+
+#[test]
+fn one_broken_file_or_product_does_not_stop_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    crate::write_files(
+        tmp.path(),
+        &[
+            ("kiln.toml", "[project]\nname = \"b\"\n"),
+            ("data/t.csv", "a,b\n1,x\n2,y\n"),
+            (
+                "sources.sql",
+                "CREATE SOURCE t (a BIGINT NOT NULL, b VARCHAR) WITH (connector = 'files', path = 'data/', format = 'csv');",
+            ),
+            ("a_broken.sql", "CREATE PRODUCT broken AS\nSELEC a FROM t;"),
+            (
+                "b_models.sql",
+                "CREATE PRODUCT good AS SELECT a FROM t;\n\
+                CREATE PRODUCT typo AS SELECT a FROM tt;\n\
+                CREATE PRODUCT selfish AS SELECT a FROM selfish;\n\
+                CREATE PRODUCT bad_column AS SELECT nope FROM t;\n\
+                CREATE PRODUCT ambiguous AS SELECT a FROM t JOIN good ON true;\n\
+                CREATE PRODUCT bad_type AS SELECT a + b FROM t;",
+            ),
+        ],
+    );
+    let (code, out, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("good") && out.contains("1 built"), "{out}");
+    for expected in [
+        "error: a_broken.sql:2:1: ",
+        "error: b_models.sql:2:38: unknown table `tt` in product `typo` (did you mean `t`?)",
+        "error: b_models.sql:3:41: product `selfish`: a product cannot read itself",
+        "error: b_models.sql:4:37: product `bad_column`: Schema error: No field named nope",
+        "error: b_models.sql:5:36: product `ambiguous`: ",
+        "error: b_models.sql:6:35: product `bad_type`: Cannot coerce",
+    ] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
+    assert!(err.contains("2 | SELEC a FROM t;"), "caret snippet missing:\n{err}");
+    assert!(err.contains("ambiguous") || err.contains("Ambiguous"), "{err}");
+    assert!(tmp.path().join("warehouse/good/_current.json").exists());
+}

@@ -16,15 +16,84 @@ fn example_builds_and_rebuilds() {
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     insta::assert_snapshot!("example_build_summary", mask(&out));
 
-    // A second build must not fail, and readers see the newest committed build.
+    // Nothing changed: a second build has nothing to do, and `plan` agrees.
     let (code, out2, err) = kiln(&["build", dir.to_str().unwrap()], tmp.path());
     assert_eq!(code, 0, "{err}");
-    assert_eq!(mask(&out), mask(&out2));
+    assert!(out2.contains("0 built, 6 fresh, 0 failed"), "{out2}");
+    let plan = plan_json(&dir, tmp.path());
+    let decisions: Vec<&str> =
+        plan["products"].as_array().unwrap().iter().map(|p| p["decision"].as_str().unwrap()).collect();
+    assert_eq!(decisions, ["fresh"; 6]);
+    for p in plan["products"].as_array().unwrap() {
+        assert_eq!(p["build_id"], p["current_build_id"]);
+        for fp in ["schema_fp", "query_fp", "runtime_fp", "func_fp"] {
+            assert_eq!(p["fingerprints"][fp].as_str().unwrap().len(), 64, "{fp}");
+        }
+    }
+    assert!(plan["settings"]["performance"]["datafusion.execution.target_partitions"].is_string());
+
+    // Performance settings do not change build ids; semantic ones do.
+    let (code, out3, _) = kiln(
+        &["plan", "--profile", "memory_limited", "--set", "datafusion.execution.batch_size=77", dir.to_str().unwrap()],
+        tmp.path(),
+    );
+    assert_eq!(code, 0);
+    assert!(out3.contains("0 to build, 6 fresh"), "{out3}");
+    let (_, out4, _) =
+        kiln(&["plan", "--set", "datafusion.execution.time_zone=+05:00", dir.to_str().unwrap()], tmp.path());
+    assert!(out4.contains("6 to build, 0 fresh") && out4.contains("runtime settings changed"), "{out4}");
+
+    // Lineage of the example's mart, through the staging product.
+    let (code, json, err) =
+        kiln(&["lineage", "revenue_by_nation_year.revenue", "--json", "-C", dir.to_str().unwrap()], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    let lineage: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let cols = |kind: &str| -> Vec<String> {
+        lineage["columns"][0][kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| format!("{}.{}", c["table"].as_str().unwrap(), c["column"].as_str().unwrap()))
+            .collect()
+    };
+    assert_eq!(lineage["columns"].as_array().unwrap().len(), 1);
+    assert_eq!(cols("value"), ["lineitem.l_discount", "lineitem.l_extendedprice"]);
+    assert!(cols("join").contains(&"customer_clean.c_custkey".to_owned()), "{json}");
+    assert_eq!(cols("group"), ["nation.n_name", "orders.o_orderdate", "region.r_name"]);
+
+    // Change the staging product: it rebuilds with a semantic diff; its dependents rebuild
+    // because it changed, naming the columns they read; the others stay fresh.
+    let staging = dir.join("staging/customer_clean.sql");
+    let sql = std::fs::read_to_string(&staging).unwrap();
+    std::fs::write(&staging, sql.replace("FROM customer;", "FROM customer WHERE c_acctbal > 0;")).unwrap();
+    let plan = plan_json(&dir, tmp.path());
+    let by_name =
+        |name: &str| plan["products"].as_array().unwrap().iter().find(|p| p["product"] == name).unwrap().clone();
+    let staging_plan = by_name("customer_clean");
+    assert_eq!(staging_plan["decision"], "build");
+    let reason = &staging_plan["reasons"][0];
+    assert_eq!(reason["kind"], "query_changed");
+    assert_eq!(reason["diff"]["category"], "breaking");
+    let summary = by_name("customer_order_summary");
+    assert_eq!(summary["reasons"][0]["kind"], "upstream_changed");
+    assert_eq!(summary["reasons"][0]["upstream"], "customer_clean");
+    assert_eq!(summary["reasons"][0]["columns"], serde_json::json!(["c_custkey", "c_mktsegment", "c_nationkey"]));
+    assert_eq!(by_name("orders_nested")["decision"], "fresh");
+    let (code, out5, err) = kiln(&["build", dir.to_str().unwrap()], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out5.contains("4 built, 2 fresh"), "{out5}");
+    assert!(out5.contains("customer_clean: query changed, breaking"), "{out5}");
 
     // init refuses to overwrite a project.
     let (code, _, err) = kiln(&["init", "--example", "tpch", dir.to_str().unwrap()], tmp.path());
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("already has a kiln.toml"), "{err}");
+}
+
+fn plan_json(dir: &std::path::Path, cwd: &std::path::Path) -> serde_json::Value {
+    let (code, out, err) = kiln(&["plan", "--json", dir.to_str().unwrap()], cwd);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
 }
 
 #[test]

@@ -11,7 +11,8 @@ async fn diff_of(a: &str, b: &str) -> kiln_artifact::PlanDiff {
     diff(&a.canonical, &b.canonical)
 }
 
-const BASE: &str = "SELECT o_custkey, sum(o_totalprice) AS total FROM orders WHERE o_orderstatus = 'F' GROUP BY o_custkey";
+const BASE: &str =
+    "SELECT o_custkey, sum(o_totalprice) AS total FROM orders WHERE o_orderstatus = 'F' GROUP BY o_custkey";
 
 #[tokio::test]
 async fn reformatting_is_metadata_only() {

@@ -139,8 +139,9 @@ async fn q18_large_volume_customer() {
 
 #[tokio::test]
 async fn window_partition_and_order_reach_only_the_window_column() {
-    let l = lineage("SELECT o_orderkey, row_number() OVER (PARTITION BY o_custkey ORDER BY o_orderdate) AS rn FROM orders")
-        .await;
+    let l =
+        lineage("SELECT o_orderkey, row_number() OVER (PARTITION BY o_custkey ORDER BY o_orderdate) AS rn FROM orders")
+            .await;
     assert_eq!(names(&l[0].value), set(&["orders.o_orderkey"]));
     assert!(l[0].group.is_empty() && l[0].order.is_empty());
     assert!(l[1].value.is_empty());

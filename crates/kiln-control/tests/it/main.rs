@@ -32,9 +32,15 @@ pub struct Tpch {
     next: usize,
 }
 
+impl Default for Tpch {
+    fn default() -> Self {
+        Self::with_settings(&[])
+    }
+}
+
 impl Tpch {
     pub fn new() -> Self {
-        Self::with_settings(&[])
+        Self::default()
     }
 
     pub fn with_settings(settings: &[(&str, &str)]) -> Self {

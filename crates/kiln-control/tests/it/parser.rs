@@ -6,11 +6,68 @@ use kiln_control::dialect::parse_file;
 use proptest::prelude::*;
 
 const VOCABULARY: &[&str] = &[
-    "CREATE", "SOURCE", "PRODUCT", "STREAM", "MATERIALIZED", "VIEW", "AS", "SELECT", "FROM", "WHERE", "GROUP", "BY",
-    "ORDER", "PARTITIONED", "WITH", "WATERMARK", "FOR", "INTERVAL", "'5'", "SECOND", "(", ")", ",", ";", "=", "-",
-    "+", "*", ".", "a", "b", "\"q\"", "'s'", "1", "2.5", "BIGINT", "VARCHAR", "DECIMAL(15, 2)", "ARRAY<INT>",
-    "MAP<VARCHAR, INT>", "STRUCT<x INT>", "NOT", "NULL", "ASC", "DESC", "--c\n", "/*", "*/", "\n", " ", "\t", "é",
-    "UNNEST", "JOIN", "ON", "[", "]", "<", ">", "::", "$1", "?",
+    "CREATE",
+    "SOURCE",
+    "PRODUCT",
+    "STREAM",
+    "MATERIALIZED",
+    "VIEW",
+    "AS",
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "GROUP",
+    "BY",
+    "ORDER",
+    "PARTITIONED",
+    "WITH",
+    "WATERMARK",
+    "FOR",
+    "INTERVAL",
+    "'5'",
+    "SECOND",
+    "(",
+    ")",
+    ",",
+    ";",
+    "=",
+    "-",
+    "+",
+    "*",
+    ".",
+    "a",
+    "b",
+    "\"q\"",
+    "'s'",
+    "1",
+    "2.5",
+    "BIGINT",
+    "VARCHAR",
+    "DECIMAL(15, 2)",
+    "ARRAY<INT>",
+    "MAP<VARCHAR, INT>",
+    "STRUCT<x INT>",
+    "NOT",
+    "NULL",
+    "ASC",
+    "DESC",
+    "--c\n",
+    "/*",
+    "*/",
+    "\n",
+    " ",
+    "\t",
+    "é",
+    "UNNEST",
+    "JOIN",
+    "ON",
+    "[",
+    "]",
+    "<",
+    ">",
+    "::",
+    "$1",
+    "?",
 ];
 
 fn token_soup() -> impl Strategy<Value = String> {
@@ -43,7 +100,10 @@ fn error(text: &str) -> ControlError {
 #[test]
 fn golden_syntax_errors() {
     let e = error("CREATE PRODUCT p AS SELEC 1;");
-    assert_eq!(e.to_string(), "models/x.sql:1:21: Expected: SELECT, VALUES, or a subquery in the query body, found: SELEC");
+    assert_eq!(
+        e.to_string(),
+        "models/x.sql:1:21: Expected: SELECT, VALUES, or a subquery in the query body, found: SELEC"
+    );
     let e = error("CREATE SOURCE s (a BIGINT) WITH (path = 'x'\n;");
     assert!(e.to_string().starts_with("models/x.sql:2:1: "), "{e}");
     let e = error("CREATE TABLE t (a INT);");

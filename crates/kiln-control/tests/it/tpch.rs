@@ -87,5 +87,14 @@ FROM (SELECT substring(c_phone FROM 1 FOR 2) AS cntrycode, c_acctbal
 GROUP BY cntrycode
 ORDER BY cntrycode";
 
-pub const ALL: [(&str, &str); 9] =
-    [("q1", Q1), ("q3", Q3), ("q4", Q4), ("q6", Q6), ("q10", Q10), ("q12", Q12), ("q13", Q13), ("q18", Q18), ("q22", Q22)];
+pub const ALL: [(&str, &str); 9] = [
+    ("q1", Q1),
+    ("q3", Q3),
+    ("q4", Q4),
+    ("q6", Q6),
+    ("q10", Q10),
+    ("q12", Q12),
+    ("q13", Q13),
+    ("q18", Q18),
+    ("q22", Q22),
+];

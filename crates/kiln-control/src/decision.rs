@@ -1,0 +1,76 @@
+//! Rebuild decisions: compare a product's new fingerprints with those recorded in its
+//! committed manifest, and say why it must be built (brief §4, "Rebuild decisions are
+//! explainable").
+//!
+//! A product is fresh when its committed build has the same build id. Otherwise each
+//! fingerprint that differs is a [`Reason`]; a changed query carries the semantic diff when
+//! the previous canonical plan is in the artifact store, and a changed upstream names the
+//! upstream's columns this product reads (from its lineage), so "orders changed" comes with
+//! "uses o_custkey, o_totalprice".
+
+use std::collections::BTreeSet;
+
+use kiln_artifact::{ArtifactStore, BuildFingerprints, Decision, Manifest, Reason};
+
+use crate::compiler::CompiledProduct;
+use crate::diff::diff;
+
+/// The decision for `product` whose new identity is (`fps`, `build_id`), given its
+/// committed build (if any) and the artifact store holding earlier canonical plans.
+pub fn decide(
+    product: &CompiledProduct,
+    fps: &BuildFingerprints,
+    build_id: &str,
+    current: Option<&Manifest>,
+    store: Option<&ArtifactStore>,
+) -> (Decision, Vec<Reason>) {
+    let Some(current) = current else { return (Decision::Build, vec![Reason::NeverBuilt]) };
+    if current.build_id == build_id {
+        return (Decision::Fresh, Vec::new());
+    }
+    let Some(old) = &current.fingerprints else { return (Decision::Build, vec![Reason::NoRecord]) };
+    let mut reasons = Vec::new();
+    if old.schema_fp != fps.schema_fp {
+        reasons.push(Reason::SchemaChanged { old: old.schema_fp.clone(), new: fps.schema_fp.clone() });
+    }
+    if old.query_fp != fps.query_fp {
+        let previous = store.and_then(|s| s.plan(&old.query_fp).ok().flatten());
+        reasons.push(Reason::QueryChanged {
+            old: old.query_fp.clone(),
+            new: fps.query_fp.clone(),
+            diff: previous.map(|p| diff(&p, &product.canonical)),
+        });
+    }
+    if old.runtime_fp != fps.runtime_fp {
+        reasons.push(Reason::RuntimeChanged { old: old.runtime_fp.clone(), new: fps.runtime_fp.clone() });
+    }
+    if old.func_fp != fps.func_fp {
+        reasons.push(Reason::FunctionsChanged { old: old.func_fp.clone(), new: fps.func_fp.clone() });
+    }
+    let names: BTreeSet<&String> = old.upstream.keys().chain(fps.upstream.keys()).collect();
+    for name in names {
+        let (was, now) = (old.upstream.get(name), fps.upstream.get(name));
+        if was != now {
+            reasons.push(Reason::UpstreamChanged {
+                upstream: name.clone(),
+                old: was.cloned(),
+                new: now.cloned(),
+                columns: columns_read(product, name),
+            });
+        }
+    }
+    if reasons.is_empty() {
+        // Same inputs, different id: the build-id encoding itself changed.
+        reasons.push(Reason::NoRecord);
+    }
+    (Decision::Build, reasons)
+}
+
+/// The columns of `table` that any output column of `product` depends on, sorted.
+pub fn columns_read(product: &CompiledProduct, table: &str) -> Vec<String> {
+    let mut columns: BTreeSet<String> = BTreeSet::new();
+    for c in &product.lineage {
+        columns.extend(c.all().into_iter().filter(|b| b.table == table).map(|b| b.column.clone()));
+    }
+    columns.into_iter().collect()
+}
