@@ -188,6 +188,7 @@ async fn plain_datafusion(project: &kiln::Project, out: &Path) -> Result<()> {
                 )
                 .await?;
             }
+            Statement::Stream(_) | Statement::View(_) => anyhow::bail!("the build bench runs batch projects only"),
         }
     }
     Ok(())

@@ -44,7 +44,7 @@ use kiln_data::{FileFormat, FileSource, ProductTable, Warehouse};
 use kiln_functions::Registry;
 
 use crate::canonical::analyze;
-use crate::dialect::{ProductDef, SourceDef, normalize};
+use crate::dialect::{ProductDef, SourceDef, StreamDef, ViewDef, Watermark, normalize};
 use crate::error::{ControlError, Location};
 use crate::profile::RuntimeProfile;
 use crate::surface::Surface;
@@ -55,6 +55,14 @@ pub const BUILD_ID_VERSION: u32 = 1;
 
 /// Options a `files` source accepts.
 const SOURCE_OPTIONS: [&str; 5] = ["connector", "path", "format", "schema_evolution", "on_error"];
+/// Stream connectors and the options each accepts (`connector` included).
+pub const STREAM_CONNECTORS: [(&str, &[&str]); 3] = [
+    ("log", &["connector", "topic", "format", "on_error", "idle_timeout"]),
+    ("http", &["connector", "url", "poll_interval", "format", "on_error", "idle_timeout"]),
+    ("kafka", &["connector", "brokers", "topic", "group_id", "start", "format", "on_error", "idle_timeout"]),
+];
+/// Options a materialized view accepts.
+const VIEW_OPTIONS: [&str; 2] = ["late_events", "max_rows_per_file"];
 /// Options a product accepts.
 const PRODUCT_OPTIONS: [&str; 2] = ["existing_data", "max_rows_per_file"];
 
@@ -207,6 +215,69 @@ impl Substrate {
         Ok(source)
     }
 
+    /// Checks a stream's definition (connector options, column types, watermark) and
+    /// registers its schema so materialized views over it compile. Running it is
+    /// `kiln stream`'s job.
+    pub fn register_stream(&mut self, def: &StreamDef) -> Result<SchemaRef, ControlError> {
+        let option_error = |at: &Location, message: String| ControlError::Option { at: at.clone(), message };
+        let connector = def.options.get("connector").map_or("log", |(c, _)| c);
+        let Some((_, valid)) = STREAM_CONNECTORS.iter().find(|(name, _)| *name == connector) else {
+            let at = def.options.get("connector").map_or(&def.at, |(_, at)| at);
+            let names: Vec<&str> = STREAM_CONNECTORS.iter().map(|(n, _)| *n).collect();
+            return Err(option_error(at, format!("stream connector `{connector}` (valid: {})", names.join(", "))));
+        };
+        def.options.check_known(&format!("a `{connector}` stream"), valid)?;
+        let required: &[&str] = match connector {
+            "http" => &["url"],
+            "kafka" => &["brokers", "topic"],
+            _ => &["topic"],
+        };
+        for key in required {
+            if def.options.get(key).is_none() {
+                return Err(option_error(&def.at, format!("a `{connector}` stream needs a `{key}` option")));
+            }
+        }
+        let schema = columns_schema(&def.columns, &def.at)?;
+        if let Some(wm) = &def.watermark {
+            let fail =
+                |message: String| ControlError::Compile { at: wm.at.clone(), product: def.name.clone(), message };
+            let field = schema
+                .field_with_name(&wm.column)
+                .map_err(|_| fail(format!("WATERMARK FOR `{}`: no such column", wm.column)))?;
+            if !matches!(field.data_type(), datafusion::arrow::datatypes::DataType::Timestamp(..)) {
+                return Err(fail(format!(
+                    "WATERMARK FOR `{}`: the event-time column must be a TIMESTAMP, found {}",
+                    wm.column,
+                    field.data_type()
+                )));
+            }
+            watermark_delay(wm).map_err(fail)?;
+        }
+        let table = datafusion::datasource::MemTable::try_new(Arc::clone(&schema), vec![vec![]])
+            .map_err(|e| ControlError::Internal(format!("register stream `{}`: {e}", def.name)))?;
+        self.sources.insert(def.name.clone());
+        self.ctx
+            .register_table(def.name.as_str(), Arc::new(table))
+            .map_err(|e| ControlError::Internal(format!("register stream `{}`: {e}", def.name)))?;
+        Ok(schema)
+    }
+
+    /// Compiles a materialized view's query (like a product's: planned, verified, gated
+    /// against its declared columns, fingerprinted) and registers its schema.
+    pub async fn compile_view(&mut self, def: &ViewDef) -> Result<CompiledProduct, ControlError> {
+        def.options.check_known("a materialized view", &VIEW_OPTIONS)?;
+        let as_product = ProductDef {
+            name: def.name.clone(),
+            at: def.at.clone(),
+            columns: def.columns.clone(),
+            partition_by: Vec::new(),
+            order_by: Vec::new(),
+            options: crate::dialect::Options::default(),
+            query: def.query.clone(),
+        };
+        self.compile_product(&as_product).await
+    }
+
     /// Compiles a product and registers its table for downstream products.
     pub async fn compile_product(&mut self, def: &ProductDef) -> Result<CompiledProduct, ControlError> {
         def.options.check_known("a product", &PRODUCT_OPTIONS)?;
@@ -350,6 +421,37 @@ pub fn build_id(product: &str, fps: &BuildFingerprints) -> String {
         text.push_str(&format!("upstream {name} {version}\n"));
     }
     sha256_hex(text.as_bytes())
+}
+
+/// The allowed lateness of a watermark `column - INTERVAL '...'` (or just `column`: none),
+/// in milliseconds.
+pub fn watermark_delay(wm: &Watermark) -> Result<u64, String> {
+    use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr as SqlExpr};
+    let shape =
+        || format!("WATERMARK FOR `{0}` AS `{1}`: expected `{0}` or `{0} - INTERVAL '<n>' <unit>`", wm.column, wm.expr);
+    match wm.expr.as_ref() {
+        SqlExpr::Identifier(i) if normalize(i) == wm.column => Ok(0),
+        SqlExpr::BinaryOp { left, op: BinaryOperator::Minus, right } => {
+            let SqlExpr::Identifier(i) = left.as_ref() else { return Err(shape()) };
+            let SqlExpr::Interval(interval) = right.as_ref() else { return Err(shape()) };
+            if normalize(i) != wm.column {
+                return Err(shape());
+            }
+            let text = interval.value.to_string();
+            let amount: u64 = text.trim_matches('\'').trim().parse().map_err(|_| shape())?;
+            let unit = interval.leading_field.as_ref().map(|f| f.to_string().to_ascii_uppercase());
+            let ms = match unit.as_deref() {
+                Some("MILLISECOND") | Some("MILLISECONDS") => 1,
+                Some("SECOND") | Some("SECONDS") | None => 1_000,
+                Some("MINUTE") | Some("MINUTES") => 60_000,
+                Some("HOUR") | Some("HOURS") => 3_600_000,
+                Some("DAY") | Some("DAYS") => 86_400_000,
+                _ => return Err(shape()),
+            };
+            Ok(amount * ms)
+        }
+        _ => Err(shape()),
+    }
 }
 
 /// A declared column list as an Arrow schema (`NOT NULL` -> non-nullable).

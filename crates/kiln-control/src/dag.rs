@@ -15,6 +15,10 @@ use crate::project::SqlFile;
 pub enum NodeKind {
     Source,
     Product,
+    /// An unbounded source (`CREATE STREAM`), run by `kiln stream`.
+    Stream,
+    /// A continuous query over streams (`CREATE MATERIALIZED VIEW`), run by `kiln stream`.
+    View,
 }
 
 /// A source or product with the nodes it reads.
@@ -74,6 +78,8 @@ impl Graph {
                 let kind = match statement {
                     Statement::Source(_) => NodeKind::Source,
                     Statement::Product(_) => NodeKind::Product,
+                    Statement::Stream(_) => NodeKind::Stream,
+                    Statement::View(_) => NodeKind::View,
                 };
                 graph.index.insert(name.clone(), graph.nodes.len());
                 graph.nodes.push(Node {
@@ -88,8 +94,10 @@ impl Graph {
         }
         for i in 0..graph.nodes.len() {
             let (fi, si) = graph.nodes[i].def;
-            let Statement::Product(p) = &files[fi].statements[si] else { continue };
-            let statement = DfStatement::Statement(Box::new(SqlStatement::Query(p.query.clone())));
+            let statement_def = &files[fi].statements[si];
+            let Some(query) = statement_def.query() else { continue };
+            let p = NamedQuery { name: statement_def.name().to_owned(), at: statement_def.at().clone(), query };
+            let statement = DfStatement::Statement(Box::new(SqlStatement::Query(Box::new(query.clone()))));
             let refs = match resolve_table_references(&statement, true) {
                 Ok((refs, _ctes)) => refs,
                 Err(e) => {
@@ -100,7 +108,7 @@ impl Graph {
                     continue;
                 }
             };
-            let spans = relation_locations(&p.query, &files[fi].path);
+            let spans = relation_locations(p.query, &files[fi].path);
             let mut deps = BTreeSet::new();
             let mut problems = Vec::new();
             for r in refs {
@@ -228,6 +236,13 @@ impl Graph {
             }
         }
     }
+}
+
+/// A product's or materialized view's query with its name and location.
+struct NamedQuery<'a> {
+    name: String,
+    at: Location,
+    query: &'a datafusion::sql::sqlparser::ast::Query,
 }
 
 /// The location of the first reference to each (normalized) table name in a query.

@@ -5,7 +5,14 @@
 //! CREATE PRODUCT name [(col TYPE [NOT NULL], ...)]
 //!   [PARTITIONED BY (col, ...)] [ORDER BY (col [ASC|DESC], ...)] [WITH (key = value, ...)]
 //!   AS query;
+//! CREATE STREAM name (col TYPE [NOT NULL], ..., [WATERMARK FOR col AS col - INTERVAL '5' SECOND])
+//!   WITH (connector = 'log', topic = '...', ...);
+//! CREATE MATERIALIZED VIEW name [(col TYPE [NOT NULL], ...)] [WITH (key = value, ...)] AS query;
 //! ```
+//!
+//! Streams are unbounded sources with an event-time watermark; materialized views are
+//! continuous queries over streams. `kiln stream` runs both; `kiln build` compiles and
+//! checks them but builds only products.
 //!
 //! A file holds any number of statements separated by `;`, with `--` and `/* */` comments.
 //! Unquoted identifiers are lower-cased (DataFusion's normalization); quoted ones are kept.
@@ -25,6 +32,8 @@ use crate::error::{ControlError, Location, caret_snippet};
 pub enum Statement {
     Source(SourceDef),
     Product(ProductDef),
+    Stream(StreamDef),
+    View(ViewDef),
 }
 
 impl Statement {
@@ -32,6 +41,8 @@ impl Statement {
         match self {
             Statement::Source(s) => &s.name,
             Statement::Product(p) => &p.name,
+            Statement::Stream(s) => &s.name,
+            Statement::View(v) => &v.name,
         }
     }
 
@@ -39,8 +50,48 @@ impl Statement {
         match self {
             Statement::Source(s) => &s.at,
             Statement::Product(p) => &p.at,
+            Statement::Stream(s) => &s.at,
+            Statement::View(v) => &v.at,
         }
     }
+
+    /// The query of a product or materialized view.
+    pub fn query(&self) -> Option<&Query> {
+        match self {
+            Statement::Product(p) => Some(&p.query),
+            Statement::View(v) => Some(&v.query),
+            Statement::Source(_) | Statement::Stream(_) => None,
+        }
+    }
+}
+
+/// `CREATE STREAM`.
+#[derive(Debug, Clone)]
+pub struct StreamDef {
+    pub name: String,
+    pub at: Location,
+    pub columns: Vec<ColumnDef>,
+    pub watermark: Option<Watermark>,
+    pub options: Options,
+}
+
+/// `WATERMARK FOR column AS expr`: the event-time column and the watermark expression
+/// (normally `column - INTERVAL '...'`, the allowed lateness).
+#[derive(Debug, Clone)]
+pub struct Watermark {
+    pub column: String,
+    pub expr: Box<Expr>,
+    pub at: Location,
+}
+
+/// `CREATE MATERIALIZED VIEW`.
+#[derive(Debug, Clone)]
+pub struct ViewDef {
+    pub name: String,
+    pub at: Location,
+    pub columns: Option<Vec<ColumnDef>>,
+    pub options: Options,
+    pub query: Box<Query>,
 }
 
 /// `CREATE SOURCE`.
@@ -149,7 +200,7 @@ fn peek_word(parser: &Parser, word: &str) -> bool {
 fn parse_statement(parser: &mut Parser, file: &str) -> Result<Statement, ParserError> {
     let start = parser.peek_token();
     if !parser.parse_keyword(Keyword::CREATE) {
-        return parser.expected("CREATE SOURCE or CREATE PRODUCT", start);
+        return parser.expected("CREATE SOURCE, PRODUCT, STREAM or MATERIALIZED VIEW", start);
     }
     if peek_word(parser, "SOURCE") {
         parser.next_token();
@@ -159,14 +210,56 @@ fn parse_statement(parser: &mut Parser, file: &str) -> Result<Statement, ParserE
         parser.next_token();
         return parse_product(parser, file).map(Statement::Product);
     }
-    let found = parser.peek_token();
-    if peek_word(parser, "STREAM") || peek_word(parser, "MATERIALIZED") {
-        return Err(ParserError::ParserError(format!(
-            "{} is not supported by this version of kiln (only CREATE SOURCE and CREATE PRODUCT) at Line: {}, Column: {}",
-            found.token, found.span.start.line, found.span.start.column
-        )));
+    if peek_word(parser, "STREAM") {
+        parser.next_token();
+        return parse_stream(parser, file).map(Statement::Stream);
     }
-    parser.expected("SOURCE or PRODUCT after CREATE", found)
+    if peek_word(parser, "MATERIALIZED") {
+        parser.next_token();
+        parser.expect_keyword(Keyword::VIEW)?;
+        return parse_view(parser, file).map(Statement::View);
+    }
+    let found = parser.peek_token();
+    parser.expected("SOURCE, PRODUCT, STREAM or MATERIALIZED VIEW after CREATE", found)
+}
+
+fn parse_stream(parser: &mut Parser, file: &str) -> Result<StreamDef, ParserError> {
+    let (name, at) = parse_name(parser, file)?;
+    parser.expect_token(&Token::LParen)?;
+    let mut columns = Vec::new();
+    let mut watermark = None;
+    loop {
+        if peek_word(parser, "WATERMARK") {
+            let wm_at = loc(file, parser.next_token().span.start);
+            parser.expect_keyword(Keyword::FOR)?;
+            let column = normalize(&parser.parse_identifier()?);
+            parser.expect_keyword(Keyword::AS)?;
+            let expr = Box::new(parser.parse_expr()?);
+            if watermark.replace(Watermark { column, expr, at: wm_at.clone() }).is_some() {
+                return Err(ParserError::ParserError(format!(
+                    "a stream has at most one WATERMARK at Line: {}, Column: {}",
+                    wm_at.line, wm_at.column
+                )));
+            }
+        } else {
+            columns.push(parser.parse_column_def()?);
+        }
+        if !parser.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    parser.expect_token(&Token::RParen)?;
+    let options = parse_with(parser, file)?;
+    Ok(StreamDef { name, at, columns, watermark, options })
+}
+
+fn parse_view(parser: &mut Parser, file: &str) -> Result<ViewDef, ParserError> {
+    let (name, at) = parse_name(parser, file)?;
+    let columns = if parser.peek_token().token == Token::LParen { Some(parser.parse_columns()?.0) } else { None };
+    let options = parse_with(parser, file)?;
+    parser.expect_keyword(Keyword::AS)?;
+    let query = parser.parse_query()?;
+    Ok(ViewDef { name, at, columns, options, query })
 }
 
 fn parse_name(parser: &mut Parser, file: &str) -> Result<(String, Location), ParserError> {
@@ -281,7 +374,31 @@ mod tests {
         assert_eq!((at.line, at.column), (2, 24));
         assert_eq!(snippet, "2 |   SELECT a FROM t WHERE;\n  |                        ^");
         let err = parse_file("m.sql", "CREATE TABLE x (a INT)").unwrap_err();
-        assert_eq!(err.to_string(), "m.sql:1:8: Expected: SOURCE or PRODUCT after CREATE, found: TABLE");
+        assert_eq!(
+            err.to_string(),
+            "m.sql:1:8: Expected: SOURCE, PRODUCT, STREAM or MATERIALIZED VIEW after CREATE, found: TABLE"
+        );
+    }
+
+    #[test]
+    fn parses_streams_and_materialized_views() {
+        let text = "CREATE STREAM clicks (user_id BIGINT NOT NULL, ts TIMESTAMP NOT NULL,\n\
+                    WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) WITH (connector = 'log', topic = 'clicks');\n\
+                    CREATE MATERIALIZED VIEW per_minute WITH (emit = 'final') AS\n\
+                    SELECT kiln_tumble_start(ts, INTERVAL '1' MINUTE) AS w, count(*) AS n FROM clicks GROUP BY 1;";
+        let statements = parse_file("s.sql", text).unwrap();
+        let Statement::Stream(s) = &statements[0] else { panic!("not a stream") };
+        assert_eq!(s.columns.len(), 2);
+        let wm = s.watermark.as_ref().unwrap();
+        assert_eq!((wm.column.as_str(), wm.expr.to_string().as_str()), ("ts", "ts - INTERVAL '5' SECOND"));
+        assert_eq!((wm.at.line, wm.at.column), (2, 1));
+        assert_eq!(s.options.get("topic").map(|(v, _)| v), Some("clicks"));
+        let Statement::View(v) = &statements[1] else { panic!("not a view") };
+        assert_eq!(v.name, "per_minute");
+        assert!(statements[1].query().is_some() && statements[0].query().is_none());
+        let err =
+            parse_file("s.sql", "CREATE STREAM s (a INT, WATERMARK FOR a AS a, WATERMARK FOR a AS a)").unwrap_err();
+        assert!(err.to_string().contains("at most one WATERMARK"), "{err}");
     }
 
     #[test]

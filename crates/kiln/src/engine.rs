@@ -171,8 +171,8 @@ impl Session {
                 // A source's problem is the root cause the user needs to see.
                 let up = &graph.nodes[d];
                 let reason = match up.kind {
-                    NodeKind::Source => format!("source `{}`: {}", up.name, failed[&d]),
-                    NodeKind::Product => format!("upstream `{}` failed", up.name),
+                    NodeKind::Source | NodeKind::Stream => format!("source `{}`: {}", up.name, failed[&d]),
+                    NodeKind::Product | NodeKind::View => format!("upstream `{}` failed", up.name),
                 };
                 failed.insert(i, reason);
                 continue;
@@ -202,7 +202,39 @@ impl Session {
                         failed.insert(i, e.to_string());
                     }
                 },
-                Statement::Product(def) => match substrate.compile_product(def).await {
+                Statement::Product(def) => {
+                    // A batch product cannot read an unbounded input.
+                    let streaming = node
+                        .deps
+                        .iter()
+                        .map(|&d| &graph.nodes[d])
+                        .find(|d| matches!(d.kind, NodeKind::Stream | NodeKind::View));
+                    if let Some(up) = streaming {
+                        let kind = if up.kind == NodeKind::Stream { "stream" } else { "materialized view" };
+                        failed.insert(
+                            i,
+                            format!(
+                                "{}: product `{}` reads {kind} `{}`; products read sources and products, and `kiln stream` runs streams and materialized views",
+                                def.at, def.name, up.name
+                            ),
+                        );
+                        continue;
+                    }
+                    match substrate.compile_product(def).await {
+                        Ok(c) => {
+                            compiled.insert(i, c);
+                        }
+                        Err(e) => {
+                            failed.insert(i, e.to_string());
+                        }
+                    }
+                }
+                Statement::Stream(def) => {
+                    if let Err(e) = substrate.register_stream(def) {
+                        failed.insert(i, e.to_string());
+                    }
+                }
+                Statement::View(def) => match substrate.compile_view(def).await {
                     Ok(c) => {
                         compiled.insert(i, c);
                     }
@@ -438,9 +470,9 @@ pub async fn lineage(dir: &Path, target: &str, options: &BuildOptions) -> Result
         Some((p, c)) => (p, Some(c)),
         None => (target, None),
     };
-    let Some(i) = graph.nodes.iter().position(|n| n.name == name && n.kind == NodeKind::Product) else {
-        let known: Vec<&str> =
-            graph.nodes.iter().filter(|n| n.kind == NodeKind::Product).map(|n| n.name.as_str()).collect();
+    let queries = |n: &&kiln_control::dag::Node| matches!(n.kind, NodeKind::Product | NodeKind::View);
+    let Some(i) = graph.nodes.iter().position(|n| n.name == name && queries(&n)) else {
+        let known: Vec<&str> = graph.nodes.iter().filter(queries).map(|n| n.name.as_str()).collect();
         return Err(KilnError::Usage(format!("no product `{name}` (products: {})", known.join(", "))));
     };
     let Some(product) = session.compiled.get(&i) else {

@@ -9,6 +9,7 @@ mod fingerprint;
 mod lineage;
 mod parser;
 mod profile;
+mod streams;
 mod surface;
 mod tpch;
 

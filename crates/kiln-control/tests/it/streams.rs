@@ -1,0 +1,72 @@
+//! Streams and materialized views compile: options per connector, watermarks, view queries.
+
+use kiln_control::compiler::watermark_delay;
+use kiln_control::dialect::{Statement, parse_file};
+
+use crate::Tpch;
+
+fn stream(t: &mut Tpch, text: &str) -> Result<(), String> {
+    let Statement::Stream(def) = parse_file("s.sql", text).unwrap().remove(0) else { panic!("not a stream") };
+    if let Some(wm) = &def.watermark {
+        watermark_delay(wm)?;
+    }
+    t.substrate.register_stream(&def).map(|_| ()).map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn stream_options_are_checked_per_connector() {
+    let mut t = Tpch::new();
+    stream(&mut t, "CREATE STREAM a (ts TIMESTAMP NOT NULL) WITH (connector = 'log', topic = 'a')").unwrap();
+    let e =
+        stream(&mut t, "CREATE STREAM b (ts TIMESTAMP) WITH (connector = 'log', topic = 'b', url = 'x')").unwrap_err();
+    assert_eq!(
+        e,
+        "s.sql:1:70: invalid option: unknown option `url` for a `log` stream (valid: connector, topic, format, on_error, idle_timeout)"
+    );
+    let e = stream(&mut t, "CREATE STREAM c (ts TIMESTAMP) WITH (connector = 'kafka', topic = 'c')").unwrap_err();
+    assert!(e.contains("needs a `brokers` option"), "{e}");
+    let e = stream(&mut t, "CREATE STREAM d (ts TIMESTAMP) WITH (connector = 'mqtt')").unwrap_err();
+    assert!(e.contains("stream connector `mqtt` (valid: log, http, kafka)"), "{e}");
+}
+
+#[tokio::test]
+async fn watermarks_need_a_timestamp_and_a_delay() {
+    let mut t = Tpch::new();
+    stream(&mut t, "CREATE STREAM a (ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) WITH (topic = 'a')")
+        .unwrap();
+    let e = stream(&mut t, "CREATE STREAM b (n BIGINT, WATERMARK FOR n AS n) WITH (topic = 'b')").unwrap_err();
+    assert!(e.contains("must be a TIMESTAMP, found Int64"), "{e}");
+    let e =
+        stream(&mut t, "CREATE STREAM c (ts TIMESTAMP, WATERMARK FOR nope AS nope) WITH (topic = 'c')").unwrap_err();
+    assert!(e.contains("`nope`: no such column"), "{e}");
+    let e = stream(
+        &mut t,
+        "CREATE STREAM d (ts TIMESTAMP, WATERMARK FOR ts AS ts + INTERVAL '5' SECOND) WITH (topic = 'd')",
+    )
+    .unwrap_err();
+    assert!(e.contains("expected `ts` or `ts - INTERVAL"), "{e}");
+}
+
+#[test]
+fn watermark_delays_in_milliseconds() {
+    for (text, ms) in [("ts", 0), ("ts - INTERVAL '5' SECOND", 5_000), ("ts - INTERVAL '2' MINUTE", 120_000)] {
+        let sql = format!("CREATE STREAM s (ts TIMESTAMP, WATERMARK FOR ts AS {text})");
+        let Statement::Stream(def) = parse_file("s.sql", &sql).unwrap().remove(0) else { panic!() };
+        assert_eq!(watermark_delay(def.watermark.as_ref().unwrap()), Ok(ms), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn materialized_views_compile_over_streams() {
+    let mut t = Tpch::new();
+    stream(&mut t, "CREATE STREAM clicks (user_id BIGINT NOT NULL, ts TIMESTAMP NOT NULL) WITH (topic = 'c')").unwrap();
+    let text = "CREATE MATERIALIZED VIEW per_minute AS SELECT kiln_tumble_start(ts, INTERVAL '1' MINUTE) AS w, count(*) AS n FROM clicks GROUP BY 1";
+    let Statement::View(def) = parse_file("v.sql", text).unwrap().remove(0) else { panic!("not a view") };
+    let view = t.substrate.compile_view(&def).await.unwrap();
+    assert_eq!(view.schema.fields().len(), 2);
+    assert_eq!(view.lineage[1].group.iter().map(ToString::to_string).collect::<Vec<_>>(), ["clicks.ts"]);
+    let bad = "CREATE MATERIALIZED VIEW v WITH (emit = 'sometimes') AS SELECT * FROM clicks";
+    let Statement::View(def) = parse_file("v.sql", bad).unwrap().remove(0) else { panic!("not a view") };
+    let e = t.substrate.compile_view(&def).await.unwrap_err().to_string();
+    assert!(e.contains("unknown option `emit` for a materialized view"), "{e}");
+}
