@@ -6,6 +6,10 @@
 //!   write_parquet`, zstd(3) like Kiln, the same ORDER BY sorts), alternating the two
 //!   in one process and reporting medians and their ratio.
 //!
+//! - `functions`, `explode`: see their modules.
+//! - `plan`: `kiln plan` cold, no-op and after one edit on generated projects of 1,000 and
+//!   10,000 products (see the module).
+//!
 //! Results are merged into `<out>/results.json` (keyed by suite) and `<out>/results.md`.
 
 use std::collections::BTreeMap;
@@ -25,6 +29,7 @@ use serde_json::{Value, json};
 
 mod explode;
 mod functions;
+mod plan;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -44,6 +49,9 @@ enum Cmd {
         /// Timed repetitions per side.
         #[arg(long, default_value = "3")]
         runs: usize,
+        /// Project sizes for the `plan` suite.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        products: Vec<usize>,
     },
     /// Generate TPC-H tables as Parquet.
     Tpch {
@@ -54,7 +62,7 @@ enum Cmd {
     },
 }
 
-const SUITES: [&str; 3] = ["build", "functions", "explode"];
+const SUITES: [&str; 4] = ["build", "functions", "explode", "plan"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -64,7 +72,7 @@ async fn main() -> Result<()> {
             println!("{rows} rows at scale factor {sf} in {}", out.display());
             Ok(())
         }
-        Cmd::Bench { suite, sf, out, runs } => {
+        Cmd::Bench { suite, sf, out, runs, products } => {
             let suites: Vec<&str> = match suite.as_deref() {
                 None => SUITES.to_vec(),
                 Some(s) if SUITES.contains(&s) => vec![s],
@@ -75,6 +83,7 @@ async fn main() -> Result<()> {
                 let result = match s {
                     "functions" => functions::suite(runs.max(1)).await?,
                     "explode" => explode::suite(runs.max(1)).await?,
+                    "plan" => plan::suite(&out, runs.max(1), &products).await?,
                     _ => build_suite(&out, sf, runs.max(1)).await?,
                 };
                 record(&out, s, result)?;
@@ -149,7 +158,7 @@ async fn plain_datafusion(project: &kiln::Project, out: &Path) -> Result<()> {
     for &i in &project.graph.order()? {
         let node = &project.graph.nodes[i];
         let (fi, si) = node.def;
-        match &project.files[fi].statements[si] {
+        match project.files[fi].statement(si)? {
             Statement::Source(def) => {
                 let (path, _) = def.options.get("path").context("source path")?;
                 let dir = project.root.join(path);

@@ -54,7 +54,7 @@ async fn example_products_equal_plain_datafusion() {
     for &i in &project.graph.order().unwrap() {
         let node = &project.graph.nodes[i];
         let (fi, si) = node.def;
-        match &project.files[fi].statements[si] {
+        match project.files[fi].statement(si).unwrap() {
             Statement::Source(def) => {
                 let path = dir.join(def.options.get("path").unwrap().0);
                 direct

@@ -23,8 +23,8 @@ pub mod store;
 
 pub use manifest::{CurrentPointer, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals};
 pub use plan::{
-    BaseColumn, BuildFingerprints, CanonicalPlan, ChangeCategory, ColumnLineage, Decision, Edit, EditOp,
-    EffectiveSettings, Lineage, PlanDiff, PlanItem, PlanNode, PlanReport, ProductPlan, Reason,
+    BaseColumn, BuildFingerprints, CachedCompile, CanonicalPlan, CompileCache, ChangeCategory, ColumnLineage, Decision, Edit, EditOp,
+    EffectiveSettings, Lineage, ParseCache, ParsedRef, ParsedStatement, PlanDiff, PlanItem, PlanNode, PlanReport, ProductPlan, Reason,
 };
 pub use run::{Action, ProductRun, RunSummary};
 pub use store::ArtifactStore;

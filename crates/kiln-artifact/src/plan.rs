@@ -346,3 +346,58 @@ impl PlanReport {
         serde_json::to_vec_pretty(self).map_err(|source| ArtifactError::Encode { what: "plan report", source })
     }
 }
+
+/// Version of the compile cache (`.kiln/cache/compile.json`); a cache of another version
+/// is ignored.
+pub const COMPILE_CACHE_VERSION: u32 = 1;
+
+/// Compile results keyed by everything compiling depends on (kiln-control documents the
+/// key), so a run where nothing changed fingerprints a project without planning a query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompileCache {
+    pub format_version: u32,
+    pub entries: BTreeMap<String, CachedCompile>,
+}
+
+/// One product's compile result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedCompile {
+    pub product: String,
+    /// The product's schema as a contract (kiln-contracts' JSON shape), as text: decoded
+    /// only when a compile downstream needs the table.
+    pub schema: String,
+    pub schema_fp: String,
+    pub query_fp: String,
+    pub func_fp: String,
+}
+
+/// Version of the parse cache (`.kiln/cache/parse.json`).
+pub const PARSE_CACHE_VERSION: u32 = 1;
+
+/// What the project graph needs from each SQL file, keyed by the sha256 of the file's
+/// text, so unchanged files are not parsed at all on a run that compiles nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParseCache {
+    pub format_version: u32,
+    pub files: BTreeMap<String, Vec<ParsedStatement>>,
+}
+
+/// One statement of a file: its kind (`source`, `product`, `stream`, `view`), name,
+/// position, the tables it reads with their positions, and a problem resolving them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParsedStatement {
+    pub kind: String,
+    pub name: String,
+    pub line: u64,
+    pub column: u64,
+    pub refs: Vec<ParsedRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParsedRef {
+    pub name: String,
+    pub line: u64,
+    pub column: u64,
+}

@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! .kiln/plans/<query_fp>.json       canonical plans, so `kiln plan` can diff a changed query
-//! .kiln/runs/<run_id>/...           run summaries
+//! .kiln/runs/<run_id>/...           run summaries and effective settings
+//! .kiln/cache/compile.json          compile results by input key (a cache: deleting it is safe)
+//! .kiln/cache/parse.json            per-file statement summaries by file content (idem)
 //! ```
 //!
 //! Writes go to a temporary file renamed into place, so a reader never sees half a record.
@@ -11,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::ArtifactError;
-use crate::plan::CanonicalPlan;
+use crate::plan::{COMPILE_CACHE_VERSION, CanonicalPlan, CompileCache, PARSE_CACHE_VERSION, ParseCache};
 
 /// A directory of records.
 #[derive(Debug, Clone)]
@@ -49,6 +51,41 @@ impl ArtifactStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(ArtifactError::Io { context: format!("cannot read {}", path.display()), source }),
         }
+    }
+}
+
+impl ArtifactStore {
+    fn cache_path(&self) -> PathBuf {
+        self.root.join("cache").join("compile.json")
+    }
+
+    /// The compile cache; empty when absent, unreadable or of another version (a cache is
+    /// never worth failing a run for).
+    pub fn compile_cache(&self) -> CompileCache {
+        std::fs::read(self.cache_path())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<CompileCache>(&bytes).ok())
+            .filter(|c| c.format_version == COMPILE_CACHE_VERSION)
+            .unwrap_or(CompileCache { format_version: COMPILE_CACHE_VERSION, entries: Default::default() })
+    }
+
+    /// The parse cache; empty when absent, unreadable or of another version.
+    pub fn parse_cache(&self) -> ParseCache {
+        std::fs::read(self.root.join("cache").join("parse.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<ParseCache>(&bytes).ok())
+            .filter(|c| c.format_version == PARSE_CACHE_VERSION)
+            .unwrap_or(ParseCache { format_version: PARSE_CACHE_VERSION, files: Default::default() })
+    }
+
+    pub fn put_parse_cache(&self, cache: &ParseCache) -> Result<(), ArtifactError> {
+        let bytes = serde_json::to_vec(cache).map_err(|source| ArtifactError::Encode { what: "parse cache", source })?;
+        write_atomic(&self.root.join("cache").join("parse.json"), &bytes)
+    }
+
+    pub fn put_compile_cache(&self, cache: &CompileCache) -> Result<(), ArtifactError> {
+        let bytes = serde_json::to_vec(cache).map_err(|source| ArtifactError::Encode { what: "compile cache", source })?;
+        write_atomic(&self.cache_path(), &bytes)
     }
 }
 

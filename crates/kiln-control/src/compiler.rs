@@ -75,6 +75,9 @@ pub struct Substrate {
     products: HashMap<String, Arc<ProductTable>>,
     sources: BTreeSet<String>,
     runtime_fp: String,
+    /// Hash of every explicit setting (semantic or not: optimizer switches change plans).
+    settings_fp: String,
+    functions_fp: String,
 }
 
 impl std::fmt::Debug for Substrate {
@@ -128,6 +131,9 @@ impl Substrate {
         warehouse.register(ctx.runtime_env().as_ref())?;
         functions.install(&ctx).map_err(|e| ControlError::Internal(e.to_string()))?;
         let runtime_fp = profile.runtime_fp()?;
+        let settings: String = profile.settings.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        let settings_fp = sha256_hex(settings.as_bytes());
+        let functions_fp = functions.fingerprint_all();
         Ok(Self {
             ctx,
             functions,
@@ -136,6 +142,8 @@ impl Substrate {
             products: HashMap::new(),
             sources: BTreeSet::new(),
             runtime_fp,
+            settings_fp,
+            functions_fp,
         })
     }
 
@@ -154,6 +162,61 @@ impl Substrate {
 
     pub fn product_table(&self, name: &str) -> Option<&Arc<ProductTable>> {
         self.products.get(name)
+    }
+
+    /// The key of a product's compile result in the compile cache:
+    ///
+    /// ```text
+    /// sha256("kiln.compile.v1\n" kiln_version "\n" settings_fp "\n" functions_fp "\n"
+    ///        statement_fp "\n" ("input " name " " schema_fp "\n")* sorted by name)
+    /// ```
+    ///
+    /// `statement_fp` identifies the statement's text (the caller hashes its file and
+    /// position), `settings_fp` every explicit setting of the profile, `functions_fp` every
+    /// installed function and secret digest, and the inputs are the schemas of the tables
+    /// the statement reads. Compiling is a function of exactly these, so a hit can stand in
+    /// for planning, optimizing and fingerprinting.
+    pub fn compile_key(&self, statement_fp: &str, inputs: &[(String, String)]) -> String {
+        let mut sorted = inputs.to_vec();
+        sorted.sort();
+        let mut text = format!(
+            "kiln.compile.v1\n{}\n{}\n{}\n{statement_fp}\n",
+            env!("CARGO_PKG_VERSION"),
+            self.settings_fp,
+            self.functions_fp
+        );
+        for (name, fp) in sorted {
+            text.push_str(&format!("input {name} {fp}\n"));
+        }
+        sha256_hex(text.as_bytes())
+    }
+
+    /// Registers a product's table from a cached compile result, so downstream products
+    /// compile against it without compiling it.
+    pub fn register_product_schema(&mut self, name: &str, schema: SchemaRef) -> Result<(), ControlError> {
+        self.product_table_for(name, schema).map(|_| ())
+    }
+
+    /// The registered table of product `name`, reused when its schema is unchanged (plans
+    /// compiled against it keep seeing the same table, which the engine binds at commit),
+    /// or a new one.
+    fn product_table_for(&mut self, name: &str, schema: SchemaRef) -> Result<Arc<ProductTable>, ControlError> {
+        if let Some(existing) = self.products.get(name)
+            && existing.schema_ref() == &schema
+        {
+            return Ok(Arc::clone(existing));
+        }
+        let table = Arc::new(ProductTable::new(name.to_owned(), schema));
+        self.ctx
+            .register_table(name, Arc::clone(&table) as _)
+            .map_err(|e| ControlError::Internal(format!("register product `{name}`: {e}")))?;
+        self.products.insert(name.to_owned(), Arc::clone(&table));
+        Ok(table)
+    }
+
+    /// The schema fingerprint a source declares.
+    pub fn source_schema_fp(def: &SourceDef) -> Result<String, ControlError> {
+        Ok(schema_fingerprint(columns_schema(&def.columns, &def.at)?.as_ref()))
     }
 
     /// The names of every registered source and product.
@@ -365,11 +428,7 @@ impl Substrate {
         let (used, secrets) = functions_used(&plan);
         let func_fp = self.functions.fingerprint(&used, &secrets).map_err(fail)?;
 
-        let table = Arc::new(ProductTable::new(def.name.clone(), Arc::clone(&schema)));
-        self.ctx
-            .register_table(def.name.as_str(), Arc::clone(&table) as _)
-            .map_err(|e| ControlError::Internal(format!("register product `{}`: {e}", def.name)))?;
-        self.products.insert(def.name.clone(), table);
+        self.product_table_for(&def.name, Arc::clone(&schema))?;
         Ok(CompiledProduct {
             name: def.name.clone(),
             at: def.at.clone(),

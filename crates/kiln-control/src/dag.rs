@@ -8,6 +8,7 @@ use datafusion::sql::resolve::resolve_table_references;
 use datafusion::sql::sqlparser::ast::{Spanned, Statement as SqlStatement, visit_relations};
 
 use crate::dialect::Statement;
+use kiln_artifact::{ParsedRef, ParsedStatement};
 use crate::error::{ControlError, Location};
 use crate::project::SqlFile;
 
@@ -56,36 +57,31 @@ impl Graph {
         Ok(graph)
     }
 
-    /// Builds the graph from parsed files: resolves every table a product reads (CTE names
-    /// excluded) and orders the nodes. Problems confined to one node (an unknown table, a
-    /// product reading itself, a cycle) mark the node [`Node::broken`] with a located
-    /// message; the returned errors are the rest (a duplicate definition, which is ignored).
-    /// Nodes on a cycle lose their edges, so [`Graph::order`] always succeeds afterwards.
+    /// Builds the graph from the files' statement summaries: resolves every table a
+    /// product reads (CTE names excluded) and orders the nodes. Problems confined to one
+    /// node (an unknown table, a product reading itself, a cycle) mark the node
+    /// [`Node::broken`] with a located message; the returned errors are the rest (a
+    /// duplicate definition, which is ignored). Nodes on a cycle lose their edges, so
+    /// [`Graph::order`] always succeeds afterwards.
     pub fn resolve(files: &[SqlFile]) -> (Self, Vec<ControlError>) {
         let mut graph = Graph::default();
         let mut errors = Vec::new();
         for (fi, file) in files.iter().enumerate() {
-            for (si, statement) in file.statements.iter().enumerate() {
-                let name = statement.name().to_owned();
+            for (si, summary) in file.summaries.iter().enumerate() {
+                let name = summary.name.clone();
                 if let Some(&first) = graph.index.get(&name) {
                     errors.push(ControlError::Duplicate {
-                        at: statement.at().clone(),
+                        at: summary.at.clone(),
                         name,
                         first: graph.nodes[first].at.clone(),
                     });
                     continue;
                 }
-                let kind = match statement {
-                    Statement::Source(_) => NodeKind::Source,
-                    Statement::Product(_) => NodeKind::Product,
-                    Statement::Stream(_) => NodeKind::Stream,
-                    Statement::View(_) => NodeKind::View,
-                };
                 graph.index.insert(name.clone(), graph.nodes.len());
                 graph.nodes.push(Node {
                     name,
-                    kind,
-                    at: statement.at().clone(),
+                    kind: summary.kind,
+                    at: summary.at.clone(),
                     deps: Vec::new(),
                     def: (fi, si),
                     broken: None,
@@ -94,38 +90,31 @@ impl Graph {
         }
         for i in 0..graph.nodes.len() {
             let (fi, si) = graph.nodes[i].def;
-            let statement_def = &files[fi].statements[si];
-            let Some(query) = statement_def.query() else { continue };
-            let p = NamedQuery { name: statement_def.name().to_owned(), at: statement_def.at().clone(), query };
-            let statement = DfStatement::Statement(Box::new(SqlStatement::Query(Box::new(query.clone()))));
-            let refs = match resolve_table_references(&statement, true) {
-                Ok((refs, _ctes)) => refs,
-                Err(e) => {
-                    graph.nodes[i].broken = Some(
-                        ControlError::Compile { at: p.at.clone(), product: p.name.clone(), message: e.to_string() }
-                            .to_string(),
-                    );
-                    continue;
-                }
-            };
-            let spans = relation_locations(p.query, &files[fi].path);
+            let summary = &files[fi].summaries[si];
+            if let Some(problem) = &summary.problem {
+                graph.nodes[i].broken = Some(problem.clone());
+                continue;
+            }
             let mut deps = BTreeSet::new();
             let mut problems = Vec::new();
-            for r in refs {
-                let name = r.table().to_owned();
-                let at = || spans.get(&name).cloned().unwrap_or_else(|| p.at.clone());
-                match graph.index.get(&name) {
+            for (name, at) in &summary.refs {
+                match graph.index.get(name) {
                     Some(&d) if d == i => problems.push(ControlError::Compile {
-                        at: at(),
-                        product: p.name.clone(),
+                        at: at.clone(),
+                        product: summary.name.clone(),
                         message: "a product cannot read itself".into(),
                     }),
                     Some(&d) => {
                         deps.insert(d);
                     }
                     None => {
-                        let hint = graph.closest(&name).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
-                        problems.push(ControlError::UnknownTable { at: at(), product: p.name.clone(), name, hint });
+                        let hint = graph.closest(name).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+                        problems.push(ControlError::UnknownTable {
+                            at: at.clone(),
+                            product: summary.name.clone(),
+                            name: name.clone(),
+                            hint,
+                        });
                     }
                 }
             }
@@ -238,11 +227,103 @@ impl Graph {
     }
 }
 
-/// A product's or materialized view's query with its name and location.
-struct NamedQuery<'a> {
-    name: String,
-    at: Location,
-    query: &'a datafusion::sql::sqlparser::ast::Query,
+/// What the graph needs from one statement: cheap to cache (kiln-artifact's
+/// `ParsedStatement`) so unchanged files need no parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub kind: NodeKind,
+    pub name: String,
+    pub at: Location,
+    /// The tables the statement's query reads (CTE names excluded), each at its first
+    /// reference, in a stable order.
+    pub refs: Vec<(String, Location)>,
+    /// A problem resolving the references (a malformed reference).
+    pub problem: Option<String>,
+}
+
+impl Summary {
+    /// Summarizes a parsed statement of file `file`.
+    pub fn of(statement: &Statement, file: &str) -> Self {
+        let kind = match statement {
+            Statement::Source(_) => NodeKind::Source,
+            Statement::Product(_) => NodeKind::Product,
+            Statement::Stream(_) => NodeKind::Stream,
+            Statement::View(_) => NodeKind::View,
+        };
+        let mut summary = Summary {
+            kind,
+            name: statement.name().to_owned(),
+            at: statement.at().clone(),
+            refs: Vec::new(),
+            problem: None,
+        };
+        let Some(query) = statement.query() else { return summary };
+        let wrapped = DfStatement::Statement(Box::new(SqlStatement::Query(Box::new(query.clone()))));
+        match resolve_table_references(&wrapped, true) {
+            Ok((refs, _ctes)) => {
+                let spans = relation_locations(query, file);
+                let names: BTreeSet<String> = refs.iter().map(|r| r.table().to_owned()).collect();
+                summary.refs = names
+                    .into_iter()
+                    .map(|name| {
+                        let at = spans.get(&name).cloned().unwrap_or_else(|| summary.at.clone());
+                        (name, at)
+                    })
+                    .collect();
+            }
+            Err(e) => {
+                summary.problem = Some(
+                    ControlError::Compile { at: summary.at.clone(), product: summary.name.clone(), message: e.to_string() }
+                        .to_string(),
+                );
+            }
+        }
+        summary
+    }
+
+    /// The cacheable record of this summary (file paths are not stored: a renamed file
+    /// keeps its entry).
+    pub fn to_record(&self) -> ParsedStatement {
+        ParsedStatement {
+            kind: self.kind.as_str().to_owned(),
+            name: self.name.clone(),
+            line: self.at.line,
+            column: self.at.column,
+            refs: self
+                .refs
+                .iter()
+                .map(|(name, at)| ParsedRef { name: name.clone(), line: at.line, column: at.column })
+                .collect(),
+            problem: self.problem.clone(),
+        }
+    }
+
+    /// A summary from its record, located in `file`; `None` for an unknown kind.
+    pub fn from_record(record: &ParsedStatement, file: &str) -> Option<Self> {
+        let at = |line, column| Location { file: file.to_owned(), line, column };
+        Some(Summary {
+            kind: NodeKind::parse(&record.kind)?,
+            name: record.name.clone(),
+            at: at(record.line, record.column),
+            refs: record.refs.iter().map(|r| (r.name.clone(), at(r.line, r.column))).collect(),
+            problem: record.problem.clone(),
+        })
+    }
+}
+
+impl NodeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::Source => "source",
+            NodeKind::Product => "product",
+            NodeKind::Stream => "stream",
+            NodeKind::View => "view",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [NodeKind::Source, NodeKind::Product, NodeKind::Stream, NodeKind::View].into_iter().find(|k| k.as_str() == text)
+    }
 }
 
 /// The location of the first reference to each (normalized) table name in a query.
@@ -278,11 +359,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialect::parse_file;
 
     fn graph(sql: &str) -> Result<Graph, ControlError> {
-        let statements = parse_file("m.sql", sql)?;
-        Graph::build(&[SqlFile { path: "m.sql".into(), text: sql.into(), statements }])
+        Graph::build(&[SqlFile::parse("m.sql", sql)?])
     }
 
     const CHAIN: &str = "CREATE SOURCE s (a INT) WITH (path = 'x');\n\
@@ -304,8 +383,7 @@ mod tests {
     }
 
     fn resolve(sql: &str) -> (Graph, Vec<ControlError>) {
-        let statements = parse_file("m.sql", sql).unwrap();
-        Graph::resolve(&[SqlFile { path: "m.sql".into(), text: sql.into(), statements }])
+        Graph::resolve(&[SqlFile::parse("m.sql", sql).unwrap()])
     }
 
     fn broken<'g>(g: &'g Graph, name: &str) -> Option<&'g str> {

@@ -5,7 +5,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::dag::Graph;
+use std::sync::OnceLock;
+
+use kiln_artifact::plan::sha256_hex;
+use kiln_artifact::{ArtifactStore, ParseCache};
+
+use crate::dag::{Graph, Summary};
 use crate::dialect::{self, Statement};
 use crate::error::ControlError;
 
@@ -127,13 +132,54 @@ fn default_data() -> String {
     "data".into()
 }
 
-/// One parsed SQL file.
-#[derive(Debug, Clone)]
+/// One SQL file: its text, the summaries the graph needs, and its statements, parsed on
+/// first use (a file whose summaries came from the parse cache is parsed only if one of
+/// its statements must be compiled).
+#[derive(Debug)]
 pub struct SqlFile {
     /// Path relative to the project root, with `/` separators (shown in errors).
     pub path: String,
     pub text: String,
-    pub statements: Vec<Statement>,
+    /// sha256 of `text`: the parse cache's key and part of the compile cache's.
+    pub fp: String,
+    pub summaries: Vec<Summary>,
+    parsed: OnceLock<Result<Vec<Statement>, String>>,
+}
+
+impl SqlFile {
+    /// Parses `text` now.
+    pub fn parse(path: &str, text: &str) -> Result<Self, ControlError> {
+        let statements = dialect::parse_file(path, text)?;
+        let summaries = statements.iter().map(|s| Summary::of(s, path)).collect();
+        Ok(Self {
+            path: path.to_owned(),
+            text: text.to_owned(),
+            fp: sha256_hex(text.as_bytes()),
+            summaries,
+            parsed: OnceLock::from(Ok(statements)),
+        })
+    }
+
+    /// A file whose summaries are known (from the parse cache); parsed on demand.
+    pub fn summarized(path: &str, text: String, fp: String, summaries: Vec<Summary>) -> Self {
+        Self { path: path.to_owned(), text, fp, summaries, parsed: OnceLock::new() }
+    }
+
+    /// The file's statements, parsing it on first use.
+    pub fn statements(&self) -> Result<&[Statement], ControlError> {
+        let parsed = self.parsed.get_or_init(|| dialect::parse_file(&self.path, &self.text).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(statements) => Ok(statements),
+            Err(message) => Err(ControlError::Internal(format!("{} no longer parses: {message}", self.path))),
+        }
+    }
+
+    /// Statement `index` of the file.
+    pub fn statement(&self, index: usize) -> Result<&Statement, ControlError> {
+        self.statements()?.get(index).ok_or_else(|| {
+            ControlError::Internal(format!("{}: statement {index} changed while loading", self.path))
+        })
+    }
 }
 
 /// A loaded project: configuration, parsed files and the resolved graph.
@@ -177,14 +223,38 @@ impl Project {
         paths.sort();
         let mut files = Vec::new();
         let mut problems = Vec::new();
+        // Files whose content is in the parse cache are not parsed (see SqlFile).
+        let store = ArtifactStore::new(dir.join(&config.storage.artifacts));
+        let old_cache = store.parse_cache();
+        let mut new_cache = ParseCache { format_version: old_cache.format_version, files: Default::default() };
+        let mut cache_changed = false;
         for path in paths {
             let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
             let text = std::fs::read_to_string(&path)
                 .map_err(|source| ControlError::Io { context: format!("cannot read {rel}"), source })?;
-            match dialect::parse_file(&rel, &text) {
-                Ok(statements) => files.push(SqlFile { path: rel, text, statements }),
-                Err(e) => problems.push(e),
-            }
+            let fp = sha256_hex(text.as_bytes());
+            let cached = old_cache.files.get(&fp).and_then(|records| {
+                records.iter().map(|r| Summary::from_record(r, &rel)).collect::<Option<Vec<_>>>()
+            });
+            let file = match cached {
+                Some(summaries) => SqlFile::summarized(&rel, text, fp, summaries),
+                None => match SqlFile::parse(&rel, &text) {
+                    Ok(file) => {
+                        cache_changed = true;
+                        file
+                    }
+                    Err(e) => {
+                        problems.push(e);
+                        continue;
+                    }
+                },
+            };
+            new_cache.files.insert(file.fp.clone(), file.summaries.iter().map(Summary::to_record).collect());
+            files.push(file);
+        }
+        if cache_changed || new_cache.files.len() != old_cache.files.len() {
+            // A cache is an optimization: failing to write it must not fail the load.
+            let _ = store.put_parse_cache(&new_cache);
         }
         let (graph, errors) = Graph::resolve(&files);
         problems.extend(errors);

@@ -31,6 +31,11 @@ impl ProductTable {
         Self { name: name.into(), schema, bound: RwLock::new(None) }
     }
 
+    /// The product's schema.
+    pub fn schema_ref(&self) -> &SchemaRef {
+        &self.schema
+    }
+
     /// Points the table at the files of a committed manifest.
     pub fn bind(&self, warehouse: &Warehouse, manifest: &Manifest) -> Result<()> {
         let urls = manifest.files.iter().map(|f| warehouse.url(&f.path)).collect::<Result<Vec<_>>>()?;

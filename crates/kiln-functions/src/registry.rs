@@ -88,6 +88,19 @@ impl Registry {
         Ok(fingerprint_of(&specs, &digests))
     }
 
+    /// A fingerprint of everything installed: every function spec and the keyed digest of
+    /// every declared secret (`unresolved` for one that cannot be resolved). Anything a
+    /// product's `func_fp` can depend on changes it, so it keys caches of compile results.
+    pub fn fingerprint_all(&self) -> String {
+        let specs: Vec<&FunctionSpec> = self.specs().collect();
+        let digests: Vec<(String, String)> = self
+            .secrets
+            .names()
+            .map(|n| (n.to_owned(), self.secrets.keyed_digest(n).unwrap_or_else(|_| "unresolved".into())))
+            .collect();
+        fingerprint_of(&specs, &digests)
+    }
+
     /// The catalog as JSON: `{"functions": [FunctionSpec...]}` (docs/functions.md).
     pub fn catalog_json(&self) -> serde_json::Value {
         serde_json::json!({ "format_version": 1, "functions": self.specs().collect::<Vec<_>>() })

@@ -81,6 +81,11 @@ impl Secrets {
         Self { entries, fallbacks }
     }
 
+    /// The declared secret names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
     /// Secrets that fell back to their configured development value.
     pub fn fallbacks(&self) -> &[String] {
         &self.fallbacks

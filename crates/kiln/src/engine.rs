@@ -6,15 +6,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use futures::{StreamExt, TryStreamExt};
+
 use datafusion::common::config::TableParquetOptions;
 use datafusion::parquet::file::properties::WriterPropertiesBuilder;
 use kiln_artifact::plan::REPORT_FORMAT_VERSION;
 use kiln_artifact::store::write_atomic;
 use kiln_artifact::{
-    Action, ArtifactStore, BuildFingerprints, Decision, Lineage, PlanReport, ProductPlan, ProductRun, RunSummary,
+    Action, ArtifactStore, BuildFingerprints, CachedCompile, CompileCache, Decision, Lineage, Manifest, PlanReport,
+    ProductPlan, ProductRun, Reason, RunSummary,
 };
 use kiln_control::compiler::{CompiledProduct, build_id};
-use kiln_control::dag::NodeKind;
+use kiln_control::dag::{Graph, NodeKind};
 use kiln_control::decision::decide;
 use kiln_control::dialect::Statement;
 use kiln_control::{ControlError, Project, RuntimeProfile, Substrate};
@@ -88,6 +91,8 @@ impl BuildReport {
 /// A compiled project: everything `build`, `plan` and `lineage` share.
 struct Session {
     project: Project,
+    /// The project's graph (moved out of `project`, shared with the command loops).
+    graph: Arc<Graph>,
     /// Problems outside any one product (files that do not parse, duplicates).
     problems: Vec<ControlError>,
     profile: RuntimeProfile,
@@ -96,7 +101,15 @@ struct Session {
     store: ArtifactStore,
     order: Vec<usize>,
     selected: BTreeSet<usize>,
+    /// Products and views compiled in this run.
     compiled: HashMap<usize, CompiledProduct>,
+    /// Products and views whose compile result came from the compile cache (compiled on
+    /// demand when a decision or an execution needs the plan).
+    cached: HashMap<usize, CachedCompile>,
+    /// Cached products whose table is not registered yet (see `ensure_registered`).
+    unregistered: BTreeSet<usize>,
+    /// Whether tables of cached products are registered only on demand (nothing executes).
+    lazy: bool,
     /// Node -> its version as an upstream: a source's data version, an unselected product's
     /// committed build id, and (filled in as they are decided) selected products' build ids.
     versions: HashMap<usize, String>,
@@ -151,124 +164,17 @@ impl Session {
             }
         }
         let functions = kiln_functions::Registry::builtin(secrets);
-        let mut substrate = Substrate::new(&profile, warehouse.clone(), &project.root, functions)?;
+        let substrate = Substrate::new(&profile, warehouse.clone(), &project.root, functions)?;
         let store = ArtifactStore::new(project.root.join(&config.storage.artifacts));
-        let graph = &project.graph;
+        let graph = Arc::new(std::mem::take(&mut project.graph));
         let order = graph.order()?;
         let selected: BTreeSet<usize> = match &options.select {
             Some(s) => graph.select(s)?,
             None => (0..graph.nodes.len()).collect(),
         };
-
-        // Compile everything in order (unselected products too: downstream plans need their
-        // tables). A node that fails to compile fails its dependents.
-        let mut versions: HashMap<usize, String> = HashMap::new();
-        let mut compiled: HashMap<usize, CompiledProduct> = HashMap::new();
-        let mut failed: HashMap<usize, String> = HashMap::new();
-        for &i in &order {
-            let node = &graph.nodes[i];
-            if let Some(&d) = node.deps.iter().find(|d| failed.contains_key(d)) {
-                // A source's problem is the root cause the user needs to see.
-                let up = &graph.nodes[d];
-                let reason = match up.kind {
-                    NodeKind::Source | NodeKind::Stream => format!("source `{}`: {}", up.name, failed[&d]),
-                    NodeKind::Product | NodeKind::View => format!("upstream `{}` failed", up.name),
-                };
-                failed.insert(i, reason);
-                continue;
-            }
-            if let Some(message) = &node.broken {
-                failed.insert(i, message.clone());
-                continue;
-            }
-            let (fi, si) = node.def;
-            match &project.files[fi].statements[si] {
-                Statement::Source(def) => match substrate.register_source(def) {
-                    Ok(source) if need != Need::Plans => match source.data_version() {
-                        Ok(version) => {
-                            versions.insert(i, version);
-                        }
-                        Err(e) => {
-                            let hint = if config.generate.tpch.is_some() && need != Need::Data {
-                                " (`kiln build` generates the example data)"
-                            } else {
-                                ""
-                            };
-                            failed.insert(i, format!("{e}{hint}"));
-                        }
-                    },
-                    Ok(_) => {}
-                    Err(e) => {
-                        failed.insert(i, e.to_string());
-                    }
-                },
-                Statement::Product(def) => {
-                    // A batch product cannot read an unbounded input.
-                    let streaming = node
-                        .deps
-                        .iter()
-                        .map(|&d| &graph.nodes[d])
-                        .find(|d| matches!(d.kind, NodeKind::Stream | NodeKind::View));
-                    if let Some(up) = streaming {
-                        let kind = if up.kind == NodeKind::Stream { "stream" } else { "materialized view" };
-                        failed.insert(
-                            i,
-                            format!(
-                                "{}: product `{}` reads {kind} `{}`; products read sources and products, and `kiln stream` runs streams and materialized views",
-                                def.at, def.name, up.name
-                            ),
-                        );
-                        continue;
-                    }
-                    match substrate.compile_product(def).await {
-                        Ok(c) => {
-                            compiled.insert(i, c);
-                        }
-                        Err(e) => {
-                            failed.insert(i, e.to_string());
-                        }
-                    }
-                }
-                Statement::Stream(def) => {
-                    if let Err(e) = substrate.register_stream(def) {
-                        failed.insert(i, e.to_string());
-                    }
-                }
-                Statement::View(def) => match substrate.compile_view(def).await {
-                    Ok(c) => {
-                        compiled.insert(i, c);
-                    }
-                    Err(e) => {
-                        failed.insert(i, e.to_string());
-                    }
-                },
-            }
-        }
-
-        // Unselected upstream products are read from their committed builds.
-        if need != Need::Plans {
-            for &i in &order {
-                if graph.nodes[i].kind == NodeKind::Product && !selected.contains(&i) && compiled.contains_key(&i) {
-                    let name = &graph.nodes[i].name;
-                    match warehouse.current(name).await? {
-                        Some(manifest) => {
-                            if let Some(table) = substrate.product_table(name) {
-                                table.bind(&warehouse, &manifest)?;
-                            }
-                            versions.insert(i, manifest.build_id);
-                        }
-                        None => {
-                            failed.insert(
-                                i,
-                                format!("`{name}` is not selected and has no committed build (select it with +)"),
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        Ok(Self {
+        let mut session = Self {
             project,
+            graph,
             problems,
             profile,
             warehouse,
@@ -276,15 +182,209 @@ impl Session {
             store,
             order,
             selected,
-            compiled,
-            versions,
-            failed,
-        })
+            compiled: HashMap::new(),
+            cached: HashMap::new(),
+            unregistered: BTreeSet::new(),
+            lazy: need != Need::Data,
+            versions: HashMap::new(),
+            failed: HashMap::new(),
+        };
+        session.compile_all(need).await;
+        if need != Need::Plans {
+            session.bind_unselected().await?;
+        }
+        Ok(session)
+    }
+
+    /// Compiles every node in order (unselected products too: downstream plans need their
+    /// tables). A node that fails fails its dependents. A product whose compile key is in
+    /// the compile cache is not compiled (nor even parsed); when nothing will execute
+    /// (`lazy`), its table is not registered either until a compile downstream needs it.
+    async fn compile_all(&mut self, need: Need) {
+        let old_cache = self.store.compile_cache();
+        let mut new_cache = CompileCache { format_version: old_cache.format_version, entries: Default::default() };
+        let mut cache_changed = false;
+        // Every registered node's schema fingerprint: the inputs' part of compile keys.
+        let mut schema_fps: HashMap<usize, String> = HashMap::new();
+        let graph = Arc::clone(&self.graph);
+        let order = self.order.clone();
+        for i in order {
+            let node = &graph.nodes[i];
+            if let Some(&d) = node.deps.iter().find(|d| self.failed.contains_key(d)) {
+                // A source's problem is the root cause the user needs to see.
+                let up = &graph.nodes[d];
+                let reason = match up.kind {
+                    NodeKind::Source | NodeKind::Stream => format!("source `{}`: {}", up.name, self.failed[&d]),
+                    NodeKind::Product | NodeKind::View => format!("upstream `{}` failed", up.name),
+                };
+                self.failed.insert(i, reason);
+                continue;
+            }
+            if let Some(message) = &node.broken {
+                self.failed.insert(i, message.clone());
+                continue;
+            }
+            let (fi, si) = node.def;
+            let mut key = None;
+            if node.kind == NodeKind::Product {
+                // A batch product cannot read an unbounded input.
+                let streaming =
+                    node.deps.iter().map(|&d| &graph.nodes[d]).find(|d| matches!(d.kind, NodeKind::Stream | NodeKind::View));
+                if let Some(up) = streaming {
+                    let kind = if up.kind == NodeKind::Stream { "stream" } else { "materialized view" };
+                    self.failed.insert(
+                        i,
+                        format!(
+                            "{}: product `{}` reads {kind} `{}`; products read sources and products, and `kiln stream` runs streams and materialized views",
+                            node.at, node.name, up.name
+                        ),
+                    );
+                    continue;
+                }
+                // The compile cache, before the statement is even parsed.
+                let statement_fp = format!("{}:{si}", self.project.files[fi].fp);
+                let inputs: Vec<(String, String)> = node
+                    .deps
+                    .iter()
+                    .map(|&d| (graph.nodes[d].name.clone(), schema_fps.get(&d).cloned().unwrap_or_default()))
+                    .collect();
+                let k = self.substrate.compile_key(&statement_fp, &inputs);
+                if let Some(entry) = old_cache.entries.get(&k) {
+                    schema_fps.insert(i, entry.schema_fp.clone());
+                    new_cache.entries.insert(k, entry.clone());
+                    self.cached.insert(i, entry.clone());
+                    self.unregistered.insert(i);
+                    if !self.lazy
+                        && let Err(e) = self.ensure_registered(i).await
+                    {
+                        self.failed.insert(i, e);
+                    }
+                    continue;
+                }
+                key = Some(k);
+            }
+            if matches!(node.kind, NodeKind::Product | NodeKind::View) {
+                for &d in &node.deps {
+                    if let Err(e) = self.ensure_registered(d).await {
+                        self.failed.insert(d, e);
+                    }
+                }
+            }
+            let statement = match self.project.files[fi].statement(si) {
+                Ok(statement) => statement,
+                Err(e) => {
+                    self.failed.insert(i, e.to_string());
+                    continue;
+                }
+            };
+            let result: Result<(), String> = match statement {
+                Statement::Source(def) => match self.substrate.register_source(def) {
+                    Ok(source) => {
+                        schema_fps.insert(i, kiln_contracts::schema_fingerprint(&source.schema));
+                        match source.data_version() {
+                            _ if need == Need::Plans => Ok(()),
+                            Ok(version) => {
+                                self.versions.insert(i, version);
+                                Ok(())
+                            }
+                            Err(e) => {
+                                let hint = if self.project.config.generate.tpch.is_some() && need != Need::Data {
+                                    " (`kiln build` generates the example data)"
+                                } else {
+                                    ""
+                                };
+                                Err(format!("{e}{hint}"))
+                            }
+                        }
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Statement::Product(def) => match self.substrate.compile_product(def).await {
+                    Ok(c) => {
+                        schema_fps.insert(i, c.schema_fp.clone());
+                        if let Some(key) = key.take() {
+                            cache_changed = true;
+                            new_cache.entries.insert(key, cache_entry(&c));
+                        }
+                        self.compiled.insert(i, c);
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Statement::Stream(def) => match self.substrate.register_stream(def) {
+                    Ok(schema) => {
+                        schema_fps.insert(i, kiln_contracts::schema_fingerprint(&schema));
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Statement::View(def) => match self.substrate.compile_view(def).await {
+                    Ok(c) => {
+                        schema_fps.insert(i, c.schema_fp.clone());
+                        self.compiled.insert(i, c);
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            if let Err(e) = result {
+                self.failed.insert(i, e);
+            }
+        }
+        if cache_changed || new_cache.entries.len() != old_cache.entries.len() {
+            // A cache is an optimization: failing to write it must not fail the run.
+            let _ = self.store.put_compile_cache(&new_cache);
+        }
+    }
+
+    /// Unselected upstream products are read from their committed builds.
+    async fn bind_unselected(&mut self) -> Result<(), KilnError> {
+        for i in self.order.clone() {
+            let node = &self.graph.nodes[i];
+            let known = self.compiled.contains_key(&i) || self.cached.contains_key(&i);
+            if node.kind != NodeKind::Product || self.selected.contains(&i) || !known {
+                continue;
+            }
+            match self.warehouse.current(&node.name).await? {
+                Some(manifest) => {
+                    if let Some(table) = self.substrate.product_table(&node.name) {
+                        table.bind(&self.warehouse, &manifest)?;
+                    }
+                    self.versions.insert(i, manifest.build_id);
+                }
+                None => {
+                    let message =
+                        format!("`{}` is not selected and has no committed build (select it with +)", node.name);
+                    self.failed.insert(i, message);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers the table of cached product `i` if it is not yet (its schema decoded from
+    /// the cache entry, or, if that fails, by compiling it).
+    async fn ensure_registered(&mut self, i: usize) -> Result<(), String> {
+        if !self.unregistered.remove(&i) {
+            return Ok(());
+        }
+        let Some(entry) = self.cached.get(&i) else { return Ok(()) };
+        let schema = serde_json::from_str::<serde_json::Value>(&entry.schema)
+            .ok()
+            .and_then(|v| kiln_contracts::Contract::from_json(&v).ok())
+            .map(|c| c.schema)
+            .filter(|s| kiln_contracts::schema_fingerprint(s) == entry.schema_fp);
+        match schema {
+            Some(schema) => {
+                self.substrate.register_product_schema(&self.graph.nodes[i].name, schema).map_err(|e| e.to_string())
+            }
+            None => Box::pin(self.ensure_compiled(i)).await,
+        }
     }
 
     /// The selected products, in dependency order.
     fn products(&self) -> Vec<usize> {
-        let graph = &self.project.graph;
+        let graph = &self.graph;
         self.order
             .iter()
             .copied()
@@ -294,11 +394,11 @@ impl Session {
 
     /// Why product `i` cannot be built now, if it cannot: its own failure or an upstream's.
     fn blocked(&mut self, i: usize) -> Option<(Action, String)> {
-        let graph = &self.project.graph;
+        let graph = &self.graph;
         let upstream =
             graph.nodes[i].deps.iter().find(|d| self.failed.contains_key(d)).map(|&d| graph.nodes[d].name.clone());
         if let Some(reason) = self.failed.get(&i) {
-            let skipped = upstream.is_some() && !self.compiled.contains_key(&i);
+            let skipped = upstream.is_some() && !self.compiled.contains_key(&i) && !self.cached.contains_key(&i);
             return Some((if skipped { Action::Skipped } else { Action::Failed }, reason.clone()));
         }
         if let Some(up) = upstream {
@@ -309,24 +409,110 @@ impl Session {
         None
     }
 
-    /// The fingerprints and build id of compiled product `i` from its upstreams' versions.
+    /// The fingerprints and build id of product `i` (compiled or cached) from its
+    /// upstreams' versions.
     fn identity(&self, i: usize) -> Option<(BuildFingerprints, String)> {
-        let product = self.compiled.get(&i)?;
-        let graph = &self.project.graph;
+        let (name, schema_fp, query_fp, func_fp) = match (self.compiled.get(&i), self.cached.get(&i)) {
+            (Some(c), _) => (&c.name, &c.schema_fp, &c.query_fp, &c.func_fp),
+            (None, Some(c)) => (&c.product, &c.schema_fp, &c.query_fp, &c.func_fp),
+            (None, None) => return None,
+        };
+        let graph = &self.graph;
         let upstream = graph.nodes[i]
             .deps
             .iter()
             .filter_map(|d| self.versions.get(d).map(|v| (graph.nodes[*d].name.clone(), v.clone())))
             .collect();
         let fps = BuildFingerprints {
-            schema_fp: product.schema_fp.clone(),
-            query_fp: product.query_fp.clone(),
+            schema_fp: schema_fp.clone(),
+            query_fp: query_fp.clone(),
             runtime_fp: self.substrate.runtime_fp().to_owned(),
-            func_fp: product.func_fp.clone(),
+            func_fp: func_fp.clone(),
             upstream,
         };
-        let id = build_id(&product.name, &fps);
+        let id = build_id(name, &fps);
         Some((fps, id))
+    }
+
+    /// Compiles product or view `i` if its result came from the cache (a decision or an
+    /// execution needs its plan, canonical form or lineage).
+    async fn ensure_compiled(&mut self, i: usize) -> Result<(), String> {
+        if self.compiled.contains_key(&i) {
+            return Ok(());
+        }
+        let graph = Arc::clone(&self.graph);
+        for &d in &graph.nodes[i].deps {
+            Box::pin(self.ensure_registered(d)).await?;
+        }
+        let (fi, si) = graph.nodes[i].def;
+        let statement = self.project.files[fi].statement(si).map_err(|e| e.to_string())?;
+        let compiled = match statement {
+            Statement::Product(def) => self.substrate.compile_product(def).await,
+            Statement::View(def) => self.substrate.compile_view(def).await,
+            _ => return Err("not a product".into()),
+        };
+        let compiled = compiled.map_err(|e| e.to_string())?;
+        self.cached.remove(&i);
+        self.unregistered.remove(&i);
+        self.compiled.insert(i, compiled);
+        Ok(())
+    }
+
+    /// The committed builds of `products`, read concurrently (a manifest changes only when
+    /// its own product is built, so reading them up front is exact).
+    async fn currents(&self, products: &[usize]) -> Result<HashMap<usize, Option<Manifest>>, KilnError> {
+        let reads = products.iter().map(|&i| {
+            let (warehouse, name) = (self.warehouse.clone(), self.graph.nodes[i].name.clone());
+            async move { warehouse.current(&name).await.map(|m| (i, m)) }
+        });
+        let all: Vec<_> = futures::stream::iter(reads).buffer_unordered(32).try_collect().await?;
+        Ok(all.into_iter().collect())
+    }
+
+    /// The decision for product `i` with committed build `current`, compiling it only when
+    /// the answer needs its plan (never-built and fresh products are decided from
+    /// fingerprints alone).
+    async fn decide(&mut self, i: usize, current: Option<Manifest>) -> Result<Decided, KilnError> {
+        let Some((fps, id)) = self.identity(i) else { return Ok(Decided::Failed("not compiled".into())) };
+        match &current {
+            None => return Ok(Decided::Build { fps, id, reasons: vec![Reason::NeverBuilt], current }),
+            Some(m) if m.build_id == id => return Ok(Decided::Fresh { fps, id, manifest: m.clone() }),
+            Some(_) => {}
+        }
+        if let Err(e) = self.ensure_compiled(i).await {
+            return Ok(Decided::Failed(e));
+        }
+        let Some((fps, id)) = self.identity(i) else { return Ok(Decided::Failed("not compiled".into())) };
+        let Some(product) = self.compiled.get(&i) else { return Ok(Decided::Failed("not compiled".into())) };
+        let (decision, reasons) = decide(product, &fps, &id, current.as_ref(), Some(&self.store));
+        Ok(match (decision, current) {
+            (Decision::Fresh, Some(manifest)) => Decided::Fresh { fps, id, manifest },
+            (_, current) => Decided::Build { fps, id, reasons, current },
+        })
+    }
+}
+
+/// A product's decision with what the caller needs to act on it.
+enum Decided {
+    Fresh { fps: BuildFingerprints, id: String, manifest: Manifest },
+    Build { fps: BuildFingerprints, id: String, reasons: Vec<Reason>, current: Option<Manifest> },
+    Failed(String),
+}
+
+fn cache_entry(c: &CompiledProduct) -> CachedCompile {
+    let contract = kiln_contracts::Contract::try_new(
+        c.name.clone(),
+        Arc::clone(&c.schema),
+        Vec::new(),
+        Vec::new(),
+        kiln_contracts::EvolutionPolicy::Strict,
+    );
+    CachedCompile {
+        product: c.name.clone(),
+        schema: contract.map(|c| c.to_json().to_string()).unwrap_or_default(),
+        schema_fp: c.schema_fp.clone(),
+        query_fp: c.query_fp.clone(),
+        func_fp: c.func_fp.clone(),
     }
 }
 
@@ -339,26 +525,28 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
     let mut session = Session::open(dir, options, Need::Data, observer).await?;
     let run_id = new_run_id();
     let products = session.products();
-    let graph = session.project.graph.clone();
+    let graph = Arc::clone(&session.graph);
     observer.event(Event::Planned { products: products.iter().map(|&i| graph.nodes[i].name.clone()).collect() });
 
+    let mut currents = session.currents(&products).await?;
     let mut runs = Vec::new();
     for &i in &products {
         let node = &graph.nodes[i];
         let t = Instant::now();
         let run = if let Some((action, reason)) = session.blocked(i) {
             product_run(&node.name, action, Some(reason), t)
-        } else if let (Some((fps, id)), Some(product)) = (session.identity(i), session.compiled.get(&i)) {
-            let current = session.warehouse.current(&product.name).await?;
-            let (decision, reasons) = decide(product, &fps, &id, current.as_ref(), Some(&session.store));
-            match (decision, current) {
-                (Decision::Fresh, Some(manifest)) => {
-                    if let Some(table) = session.substrate.product_table(&product.name) {
+        } else {
+            match session.decide(i, currents.remove(&i).flatten()).await? {
+                Decided::Failed(e) => {
+                    session.failed.insert(i, e.clone());
+                    product_run(&node.name, Action::Failed, Some(e), t)
+                }
+                Decided::Fresh { id, manifest, .. } => {
+                    if let Some(table) = session.substrate.product_table(&node.name) {
                         table.bind(&session.warehouse, &manifest)?;
                     }
                     session.versions.insert(i, id.clone());
                     ProductRun {
-                        action: Action::Fresh,
                         build_id: Some(id),
                         rows: manifest.totals.rows_written,
                         files: manifest.totals.files,
@@ -366,9 +554,18 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
                         ..product_run(&node.name, Action::Fresh, None, t)
                     }
                 }
-                _ => {
-                    session.store.put_plan(&product.canonical)?;
-                    match run_product(&session.substrate, product, &id, &fps, &run_id, observer).await {
+                Decided::Build { fps, id, reasons, .. } => {
+                    let outcome = match session.ensure_compiled(i).await {
+                        Err(e) => Err(KilnError::Product { product: node.name.clone(), message: e }),
+                        Ok(()) => match session.compiled.get(&i) {
+                            None => Err(KilnError::Product { product: node.name.clone(), message: "not compiled".into() }),
+                            Some(product) => {
+                                session.store.put_plan(&product.canonical)?;
+                                run_product(&session.substrate, product, &id, &fps, &run_id, observer).await
+                            }
+                        },
+                    };
+                    match outcome {
                         Ok(manifest) => {
                             session.versions.insert(i, id.clone());
                             ProductRun {
@@ -387,8 +584,6 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
                     }
                 }
             }
-        } else {
-            product_run(&node.name, Action::Failed, Some("not compiled".into()), t)
         };
         observer.event(Event::ProductFinished(run.clone()));
         runs.push(run);
@@ -416,9 +611,11 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
 /// `kiln plan`: the decisions `build` would take, without executing or writing anything.
 pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, KilnError> {
     let mut session = Session::open(dir, options, Need::Versions, &Quiet).await?;
-    let graph = session.project.graph.clone();
+    let graph = Arc::clone(&session.graph);
+    let selected = session.products();
+    let mut currents = session.currents(&selected).await?;
     let mut products = Vec::new();
-    for i in session.products() {
+    for i in selected {
         let name = graph.nodes[i].name.clone();
         let failed = |error: String| ProductPlan {
             product: name.clone(),
@@ -431,21 +628,37 @@ pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, Kiln
         };
         let entry = if let Some((_, reason)) = session.blocked(i) {
             failed(reason)
-        } else if let (Some((fps, id)), Some(product)) = (session.identity(i), session.compiled.get(&i)) {
-            let current = session.warehouse.current(&name).await?;
-            let (decision, reasons) = decide(product, &fps, &id, current.as_ref(), Some(&session.store));
-            session.versions.insert(i, id.clone());
-            ProductPlan {
-                product: name.clone(),
-                decision,
-                build_id: Some(id),
-                fingerprints: Some(fps),
-                current_build_id: current.map(|m| m.build_id),
-                reasons,
-                error: None,
-            }
         } else {
-            failed("not compiled".into())
+            match session.decide(i, currents.remove(&i).flatten()).await? {
+                Decided::Failed(e) => {
+                    session.failed.insert(i, e.clone());
+                    failed(e)
+                }
+                Decided::Fresh { fps, id, manifest } => {
+                    session.versions.insert(i, id.clone());
+                    ProductPlan {
+                        product: name.clone(),
+                        decision: Decision::Fresh,
+                        build_id: Some(id),
+                        fingerprints: Some(fps),
+                        current_build_id: Some(manifest.build_id),
+                        reasons: Vec::new(),
+                        error: None,
+                    }
+                }
+                Decided::Build { fps, id, reasons, current } => {
+                    session.versions.insert(i, id.clone());
+                    ProductPlan {
+                        product: name.clone(),
+                        decision: Decision::Build,
+                        build_id: Some(id),
+                        fingerprints: Some(fps),
+                        current_build_id: current.map(|m| m.build_id),
+                        reasons,
+                        error: None,
+                    }
+                }
+            }
         };
         products.push(entry);
     }
@@ -463,8 +676,8 @@ pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, Kiln
 /// `kiln lineage PRODUCT[.COLUMN]`: the column lineage of a product (one column of it when
 /// `target` names one). Compiles the project; reads no data.
 pub async fn lineage(dir: &Path, target: &str, options: &BuildOptions) -> Result<Lineage, KilnError> {
-    let session = Session::open(dir, options, Need::Plans, &Quiet).await?;
-    let graph = &session.project.graph;
+    let mut session = Session::open(dir, options, Need::Plans, &Quiet).await?;
+    let graph = Arc::clone(&session.graph);
     // A product name may itself contain no dots; `a.b` is product a, column b.
     let (name, column) = match target.split_once('.') {
         Some((p, c)) => (p, Some(c)),
@@ -475,9 +688,12 @@ pub async fn lineage(dir: &Path, target: &str, options: &BuildOptions) -> Result
         let known: Vec<&str> = graph.nodes.iter().filter(queries).map(|n| n.name.as_str()).collect();
         return Err(KilnError::Usage(format!("no product `{name}` (products: {})", known.join(", "))));
     };
+    if let Some(reason) = session.failed.get(&i) {
+        return Err(KilnError::Product { product: name.to_owned(), message: reason.clone() });
+    }
+    session.ensure_compiled(i).await.map_err(|message| KilnError::Product { product: name.to_owned(), message })?;
     let Some(product) = session.compiled.get(&i) else {
-        let reason = session.failed.get(&i).cloned().unwrap_or_else(|| "not compiled".into());
-        return Err(KilnError::Product { product: name.to_owned(), message: reason });
+        return Err(KilnError::Product { product: name.to_owned(), message: "not compiled".into() });
     };
     let mut columns = product.lineage.clone();
     if let Some(column) = column {

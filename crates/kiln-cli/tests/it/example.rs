@@ -31,6 +31,14 @@ fn example_builds_and_rebuilds() {
         }
     }
     assert!(plan["settings"]["performance"]["datafusion.execution.target_partitions"].is_string());
+    // The plan above came from the compile cache; a cold compile (no cache, or a corrupt
+    // one) decides the same.
+    let cache = dir.join(".kiln/cache/compile.json");
+    assert!(cache.exists());
+    std::fs::write(&cache, "{ not json").unwrap();
+    assert_eq!(plan_json(&dir, tmp.path())["products"], plan["products"]);
+    std::fs::remove_file(&cache).unwrap();
+    assert_eq!(plan_json(&dir, tmp.path())["products"], plan["products"]);
 
     // Performance settings do not change build ids; semantic ones do.
     let (code, out3, _) = kiln(
