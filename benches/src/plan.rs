@@ -136,7 +136,9 @@ pub async fn suite(out: &Path, runs: usize, sizes: &[usize]) -> Result<Value> {
         }
         let (cold, noop, edit) = (crate::median(cold), crate::median(noop), crate::median(edit));
         // No peer computes semantic fingerprints; the "peer" column holds the target.
-        for (case, kiln, budget) in [("cold", cold, 60.0 * n as f64 / 10_000.0), ("no-op", noop, 1.0), ("one edit", edit, f64::NAN)] {
+        for (case, kiln, budget) in
+            [("cold", cold, 60.0 * n as f64 / 10_000.0), ("no-op", noop, 1.0), ("one edit", edit, f64::NAN)]
+        {
             results.push(json!({
                 "case": format!("{n} products, {case}"),
                 "kiln_median": kiln,

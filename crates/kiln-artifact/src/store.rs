@@ -79,12 +79,14 @@ impl ArtifactStore {
     }
 
     pub fn put_parse_cache(&self, cache: &ParseCache) -> Result<(), ArtifactError> {
-        let bytes = serde_json::to_vec(cache).map_err(|source| ArtifactError::Encode { what: "parse cache", source })?;
+        let bytes =
+            serde_json::to_vec(cache).map_err(|source| ArtifactError::Encode { what: "parse cache", source })?;
         write_atomic(&self.root.join("cache").join("parse.json"), &bytes)
     }
 
     pub fn put_compile_cache(&self, cache: &CompileCache) -> Result<(), ArtifactError> {
-        let bytes = serde_json::to_vec(cache).map_err(|source| ArtifactError::Encode { what: "compile cache", source })?;
+        let bytes =
+            serde_json::to_vec(cache).map_err(|source| ArtifactError::Encode { what: "compile cache", source })?;
         write_atomic(&self.cache_path(), &bytes)
     }
 }

@@ -8,9 +8,9 @@ use datafusion::sql::resolve::resolve_table_references;
 use datafusion::sql::sqlparser::ast::{Spanned, Statement as SqlStatement, visit_relations};
 
 use crate::dialect::Statement;
-use kiln_artifact::{ParsedRef, ParsedStatement};
 use crate::error::{ControlError, Location};
 use crate::project::SqlFile;
+use kiln_artifact::{ParsedRef, ParsedStatement};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeKind {
@@ -273,8 +273,12 @@ impl Summary {
             }
             Err(e) => {
                 summary.problem = Some(
-                    ControlError::Compile { at: summary.at.clone(), product: summary.name.clone(), message: e.to_string() }
-                        .to_string(),
+                    ControlError::Compile {
+                        at: summary.at.clone(),
+                        product: summary.name.clone(),
+                        message: e.to_string(),
+                    }
+                    .to_string(),
                 );
             }
         }

@@ -111,6 +111,16 @@ const PERFORMANCE_KEYS: [&str; 43] = [
     "datafusion.execution.parquet.maximum_buffered_record_batches_per_stream",
 ];
 
+/// `runtime_fp` of a map of semantic settings: sha256 over `kiln.runtime.v1\n` and
+/// `key=value\n` per entry in key order.
+pub fn runtime_fp_of(semantic: &BTreeMap<String, String>) -> String {
+    let mut text = format!("kiln.runtime.v{RUNTIME_FP_VERSION}\n");
+    for (key, value) in semantic {
+        text.push_str(&format!("{key}={value}\n"));
+    }
+    kiln_artifact::plan::sha256_hex(text.as_bytes())
+}
+
 /// The class of a setting key.
 pub fn classify(key: &str) -> KeyClass {
     if SEMANTIC_EXCEPTIONS.contains(&key) {
@@ -220,11 +230,7 @@ impl RuntimeProfile {
 
     /// `runtime_fp` (see the module docs).
     pub fn runtime_fp(&self) -> Result<String, ControlError> {
-        let mut text = format!("kiln.runtime.v{RUNTIME_FP_VERSION}\n");
-        for (key, value) in self.effective()?.semantic {
-            text.push_str(&format!("{key}={value}\n"));
-        }
-        Ok(kiln_artifact::plan::sha256_hex(text.as_bytes()))
+        Ok(runtime_fp_of(&self.effective()?.semantic))
     }
 
     /// The runtime environment: memory pool and spill directory.

@@ -176,9 +176,9 @@ impl SqlFile {
 
     /// Statement `index` of the file.
     pub fn statement(&self, index: usize) -> Result<&Statement, ControlError> {
-        self.statements()?.get(index).ok_or_else(|| {
-            ControlError::Internal(format!("{}: statement {index} changed while loading", self.path))
-        })
+        self.statements()?
+            .get(index)
+            .ok_or_else(|| ControlError::Internal(format!("{}: statement {index} changed while loading", self.path)))
     }
 }
 
@@ -233,9 +233,10 @@ impl Project {
             let text = std::fs::read_to_string(&path)
                 .map_err(|source| ControlError::Io { context: format!("cannot read {rel}"), source })?;
             let fp = sha256_hex(text.as_bytes());
-            let cached = old_cache.files.get(&fp).and_then(|records| {
-                records.iter().map(|r| Summary::from_record(r, &rel)).collect::<Option<Vec<_>>>()
-            });
+            let cached = old_cache
+                .files
+                .get(&fp)
+                .and_then(|records| records.iter().map(|r| Summary::from_record(r, &rel)).collect::<Option<Vec<_>>>());
             let file = match cached {
                 Some(summaries) => SqlFile::summarized(&rel, text, fp, summaries),
                 None => match SqlFile::parse(&rel, &text) {

@@ -228,8 +228,11 @@ impl Session {
             let mut key = None;
             if node.kind == NodeKind::Product {
                 // A batch product cannot read an unbounded input.
-                let streaming =
-                    node.deps.iter().map(|&d| &graph.nodes[d]).find(|d| matches!(d.kind, NodeKind::Stream | NodeKind::View));
+                let streaming = node
+                    .deps
+                    .iter()
+                    .map(|&d| &graph.nodes[d])
+                    .find(|d| matches!(d.kind, NodeKind::Stream | NodeKind::View));
                 if let Some(up) = streaming {
                     let kind = if up.kind == NodeKind::Stream { "stream" } else { "materialized view" };
                     self.failed.insert(
@@ -558,7 +561,9 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
                     let outcome = match session.ensure_compiled(i).await {
                         Err(e) => Err(KilnError::Product { product: node.name.clone(), message: e }),
                         Ok(()) => match session.compiled.get(&i) {
-                            None => Err(KilnError::Product { product: node.name.clone(), message: "not compiled".into() }),
+                            None => {
+                                Err(KilnError::Product { product: node.name.clone(), message: "not compiled".into() })
+                            }
                             Some(product) => {
                                 session.store.put_plan(&product.canonical)?;
                                 run_product(&session.substrate, product, &id, &fps, &run_id, observer).await

@@ -300,3 +300,32 @@ Output
     assert_eq!(p.canonical.encode(), expected);
     assert_eq!(p.query_fp, kiln_artifact::plan::sha256_hex(expected.as_bytes()));
 }
+
+/// sha256 of `text`, computed here with sha2 directly (not through Kiln's helpers).
+fn sha256(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The build-id encoding is versioned; this pins it against the documented text.
+#[test]
+fn build_id_encoding_is_pinned() {
+    let fps = kiln_artifact::BuildFingerprints {
+        schema_fp: "s".into(),
+        query_fp: "q".into(),
+        runtime_fp: "r".into(),
+        func_fp: "f".into(),
+        upstream: [("b".to_owned(), "2".to_owned()), ("a".to_owned(), "1".to_owned())].into_iter().collect(),
+    };
+    assert_eq!(
+        kiln_control::compiler::build_id("p", &fps),
+        sha256("kiln.build.v1\np\ns\nq\nr\nf\nupstream a 1\nupstream b 2\n")
+    );
+}
+
+/// The runtime fingerprint encoding is versioned; this pins it against the documented text.
+#[test]
+fn runtime_fp_encoding_is_pinned() {
+    let semantic = [("b".to_owned(), "2".to_owned()), ("a".to_owned(), "x=y".to_owned())].into_iter().collect();
+    assert_eq!(kiln_control::profile::runtime_fp_of(&semantic), sha256("kiln.runtime.v1\na=x=y\nb=2\n"));
+}
