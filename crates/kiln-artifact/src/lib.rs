@@ -23,9 +23,9 @@ pub mod store;
 
 pub use manifest::{CurrentPointer, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals};
 pub use plan::{
-    BaseColumn, BuildFingerprints, CachedCompile, CanonicalPlan, ChangeCategory, ColumnLineage, CompileCache, Decision,
-    Edit, EditOp, EffectiveSettings, Lineage, ParseCache, ParsedRef, ParsedStatement, PlanDiff, PlanItem, PlanNode,
-    PlanReport, ProductPlan, Reason,
+    BaseColumn, BuildFingerprints, CachedCompile, CanonicalPlan, ChangeCategory, ColumnLineage, ColumnShape,
+    CompileCache, ContentVersions, Decision, Edit, EditOp, EffectiveSettings, Lineage, ParseCache, ParsedRef,
+    ParsedStatement, PlanDiff, PlanItem, PlanNode, PlanReport, ProductPlan, ProductShape, Reason,
 };
 pub use run::{Action, ProductRun, RunSummary};
 pub use store::ArtifactStore;

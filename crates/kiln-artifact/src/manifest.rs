@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ArtifactError;
-use crate::plan::BuildFingerprints;
+use crate::plan::{BuildFingerprints, ContentVersions};
 
 /// Bump when a field changes meaning or is removed (adding optional fields does not).
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
@@ -40,6 +40,9 @@ pub struct Manifest {
     /// recorded before they were kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprints: Option<BuildFingerprints>,
+    /// Versions of this build's rows and columns, which downstream build ids use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<ContentVersions>,
 }
 
 /// One data file of a build.

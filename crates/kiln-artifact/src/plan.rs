@@ -224,6 +224,55 @@ pub struct BuildFingerprints {
     pub upstream: BTreeMap<String, String>,
 }
 
+/// What a product's data depends on, column by column (computed by kiln-control from its
+/// canonical plan and lineage; kept in the compile cache so a no-op run needs no plan).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductShape {
+    /// sha256 of the canonical plan without its column-level items (output columns,
+    /// projections, scanned columns, aggregate and window expressions): what decides the
+    /// product's rows.
+    pub rows_fp: String,
+    /// The direct inputs (sources and products), sorted.
+    pub tables: Vec<String>,
+    pub columns: Vec<ColumnShape>,
+}
+
+/// One output column: the fingerprint of its definition (identity and type), the columns
+/// its values come from, and the columns that shape its rows (filter, join, group, order).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnShape {
+    pub name: String,
+    pub fp: String,
+    pub values: Vec<BaseColumn>,
+    pub others: Vec<BaseColumn>,
+}
+
+impl ProductShape {
+    /// The columns of `table` any output column depends on, sorted and distinct.
+    pub fn uses(&self, table: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .columns
+            .iter()
+            .flat_map(|c| c.values.iter().chain(&c.others))
+            .filter(|b| b.table == table)
+            .map(|b| b.column.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// Versions of a committed build's content: of its rows, and of each output column's
+/// values. A downstream product's build id uses the versions of exactly the upstream
+/// columns it reads, so an upstream change confined to other columns (an added column, a
+/// changed expression nobody reads) leaves it fresh.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentVersions {
+    pub rows: String,
+    pub columns: BTreeMap<String, String>,
+}
+
 /// What `kiln plan` decided for a product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -369,6 +418,7 @@ pub struct CachedCompile {
     pub schema_fp: String,
     pub query_fp: String,
     pub func_fp: String,
+    pub shape: ProductShape,
 }
 
 /// Version of the parse cache (`.kiln/cache/parse.json`).

@@ -46,7 +46,7 @@ use datafusion::common::{Column, DFSchema, JoinType, NullEquality};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Distinct, Expr, LogicalPlan, SortExpr};
 use kiln_artifact::plan::{CANONICAL_PLAN_VERSION, REPORT_FORMAT_VERSION, sha256_hex};
-use kiln_artifact::{BaseColumn, CanonicalPlan, ColumnLineage, Lineage, PlanItem, PlanNode};
+use kiln_artifact::{BaseColumn, CanonicalPlan, ColumnLineage, ColumnShape, Lineage, PlanItem, PlanNode, ProductShape};
 
 /// Longer identities are replaced by `$` + the first 16 hex digits of their sha256.
 pub const MAX_IDENTITY: usize = 64;
@@ -66,6 +66,81 @@ impl Analysis {
 
     pub fn lineage_record(&self, product: &str) -> Lineage {
         Lineage { format_version: REPORT_FORMAT_VERSION, product: product.to_owned(), columns: self.lineage.clone() }
+    }
+}
+
+impl Analysis {
+    /// What the product's data depends on, column by column (see [`ProductShape`]).
+    /// `schema` is the schema of the product's files (its contract, or the plan's).
+    pub fn shape(&self, schema: &datafusion::arrow::datatypes::Schema) -> ProductShape {
+        let mut skeleton = self.plan.clone();
+        strip_column_items(&mut skeleton.root);
+        let rows_fp = sha256_hex(format!("kiln.rows.v1\n{}", skeleton.encode()).as_bytes());
+        let mut tables = BTreeSet::new();
+        collect_tables(&self.plan.root, &mut tables);
+        let identities: Vec<&str> = self
+            .plan
+            .root
+            .items
+            .iter()
+            .filter(|i| i.role == "column")
+            .map(|i| i.text.split_once(" := ").map_or(i.text.as_str(), |(_, id)| id))
+            .collect();
+        let columns = self
+            .lineage
+            .iter()
+            .enumerate()
+            .map(|(k, l)| {
+                let data_type = schema.fields().get(k).map(|f| f.data_type().to_string()).unwrap_or_default();
+                let identity = identities.get(k).copied().unwrap_or_default();
+                let mut others: Vec<BaseColumn> =
+                    l.filter.iter().chain(&l.join).chain(&l.group).chain(&l.order).cloned().collect();
+                others.sort();
+                others.dedup();
+                ColumnShape {
+                    name: l.column.clone(),
+                    fp: sha256_hex(format!("{identity}\n{data_type}").as_bytes()),
+                    values: l.value.clone(),
+                    others,
+                }
+            })
+            .collect();
+        ProductShape { rows_fp, tables: tables.into_iter().collect(), columns }
+    }
+}
+
+/// Removes the items that only define columns (never rows): output columns, projection
+/// expressions (and so projection nodes), scanned columns, aggregate and window
+/// expressions.
+fn strip_column_items(node: &mut PlanNode) {
+    let column_role = match node.kind.as_str() {
+        "Output" | "TableScan" => Some("column"),
+        "Projection" => Some("expr"),
+        "Aggregate" => Some("aggregate"),
+        "Window" => Some("window"),
+        _ => None,
+    };
+    if let Some(role) = column_role {
+        node.items.retain(|i| i.role != role);
+    }
+    for child in &mut node.children {
+        strip_column_items(child);
+        // A projection never changes rows: it disappears (its input takes its place).
+        while child.kind == "Projection" && child.children.len() == 1 {
+            let inner = child.children.remove(0);
+            *child = inner;
+        }
+    }
+}
+
+fn collect_tables(node: &PlanNode, out: &mut BTreeSet<String>) {
+    if node.kind == "TableScan" {
+        for item in node.items.iter().filter(|i| i.role == "table") {
+            out.insert(item.text.split('#').next().unwrap_or_default().to_owned());
+        }
+    }
+    for child in &node.children {
+        collect_tables(child, out);
     }
 }
 

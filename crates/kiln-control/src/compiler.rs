@@ -37,7 +37,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{ColumnDef, ColumnOption, Statement as SqlStatement};
 use kiln_artifact::plan::sha256_hex;
-use kiln_artifact::{BuildFingerprints, CanonicalPlan, ColumnLineage};
+use kiln_artifact::{BuildFingerprints, CanonicalPlan, ColumnLineage, ProductShape};
 use kiln_contracts::compat::{CheckOptions, check};
 use kiln_contracts::{Contract, EvolutionPolicy, schema_fingerprint, sql_to_arrow};
 use kiln_data::{FileFormat, FileSource, ProductTable, Warehouse};
@@ -106,6 +106,8 @@ pub struct CompiledProduct {
     pub canonical: CanonicalPlan,
     /// Lineage of every output column, in output order.
     pub lineage: Vec<ColumnLineage>,
+    /// What its data depends on, column by column (for downstream build ids).
+    pub shape: ProductShape,
     /// Fingerprint of the Kiln functions the plan calls and the secrets it keys them with.
     pub func_fp: String,
     pub order_by: Vec<(String, bool)>,
@@ -424,6 +426,7 @@ impl Substrate {
         let plan = state.optimize(&plan).map_err(|e| fail(e.strip_backtrace()))?;
         let analysis = analyze(&plan);
         let query_fp = analysis.query_fp();
+        let shape = analysis.shape(&schema);
         let schema_fp = schema_fingerprint(&schema);
         let (used, secrets) = functions_used(&plan);
         let func_fp = self.functions.fingerprint(&used, &secrets).map_err(fail)?;
@@ -439,6 +442,7 @@ impl Substrate {
             query_fp,
             canonical: analysis.plan,
             lineage: analysis.lineage,
+            shape,
             func_fp,
             order_by: def.order_by.clone(),
             max_rows_per_file,

@@ -7,10 +7,32 @@
 //! the previous canonical plan is in the artifact store, and a changed upstream names the
 //! upstream's columns this product reads (from its lineage), so "orders changed" comes with
 //! "uses o_custkey, o_totalprice".
-
+//!
+//! # Column-scoped upstream versions
+//!
+//! A product's build id does not take an upstream product's build id but a version of
+//! exactly what it reads from it ([`scoped_version`]): the upstream's row version and the
+//! versions of the columns it uses. Versions are computed per build ([`content_versions`],
+//! version 1, recorded in each manifest):
+//!
+//! ```text
+//! rows(P)    = sha256("kiln.rows.v1\n" rows_fp "\n" runtime_fp "\n" func_fp "\n"
+//!                     ("table " t " " rows(t) "\n")* ("ref " t.c " " col(t.c) "\n")*)
+//! col(P, c)  = sha256("kiln.column.v1\n" rows(P) "\n" fp(c) "\n" ("ref " t.c " " col(t.c) "\n")*)
+//! scoped(P)  = sha256("kiln.upstream.v1\n" rows(P) "\n" (c " " col(P, c) "\n")*)   for the columns used
+//! ```
+//!
+//! where `rows_fp` hashes the canonical plan without its column-level items, the first
+//! `ref` list is every column that shapes rows (filter, join, group, order), the second the
+//! columns `c` is computed from or shaped by, `fp(c)` hashes `c`'s identity and type, and
+//! for a source both `rows` and `col` are its data version. So adding a column, or
+//! changing one nobody downstream reads, leaves the downstream build ids unchanged (their
+//! committed data is still exactly right); anything that can change a row or a read value
+//! changes them.
 use std::collections::BTreeSet;
 
-use kiln_artifact::{ArtifactStore, BuildFingerprints, Decision, Manifest, Reason};
+use kiln_artifact::plan::sha256_hex;
+use kiln_artifact::{ArtifactStore, BuildFingerprints, ContentVersions, Decision, Manifest, ProductShape, Reason};
 
 use crate::compiler::CompiledProduct;
 use crate::diff::diff;
@@ -73,4 +95,54 @@ pub fn columns_read(product: &CompiledProduct, table: &str) -> Vec<String> {
         columns.extend(c.all().into_iter().filter(|b| b.table == table).map(|b| b.column.clone()));
     }
     columns.into_iter().collect()
+}
+
+/// The content versions of a build of a product with `shape` (see the module docs).
+/// `upstream` gives each input table's versions (a source's: its data version as `rows`).
+pub fn content_versions(
+    shape: &ProductShape,
+    runtime_fp: &str,
+    func_fp: &str,
+    upstream: &dyn Fn(&str) -> Option<ContentVersions>,
+) -> ContentVersions {
+    let col = |b: &kiln_artifact::BaseColumn| -> String {
+        upstream(&b.table).map(|v| v.columns.get(&b.column).cloned().unwrap_or(v.rows)).unwrap_or_default()
+    };
+    let mut rows = format!("kiln.rows.v1\n{}\n{runtime_fp}\n{func_fp}\n", shape.rows_fp);
+    for t in &shape.tables {
+        rows.push_str(&format!("table {t} {}\n", upstream(t).map(|v| v.rows).unwrap_or_default()));
+    }
+    let mut row_refs: Vec<&kiln_artifact::BaseColumn> = shape.columns.iter().flat_map(|c| &c.others).collect();
+    row_refs.sort();
+    row_refs.dedup();
+    for b in row_refs {
+        rows.push_str(&format!("ref {b} {}\n", col(b)));
+    }
+    let rows = sha256_hex(rows.as_bytes());
+    let columns = shape
+        .columns
+        .iter()
+        .map(|c| {
+            let mut text = format!("kiln.column.v1\n{rows}\n{}\n", c.fp);
+            let mut refs: Vec<&kiln_artifact::BaseColumn> = c.values.iter().chain(&c.others).collect();
+            refs.sort();
+            refs.dedup();
+            for b in refs {
+                text.push_str(&format!("ref {b} {}\n", col(b)));
+            }
+            (c.name.clone(), sha256_hex(text.as_bytes()))
+        })
+        .collect();
+    ContentVersions { rows, columns }
+}
+
+/// The version of what a downstream product reads from an upstream product with content
+/// `upstream`: its rows and the `used` columns (see the module docs).
+pub fn scoped_version(upstream: &ContentVersions, used: &[String]) -> String {
+    let mut text = format!("kiln.upstream.v1\n{}\n", upstream.rows);
+    for c in used {
+        let v = upstream.columns.get(c).unwrap_or(&upstream.rows);
+        text.push_str(&format!("{c} {v}\n"));
+    }
+    sha256_hex(text.as_bytes())
 }

@@ -109,6 +109,7 @@ pub async fn write_dataset(
         files,
         totals,
         fingerprints: None,
+        content: None,
     })
 }
 

@@ -13,12 +13,12 @@ use datafusion::parquet::file::properties::WriterPropertiesBuilder;
 use kiln_artifact::plan::REPORT_FORMAT_VERSION;
 use kiln_artifact::store::write_atomic;
 use kiln_artifact::{
-    Action, ArtifactStore, BuildFingerprints, CachedCompile, CompileCache, Decision, Lineage, Manifest, PlanReport,
-    ProductPlan, ProductRun, Reason, RunSummary,
+    Action, ArtifactStore, BuildFingerprints, CachedCompile, CompileCache, ContentVersions, Decision, Lineage,
+    Manifest, PlanReport, ProductPlan, ProductRun, Reason, RunSummary,
 };
 use kiln_control::compiler::{CompiledProduct, build_id};
 use kiln_control::dag::{Graph, NodeKind};
-use kiln_control::decision::decide;
+use kiln_control::decision::{content_versions, decide, scoped_version};
 use kiln_control::dialect::Statement;
 use kiln_control::{ControlError, Project, RuntimeProfile, Substrate};
 use kiln_data::{Warehouse, WriteProgress, WriteSpec, write_dataset};
@@ -113,6 +113,9 @@ struct Session {
     /// Node -> its version as an upstream: a source's data version, an unselected product's
     /// committed build id, and (filled in as they are decided) selected products' build ids.
     versions: HashMap<usize, String>,
+    /// Product -> the content versions of its build (fresh, built, or as planned; for an
+    /// unselected product, its committed build's).
+    content: HashMap<usize, ContentVersions>,
     /// Node -> why it cannot be built.
     failed: HashMap<usize, String>,
 }
@@ -187,6 +190,7 @@ impl Session {
             unregistered: BTreeSet::new(),
             lazy: need != Need::Data,
             versions: HashMap::new(),
+            content: HashMap::new(),
             failed: HashMap::new(),
         };
         session.compile_all(need).await;
@@ -353,6 +357,12 @@ impl Session {
                     if let Some(table) = self.substrate.product_table(&node.name) {
                         table.bind(&self.warehouse, &manifest)?;
                     }
+                    // Builds recorded before content versions stand for their build id.
+                    let content = manifest.content.clone().unwrap_or_else(|| ContentVersions {
+                        rows: manifest.build_id.clone(),
+                        columns: Default::default(),
+                    });
+                    self.content.insert(i, content);
                     self.versions.insert(i, manifest.build_id);
                 }
                 None => {
@@ -413,18 +423,28 @@ impl Session {
     }
 
     /// The fingerprints and build id of product `i` (compiled or cached) from its
-    /// upstreams' versions.
+    /// upstreams' versions: a source's data version, or the version of exactly the columns
+    /// it reads from an upstream product (kiln_control::decision::scoped_version).
     fn identity(&self, i: usize) -> Option<(BuildFingerprints, String)> {
-        let (name, schema_fp, query_fp, func_fp) = match (self.compiled.get(&i), self.cached.get(&i)) {
-            (Some(c), _) => (&c.name, &c.schema_fp, &c.query_fp, &c.func_fp),
-            (None, Some(c)) => (&c.product, &c.schema_fp, &c.query_fp, &c.func_fp),
+        let (name, schema_fp, query_fp, func_fp, shape) = match (self.compiled.get(&i), self.cached.get(&i)) {
+            (Some(c), _) => (&c.name, &c.schema_fp, &c.query_fp, &c.func_fp, &c.shape),
+            (None, Some(c)) => (&c.product, &c.schema_fp, &c.query_fp, &c.func_fp, &c.shape),
             (None, None) => return None,
         };
         let graph = &self.graph;
         let upstream = graph.nodes[i]
             .deps
             .iter()
-            .filter_map(|d| self.versions.get(d).map(|v| (graph.nodes[*d].name.clone(), v.clone())))
+            .filter_map(|&d| {
+                let up = &graph.nodes[d];
+                let version = match up.kind {
+                    NodeKind::Product | NodeKind::View => {
+                        self.content.get(&d).map(|c| scoped_version(c, &shape.uses(&up.name)))
+                    }
+                    NodeKind::Source | NodeKind::Stream => self.versions.get(&d).cloned(),
+                }?;
+                Some((up.name.clone(), version))
+            })
             .collect();
         let fps = BuildFingerprints {
             schema_fp: schema_fp.clone(),
@@ -435,6 +455,28 @@ impl Session {
         };
         let id = build_id(name, &fps);
         Some((fps, id))
+    }
+
+    /// Computes and records the content versions of product `i` as of its inputs now (what
+    /// its committed build holds once it is fresh or built).
+    fn record_content(&mut self, i: usize) -> Option<ContentVersions> {
+        let (func_fp, shape) = match (self.compiled.get(&i), self.cached.get(&i)) {
+            (Some(c), _) => (&c.func_fp, &c.shape),
+            (None, Some(c)) => (&c.func_fp, &c.shape),
+            (None, None) => return None,
+        };
+        let lookup = |table: &str| -> Option<ContentVersions> {
+            let d = self.graph.get(table)?;
+            match self.graph.nodes[d].kind {
+                NodeKind::Product | NodeKind::View => self.content.get(&d).cloned(),
+                NodeKind::Source | NodeKind::Stream => {
+                    self.versions.get(&d).map(|v| ContentVersions { rows: v.clone(), columns: Default::default() })
+                }
+            }
+        };
+        let content = content_versions(shape, self.substrate.runtime_fp(), func_fp, &lookup);
+        self.content.insert(i, content.clone());
+        Some(content)
     }
 
     /// Compiles product or view `i` if its result came from the cache (a decision or an
@@ -516,6 +558,7 @@ fn cache_entry(c: &CompiledProduct) -> CachedCompile {
         schema_fp: c.schema_fp.clone(),
         query_fp: c.query_fp.clone(),
         func_fp: c.func_fp.clone(),
+        shape: c.shape.clone(),
     }
 }
 
@@ -549,6 +592,7 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
                         table.bind(&session.warehouse, &manifest)?;
                     }
                     session.versions.insert(i, id.clone());
+                    session.record_content(i);
                     ProductRun {
                         build_id: Some(id),
                         rows: manifest.totals.rows_written,
@@ -564,9 +608,19 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
                             None => {
                                 Err(KilnError::Product { product: node.name.clone(), message: "not compiled".into() })
                             }
-                            Some(product) => {
-                                session.store.put_plan(&product.canonical)?;
-                                run_product(&session.substrate, product, &id, &fps, &run_id, observer).await
+                            Some(_) => {
+                                let content = session.record_content(i);
+                                match session.compiled.get(&i) {
+                                    Some(product) => {
+                                        session.store.put_plan(&product.canonical)?;
+                                        let stamp = (id.as_str(), &fps, content.as_ref());
+                                        run_product(&session.substrate, product, stamp, &run_id, observer).await
+                                    }
+                                    None => Err(KilnError::Product {
+                                        product: node.name.clone(),
+                                        message: "not compiled".into(),
+                                    }),
+                                }
                             }
                         },
                     };
@@ -641,6 +695,7 @@ pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, Kiln
                 }
                 Decided::Fresh { fps, id, manifest } => {
                     session.versions.insert(i, id.clone());
+                    session.record_content(i);
                     ProductPlan {
                         product: name.clone(),
                         decision: Decision::Fresh,
@@ -653,6 +708,7 @@ pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, Kiln
                 }
                 Decided::Build { fps, id, reasons, current } => {
                     session.versions.insert(i, id.clone());
+                    session.record_content(i);
                     ProductPlan {
                         product: name.clone(),
                         decision: Decision::Build,
@@ -732,8 +788,7 @@ fn product_run(name: &str, action: Action, error: Option<String>, t: Instant) ->
 async fn run_product(
     substrate: &Substrate,
     product: &CompiledProduct,
-    build_id: &str,
-    fingerprints: &BuildFingerprints,
+    (build_id, fingerprints, content): (&str, &BuildFingerprints, Option<&ContentVersions>),
     run_id: &str,
     observer: &dyn Observer,
 ) -> Result<kiln_artifact::Manifest, KilnError> {
@@ -789,6 +844,7 @@ async fn run_product(
     });
     let mut manifest = write_dataset(warehouse, streams, spec, progress).await?;
     manifest.fingerprints = Some(fingerprints.clone());
+    manifest.content = content.cloned();
     warehouse.commit(&manifest).await?;
     if let Some(table) = substrate.product_table(&product.name) {
         table.bind(warehouse, &manifest)?;

@@ -92,10 +92,70 @@ fn example_builds_and_rebuilds() {
     assert!(out5.contains("4 built, 2 fresh"), "{out5}");
     assert!(out5.contains("customer_clean: query changed, breaking"), "{out5}");
 
+    // Reformatting a product (case, whitespace, comments, alias names) changes nothing.
+    let summary_sql = dir.join("marts/customer_order_summary.sql");
+    let original = std::fs::read_to_string(&summary_sql).unwrap();
+    let reformatted = format!(
+        "/* reformatted */\n{}",
+        original
+            .replace("SELECT", "select")
+            .replace("FROM", "from\n   ")
+            .replace(" p.", " pc.")
+            .replace(" p ON", " pc ON")
+            .replace("JOIN", "join")
+    );
+    std::fs::write(&summary_sql, &reformatted).unwrap();
+    let (_, out6, _) = kiln(&["plan", dir.to_str().unwrap()], tmp.path());
+    assert!(out6.contains("0 to build, 6 fresh"), "{reformatted}\n{out6}");
+
+    // An added column nobody downstream reads rebuilds only its product: segment_value
+    // reads customer_order_summary, but not the new column.
+    let widened = original.replace(
+        "p.first_order, p.last_order",
+        "p.first_order, p.last_order, p.total_spent / p.order_count AS avg_order",
+    );
+    std::fs::write(&summary_sql, &widened).unwrap();
+    let plan = plan_json(&dir, tmp.path());
+    let by_name =
+        |name: &str| plan["products"].as_array().unwrap().iter().find(|p| p["product"] == name).unwrap().clone();
+    let widened_plan = by_name("customer_order_summary");
+    assert_eq!(widened_plan["decision"], "build");
+    let kinds: Vec<&str> =
+        widened_plan["reasons"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["schema_changed", "query_changed"], "{widened_plan}");
+    assert_eq!(widened_plan["reasons"][1]["diff"]["category"], "non_breaking", "{widened_plan}");
+    assert_eq!(by_name("segment_value")["decision"], "fresh", "{plan}");
+    let files_before = parquet_files(&dir.join("warehouse"));
+    let (code, out7, err) = kiln(&["build", dir.to_str().unwrap()], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out7.contains("1 built, 5 fresh"), "{out7}");
+    assert_eq!(parquet_files(&dir.join("warehouse")), files_before + 1, "only the widened product wrote data");
+
+    // And a no-op build writes no data file at all.
+    let files_before = parquet_files(&dir.join("warehouse"));
+    let (code, out8, _) = kiln(&["build", dir.to_str().unwrap()], tmp.path());
+    assert_eq!(code, 0);
+    assert!(out8.contains("0 built, 6 fresh"), "{out8}");
+    assert_eq!(parquet_files(&dir.join("warehouse")), files_before);
+
     // init refuses to overwrite a project.
     let (code, _, err) = kiln(&["init", "--example", "tpch", dir.to_str().unwrap()], tmp.path());
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("already has a kiln.toml"), "{err}");
+}
+
+/// The number of Parquet files under `dir`.
+fn parquet_files(dir: &std::path::Path) -> usize {
+    let mut count = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if p.extension().is_some_and(|e| e == "parquet") {
+            count += 1;
+        }
+    }
+    count
 }
 
 fn plan_json(dir: &std::path::Path, cwd: &std::path::Path) -> serde_json::Value {
