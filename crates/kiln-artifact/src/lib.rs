@@ -24,8 +24,9 @@ pub mod store;
 pub use manifest::{CurrentPointer, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals};
 pub use plan::{
     BaseColumn, BuildFingerprints, CachedCompile, CanonicalPlan, ChangeCategory, ColumnLineage, ColumnShape,
-    CompileCache, ContentVersions, Decision, Edit, EditOp, EffectiveSettings, Lineage, ParseCache, ParsedRef,
-    ParsedStatement, PlanDiff, PlanItem, PlanNode, PlanReport, ProductPlan, ProductShape, Reason,
+    CompileCache, ContentVersions, Decision, DeletedBuild, Edit, EditOp, EffectiveSettings, ExplainReport, GcReport,
+    Lineage, OperatorMetrics, ParseCache, ParsedRef, ParsedStatement, PlanDiff, PlanItem, PlanNode, PlanReport,
+    ProductDiff, ProductPlan, ProductShape, Reason, RollbackReport,
 };
 pub use run::{Action, ProductRun, RunSummary};
 pub use store::ArtifactStore;

@@ -451,3 +451,79 @@ pub struct ParsedRef {
     pub line: u64,
     pub column: u64,
 }
+
+/// `kiln diff PRODUCT --json`: the product's query now against its committed build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductDiff {
+    pub format_version: u32,
+    pub product: String,
+    /// `query_fp` of the committed build (absent when it recorded none).
+    pub old_query_fp: Option<String>,
+    pub new_query_fp: String,
+    /// The semantic diff; absent when the committed build's plan is not in the store.
+    pub diff: Option<PlanDiff>,
+}
+
+/// `kiln explain PRODUCT [--analyze] --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExplainReport {
+    pub format_version: u32,
+    pub product: String,
+    /// The logical plan as planned from the product's SQL (with its canonical sort).
+    pub logical: String,
+    pub optimized: String,
+    pub physical: String,
+    /// The canonical form hashed into `query_fp`.
+    pub canonical: String,
+    /// With `--analyze`: the physical plan annotated with metrics, and per operator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analyzed: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operators: Vec<OperatorMetrics>,
+}
+
+/// One physical operator's metrics, summed over its partitions (depth-first order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorMetrics {
+    pub depth: usize,
+    pub operator: String,
+    pub output_rows: Option<u64>,
+    pub elapsed_compute_ns: Option<u64>,
+    pub spill_count: Option<u64>,
+    pub spilled_bytes: Option<u64>,
+}
+
+/// `kiln rollback PRODUCT --json`: the product's pointer moved back one committed build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackReport {
+    pub format_version: u32,
+    pub product: String,
+    pub from_build_id: String,
+    pub from_run_id: String,
+    pub to_build_id: String,
+    pub to_run_id: String,
+}
+
+/// `kiln gc --json`: what was deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcReport {
+    pub format_version: u32,
+    /// Build directories deleted: superseded committed builds and uncommitted leftovers.
+    pub deleted: Vec<DeletedBuild>,
+    pub files: u64,
+    pub bytes: u64,
+    /// Canonical plans deleted from the artifact store (no current build uses them).
+    pub plans: u64,
+    /// Current builds kept, one per product.
+    pub kept: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedBuild {
+    pub product: String,
+    pub build_dir: String,
+    /// Whether it had been committed (superseded) or never was (a failed or killed build).
+    pub committed: bool,
+    pub files: u64,
+    pub bytes: u64,
+}

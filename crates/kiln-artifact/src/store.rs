@@ -91,6 +91,31 @@ impl ArtifactStore {
     }
 }
 
+impl ArtifactStore {
+    /// Deletes stored canonical plans whose fingerprint is not in `keep`; returns how many.
+    pub fn retain_plans(&self, keep: &std::collections::BTreeSet<String>) -> Result<u64, ArtifactError> {
+        let dir = self.root.join("plans");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => return Err(ArtifactError::Io { context: format!("cannot list {}", dir.display()), source }),
+        };
+        let mut deleted = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(fp) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+            if path.extension().is_some_and(|e| e == "json") && !keep.contains(fp) {
+                std::fs::remove_file(&path).map_err(|source| ArtifactError::Io {
+                    context: format!("cannot delete {}", path.display()),
+                    source,
+                })?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary sibling and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
     let io = |context: String| move |source| ArtifactError::Io { context, source };

@@ -76,12 +76,68 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The semantic diff of a product's query against its committed build.
+    Diff {
+        product: String,
+        /// Project directory (default: the current directory).
+        #[arg(long, short = 'C', default_value = ".")]
+        dir: PathBuf,
+        /// Print the diff as JSON (docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// A product's logical, optimized, canonical and physical plans.
+    Explain {
+        product: String,
+        /// Execute the plan over the committed inputs (writing nothing) and show metrics.
+        #[arg(long)]
+        analyze: bool,
+        /// Project directory (default: the current directory).
+        #[arg(long, short = 'C', default_value = ".")]
+        dir: PathBuf,
+        /// Print the plans as JSON (docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// One read-only SQL query over the committed products (no DDL, DML, COPY, SET or paths).
+    Query {
+        sql: String,
+        /// Project directory (default: the current directory).
+        #[arg(long, short = 'C', default_value = ".")]
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Make a product's previous committed build visible again.
+    Rollback {
+        product: String,
+        /// Project directory (default: the current directory).
+        #[arg(long, short = 'C', default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete superseded builds, leftovers of failed builds, and unused plans.
+    Gc {
+        /// Project directory (default: the current directory).
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The function catalog: every Kiln function with its doc and example.
     Functions {
         /// The catalog as JSON (docs/json.md).
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -141,6 +197,78 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             let failed = !report.errors.is_empty() || report.products.iter().any(|p| p.decision == Decision::Failed);
             Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
+        Command::Diff { product, dir, json } => {
+            let diff = kiln::diff(&dir, &product, &BuildOptions::default()).await?;
+            if json {
+                let text = serde_json::to_string_pretty(&diff)
+                    .map_err(|e| KilnError::Usage(format!("cannot render JSON: {e}")))?;
+                println!("{text}");
+            } else {
+                render::diff(&diff);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain { product, analyze, dir, json } => {
+            let report = kiln::explain(&dir, &product, analyze, &BuildOptions::default()).await?;
+            if json {
+                let text = serde_json::to_string_pretty(&report)
+                    .map_err(|e| KilnError::Usage(format!("cannot render JSON: {e}")))?;
+                println!("{text}");
+            } else {
+                render::explain(&report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Query { sql, dir, format } => {
+            let (schema, stream) = kiln::query(&dir, &sql).await?;
+            let format = match format {
+                Format::Table => kiln::QueryFormat::Table,
+                Format::Csv => kiln::QueryFormat::Csv,
+                Format::Json => kiln::QueryFormat::Json,
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            kiln::inspect::write_result(&schema, stream, format, &mut out).await?;
+            std::io::Write::flush(&mut out)
+                .map_err(|e| KilnError::Io { context: "cannot write the result".into(), source: e })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollback { product, dir, json } => {
+            let r = kiln::rollback(&dir, &product).await?;
+            if json {
+                println!("{}", json_text(&r).map_err(KilnError::Usage)?);
+            } else {
+                println!(
+                    "{}: now build {} (run {}), was {} (run {})",
+                    r.product,
+                    &r.to_build_id[..12.min(r.to_build_id.len())],
+                    r.to_run_id,
+                    &r.from_build_id[..12.min(r.from_build_id.len())],
+                    r.from_run_id
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc { dir, json } => {
+            let r = kiln::gc(&dir.unwrap_or_else(|| PathBuf::from("."))).await?;
+            if json {
+                println!("{}", json_text(&r).map_err(KilnError::Usage)?);
+            } else {
+                for d in &r.deleted {
+                    let what = if d.committed { "superseded" } else { "uncommitted" };
+                    println!("deleted {} ({what}, {} files, {} bytes)", d.build_dir, d.files, d.bytes);
+                }
+                println!(
+                    "{} builds deleted ({} files, {} bytes), {} plans deleted, {} current builds kept",
+                    r.deleted.len(),
+                    r.files,
+                    r.bytes,
+                    r.plans,
+                    r.kept
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Lineage { target, dir, json } => {
             let lineage = kiln::lineage(&dir, &target, &BuildOptions::default()).await?;
             if json {
@@ -187,6 +315,10 @@ fn report(e: &KilnError) -> ExitCode {
         e if e.is_user_error() => 1,
         _ => 3,
     })
+}
+
+fn json_text(value: &impl serde::Serialize) -> Result<String, String> {
+    serde_json::to_string_pretty(value).map_err(|e| format!("cannot render JSON: {e}"))
 }
 
 /// Prints a control-plane error (each of a multi-error) with its caret snippet.

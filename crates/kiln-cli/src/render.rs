@@ -1,6 +1,6 @@
 //! Human renderings of `kiln plan` and `kiln lineage` (the JSON shapes are in docs/json.md).
 
-use kiln::artifact::{BaseColumn, Decision, EditOp, Lineage, PlanReport, Reason};
+use kiln::artifact::{BaseColumn, Decision, Edit, EditOp, ExplainReport, Lineage, PlanReport, ProductDiff, Reason};
 
 fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
@@ -58,6 +58,52 @@ pub fn lineage(lineage: &Lineage) {
             if !cols.is_empty() {
                 println!("    {label:<6}  {}", list(cols));
             }
+        }
+    }
+}
+
+/// `+ path role: text`, `- ...`, `~ path role: old -> new`.
+fn edit(e: &Edit) -> String {
+    let (sign, text) = match e.op {
+        EditOp::Insert => ('+', e.new.clone().unwrap_or_default()),
+        EditOp::Remove => ('-', e.old.clone().unwrap_or_default()),
+        EditOp::Update => ('~', format!("{} -> {}", e.old.as_deref().unwrap_or(""), e.new.as_deref().unwrap_or(""))),
+    };
+    format!("{sign} {} {}: {text}", e.path, e.role)
+}
+
+pub fn diff(d: &ProductDiff) {
+    if d.old_query_fp.as_deref() == Some(d.new_query_fp.as_str()) {
+        println!("{}: unchanged since its committed build", d.product);
+        return;
+    }
+    match (&d.diff, &d.old_query_fp) {
+        (Some(diff), _) => {
+            println!("{}: {}", d.product, diff.summary());
+            for e in &diff.edits {
+                println!("  {}", edit(e));
+            }
+        }
+        (None, _) => println!(
+            "{}: query changed ({} -> {}); the committed build's plan is not in the artifact store",
+            d.product,
+            short(d.old_query_fp.as_deref().unwrap_or("-")),
+            short(&d.new_query_fp)
+        ),
+    }
+}
+
+pub fn explain(r: &ExplainReport) {
+    let sections = [
+        ("logical plan", Some(&r.logical)),
+        ("optimized plan", Some(&r.optimized)),
+        ("canonical plan (query_fp)", Some(&r.canonical)),
+        ("physical plan", Some(&r.physical)),
+        ("physical plan with metrics", r.analyzed.as_ref()),
+    ];
+    for (title, text) in sections {
+        if let Some(text) = text {
+            println!("== {} {title} ==\n{}", r.product, text.trim_end());
         }
     }
 }

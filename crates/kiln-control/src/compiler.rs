@@ -95,6 +95,8 @@ impl std::fmt::Debug for Substrate {
 pub struct CompiledProduct {
     pub name: String,
     pub at: Location,
+    /// The logical plan as planned from the SQL, with the canonical sort (for `explain`).
+    pub logical: LogicalPlan,
     /// The optimized logical plan, including the canonical sort when `ORDER BY` is given.
     pub plan: LogicalPlan,
     /// The schema of the product's files: its contract, or the plan's schema.
@@ -423,6 +425,7 @@ impl Substrate {
                 .collect();
             LogicalPlanBuilder::from(plan).sort(keys).and_then(|b| b.build()).map_err(|e| fail(e.strip_backtrace()))?
         };
+        let logical = plan.clone();
         let plan = state.optimize(&plan).map_err(|e| fail(e.strip_backtrace()))?;
         let analysis = analyze(&plan);
         let query_fp = analysis.query_fp();
@@ -435,6 +438,7 @@ impl Substrate {
         Ok(CompiledProduct {
             name: def.name.clone(),
             at: def.at.clone(),
+            logical,
             plan,
             schema,
             contract,

@@ -107,6 +107,73 @@ impl Warehouse {
         put_bytes(&self.store, &self.path(&Self::pointer_path(&manifest.product)), pointer.to_json()?).await
     }
 
+    /// The products with a directory in the warehouse, sorted. Maintenance only (`gc`):
+    /// readers never list.
+    pub async fn products(&self) -> Result<Vec<String>> {
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&self.root))
+            .await
+            .map_err(DataError::store(format!("cannot list {}", self.root)))?;
+        let mut out: Vec<String> =
+            listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_owned)).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every build directory of a product (relative to the warehouse), oldest first (run
+    /// ids sort by time), each with its manifest when it was committed. Maintenance only
+    /// (`rollback`, `gc`): readers never list.
+    pub async fn builds(&self, product: &str) -> Result<Vec<(String, Option<Manifest>)>> {
+        let prefix = self.path(&format!("{product}/builds"));
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(DataError::store(format!("cannot list {prefix}")))?;
+        let mut dirs: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(|run| Self::build_dir(product, run)))
+            .collect();
+        dirs.sort();
+        let mut out = Vec::with_capacity(dirs.len());
+        for dir in dirs {
+            let rel = format!("{dir}/_manifest.json");
+            let manifest = match get_optional(&self.store, &self.path(&rel)).await? {
+                Some(bytes) => Some(Manifest::from_json(&bytes, &rel)?),
+                None => None,
+            };
+            out.push((dir, manifest));
+        }
+        Ok(out)
+    }
+
+    /// Deletes every object under `dir` (relative to the warehouse); returns (files, bytes).
+    pub async fn delete_dir(&self, dir: &str) -> Result<(u64, u64)> {
+        use futures::TryStreamExt;
+        let prefix = self.path(dir);
+        let objects: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(DataError::store(format!("cannot list {prefix}")))?;
+        let (mut files, mut bytes) = (0, 0);
+        // The manifest goes first: a half-deleted build is then uncommitted, not corrupt.
+        let (manifests, data): (Vec<_>, Vec<_>) =
+            objects.into_iter().partition(|o| o.location.filename() == Some("_manifest.json"));
+        for object in manifests.into_iter().chain(data) {
+            self.store
+                .delete(&object.location)
+                .await
+                .map_err(DataError::store(format!("cannot delete {}", object.location)))?;
+            files += 1;
+            bytes += object.size;
+        }
+        Ok((files, bytes))
+    }
+
     /// The committed manifest of a product, if any.
     pub async fn current(&self, product: &str) -> Result<Option<Manifest>> {
         let rel = Self::pointer_path(product);

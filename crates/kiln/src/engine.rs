@@ -89,40 +89,40 @@ impl BuildReport {
 }
 
 /// A compiled project: everything `build`, `plan` and `lineage` share.
-struct Session {
-    project: Project,
+pub(crate) struct Session {
+    pub(crate) project: Project,
     /// The project's graph (moved out of `project`, shared with the command loops).
-    graph: Arc<Graph>,
+    pub(crate) graph: Arc<Graph>,
     /// Problems outside any one product (files that do not parse, duplicates).
-    problems: Vec<ControlError>,
-    profile: RuntimeProfile,
-    warehouse: Warehouse,
-    substrate: Substrate,
-    store: ArtifactStore,
-    order: Vec<usize>,
-    selected: BTreeSet<usize>,
+    pub(crate) problems: Vec<ControlError>,
+    pub(crate) profile: RuntimeProfile,
+    pub(crate) warehouse: Warehouse,
+    pub(crate) substrate: Substrate,
+    pub(crate) store: ArtifactStore,
+    pub(crate) order: Vec<usize>,
+    pub(crate) selected: BTreeSet<usize>,
     /// Products and views compiled in this run.
-    compiled: HashMap<usize, CompiledProduct>,
+    pub(crate) compiled: HashMap<usize, CompiledProduct>,
     /// Products and views whose compile result came from the compile cache (compiled on
     /// demand when a decision or an execution needs the plan).
-    cached: HashMap<usize, CachedCompile>,
+    pub(crate) cached: HashMap<usize, CachedCompile>,
     /// Cached products whose table is not registered yet (see `ensure_registered`).
-    unregistered: BTreeSet<usize>,
+    pub(crate) unregistered: BTreeSet<usize>,
     /// Whether tables of cached products are registered only on demand (nothing executes).
-    lazy: bool,
+    pub(crate) lazy: bool,
     /// Node -> its version as an upstream: a source's data version, an unselected product's
     /// committed build id, and (filled in as they are decided) selected products' build ids.
-    versions: HashMap<usize, String>,
+    pub(crate) versions: HashMap<usize, String>,
     /// Product -> the content versions of its build (fresh, built, or as planned; for an
     /// unselected product, its committed build's).
-    content: HashMap<usize, ContentVersions>,
+    pub(crate) content: HashMap<usize, ContentVersions>,
     /// Node -> why it cannot be built.
-    failed: HashMap<usize, String>,
+    pub(crate) failed: HashMap<usize, String>,
 }
 
 /// What a session needs beyond compiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Need {
+pub(crate) enum Need {
     /// Compile only (lineage).
     Plans,
     /// Also data versions and committed upstream builds (plan).
@@ -135,7 +135,12 @@ impl Session {
     /// Loads and compiles a project. Project-level problems (no project, syntax errors,
     /// unknown tables, cycles, bad profiles) are an `Err`; a product or source that does
     /// not compile is recorded in `failed` with its dependents, and the rest go on.
-    async fn open(dir: &Path, options: &BuildOptions, need: Need, observer: &dyn Observer) -> Result<Self, KilnError> {
+    pub(crate) async fn open(
+        dir: &Path,
+        options: &BuildOptions,
+        need: Need,
+        observer: &dyn Observer,
+    ) -> Result<Self, KilnError> {
         let mut project = Project::load(dir)?;
         let problems = std::mem::take(&mut project.problems);
         let config = &project.config;
@@ -377,7 +382,7 @@ impl Session {
 
     /// Registers the table of cached product `i` if it is not yet (its schema decoded from
     /// the cache entry, or, if that fails, by compiling it).
-    async fn ensure_registered(&mut self, i: usize) -> Result<(), String> {
+    pub(crate) async fn ensure_registered(&mut self, i: usize) -> Result<(), String> {
         if !self.unregistered.remove(&i) {
             return Ok(());
         }
@@ -393,6 +398,46 @@ impl Session {
             }
             None => Box::pin(self.ensure_compiled(i)).await,
         }
+    }
+
+    /// The index of product (or view) `name`, or a usage error listing the products.
+    pub(crate) fn product_index(&self, name: &str) -> Result<usize, KilnError> {
+        let queries = |n: &&kiln_control::dag::Node| matches!(n.kind, NodeKind::Product | NodeKind::View);
+        match self.graph.nodes.iter().position(|n| n.name == name && queries(&n)) {
+            Some(i) => Ok(i),
+            None => {
+                let known: Vec<&str> = self.graph.nodes.iter().filter(queries).map(|n| n.name.as_str()).collect();
+                Err(KilnError::Usage(format!("no product `{name}` (products: {})", known.join(", "))))
+            }
+        }
+    }
+
+    /// Compiles product `i` for inspection, or says why it cannot be.
+    pub(crate) async fn compiled_product(&mut self, i: usize) -> Result<&CompiledProduct, KilnError> {
+        let name = self.graph.nodes[i].name.clone();
+        if let Some(reason) = self.failed.get(&i) {
+            return Err(KilnError::Product { product: name, message: reason.clone() });
+        }
+        self.ensure_compiled(i).await.map_err(|message| KilnError::Product { product: name.clone(), message })?;
+        self.compiled.get(&i).ok_or(KilnError::Product { product: name, message: "not compiled".into() })
+    }
+
+    /// Binds every product's table to its committed build (for reading: `query`,
+    /// `explain --analyze`); products never built stay unreadable.
+    pub(crate) async fn bind_all_committed(&mut self) -> Result<(), KilnError> {
+        let products: Vec<usize> =
+            self.order.iter().copied().filter(|&i| self.graph.nodes[i].kind == NodeKind::Product).collect();
+        let currents = self.currents(&products).await?;
+        for i in products {
+            let Some(Some(manifest)) = currents.get(&i) else { continue };
+            if self.ensure_registered(i).await.is_err() {
+                continue;
+            }
+            if let Some(table) = self.substrate.product_table(&self.graph.nodes[i].name) {
+                table.bind(&self.warehouse, manifest)?;
+            }
+        }
+        Ok(())
     }
 
     /// The selected products, in dependency order.
@@ -481,7 +526,7 @@ impl Session {
 
     /// Compiles product or view `i` if its result came from the cache (a decision or an
     /// execution needs its plan, canonical form or lineage).
-    async fn ensure_compiled(&mut self, i: usize) -> Result<(), String> {
+    pub(crate) async fn ensure_compiled(&mut self, i: usize) -> Result<(), String> {
         if self.compiled.contains_key(&i) {
             return Ok(());
         }
@@ -738,24 +783,13 @@ pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, Kiln
 /// `target` names one). Compiles the project; reads no data.
 pub async fn lineage(dir: &Path, target: &str, options: &BuildOptions) -> Result<Lineage, KilnError> {
     let mut session = Session::open(dir, options, Need::Plans, &Quiet).await?;
-    let graph = Arc::clone(&session.graph);
-    // A product name may itself contain no dots; `a.b` is product a, column b.
+    // `a.b` is product a, column b (product names contain no dots).
     let (name, column) = match target.split_once('.') {
         Some((p, c)) => (p, Some(c)),
         None => (target, None),
     };
-    let queries = |n: &&kiln_control::dag::Node| matches!(n.kind, NodeKind::Product | NodeKind::View);
-    let Some(i) = graph.nodes.iter().position(|n| n.name == name && queries(&n)) else {
-        let known: Vec<&str> = graph.nodes.iter().filter(queries).map(|n| n.name.as_str()).collect();
-        return Err(KilnError::Usage(format!("no product `{name}` (products: {})", known.join(", "))));
-    };
-    if let Some(reason) = session.failed.get(&i) {
-        return Err(KilnError::Product { product: name.to_owned(), message: reason.clone() });
-    }
-    session.ensure_compiled(i).await.map_err(|message| KilnError::Product { product: name.to_owned(), message })?;
-    let Some(product) = session.compiled.get(&i) else {
-        return Err(KilnError::Product { product: name.to_owned(), message: "not compiled".into() });
-    };
+    let i = session.product_index(name)?;
+    let product = session.compiled_product(i).await?;
     let mut columns = product.lineage.clone();
     if let Some(column) = column {
         columns.retain(|c| c.column == column);

@@ -18,8 +18,11 @@
 
 pub mod engine;
 pub mod init;
+pub mod inspect;
+pub mod maintain;
 
 pub use engine::{BuildOptions, BuildReport, Event, Observer, Quiet, build, lineage, plan};
+pub use inspect::{QueryFormat, diff, explain, query};
 pub use kiln_artifact as artifact;
 pub use kiln_contracts as contracts;
 pub use kiln_control as control;
@@ -27,6 +30,7 @@ pub use kiln_control::Project;
 pub use kiln_data as data;
 pub use kiln_explode as explode;
 pub use kiln_functions as functions;
+pub use maintain::{gc, rollback};
 
 /// The facade's error: which layer failed, with that layer's typed error.
 #[derive(Debug, thiserror::Error)]

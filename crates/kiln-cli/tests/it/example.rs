@@ -235,3 +235,82 @@ fn functions_catalog_lists_every_builtin() {
     let names: Vec<&str> = v["functions"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"kiln_pii_hash") && names.len() == 6, "{names:?}");
 }
+
+#[test]
+fn query_diff_explain_rollback_gc() {
+    let tmp = tempfile::tempdir().unwrap();
+    crate::write_files(
+        tmp.path(),
+        &[
+            ("kiln.toml", "[project]\nname = \"q\"\n"),
+            ("data/t.csv", "a,b\n1,x\n2,y\n3,z\n4,w\n5,v\n6,u\n"),
+            (
+                "models.sql",
+                "CREATE SOURCE t (a BIGINT NOT NULL, b VARCHAR) WITH (connector = 'files', path = 'data/', format = 'csv');\n\
+                 CREATE PRODUCT evens ORDER BY (a) AS SELECT a, b FROM t WHERE a % 2 = 0;",
+            ),
+        ],
+    );
+    let dir = tmp.path();
+    let run = |args: &[&str]| kiln(args, dir);
+    assert_eq!(run(&["build", "."]).0, 0);
+
+    // query: read-only SQL over committed products, in three formats.
+    let (code, out, err) = run(&["query", "SELECT count(*) AS n, sum(a) AS s FROM evens", "--format", "csv"]);
+    assert_eq!((code, out.as_str()), (0, "n,s\n3,12\n"), "{err}");
+    let (_, out, _) = run(&["query", "SELECT a FROM evens ORDER BY a DESC LIMIT 1", "--format", "json"]);
+    assert_eq!(out.trim(), r#"{"a":6}"#);
+    let (_, out, _) = run(&["query", "SELECT b FROM evens WHERE a = 4"]);
+    assert!(out.contains("| w |"), "{out}");
+    for sql in ["COPY (SELECT 1) TO 'x.csv'", "SELECT * FROM 'data/t.csv'", "SET datafusion.execution.batch_size = 1"] {
+        let (code, _, err) = run(&["query", sql]);
+        assert_eq!(code, 1, "{sql}");
+        assert!(err.contains("untrusted SQL"), "{sql}: {err}");
+    }
+
+    // diff: unchanged, then a filter change.
+    let (_, out, _) = run(&["diff", "evens"]);
+    assert_eq!(out.trim(), "evens: unchanged since its committed build");
+    let models = dir.join("models.sql");
+    let sql = std::fs::read_to_string(&models).unwrap();
+    std::fs::write(&models, sql.replace("a % 2 = 0", "a % 2 = 0 AND a > 2")).unwrap();
+    let (code, out, err) = run(&["diff", "evens", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let diff: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(diff["diff"]["category"], "breaking");
+    assert!(diff["diff"]["inserted"].as_u64().unwrap() + diff["diff"]["updated"].as_u64().unwrap() > 0, "{out}");
+
+    // explain: plans, and with --analyze the metrics of running the new definition over the
+    // committed inputs (4 and 6 pass the new filter).
+    let (code, out, err) = run(&["explain", "evens", "--analyze", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let explain: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(explain["optimized"].as_str().unwrap().contains("Filter"), "{out}");
+    assert!(explain["canonical"].as_str().unwrap().starts_with("kiln.query.v1"));
+    assert_eq!(explain["operators"][0]["output_rows"], 2, "{out}");
+
+    // rollback: build the change, then make the first build visible again; gc then deletes
+    // the superseded second build, and reads still see the first.
+    assert_eq!(run(&["build", "."]).0, 0);
+    let (_, out, _) = run(&["query", "SELECT count(*) AS n FROM evens", "--format", "csv"]);
+    assert_eq!(out, "n\n2\n");
+    let (code, out, err) = run(&["rollback", "evens", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let rollback: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(rollback["to_run_id"].as_str().unwrap() < rollback["from_run_id"].as_str().unwrap());
+    let (_, out, _) = run(&["query", "SELECT count(*) AS n FROM evens", "--format", "csv"]);
+    assert_eq!(out, "n\n3\n");
+    let (code, out, err) = run(&["gc", ".", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let gc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(gc["deleted"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(gc["kept"], 1);
+    let (_, out, _) = run(&["query", "SELECT count(*) AS n FROM evens", "--format", "csv"]);
+    assert_eq!(out, "n\n3\n");
+    let (code, _, err) = run(&["rollback", "evens"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no committed build before"), "{err}");
+    // The definition still says a > 2, so the next build rebuilds it.
+    let (_, out, _) = run(&["build", "."]);
+    assert!(out.contains("1 built"), "{out}");
+}

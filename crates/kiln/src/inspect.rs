@@ -1,0 +1,189 @@
+//! `kiln diff`, `kiln explain`, `kiln query`: looking at a project without building it.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
+use futures::StreamExt;
+use kiln_artifact::plan::REPORT_FORMAT_VERSION;
+use kiln_artifact::{ExplainReport, OperatorMetrics, ProductDiff};
+use kiln_control::diff::diff as plan_diff;
+use kiln_control::surface::Surface;
+
+use crate::engine::{Need, Session};
+use crate::{BuildOptions, KilnError, Quiet};
+
+fn exec_error(context: &str) -> impl Fn(datafusion::error::DataFusionError) -> KilnError + '_ {
+    move |e| KilnError::Data(kiln_data::DataError::Execution { context: context.to_owned(), source: e })
+}
+
+/// `kiln diff PRODUCT`: the semantic diff of the product's query now against the query of
+/// its committed build (from the canonical plan the build stored in `.kiln/plans/`).
+pub async fn diff(dir: &Path, product: &str, options: &BuildOptions) -> Result<ProductDiff, KilnError> {
+    let mut session = Session::open(dir, options, Need::Plans, &Quiet).await?;
+    let i = session.product_index(product)?;
+    let current = session.warehouse.current(product).await?;
+    let compiled = session.compiled_product(i).await?;
+    let (new_query_fp, canonical) = (compiled.query_fp.clone(), compiled.canonical.clone());
+    let Some(current) = current else {
+        return Err(KilnError::Product {
+            product: product.to_owned(),
+            message: "no committed build to compare with (build it first)".into(),
+        });
+    };
+    let old_query_fp = current.fingerprints.map(|f| f.query_fp);
+    let old_plan = match &old_query_fp {
+        Some(fp) => session.store.plan(fp)?,
+        None => None,
+    };
+    Ok(ProductDiff {
+        format_version: REPORT_FORMAT_VERSION,
+        product: product.to_owned(),
+        old_query_fp,
+        new_query_fp,
+        diff: old_plan.map(|old| plan_diff(&old, &canonical)),
+    })
+}
+
+/// `kiln explain PRODUCT [--analyze]`: the product's logical, optimized, canonical and
+/// physical plans; with `analyze`, the plan is executed over the committed builds of its
+/// inputs (nothing is written) and annotated with per-operator metrics.
+pub async fn explain(
+    dir: &Path,
+    product: &str,
+    analyze: bool,
+    options: &BuildOptions,
+) -> Result<ExplainReport, KilnError> {
+    let mut session = Session::open(dir, options, Need::Versions, &Quiet).await?;
+    let i = session.product_index(product)?;
+    session.compiled_product(i).await?;
+    if analyze {
+        session.bind_all_committed().await?;
+    }
+    let compiled = session.compiled_product(i).await?;
+    let (logical, optimized) = (compiled.logical.clone(), compiled.plan.clone());
+    let canonical = compiled.canonical.encode();
+    let state = session.substrate.context().state();
+    let physical = state.create_physical_plan(&optimized).await.map_err(exec_error(product))?;
+    let mut report = ExplainReport {
+        format_version: REPORT_FORMAT_VERSION,
+        product: product.to_owned(),
+        logical: logical.display_indent().to_string(),
+        optimized: optimized.display_indent().to_string(),
+        physical: DisplayableExecutionPlan::new(physical.as_ref()).indent(true).to_string(),
+        canonical,
+        analyzed: None,
+        operators: Vec::new(),
+    };
+    if analyze {
+        // Drain every partition; the rows are counted by the operators' metrics and dropped.
+        let task = session.substrate.context().task_ctx();
+        let partitions = physical.properties().output_partitioning().partition_count();
+        for p in 0..partitions {
+            let mut stream = physical.execute(p, Arc::clone(&task)).map_err(exec_error(product))?;
+            while let Some(batch) = stream.next().await {
+                batch.map_err(exec_error(product))?;
+            }
+        }
+        report.analyzed = Some(DisplayableExecutionPlan::with_metrics(physical.as_ref()).indent(true).to_string());
+        operator_metrics(&physical, 0, &mut report.operators);
+    }
+    Ok(report)
+}
+
+fn operator_metrics(plan: &Arc<dyn ExecutionPlan>, depth: usize, out: &mut Vec<OperatorMetrics>) {
+    let metrics = plan.metrics();
+    let get = |f: &dyn Fn(&datafusion::physical_plan::metrics::MetricsSet) -> Option<usize>| {
+        metrics.as_ref().and_then(f).map(|v| v as u64)
+    };
+    out.push(OperatorMetrics {
+        depth,
+        operator: plan.name().to_owned(),
+        output_rows: get(&|m| m.output_rows()),
+        elapsed_compute_ns: get(&|m| m.elapsed_compute()),
+        spill_count: get(&|m| m.spill_count()),
+        spilled_bytes: get(&|m| m.spilled_bytes()),
+    });
+    for child in plan.children() {
+        operator_metrics(child, depth + 1, out);
+    }
+}
+
+/// How `kiln query` writes its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryFormat {
+    /// An aligned table (collects the result: the one materialization point, for display).
+    Table,
+    /// CSV with a header, streamed batch by batch.
+    Csv,
+    /// JSON lines, streamed batch by batch.
+    Json,
+}
+
+/// `kiln query "SQL"`: one read-only query over the committed builds of the project's
+/// products (and its sources), checked by the untrusted surface before anything runs.
+pub async fn query(dir: &Path, sql: &str) -> Result<(SchemaRef, SendableRecordBatchStream), KilnError> {
+    let mut session = Session::open(dir, &BuildOptions::default(), Need::Versions, &Quiet).await?;
+    session.bind_all_committed().await?;
+    let plan = session.substrate.plan_sql(Surface::Untrusted, sql).await?;
+    let frame = session.substrate.context().execute_logical_plan(plan).await.map_err(exec_error("query"))?;
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let stream = frame.execute_stream().await.map_err(exec_error("query"))?;
+    Ok((schema, stream))
+}
+
+/// Writes a query result to `out` in `format`.
+pub async fn write_result(
+    schema: &SchemaRef,
+    mut stream: SendableRecordBatchStream,
+    format: QueryFormat,
+    out: &mut dyn Write,
+) -> Result<u64, KilnError> {
+    let io = |e: std::io::Error| KilnError::Io { context: "cannot write the result".into(), source: e };
+    let arrow = |e: datafusion::arrow::error::ArrowError| KilnError::Usage(format!("cannot render the result: {e}"));
+    let mut rows = 0u64;
+    match format {
+        QueryFormat::Table => {
+            let mut batches: Vec<RecordBatch> = Vec::new();
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(exec_error("query"))?;
+                rows += batch.num_rows() as u64;
+                batches.push(batch);
+            }
+            if batches.is_empty() {
+                batches.push(RecordBatch::new_empty(Arc::clone(schema)));
+            }
+            let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).map_err(arrow)?;
+            writeln!(out, "{table}").map_err(io)?;
+        }
+        QueryFormat::Csv => {
+            let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut *out);
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(exec_error("query"))?;
+                rows += batch.num_rows() as u64;
+                writer.write(&batch).map_err(arrow)?;
+            }
+        }
+        QueryFormat::Json => {
+            let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut *out);
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(exec_error("query"))?;
+                rows += batch.num_rows() as u64;
+                writer.write(&batch).map_err(arrow)?;
+            }
+            writer.finish().map_err(arrow)?;
+        }
+    }
+    Ok(rows)
+}
+
+/// Collects a query result (tests and library users; the CLI streams).
+pub async fn query_batches(dir: &Path, sql: &str) -> Result<Vec<RecordBatch>, KilnError> {
+    let (_, stream) = query(dir, sql).await?;
+    datafusion::physical_plan::common::collect(stream).await.map_err(exec_error("query"))
+}
