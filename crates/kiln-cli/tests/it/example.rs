@@ -314,3 +314,90 @@ fn query_diff_explain_rollback_gc() {
     let (_, out, _) = run(&["build", "."]);
     assert!(out.contains("1 built"), "{out}");
 }
+
+/// Initializes the example at scale factor 0.01 in `dir`.
+fn small_example(dir: &std::path::Path, cwd: &std::path::Path) {
+    let (code, _, err) = kiln(&["init", "--example", "tpch", dir.to_str().unwrap()], cwd);
+    assert_eq!(code, 0, "{err}");
+    let toml = std::fs::read_to_string(dir.join("kiln.toml")).unwrap();
+    std::fs::write(dir.join("kiln.toml"), toml.replace("scale_factor = 0.1 ", "scale_factor = 0.01 ")).unwrap();
+}
+
+/// Every product's rows as sorted JSON lines (an order-independent rendering).
+fn contents(dir: &std::path::Path, cwd: &std::path::Path, products: &[&str]) -> Vec<Vec<String>> {
+    products
+        .iter()
+        .map(|p| {
+            let sql = format!("SELECT * FROM {p}");
+            let (code, out, err) = kiln(&["query", &sql, "--format", "json", "-C", dir.to_str().unwrap()], cwd);
+            assert_eq!(code, 0, "{p}: {err}");
+            let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
+            lines.sort();
+            lines
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_build_leaves_a_consistent_state_and_the_next_build_finishes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (clean, killed) = (tmp.path().join("clean"), tmp.path().join("killed"));
+    small_example(&clean, tmp.path());
+    small_example(&killed, tmp.path());
+    assert_eq!(kiln(&["build", clean.to_str().unwrap()], tmp.path()).0, 0);
+
+    // Kill a build once its first product is committed (SIGKILL: no cleanup runs).
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", killed.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = killed.join("warehouse/customer_clean/_current.json");
+    let started = std::time::Instant::now();
+    while !first.exists() && started.elapsed() < std::time::Duration::from_secs(120) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Consistent: plan works, and every committed product reads back completely.
+    let (code, out, err) = kiln(&["plan", "--json", killed.to_str().unwrap()], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let committed: Vec<String> = plan["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["current_build_id"].is_string())
+        .map(|p| p["product"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(committed.contains(&"customer_clean".to_owned()), "{out}");
+    let committed: Vec<&str> = committed.iter().map(String::as_str).collect();
+    assert_eq!(contents(&killed, tmp.path(), &committed), contents(&clean, tmp.path(), &committed));
+
+    // The next build finishes the job: what was committed is fresh, the rest is built, and
+    // every product equals the clean build's.
+    let (code, out, err) = kiln(&["build", "--json", killed.to_str().unwrap()], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    let resumed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let fresh = resumed["products"].as_array().unwrap().iter().filter(|p| p["action"] == "fresh").count();
+    let built = resumed["products"].as_array().unwrap().iter().filter(|p| p["action"] == "built").count();
+    assert!(fresh >= 1 && built >= 1, "the kill must have landed midway: {out}");
+    let all = [
+        "customer_clean",
+        "customer_order_summary",
+        "revenue_by_nation_year",
+        "segment_value",
+        "orders_nested",
+        "order_items",
+    ];
+    assert_eq!(contents(&killed, tmp.path(), &all), contents(&clean, tmp.path(), &all));
+    // (Build ids differ between the two projects: each generated its own data files, and
+    // a source's data version includes their modification times.)
+    // And gc removes whatever the killed build left uncommitted.
+    let (code, out, _) = kiln(&["gc", "--json", killed.to_str().unwrap()], tmp.path());
+    assert_eq!(code, 0);
+    let gc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(gc["deleted"].as_array().unwrap().iter().all(|d| d["committed"] == false), "{out}");
+}
