@@ -23,10 +23,10 @@ pub mod store;
 
 pub use manifest::{CurrentPointer, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals};
 pub use plan::{
-    BaseColumn, BuildFingerprints, CachedCompile, CanonicalPlan, ChangeCategory, ColumnLineage, ColumnShape,
-    CompileCache, ContentVersions, Decision, DeletedBuild, Edit, EditOp, EffectiveSettings, ExplainReport, GcReport,
-    Lineage, OperatorMetrics, ParseCache, ParsedRef, ParsedStatement, PlanDiff, PlanItem, PlanNode, PlanReport,
-    ProductDiff, ProductPlan, ProductShape, Reason, RollbackReport,
+    BaseColumn, BuildFingerprints, BuildPlans, BuildRecord, CachedCompile, CanonicalPlan, ChangeCategory,
+    ColumnLineage, ColumnShape, CompileCache, ContentVersions, Decision, DeletedBuild, Edit, EditOp, EffectiveSettings,
+    ExplainReport, GcReport, Lineage, OperatorMetrics, ParseCache, ParsedRef, ParsedStatement, PlanDiff, PlanItem,
+    PlanNode, PlanReport, ProductDiff, ProductPlan, ProductShape, Reason, RollbackReport, TelemetryEvent,
 };
 pub use run::{Action, ProductRun, RunSummary};
 pub use store::ArtifactStore;

@@ -527,3 +527,66 @@ pub struct DeletedBuild {
     pub files: u64,
     pub bytes: u64,
 }
+
+/// Version of [`BuildRecord`] and [`TelemetryEvent`].
+pub const BUILD_RECORD_VERSION: u32 = 1;
+
+/// Everything about one committed build (`.kiln/builds/<product>/<build_id>.json`): its
+/// identity and inputs, its content versions, its lineage, its plans, the metrics of every
+/// operator that produced it, and where its manifest is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildRecord {
+    pub format_version: u32,
+    pub product: String,
+    pub build_id: String,
+    pub run_id: String,
+    /// `committed` (only committed builds are recorded).
+    pub status: String,
+    pub fingerprints: BuildFingerprints,
+    pub content: Option<ContentVersions>,
+    pub lineage: Vec<ColumnLineage>,
+    /// The manifest, relative to the warehouse root.
+    pub manifest: String,
+    pub ordering_tier: u8,
+    pub plans: BuildPlans,
+    pub operators: Vec<OperatorMetrics>,
+    /// Seconds per phase: `compile`, `plan` (physical), `execute_write`, `commit`.
+    pub phases: BTreeMap<String, f64>,
+}
+
+/// The plans of a build, as text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildPlans {
+    pub logical: String,
+    pub optimized: String,
+    pub physical: String,
+    /// The canonical plan is stored once per `query_fp` in `.kiln/plans/`.
+    pub query_fp: String,
+}
+
+/// One line of `.kiln/runs/<run_id>/events.jsonl`, appended as things happen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TelemetryEvent {
+    pub format_version: u32,
+    /// Milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+    pub run_id: String,
+    /// `run_started`, `product_finished`, `run_finished`.
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprints: Option<BuildFingerprints>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering_tier: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -26,6 +26,9 @@ pub struct ProductRun {
     pub bytes: u64,
     pub seconds: f64,
     pub error: Option<String>,
+    /// Seconds per phase of a build: `compile`, `plan`, `execute_write`, `commit`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub phases: std::collections::BTreeMap<String, f64>,
     /// Why it was built (empty when fresh, failed or skipped).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<Reason>,

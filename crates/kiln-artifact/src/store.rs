@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! .kiln/plans/<query_fp>.json       canonical plans, so `kiln plan` can diff a changed query
-//! .kiln/runs/<run_id>/...           run summaries and effective settings
+//! .kiln/runs/<run_id>/...           run summaries, effective settings, events.jsonl
+//! .kiln/builds/<product>/<build_id>.json   build records (plans, metrics, lineage, inputs)
 //! .kiln/cache/compile.json          compile results by input key (a cache: deleting it is safe)
 //! .kiln/cache/parse.json            per-file statement summaries by file content (idem)
 //! ```
@@ -13,7 +14,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::ArtifactError;
-use crate::plan::{COMPILE_CACHE_VERSION, CanonicalPlan, CompileCache, PARSE_CACHE_VERSION, ParseCache};
+use crate::plan::{
+    BuildRecord, COMPILE_CACHE_VERSION, CanonicalPlan, CompileCache, PARSE_CACHE_VERSION, ParseCache, TelemetryEvent,
+};
 
 /// A directory of records.
 #[derive(Debug, Clone)]
@@ -92,6 +95,44 @@ impl ArtifactStore {
 }
 
 impl ArtifactStore {
+    /// Stores the record of a committed build.
+    pub fn put_build_record(&self, record: &BuildRecord) -> Result<(), ArtifactError> {
+        let bytes = serde_json::to_vec_pretty(record)
+            .map_err(|source| ArtifactError::Encode { what: "build record", source })?;
+        write_atomic(&self.root.join("builds").join(&record.product).join(format!("{}.json", record.build_id)), &bytes)
+    }
+
+    /// The record of a build, if stored.
+    pub fn build_record(&self, product: &str, build_id: &str) -> Result<Option<BuildRecord>, ArtifactError> {
+        let path = self.root.join("builds").join(product).join(format!("{build_id}.json"));
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| ArtifactError::Decode {
+                what: "build record",
+                path: path.display().to_string(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ArtifactError::Io { context: format!("cannot read {}", path.display()), source }),
+        }
+    }
+
+    /// Appends one event to the run's `events.jsonl` (one line, written with one call).
+    pub fn append_event(&self, event: &TelemetryEvent) -> Result<(), ArtifactError> {
+        use std::io::Write;
+        let dir = self.root.join("runs").join(&event.run_id);
+        let io = |context: String| move |source| ArtifactError::Io { context, source };
+        std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        let mut line = serde_json::to_vec(event).map_err(|source| ArtifactError::Encode { what: "event", source })?;
+        line.push(b'\n');
+        let path = dir.join("events.jsonl");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(format!("cannot open {}", path.display())))?;
+        file.write_all(&line).map_err(io(format!("cannot write {}", path.display())))
+    }
+
     /// Deletes stored canonical plans whose fingerprint is not in `keep`; returns how many.
     pub fn retain_plans(&self, keep: &std::collections::BTreeSet<String>) -> Result<u64, ArtifactError> {
         let dir = self.root.join("plans");

@@ -10,11 +10,12 @@ use futures::{StreamExt, TryStreamExt};
 
 use datafusion::common::config::TableParquetOptions;
 use datafusion::parquet::file::properties::WriterPropertiesBuilder;
-use kiln_artifact::plan::REPORT_FORMAT_VERSION;
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
+use kiln_artifact::plan::{BUILD_RECORD_VERSION, REPORT_FORMAT_VERSION};
 use kiln_artifact::store::write_atomic;
 use kiln_artifact::{
-    Action, ArtifactStore, BuildFingerprints, CachedCompile, CompileCache, ContentVersions, Decision, Lineage,
-    Manifest, PlanReport, ProductPlan, ProductRun, Reason, RunSummary,
+    Action, ArtifactStore, BuildFingerprints, BuildPlans, BuildRecord, CachedCompile, CompileCache, ContentVersions,
+    Decision, Lineage, Manifest, PlanReport, ProductPlan, ProductRun, Reason, RunSummary, TelemetryEvent,
 };
 use kiln_control::compiler::{CompiledProduct, build_id};
 use kiln_control::dag::{Graph, NodeKind};
@@ -116,6 +117,8 @@ pub(crate) struct Session {
     /// Product -> the content versions of its build (fresh, built, or as planned; for an
     /// unselected product, its committed build's).
     pub(crate) content: HashMap<usize, ContentVersions>,
+    /// Product -> seconds spent compiling it in this run (absent for cache hits).
+    pub(crate) compile_seconds: HashMap<usize, f64>,
     /// Node -> why it cannot be built.
     pub(crate) failed: HashMap<usize, String>,
 }
@@ -196,6 +199,7 @@ impl Session {
             lazy: need != Need::Data,
             versions: HashMap::new(),
             content: HashMap::new(),
+            compile_seconds: HashMap::new(),
             failed: HashMap::new(),
         };
         session.compile_all(need).await;
@@ -311,7 +315,11 @@ impl Session {
                     }
                     Err(e) => Err(e.to_string()),
                 },
-                Statement::Product(def) => match self.substrate.compile_product(def).await {
+                Statement::Product(def) => match timed(self.substrate.compile_product(def), |s| {
+                    self.compile_seconds.insert(i, s);
+                })
+                .await
+                {
                     Ok(c) => {
                         schema_fps.insert(i, c.schema_fp.clone());
                         if let Some(key) = key.take() {
@@ -536,12 +544,14 @@ impl Session {
         }
         let (fi, si) = graph.nodes[i].def;
         let statement = self.project.files[fi].statement(si).map_err(|e| e.to_string())?;
+        let t = Instant::now();
         let compiled = match statement {
             Statement::Product(def) => self.substrate.compile_product(def).await,
             Statement::View(def) => self.substrate.compile_view(def).await,
             _ => return Err("not a product".into()),
         };
         let compiled = compiled.map_err(|e| e.to_string())?;
+        self.compile_seconds.insert(i, t.elapsed().as_secs_f64());
         self.cached.remove(&i);
         self.unregistered.remove(&i);
         self.compiled.insert(i, compiled);
@@ -619,6 +629,27 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
     let graph = Arc::clone(&session.graph);
     observer.event(Event::Planned { products: products.iter().map(|&i| graph.nodes[i].name.clone()).collect() });
 
+    let event = |kind: &str| TelemetryEvent {
+        format_version: BUILD_RECORD_VERSION,
+        ts_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        run_id: run_id.clone(),
+        kind: kind.to_owned(),
+        product: None,
+        action: None,
+        build_id: None,
+        fingerprints: None,
+        ordering_tier: None,
+        rows: None,
+        seconds: None,
+        error: None,
+    };
+    let session_store = session.store.clone();
+    let emit = |e: TelemetryEvent| {
+        if let Err(err) = session_store.append_event(&e) {
+            observer.event(Event::Warning(format!("cannot record a telemetry event: {err}")));
+        }
+    };
+    emit(event("run_started"));
     let mut currents = session.currents(&products).await?;
     let mut runs = Vec::new();
     for &i in &products {
@@ -670,13 +701,40 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
                         },
                     };
                     match outcome {
-                        Ok(manifest) => {
+                        Ok(built) => {
                             session.versions.insert(i, id.clone());
+                            let mut phases = built.phases.clone();
+                            phases.insert("compile".into(), session.compile_seconds.get(&i).copied().unwrap_or(0.0));
+                            if let Some(product) = session.compiled.get(&i) {
+                                let record = BuildRecord {
+                                    format_version: BUILD_RECORD_VERSION,
+                                    product: node.name.clone(),
+                                    build_id: id.clone(),
+                                    run_id: run_id.clone(),
+                                    status: "committed".into(),
+                                    fingerprints: fps.clone(),
+                                    content: built.manifest.content.clone(),
+                                    lineage: product.lineage.clone(),
+                                    manifest: format!("{}/_manifest.json", built.manifest.build_dir),
+                                    ordering_tier: built.manifest.ordering_tier,
+                                    plans: BuildPlans {
+                                        logical: product.logical.display_indent().to_string(),
+                                        optimized: product.plan.display_indent().to_string(),
+                                        physical: built.physical.clone(),
+                                        query_fp: product.query_fp.clone(),
+                                    },
+                                    operators: built.operators.clone(),
+                                    phases: phases.clone(),
+                                };
+                                session.store.put_build_record(&record)?;
+                            }
+                            let manifest = &built.manifest;
                             ProductRun {
                                 build_id: Some(id),
                                 rows: manifest.totals.rows_written,
                                 files: manifest.totals.files,
                                 bytes: manifest.totals.bytes,
+                                phases,
                                 reasons,
                                 ..product_run(&node.name, Action::Built, None, t)
                             }
@@ -689,9 +747,22 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
                 }
             }
         };
+        let identity = session.identity(i);
+        emit(TelemetryEvent {
+            product: Some(run.product.clone()),
+            action: Some(format!("{:?}", run.action).to_lowercase()),
+            build_id: run.build_id.clone(),
+            fingerprints: identity.map(|(fps, _)| fps),
+            ordering_tier: session.compiled.get(&i).map(|c| if c.order_by.is_empty() { 1 } else { 3 }),
+            rows: Some(run.rows),
+            seconds: Some(run.seconds),
+            error: run.error.clone(),
+            ..event("product_finished")
+        });
         observer.event(Event::ProductFinished(run.clone()));
         runs.push(run);
     }
+    emit(TelemetryEvent { seconds: Some(started.elapsed().as_secs_f64()), ..event("run_finished") });
 
     let config = &session.project.config;
     let summary = RunSummary {
@@ -814,6 +885,7 @@ fn product_run(name: &str, action: Action, error: Option<String>, t: Instant) ->
         bytes: 0,
         seconds: t.elapsed().as_secs_f64(),
         error,
+        phases: Default::default(),
         reasons: Vec::new(),
     }
 }
@@ -825,7 +897,7 @@ async fn run_product(
     (build_id, fingerprints, content): (&str, &BuildFingerprints, Option<&ContentVersions>),
     run_id: &str,
     observer: &dyn Observer,
-) -> Result<kiln_artifact::Manifest, KilnError> {
+) -> Result<Built, KilnError> {
     let warehouse = substrate.warehouse();
     if product.fail_if_exists && warehouse.current(&product.name).await?.is_some() {
         return Err(ControlError::Compile {
@@ -843,7 +915,11 @@ async fn run_product(
     let exec_err = |e: datafusion::error::DataFusionError| {
         KilnError::Data(kiln_data::DataError::Execution { context: format!("product `{}`", product.name), source: e })
     };
+    let t = Instant::now();
     let physical = state.query_planner().create_physical_plan(&product.plan, &state).await.map_err(exec_err)?;
+    let mut phases = std::collections::BTreeMap::new();
+    phases.insert("plan".to_owned(), t.elapsed().as_secs_f64());
+    let t = Instant::now();
     let task = ctx.task_ctx();
     let partitions = physical.properties().output_partitioning().partition_count();
     let streams = (0..partitions)
@@ -877,13 +953,36 @@ async fn run_product(
             .collect(),
     });
     let mut manifest = write_dataset(warehouse, streams, spec, progress).await?;
+    phases.insert("execute_write".to_owned(), t.elapsed().as_secs_f64());
+    let t = Instant::now();
     manifest.fingerprints = Some(fingerprints.clone());
     manifest.content = content.cloned();
     warehouse.commit(&manifest).await?;
     if let Some(table) = substrate.product_table(&product.name) {
         table.bind(warehouse, &manifest)?;
     }
-    Ok(manifest)
+    phases.insert("commit".to_owned(), t.elapsed().as_secs_f64());
+    // The streams are drained: every operator's metrics are final.
+    let mut operators = Vec::new();
+    crate::inspect::operator_metrics(&physical, 0, &mut operators);
+    let physical = DisplayableExecutionPlan::new(physical.as_ref()).indent(true).to_string();
+    Ok(Built { manifest, physical, operators, phases })
+}
+
+/// What executing a product produced besides its data.
+struct Built {
+    manifest: Manifest,
+    physical: String,
+    operators: Vec<kiln_artifact::OperatorMetrics>,
+    phases: std::collections::BTreeMap<String, f64>,
+}
+
+/// Awaits `future` and reports how long it took.
+async fn timed<T>(future: impl std::future::Future<Output = T>, report: impl FnOnce(f64)) -> T {
+    let t = Instant::now();
+    let out = future.await;
+    report(t.elapsed().as_secs_f64());
+    out
 }
 
 /// `YYYYMMDDTHHMMSS-<pid>-<nanos>`: sortable by time, unique per process and run.

@@ -96,7 +96,8 @@ pub async fn explain(
     Ok(report)
 }
 
-fn operator_metrics(plan: &Arc<dyn ExecutionPlan>, depth: usize, out: &mut Vec<OperatorMetrics>) {
+/// Appends `plan`'s operators and their metrics (summed over partitions), depth first.
+pub(crate) fn operator_metrics(plan: &Arc<dyn ExecutionPlan>, depth: usize, out: &mut Vec<OperatorMetrics>) {
     let metrics = plan.metrics();
     let get = |f: &dyn Fn(&datafusion::physical_plan::metrics::MetricsSet) -> Option<usize>| {
         metrics.as_ref().and_then(f).map(|v| v as u64)

@@ -185,6 +185,32 @@ fn build_json_is_the_run_summary() {
     assert_eq!(json["products"][0]["product"], "evens");
     assert_eq!(json["products"][0]["action"], "built");
     assert_eq!(json["products"][0]["rows"], 1);
+    let phases = json["products"][0]["phases"].as_object().unwrap();
+    let names: Vec<&str> = phases.keys().map(String::as_str).collect();
+    assert_eq!(names, ["commit", "compile", "execute_write", "plan"]);
+
+    // The build record: inputs, plans, per-operator metrics, lineage.
+    let id = json["products"][0]["build_id"].as_str().unwrap();
+    let record = std::fs::read_to_string(tmp.path().join(format!(".kiln/builds/evens/{id}.json"))).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(record["status"], "committed");
+    assert!(record["plans"]["physical"].as_str().unwrap().contains("DataSourceExec"), "{record}");
+    let operators = record["operators"].as_array().unwrap();
+    assert!(operators.iter().any(|o| o["operator"] == "FilterExec" && o["output_rows"] == 1), "{record}");
+    assert_eq!(record["lineage"][0]["filter"][0]["column"], "a");
+
+    // Telemetry events, one line each, as they happened.
+    let run_id = json["run_id"].as_str().unwrap();
+    let events = std::fs::read_to_string(tmp.path().join(format!(".kiln/runs/{run_id}/events.jsonl"))).unwrap();
+    let kinds: Vec<String> = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["run_started", "product_finished", "run_finished"]);
+    let finished: serde_json::Value = serde_json::from_str(events.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(finished["build_id"], id);
+    assert_eq!(finished["ordering_tier"], 1);
+    assert!(finished["fingerprints"]["query_fp"].is_string());
 }
 
 #[test]
