@@ -9,6 +9,7 @@
 //! - `functions`, `explode`: see their modules.
 //! - `plan`: `kiln plan` cold, no-op and after one edit on generated projects of 1,000 and
 //!   10,000 products (see the module).
+//! - `incremental`: a no-op `kiln build` on the example and on 1,000 generated products.
 //!
 //! Results are merged into `<out>/results.json` (keyed by suite) and `<out>/results.md`.
 
@@ -29,6 +30,7 @@ use serde_json::{Value, json};
 
 mod explode;
 mod functions;
+mod incremental;
 mod plan;
 
 #[derive(Debug, Parser)]
@@ -62,7 +64,7 @@ enum Cmd {
     },
 }
 
-const SUITES: [&str; 4] = ["build", "functions", "explode", "plan"];
+const SUITES: [&str; 5] = ["build", "functions", "explode", "plan", "incremental"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -84,6 +86,7 @@ async fn main() -> Result<()> {
                     "functions" => functions::suite(runs.max(1)).await?,
                     "explode" => explode::suite(runs.max(1)).await?,
                     "plan" => plan::suite(&out, runs.max(1), &products).await?,
+                    "incremental" => incremental::suite(&out, sf, runs.max(1)).await?,
                     _ => build_suite(&out, sf, runs.max(1)).await?,
                 };
                 record(&out, s, result)?;

@@ -560,6 +560,10 @@ pub struct BuildPlans {
     pub logical: String,
     pub optimized: String,
     pub physical: String,
+    /// The optimized plan unparsed back to SQL (DataFusion's unparser; absent for plans
+    /// it cannot express).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimized_sql: Option<String>,
     /// The canonical plan is stored once per `query_fp` in `.kiln/plans/`.
     pub query_fp: String,
 }

@@ -721,6 +721,9 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
                                         logical: product.logical.display_indent().to_string(),
                                         optimized: product.plan.display_indent().to_string(),
                                         physical: built.physical.clone(),
+                                        optimized_sql: datafusion::sql::unparser::plan_to_sql(&product.plan)
+                                            .ok()
+                                            .map(|statement| statement.to_string()),
                                         query_fp: product.query_fp.clone(),
                                     },
                                     operators: built.operators.clone(),

@@ -50,6 +50,16 @@ fn example_builds_and_rebuilds() {
     let (_, out4, _) =
         kiln(&["plan", "--set", "datafusion.execution.time_zone=+05:00", dir.to_str().unwrap()], tmp.path());
     assert!(out4.contains("6 to build, 0 fresh") && out4.contains("runtime settings changed"), "{out4}");
+    // Rotating the PII key changes the functions of the product that hashes with it (and,
+    // through its content, what reads it); products that never touch it stay fresh.
+    let rotated = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["plan", dir.to_str().unwrap()])
+        .env("KILN_PII_KEY", "a-rotated-key")
+        .output()
+        .unwrap();
+    let rotated = String::from_utf8_lossy(&rotated.stdout);
+    assert!(rotated.contains("customer_clean          build") && rotated.contains("functions changed"), "{rotated}");
+    assert!(rotated.contains("orders_nested           fresh"), "{rotated}");
 
     // Lineage of the example's mart, through the staging product.
     let (code, json, err) =
@@ -75,6 +85,9 @@ fn example_builds_and_rebuilds() {
     let sql = std::fs::read_to_string(&staging).unwrap();
     std::fs::write(&staging, sql.replace("FROM customer;", "FROM customer WHERE c_acctbal > 0;")).unwrap();
     let plan = plan_json(&dir, tmp.path());
+    // Every decision and its reasons, as a user sees them (hashes masked).
+    let (_, human, _) = kiln(&["plan", dir.to_str().unwrap()], tmp.path());
+    insta::assert_snapshot!("example_plan_after_staging_change", mask_hex(&human));
     let by_name =
         |name: &str| plan["products"].as_array().unwrap().iter().find(|p| p["product"] == name).unwrap().clone();
     let staging_plan = by_name("customer_clean");
@@ -144,6 +157,23 @@ fn example_builds_and_rebuilds() {
     assert!(err.contains("already has a kiln.toml"), "{err}");
 }
 
+/// `text` with every run of 12 or more hex digits replaced by `<hex>`.
+fn mask_hex(text: &str) -> String {
+    let mut out = String::new();
+    let mut run = String::new();
+    for c in text.chars().chain(std::iter::once('\n')) {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+            continue;
+        }
+        out.push_str(if run.len() >= 12 { "<hex>" } else { &run });
+        run.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
 /// The number of Parquet files under `dir`.
 fn parquet_files(dir: &std::path::Path) -> usize {
     let mut count = 0;
@@ -198,6 +228,7 @@ fn build_json_is_the_run_summary() {
     let operators = record["operators"].as_array().unwrap();
     assert!(operators.iter().any(|o| o["operator"] == "FilterExec" && o["output_rows"] == 1), "{record}");
     assert_eq!(record["lineage"][0]["filter"][0]["column"], "a");
+    assert!(record["plans"]["optimized_sql"].as_str().unwrap().contains("WHERE"), "{record}");
 
     // Telemetry events, one line each, as they happened.
     let run_id = json["run_id"].as_str().unwrap();
