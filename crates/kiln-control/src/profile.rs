@@ -6,7 +6,9 @@
 //! or a Kiln runtime key:
 //! - `kiln.memory_limit`: `512MiB`, `2GiB`, or bytes; no limit when absent;
 //! - `kiln.memory_pool`: `fair` (spilling operators share the limit fairly) or `greedy`;
-//! - `kiln.spill_dir`: a directory for spill files (the OS temp dir when absent).
+//! - `kiln.spill_dir`: a directory for spill files (the OS temp dir when absent);
+//! - `kiln.max_parallel_products`: how many independent products a build executes at
+//!   once (default 2; 1 in `memory_limited`). They share the one memory pool.
 //!
 //! Built-in profiles (docs/profiles.md): `dev`, `prod_fast` (the default), `prod_safe`,
 //! `memory_limited`. `[profiles.NAME]` in kiln.toml overrides a built-in or defines a new
@@ -65,8 +67,9 @@ const PERFORMANCE_PREFIXES: [&str; 3] = ["datafusion.optimizer.", "datafusion.ex
 /// Exceptions to [`PERFORMANCE_PREFIXES`]: these change output types.
 const SEMANTIC_EXCEPTIONS: [&str; 1] = ["datafusion.optimizer.expand_views_at_output"];
 /// Individual performance keys.
-const PERFORMANCE_KEYS: [&str; 43] = [
+const PERFORMANCE_KEYS: [&str; 44] = [
     "kiln.memory_limit",
+    "kiln.max_parallel_products",
     "kiln.memory_pool",
     "kiln.spill_dir",
     "datafusion.sql_parser.collect_spans",
@@ -133,6 +136,9 @@ pub fn classify(key: &str) -> KeyClass {
     }
 }
 
+/// The Kiln (non-DataFusion) setting keys.
+const KILN_KEYS: [&str; 4] = ["kiln.memory_limit", "kiln.memory_pool", "kiln.spill_dir", "kiln.max_parallel_products"];
+
 /// A resolved runtime profile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeProfile {
@@ -160,6 +166,7 @@ impl RuntimeProfile {
                 ("kiln.memory_limit", "1GiB"),
                 ("datafusion.execution.batch_size", "4096"),
                 ("datafusion.execution.target_partitions", "2"),
+                ("kiln.max_parallel_products", "1"),
             ],
             other if from_config.contains_key(other) => &[("kiln.memory_pool", "greedy")],
             other => {
@@ -183,6 +190,7 @@ impl RuntimeProfile {
         let profile = Self { name: name.to_owned(), settings };
         profile.session_config()?; // validate every key now, with its name in the error
         profile.memory_limit()?;
+        profile.max_parallel_products()?;
         Ok(profile)
     }
 
@@ -191,10 +199,11 @@ impl RuntimeProfile {
         let mut config = SessionConfig::new();
         for (key, value) in &self.settings {
             if key.starts_with("kiln.") {
-                if !["kiln.memory_limit", "kiln.memory_pool", "kiln.spill_dir"].contains(&key.as_str()) {
+                if !KILN_KEYS.contains(&key.as_str()) {
                     return Err(ControlError::Profile(format!(
-                        "unknown setting `{key}` in profile `{}` (Kiln keys: kiln.memory_limit, kiln.memory_pool, kiln.spill_dir)",
-                        self.name
+                        "unknown setting `{key}` in profile `{}` (Kiln keys: {})",
+                        self.name,
+                        KILN_KEYS.join(", ")
                     )));
                 }
                 continue;
@@ -204,6 +213,16 @@ impl RuntimeProfile {
             })?;
         }
         Ok(config)
+    }
+
+    /// `kiln.max_parallel_products` (default 2).
+    pub fn max_parallel_products(&self) -> Result<usize, ControlError> {
+        let Some(text) = self.settings.get("kiln.max_parallel_products") else { return Ok(2) };
+        text.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            ControlError::Profile(format!(
+                "setting `kiln.max_parallel_products` = `{text}`: expected a positive integer"
+            ))
+        })
     }
 
     fn memory_limit(&self) -> Result<Option<usize>, ControlError> {

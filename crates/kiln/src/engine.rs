@@ -650,112 +650,12 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
         }
     };
     emit(event("run_started"));
-    let mut currents = session.currents(&products).await?;
-    let mut runs = Vec::new();
-    for &i in &products {
-        let node = &graph.nodes[i];
-        let t = Instant::now();
-        let run = if let Some((action, reason)) = session.blocked(i) {
-            product_run(&node.name, action, Some(reason), t)
-        } else {
-            match session.decide(i, currents.remove(&i).flatten()).await? {
-                Decided::Failed(e) => {
-                    session.failed.insert(i, e.clone());
-                    product_run(&node.name, Action::Failed, Some(e), t)
-                }
-                Decided::Fresh { id, manifest, .. } => {
-                    if let Some(table) = session.substrate.product_table(&node.name) {
-                        table.bind(&session.warehouse, &manifest)?;
-                    }
-                    session.versions.insert(i, id.clone());
-                    session.record_content(i);
-                    ProductRun {
-                        build_id: Some(id),
-                        rows: manifest.totals.rows_written,
-                        files: manifest.totals.files,
-                        bytes: manifest.totals.bytes,
-                        ..product_run(&node.name, Action::Fresh, None, t)
-                    }
-                }
-                Decided::Build { fps, id, reasons, .. } => {
-                    let outcome = match session.ensure_compiled(i).await {
-                        Err(e) => Err(KilnError::Product { product: node.name.clone(), message: e }),
-                        Ok(()) => match session.compiled.get(&i) {
-                            None => {
-                                Err(KilnError::Product { product: node.name.clone(), message: "not compiled".into() })
-                            }
-                            Some(_) => {
-                                let content = session.record_content(i);
-                                match session.compiled.get(&i) {
-                                    Some(product) => {
-                                        session.store.put_plan(&product.canonical)?;
-                                        let stamp = (id.as_str(), &fps, content.as_ref());
-                                        run_product(&session.substrate, product, stamp, &run_id, observer).await
-                                    }
-                                    None => Err(KilnError::Product {
-                                        product: node.name.clone(),
-                                        message: "not compiled".into(),
-                                    }),
-                                }
-                            }
-                        },
-                    };
-                    match outcome {
-                        Ok(built) => {
-                            session.versions.insert(i, id.clone());
-                            let mut phases = built.phases.clone();
-                            phases.insert("compile".into(), session.compile_seconds.get(&i).copied().unwrap_or(0.0));
-                            if let Some(product) = session.compiled.get(&i) {
-                                let record = BuildRecord {
-                                    format_version: BUILD_RECORD_VERSION,
-                                    product: node.name.clone(),
-                                    build_id: id.clone(),
-                                    run_id: run_id.clone(),
-                                    status: "committed".into(),
-                                    fingerprints: fps.clone(),
-                                    content: built.manifest.content.clone(),
-                                    lineage: product.lineage.clone(),
-                                    manifest: format!("{}/_manifest.json", built.manifest.build_dir),
-                                    ordering_tier: built.manifest.ordering_tier,
-                                    plans: BuildPlans {
-                                        logical: product.logical.display_indent().to_string(),
-                                        optimized: product.plan.display_indent().to_string(),
-                                        physical: built.physical.clone(),
-                                        optimized_sql: datafusion::sql::unparser::plan_to_sql(&product.plan)
-                                            .ok()
-                                            .map(|statement| statement.to_string()),
-                                        query_fp: product.query_fp.clone(),
-                                    },
-                                    operators: built.operators.clone(),
-                                    phases: phases.clone(),
-                                };
-                                session.store.put_build_record(&record)?;
-                            }
-                            let manifest = &built.manifest;
-                            ProductRun {
-                                build_id: Some(id),
-                                rows: manifest.totals.rows_written,
-                                files: manifest.totals.files,
-                                bytes: manifest.totals.bytes,
-                                phases,
-                                reasons,
-                                ..product_run(&node.name, Action::Built, None, t)
-                            }
-                        }
-                        Err(e) => {
-                            session.failed.insert(i, e.to_string());
-                            product_run(&node.name, Action::Failed, Some(e.to_string()), t)
-                        }
-                    }
-                }
-            }
-        };
-        let identity = session.identity(i);
+    let finished = |i: usize, run: &ProductRun, session: &Session| {
         emit(TelemetryEvent {
             product: Some(run.product.clone()),
             action: Some(format!("{:?}", run.action).to_lowercase()),
             build_id: run.build_id.clone(),
-            fingerprints: identity.map(|(fps, _)| fps),
+            fingerprints: session.identity(i).map(|(fps, _)| fps),
             ordering_tier: session.compiled.get(&i).map(|c| if c.order_by.is_empty() { 1 } else { 3 }),
             rows: Some(run.rows),
             seconds: Some(run.seconds),
@@ -763,8 +663,99 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
             ..event("product_finished")
         });
         observer.event(Event::ProductFinished(run.clone()));
-        runs.push(run);
+    };
+
+    // Phase 1, in dependency order: decide every product; fresh and failed ones are done,
+    // the others become jobs (compiled, with their content versions recorded).
+    let mut currents = session.currents(&products).await?;
+    let mut results: HashMap<usize, ProductRun> = HashMap::new();
+    let mut jobs: Vec<Job> = Vec::new();
+    for &i in &products {
+        let node = &graph.nodes[i];
+        let t = Instant::now();
+        let done = if let Some((action, reason)) = session.blocked(i) {
+            Some(product_run(&node.name, action, Some(reason), t))
+        } else {
+            match session.decide(i, currents.remove(&i).flatten()).await? {
+                Decided::Failed(e) => {
+                    session.failed.insert(i, e.clone());
+                    Some(product_run(&node.name, Action::Failed, Some(e), t))
+                }
+                Decided::Fresh { id, manifest, .. } => {
+                    if let Some(table) = session.substrate.product_table(&node.name) {
+                        table.bind(&session.warehouse, &manifest)?;
+                    }
+                    session.versions.insert(i, id.clone());
+                    session.record_content(i);
+                    Some(ProductRun {
+                        build_id: Some(id),
+                        rows: manifest.totals.rows_written,
+                        files: manifest.totals.files,
+                        bytes: manifest.totals.bytes,
+                        ..product_run(&node.name, Action::Fresh, None, t)
+                    })
+                }
+                Decided::Build { fps, id, reasons, .. } => match session.ensure_compiled(i).await {
+                    Err(e) => {
+                        session.failed.insert(i, e.clone());
+                        Some(product_run(&node.name, Action::Failed, Some(e), t))
+                    }
+                    Ok(()) => {
+                        session.versions.insert(i, id.clone());
+                        let content = session.record_content(i);
+                        if let Some(product) = session.compiled.get(&i) {
+                            session.store.put_plan(&product.canonical)?;
+                        }
+                        jobs.push(Job { i, id, fps, reasons, content });
+                        None
+                    }
+                },
+            }
+        };
+        if let Some(run) = done {
+            finished(i, &run, &session);
+            results.insert(i, run);
+        }
     }
+
+    // Phase 2: execute the jobs, independent ones concurrently (up to the profile's
+    // kiln.max_parallel_products), each after the jobs it reads from have committed; a job
+    // whose upstream job failed is skipped.
+    let limit = session.profile.max_parallel_products()?;
+    let in_jobs: BTreeSet<usize> = jobs.iter().map(|j| j.i).collect();
+    let mut ok: HashMap<usize, bool> = HashMap::new();
+    let mut pending: std::collections::VecDeque<Job> = jobs.into();
+    let mut running = futures::stream::FuturesUnordered::new();
+    let session_ref = &session;
+    loop {
+        // Start every job whose upstream jobs are done, in dependency order.
+        let mut k = 0;
+        while k < pending.len() && running.len() < limit {
+            let deps: Vec<usize> =
+                graph.nodes[pending[k].i].deps.iter().copied().filter(|d| in_jobs.contains(d)).collect();
+            if let Some(&bad) = deps.iter().find(|d| ok.get(d) == Some(&false)) {
+                let Some(job) = pending.remove(k) else { break };
+                let reason = format!("upstream `{}` failed", graph.nodes[bad].name);
+                let run = product_run(&graph.nodes[job.i].name, Action::Skipped, Some(reason), Instant::now());
+                ok.insert(job.i, false);
+                finished(job.i, &run, session_ref);
+                results.insert(job.i, run);
+                continue;
+            }
+            if deps.iter().all(|d| ok.get(d) == Some(&true)) {
+                let Some(job) = pending.remove(k) else { break };
+                running.push(execute(session_ref, job, &run_id, observer));
+                continue;
+            }
+            k += 1;
+        }
+        let Some((i, run)) = running.next().await else { break };
+        ok.insert(i, run.action == Action::Built);
+        finished(i, &run, session_ref);
+        results.insert(i, run);
+    }
+    drop(running);
+    let runs: Vec<ProductRun> = products.iter().filter_map(|i| results.remove(i)).collect();
     emit(TelemetryEvent { seconds: Some(started.elapsed().as_secs_f64()), ..event("run_finished") });
 
     let config = &session.project.config;
@@ -784,6 +775,77 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
     write_atomic(&runs_dir.join("settings.json"), &settings)?;
     write_atomic(&runs_dir.join("run_summary.json"), &summary.to_json()?)?;
     Ok(BuildReport { summary, problems: session.problems })
+}
+
+/// A product to execute in this build.
+struct Job {
+    i: usize,
+    id: String,
+    fps: BuildFingerprints,
+    reasons: Vec<Reason>,
+    content: Option<ContentVersions>,
+}
+
+/// Executes and commits one job, records its build, and returns its line in the summary.
+async fn execute(session: &Session, job: Job, run_id: &str, observer: &dyn Observer) -> (usize, ProductRun) {
+    let t = Instant::now();
+    let name = &session.graph.nodes[job.i].name;
+    let Some(product) = session.compiled.get(&job.i) else {
+        return (job.i, product_run(name, Action::Failed, Some("not compiled".into()), t));
+    };
+    let stamp = (job.id.as_str(), &job.fps, job.content.as_ref());
+    let outcome = match run_product(&session.substrate, product, stamp, run_id, observer).await {
+        Ok(built) => record_build(session, product, &job, run_id, built),
+        Err(e) => Err(e),
+    };
+    let run = match outcome {
+        Ok((manifest, phases)) => ProductRun {
+            build_id: Some(job.id),
+            rows: manifest.totals.rows_written,
+            files: manifest.totals.files,
+            bytes: manifest.totals.bytes,
+            phases,
+            reasons: job.reasons,
+            ..product_run(name, Action::Built, None, t)
+        },
+        Err(e) => product_run(name, Action::Failed, Some(e.to_string()), t),
+    };
+    (job.i, run)
+}
+
+/// Writes the build record of a committed build; returns its manifest and phase timings.
+fn record_build(
+    session: &Session,
+    product: &CompiledProduct,
+    job: &Job,
+    run_id: &str,
+    built: Built,
+) -> Result<(Manifest, std::collections::BTreeMap<String, f64>), KilnError> {
+    let mut phases = built.phases;
+    phases.insert("compile".into(), session.compile_seconds.get(&job.i).copied().unwrap_or(0.0));
+    let record = BuildRecord {
+        format_version: BUILD_RECORD_VERSION,
+        product: product.name.clone(),
+        build_id: job.id.clone(),
+        run_id: run_id.to_owned(),
+        status: "committed".into(),
+        fingerprints: job.fps.clone(),
+        content: built.manifest.content.clone(),
+        lineage: product.lineage.clone(),
+        manifest: format!("{}/_manifest.json", built.manifest.build_dir),
+        ordering_tier: built.manifest.ordering_tier,
+        plans: BuildPlans {
+            logical: product.logical.display_indent().to_string(),
+            optimized: product.plan.display_indent().to_string(),
+            physical: built.physical,
+            optimized_sql: datafusion::sql::unparser::plan_to_sql(&product.plan).ok().map(|s| s.to_string()),
+            query_fp: product.query_fp.clone(),
+        },
+        operators: built.operators,
+        phases: phases.clone(),
+    };
+    session.store.put_build_record(&record)?;
+    Ok((built.manifest, phases))
 }
 
 /// `kiln plan`: the decisions `build` would take, without executing or writing anything.
