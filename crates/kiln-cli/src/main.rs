@@ -32,34 +32,16 @@ enum Command {
     },
     /// Compile, execute and commit the project's products.
     Build {
-        /// Project directory (default: the current directory).
-        dir: Option<PathBuf>,
-        /// Products to build: `name`, `+name` (with upstream), `name+` (with downstream).
-        #[arg(long, short)]
-        select: Option<String>,
-        /// Runtime profile (default: kiln.toml's [profile] default).
-        #[arg(long)]
-        profile: Option<String>,
-        /// Override a setting: `--set datafusion.execution.batch_size=4096`.
-        #[arg(long = "set", value_parser = parse_setting)]
-        settings: Vec<(String, String)>,
+        #[command(flatten)]
+        run: RunArgs,
         /// Print the run summary as JSON (docs/json.md) instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// The decisions `build` would take, without executing: what would rebuild and why.
     Plan {
-        /// Project directory (default: the current directory).
-        dir: Option<PathBuf>,
-        /// Products to plan: `name`, `+name` (with upstream), `name+` (with downstream).
-        #[arg(long, short)]
-        select: Option<String>,
-        /// Runtime profile (default: kiln.toml's [profile] default).
-        #[arg(long)]
-        profile: Option<String>,
-        /// Override a setting: `--set datafusion.execution.batch_size=4096`.
-        #[arg(long = "set", value_parser = parse_setting)]
-        settings: Vec<(String, String)>,
+        #[command(flatten)]
+        run: RunArgs,
         /// Print the plan as JSON (docs/json.md).
         #[arg(long)]
         json: bool,
@@ -133,6 +115,29 @@ enum Command {
     },
 }
 
+/// What `build` and `plan` share: the project, the selection, the profile and overrides.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Project directory (default: the current directory).
+    dir: Option<PathBuf>,
+    /// Products: `name`, `+name` (with upstream), `name+` (with downstream).
+    #[arg(long, short)]
+    select: Option<String>,
+    /// Runtime profile (default: kiln.toml's [profile] default).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Override a setting: `--set datafusion.execution.batch_size=4096`.
+    #[arg(long = "set", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+}
+
+impl RunArgs {
+    fn split(self) -> (PathBuf, BuildOptions) {
+        let dir = self.dir.unwrap_or_else(|| PathBuf::from("."));
+        (dir, BuildOptions { select: self.select, profile: self.profile, settings: self.settings })
+    }
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Format {
     Table,
@@ -183,9 +188,9 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { dir, select, profile, settings, json } => {
-            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
-            let report = kiln::plan(&dir, &BuildOptions { select, profile, settings }).await?;
+        Command::Plan { run, json } => {
+            let (dir, options) = run.split();
+            let report = kiln::plan(&dir, &options).await?;
             if json {
                 println!("{}", String::from_utf8_lossy(&report.to_json()?));
             } else {
@@ -278,9 +283,8 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build { dir, select, profile, settings, json } => {
-            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
-            let options = BuildOptions { select, profile, settings };
+        Command::Build { run, json } => {
+            let (dir, options) = run.split();
             let observer = progress::CliProgress::new(!json);
             let report = kiln::build(&dir, &options, &observer).await?;
             observer.finish();
