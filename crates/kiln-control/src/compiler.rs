@@ -480,12 +480,20 @@ fn functions_used(plan: &LogicalPlan) -> (BTreeSet<String>, BTreeSet<String>) {
 
 /// The build id of a product from its fingerprints (see the module docs).
 pub fn build_id(product: &str, fps: &BuildFingerprints) -> String {
-    let mut text = format!(
-        "kiln.build.v{BUILD_ID_VERSION}\n{product}\n{}\n{}\n{}\n{}\n",
-        fps.schema_fp, fps.query_fp, fps.runtime_fp, fps.func_fp
-    );
+    let mut text = String::with_capacity(384 + fps.upstream.len() * 96);
+    text.push_str("kiln.build.v");
+    text.push_str(&BUILD_ID_VERSION.to_string());
+    for part in [product, &fps.schema_fp, &fps.query_fp, &fps.runtime_fp, &fps.func_fp] {
+        text.push('\n');
+        text.push_str(part);
+    }
+    text.push('\n');
     for (name, version) in &fps.upstream {
-        text.push_str(&format!("upstream {name} {version}\n"));
+        text.push_str("upstream ");
+        text.push_str(name);
+        text.push(' ');
+        text.push_str(version);
+        text.push('\n');
     }
     sha256_hex(text.as_bytes())
 }

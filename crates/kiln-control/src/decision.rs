@@ -99,36 +99,49 @@ pub fn columns_read(product: &CompiledProduct, table: &str) -> Vec<String> {
 
 /// The content versions of a build of a product with `shape` (see the module docs).
 /// `upstream` gives each input table's versions (a source's: its data version as `rows`).
-pub fn content_versions(
+pub fn content_versions<'a>(
     shape: &ProductShape,
     runtime_fp: &str,
     func_fp: &str,
-    upstream: &dyn Fn(&str) -> Option<ContentVersions>,
+    upstream: &dyn Fn(&str) -> Option<&'a ContentVersions>,
 ) -> ContentVersions {
-    let col = |b: &kiln_artifact::BaseColumn| -> String {
-        upstream(&b.table).map(|v| v.columns.get(&b.column).cloned().unwrap_or(v.rows)).unwrap_or_default()
+    let col = |b: &kiln_artifact::BaseColumn| -> &'a str {
+        upstream(&b.table).map_or("", |v| v.columns.get(&b.column).unwrap_or(&v.rows).as_str())
     };
-    let mut rows = format!("kiln.rows.v1\n{}\n{runtime_fp}\n{func_fp}\n", shape.rows_fp);
+    let line = |text: &mut String, parts: &[&str]| {
+        for p in parts {
+            text.push_str(p);
+        }
+        text.push('\n');
+    };
+    let mut rows = String::with_capacity(256);
+    line(&mut rows, &["kiln.rows.v1"]);
+    line(&mut rows, &[&shape.rows_fp]);
+    line(&mut rows, &[runtime_fp]);
+    line(&mut rows, &[func_fp]);
     for t in &shape.tables {
-        rows.push_str(&format!("table {t} {}\n", upstream(t).map(|v| v.rows).unwrap_or_default()));
+        line(&mut rows, &["table ", t, " ", upstream(t).map_or("", |v| v.rows.as_str())]);
     }
     let mut row_refs: Vec<&kiln_artifact::BaseColumn> = shape.columns.iter().flat_map(|c| &c.others).collect();
     row_refs.sort();
     row_refs.dedup();
     for b in row_refs {
-        rows.push_str(&format!("ref {b} {}\n", col(b)));
+        line(&mut rows, &["ref ", &b.table, ".", &b.column, " ", col(b)]);
     }
     let rows = sha256_hex(rows.as_bytes());
     let columns = shape
         .columns
         .iter()
         .map(|c| {
-            let mut text = format!("kiln.column.v1\n{rows}\n{}\n", c.fp);
+            let mut text = String::with_capacity(256);
+            line(&mut text, &["kiln.column.v1"]);
+            line(&mut text, &[&rows]);
+            line(&mut text, &[&c.fp]);
             let mut refs: Vec<&kiln_artifact::BaseColumn> = c.values.iter().chain(&c.others).collect();
             refs.sort();
             refs.dedup();
             for b in refs {
-                text.push_str(&format!("ref {b} {}\n", col(b)));
+                line(&mut text, &["ref ", &b.table, ".", &b.column, " ", col(b)]);
             }
             (c.name.clone(), sha256_hex(text.as_bytes()))
         })
@@ -139,10 +152,15 @@ pub fn content_versions(
 /// The version of what a downstream product reads from an upstream product with content
 /// `upstream`: its rows and the `used` columns (see the module docs).
 pub fn scoped_version(upstream: &ContentVersions, used: &[String]) -> String {
-    let mut text = format!("kiln.upstream.v1\n{}\n", upstream.rows);
+    let mut text = String::with_capacity(64 + used.len() * 96);
+    text.push_str("kiln.upstream.v1\n");
+    text.push_str(&upstream.rows);
+    text.push('\n');
     for c in used {
-        let v = upstream.columns.get(c).unwrap_or(&upstream.rows);
-        text.push_str(&format!("{c} {v}\n"));
+        text.push_str(c);
+        text.push(' ');
+        text.push_str(upstream.columns.get(c).unwrap_or(&upstream.rows));
+        text.push('\n');
     }
     sha256_hex(text.as_bytes())
 }

@@ -214,8 +214,12 @@ impl Session {
     /// the compile cache is not compiled (nor even parsed); when nothing will execute
     /// (`lazy`), its table is not registered either until a compile downstream needs it.
     async fn compile_all(&mut self, need: Need) {
-        let old_cache = self.store.compile_cache();
+        let mut old_cache = self.store.compile_cache();
+        let old_len = old_cache.entries.len();
         let mut new_cache = CompileCache { format_version: old_cache.format_version, entries: Default::default() };
+        // Hits are moved out of the old cache into `cached`; their keys are kept here and
+        // the entries cloned back only if the cache must be rewritten.
+        let mut used_keys: Vec<(String, usize)> = Vec::new();
         let mut cache_changed = false;
         // Every registered node's schema fingerprint: the inputs' part of compile keys.
         let mut schema_fps: HashMap<usize, String> = HashMap::new();
@@ -265,10 +269,10 @@ impl Session {
                     .map(|&d| (graph.nodes[d].name.clone(), schema_fps.get(&d).cloned().unwrap_or_default()))
                     .collect();
                 let k = self.substrate.compile_key(&statement_fp, &inputs);
-                if let Some(entry) = old_cache.entries.get(&k) {
+                if let Some(entry) = old_cache.entries.remove(&k) {
                     schema_fps.insert(i, entry.schema_fp.clone());
-                    new_cache.entries.insert(k, entry.clone());
-                    self.cached.insert(i, entry.clone());
+                    used_keys.push((k, i));
+                    self.cached.insert(i, entry);
                     self.unregistered.insert(i);
                     if !self.lazy
                         && let Err(e) = self.ensure_registered(i).await
@@ -300,6 +304,8 @@ impl Session {
                         match source.data_version() {
                             _ if need == Need::Plans => Ok(()),
                             Ok(version) => {
+                                let content = ContentVersions { rows: version.clone(), columns: Default::default() };
+                                self.content.insert(i, content);
                                 self.versions.insert(i, version);
                                 Ok(())
                             }
@@ -351,7 +357,12 @@ impl Session {
                 self.failed.insert(i, e);
             }
         }
-        if cache_changed || new_cache.entries.len() != old_cache.entries.len() {
+        if cache_changed || used_keys.len() != old_len {
+            for (key, i) in used_keys {
+                if let Some(entry) = self.cached.get(&i) {
+                    new_cache.entries.insert(key, entry.clone());
+                }
+            }
             // A cache is an optimization: failing to write it must not fail the run.
             let _ = self.store.put_compile_cache(&new_cache);
         }
@@ -518,15 +529,7 @@ impl Session {
             (None, Some(c)) => (&c.func_fp, &c.shape),
             (None, None) => return None,
         };
-        let lookup = |table: &str| -> Option<ContentVersions> {
-            let d = self.graph.get(table)?;
-            match self.graph.nodes[d].kind {
-                NodeKind::Product | NodeKind::View => self.content.get(&d).cloned(),
-                NodeKind::Source | NodeKind::Stream => {
-                    self.versions.get(&d).map(|v| ContentVersions { rows: v.clone(), columns: Default::default() })
-                }
-            }
-        };
+        let lookup = |table: &str| self.graph.get(table).and_then(|d| self.content.get(&d));
         let content = content_versions(shape, self.substrate.runtime_fp(), func_fp, &lookup);
         self.content.insert(i, content.clone());
         Some(content)

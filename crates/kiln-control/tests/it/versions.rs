@@ -8,7 +8,13 @@ use crate::Tpch;
 /// The content versions of `query` over sources with fixed data versions.
 async fn content(query: &str) -> ContentVersions {
     let p = Tpch::new().compile(query).await.unwrap();
-    let source = |t: &str| Some(ContentVersions { rows: format!("data-of-{t}"), columns: Default::default() });
+    let sources: Vec<(String, ContentVersions)> = p
+        .shape
+        .tables
+        .iter()
+        .map(|t| (t.clone(), ContentVersions { rows: format!("data-of-{t}"), columns: Default::default() }))
+        .collect();
+    let source = |t: &str| sources.iter().find(|(name, _)| name == t).map(|(_, v)| v);
     content_versions(&p.shape, "runtime", &p.func_fp, &source)
 }
 
@@ -50,8 +56,9 @@ async fn a_changed_filter_changes_the_rows_and_every_column() {
 #[tokio::test]
 async fn new_source_data_changes_everything_read_from_it() {
     let p = Tpch::new().compile(BASE).await.unwrap();
-    let v = |data: &'static str| {
-        let source = move |_: &str| Some(ContentVersions { rows: data.to_owned(), columns: Default::default() });
+    let v = |data: &str| {
+        let version = ContentVersions { rows: data.to_owned(), columns: Default::default() };
+        let source = |_: &str| Some(&version);
         content_versions(&p.shape, "runtime", &p.func_fp, &source)
     };
     let (a, b) = (v("d1"), v("d2"));
