@@ -488,6 +488,8 @@ pub struct OperatorMetrics {
     pub depth: usize,
     pub operator: String,
     pub output_rows: Option<u64>,
+    #[serde(default)]
+    pub output_bytes: Option<u64>,
     pub elapsed_compute_ns: Option<u64>,
     pub spill_count: Option<u64>,
     pub spilled_bytes: Option<u64>,

@@ -106,6 +106,10 @@ pub(crate) fn operator_metrics(plan: &Arc<dyn ExecutionPlan>, depth: usize, out:
         depth,
         operator: plan.name().to_owned(),
         output_rows: get(&|m| m.output_rows()),
+        output_bytes: get(&|m| {
+            m.sum(|x| matches!(x.value(), datafusion::physical_plan::metrics::MetricValue::OutputBytes(_)))
+                .map(|v| v.as_usize())
+        }),
         elapsed_compute_ns: get(&|m| m.elapsed_compute()),
         spill_count: get(&|m| m.spill_count()),
         spilled_bytes: get(&|m| m.spilled_bytes()),

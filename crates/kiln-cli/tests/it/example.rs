@@ -227,6 +227,7 @@ fn build_json_is_the_run_summary() {
     assert!(record["plans"]["physical"].as_str().unwrap().contains("DataSourceExec"), "{record}");
     let operators = record["operators"].as_array().unwrap();
     assert!(operators.iter().any(|o| o["operator"] == "FilterExec" && o["output_rows"] == 1), "{record}");
+    assert!(operators.iter().any(|o| o["output_bytes"].as_u64().is_some_and(|b| b > 0)), "{record}");
     assert_eq!(record["lineage"][0]["filter"][0]["column"], "a");
     assert!(record["plans"]["optimized_sql"].as_str().unwrap().contains("WHERE"), "{record}");
 
