@@ -76,7 +76,15 @@ fn ci() -> Result<()> {
     step("deps", || deps::check(None))?;
     // The golden suites are part of the workspace tests (package kiln-tests); INSTA_UPDATE=no
     // makes a snapshot mismatch fail instead of writing a .snap.new.
-    step("test", || run(Command::new(cargo_bin()).args(["test", "--workspace", "--locked"]).env("INSTA_UPDATE", "no")))
+    step("test", || {
+        run(Command::new(cargo_bin()).args(["test", "--workspace", "--locked"]).env("INSTA_UPDATE", "no"))
+    })?;
+    // The optional Substrait artifacts (needs protoc, which .ci/run installs).
+    step("test substrait", || {
+        run(Command::new(cargo_bin())
+            .args(["test", "--locked", "-p", "kiln-cli", "--features", "substrait", "--test", "it", "substrait"])
+            .env("INSTA_UPDATE", "no"))
+    })
 }
 
 /// The golden suites: the end-to-end suite (kiln-tests) and the CLI suite with its insta

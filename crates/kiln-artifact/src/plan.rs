@@ -552,6 +552,10 @@ pub struct BuildRecord {
     pub ordering_tier: u8,
     pub plans: BuildPlans,
     pub operators: Vec<OperatorMetrics>,
+    /// With the `substrait` feature: the optimized plan as Substrait protobuf bytes, stored
+    /// next to this record (`<build_id>.substrait`); the file name here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substrait: Option<String>,
     /// Seconds per phase: `compile`, `plan` (physical), `execute_write`, `commit`.
     pub phases: BTreeMap<String, f64>,
 }

@@ -102,6 +102,20 @@ impl ArtifactStore {
         write_atomic(&self.root.join("builds").join(&record.product).join(format!("{}.json", record.build_id)), &bytes)
     }
 
+    /// Stores a binary artifact of a build next to its record
+    /// (`builds/<product>/<build_id>.<extension>`); returns its file name.
+    pub fn put_build_blob(
+        &self,
+        product: &str,
+        build_id: &str,
+        extension: &str,
+        bytes: &[u8],
+    ) -> Result<String, ArtifactError> {
+        let name = format!("{build_id}.{extension}");
+        write_atomic(&self.root.join("builds").join(product).join(&name), bytes)?;
+        Ok(name)
+    }
+
     /// The record of a build, if stored.
     pub fn build_record(&self, product: &str, build_id: &str) -> Result<Option<BuildRecord>, ArtifactError> {
         let path = self.root.join("builds").join(product).join(format!("{build_id}.json"));

@@ -845,10 +845,28 @@ fn record_build(
             query_fp: product.query_fp.clone(),
         },
         operators: built.operators,
+        substrait: substrait_blob(session, product, &job.id)?,
         phases: phases.clone(),
     };
     session.store.put_build_record(&record)?;
     Ok((built.manifest, phases))
+}
+
+/// With the `substrait` feature, stores the optimized plan as Substrait protobuf bytes next
+/// to the build record (a plan the producer cannot express records none).
+#[cfg(feature = "substrait")]
+fn substrait_blob(session: &Session, product: &CompiledProduct, build_id: &str) -> Result<Option<String>, KilnError> {
+    let state = session.substrate.context().state();
+    let Ok(plan) = datafusion_substrait::logical_plan::producer::to_substrait_plan(&product.plan, &state) else {
+        return Ok(None);
+    };
+    let bytes = prost::Message::encode_to_vec(plan.as_ref());
+    Ok(Some(session.store.put_build_blob(&product.name, build_id, "substrait", &bytes)?))
+}
+
+#[cfg(not(feature = "substrait"))]
+fn substrait_blob(_: &Session, _: &CompiledProduct, _: &str) -> Result<Option<String>, KilnError> {
+    Ok(None)
 }
 
 /// `kiln plan`: the decisions `build` would take, without executing or writing anything.

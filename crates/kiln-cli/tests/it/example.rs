@@ -459,3 +459,34 @@ fn a_killed_build_leaves_a_consistent_state_and_the_next_build_finishes_it() {
     let gc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(gc["deleted"].as_array().unwrap().iter().all(|d| d["committed"] == false), "{out}");
 }
+
+/// With the `substrait` feature, every build record points at its plan's Substrait bytes.
+#[cfg(feature = "substrait")]
+#[test]
+fn build_records_carry_substrait_plans() {
+    let tmp = tempfile::tempdir().unwrap();
+    crate::write_files(
+        tmp.path(),
+        &[
+            ("kiln.toml", "[project]\nname = \"s\"\n"),
+            ("data/t.csv", "a,b\n1,x\n2,y\n"),
+            (
+                "models.sql",
+                "CREATE SOURCE t (a BIGINT NOT NULL, b VARCHAR) WITH (connector = 'files', path = 'data/', format = 'csv');\n\
+                 CREATE PRODUCT p AS SELECT a, upper(b) AS b FROM t WHERE a > 1;",
+            ),
+        ],
+    );
+    let (code, out, err) = kiln(&["build", "--json", "."], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = summary["products"][0]["build_id"].as_str().unwrap();
+    let records = tmp.path().join(".kiln/builds/p");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(records.join(format!("{id}.json"))).unwrap()).unwrap();
+    let name = record["substrait"].as_str().expect("a substrait file");
+    let bytes = std::fs::read(records.join(name)).unwrap();
+    // A protobuf Plan naming the table it reads and the function it calls.
+    assert!(bytes.len() > 50);
+    assert!(String::from_utf8_lossy(&bytes).contains("upper"), "{bytes:?}");
+}
