@@ -4,6 +4,7 @@
 //! - `deps [--manifest-path P]`: the layering check of the brief (§3) plus one version of
 //!   the arrow family.
 //! - `golden [--update]`: the end-to-end golden suites; `--update` accepts new snapshots.
+//! - `features`: tests of the optional cargo features (`substrait`; needs protoc).
 //! - `bench [SUITE] [--sf N]`: benchmark suites (release), results in target/bench/.
 //! - `tpch --sf N --out DIR`: TPC-H tables as Parquet.
 
@@ -30,6 +31,8 @@ enum Task {
         #[arg(long)]
         manifest_path: Option<String>,
     },
+    /// Test the optional cargo features (substrait; needs protoc).
+    Features,
     /// Run the golden suites; --update accepts new snapshots.
     Golden {
         #[arg(long)]
@@ -54,6 +57,7 @@ enum Task {
 fn main() -> Result<()> {
     match Args::parse().task {
         Task::Ci => ci(),
+        Task::Features => features(),
         Task::Deps { manifest_path } => deps::check(manifest_path.as_deref()),
         Task::Golden { update } => golden(update),
         Task::Bench { suite, sf } => {
