@@ -80,12 +80,15 @@ fn ci() -> Result<()> {
     step("deps", || deps::check(None))?;
     // The golden suites are part of the workspace tests (package kiln-tests); INSTA_UPDATE=no
     // makes a snapshot mismatch fail instead of writing a .snap.new.
-    step("test", || run(Command::new(cargo_bin()).args(["test", "--workspace", "--locked"]).env("INSTA_UPDATE", "no")))
+    step("test", || {
+        run(Command::new(cargo_bin()).args(["test", "--workspace", "--locked"]).env("INSTA_UPDATE", "no"))
+    })?;
+    features()
 }
 
-/// The optional cargo features' tests (`cargo xtask features`). Not part of `ci`: the
-/// `substrait` feature needs `protoc` and its dependencies change feature sets deep in the
-/// DataFusion stack, which recompiles all of it (about ten minutes on the CI machine).
+/// The optional cargo features' tests (also `cargo xtask features` alone). The `substrait`
+/// feature needs `protoc`, and its dependencies change feature sets deep in the DataFusion
+/// stack, which recompiles all of it: the most expensive step of `ci`.
 fn features() -> Result<()> {
     step("test substrait", || {
         run(Command::new(cargo_bin())
