@@ -65,20 +65,16 @@ impl ArtifactStore {
     /// The compile cache; empty when absent, unreadable or of another version (a cache is
     /// never worth failing a run for).
     pub fn compile_cache(&self) -> CompileCache {
-        std::fs::read(self.cache_path())
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<CompileCache>(&bytes).ok())
-            .filter(|c| c.format_version == COMPILE_CACHE_VERSION)
+        read_cache(&self.cache_path(), |c: &CompileCache| c.format_version == COMPILE_CACHE_VERSION)
             .unwrap_or(CompileCache { format_version: COMPILE_CACHE_VERSION, entries: Default::default() })
     }
 
     /// The parse cache; empty when absent, unreadable or of another version.
     pub fn parse_cache(&self) -> ParseCache {
-        std::fs::read(self.root.join("cache").join("parse.json"))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<ParseCache>(&bytes).ok())
-            .filter(|c| c.format_version == PARSE_CACHE_VERSION)
-            .unwrap_or(ParseCache { format_version: PARSE_CACHE_VERSION, files: Default::default() })
+        read_cache(&self.root.join("cache").join("parse.json"), |c: &ParseCache| {
+            c.format_version == PARSE_CACHE_VERSION
+        })
+        .unwrap_or(ParseCache { format_version: PARSE_CACHE_VERSION, files: Default::default() })
     }
 
     pub fn put_parse_cache(&self, cache: &ParseCache) -> Result<(), ArtifactError> {
@@ -169,6 +165,13 @@ impl ArtifactStore {
         }
         Ok(deleted)
     }
+}
+
+/// A cache file's content when it exists, parses and passes `current` (its version);
+/// `None` otherwise (a cache is never worth failing a run for).
+fn read_cache<T: serde::de::DeserializeOwned>(path: &Path, current: impl Fn(&T) -> bool) -> Option<T> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice::<T>(&bytes).ok().filter(|c| current(c))
 }
 
 /// Writes `bytes` to `path` through a temporary sibling and a rename.

@@ -180,9 +180,7 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
         Command::Functions { json } => {
             let registry = kiln::functions::Registry::builtin(kiln::functions::Secrets::default());
             if json {
-                let text = serde_json::to_string_pretty(&registry.catalog_json())
-                    .map_err(|e| KilnError::Usage(format!("cannot render JSON: {e}")))?;
-                println!("{text}");
+                println!("{}", json_text(&registry.catalog_json()).map_err(KilnError::Usage)?);
             } else {
                 print!("{}", registry.catalog_markdown());
             }
@@ -205,9 +203,7 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
         Command::Diff { product, dir, json } => {
             let diff = kiln::diff(&dir, &product, &BuildOptions::default()).await?;
             if json {
-                let text = serde_json::to_string_pretty(&diff)
-                    .map_err(|e| KilnError::Usage(format!("cannot render JSON: {e}")))?;
-                println!("{text}");
+                println!("{}", json_text(&diff).map_err(KilnError::Usage)?);
             } else {
                 render::diff(&diff);
             }
@@ -216,9 +212,7 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
         Command::Explain { product, analyze, dir, json } => {
             let report = kiln::explain(&dir, &product, analyze, &BuildOptions::default()).await?;
             if json {
-                let text = serde_json::to_string_pretty(&report)
-                    .map_err(|e| KilnError::Usage(format!("cannot render JSON: {e}")))?;
-                println!("{text}");
+                println!("{}", json_text(&report).map_err(KilnError::Usage)?);
             } else {
                 render::explain(&report);
             }
@@ -289,9 +283,7 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             let report = kiln::build(&dir, &options, &observer).await?;
             observer.finish();
             if json {
-                let text = serde_json::to_string_pretty(&report.summary)
-                    .map_err(|e| KilnError::Usage(format!("cannot render JSON: {e}")))?;
-                println!("{text}");
+                println!("{}", json_text(&report.summary).map_err(KilnError::Usage)?);
             } else {
                 print_summary(&report.summary);
             }
