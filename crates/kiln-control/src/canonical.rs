@@ -44,7 +44,9 @@ use std::collections::{BTreeSet, HashMap};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, JoinType, NullEquality};
 use datafusion::logical_expr::utils::split_conjunction;
-use datafusion::logical_expr::{Distinct, Expr, LogicalPlan, SortExpr};
+use datafusion::logical_expr::{Distinct, Expr, ExprSchemable, LogicalPlan, SortExpr};
+
+use crate::unnest::ExplodeNode;
 use kiln_artifact::plan::{CANONICAL_PLAN_VERSION, REPORT_FORMAT_VERSION, sha256_hex};
 use kiln_artifact::{BaseColumn, CanonicalPlan, ColumnLineage, ColumnShape, Lineage, PlanItem, PlanNode, ProductShape};
 
@@ -626,6 +628,43 @@ impl Walker {
                 }
                 ids = Some(unnest_ids);
                 lins = Some(unnest_lins);
+            }
+            LogicalPlan::Extension(e) if let Some(x) = e.node.as_any().downcast_ref::<ExplodeNode>() => {
+                // Kiln's UNNEST: the argument order matters (zip), so it is kept.
+                kind = "Explode".into();
+                let args: Vec<String> = x.args.iter().map(|a| scope.render(a)).collect();
+                node_items.extend(items("arg", args.clone()));
+                node_items.push(PlanItem::new("keep_empty", x.mode.keep_empty.to_string()));
+                if let Some(base) = x.mode.idx_base {
+                    node_items.push(PlanItem::new("idx_base", base.to_string()));
+                }
+                let arg_lins: Vec<Lin> = x.args.iter().map(|a| scope.lin(a, self)).collect();
+                let mut all = Lin::default();
+                for l in &arg_lins {
+                    all.merge(l);
+                }
+                // Which parent rows exist, and how often, depends on the lists: a join.
+                rows.absorb(&all, Role::Join);
+                let source = shorten(format!("explode({})", args.join(", ")));
+                let mut out_ids = scope.ids.clone();
+                let mut out_lins = scope.lins.clone();
+                for (i, arg) in x.args.iter().enumerate() {
+                    let width = match arg.get_type(x.input.schema()) {
+                        Ok(datafusion::arrow::datatypes::DataType::Map(..)) => 2,
+                        _ => 1,
+                    };
+                    for k in 0..width {
+                        out_ids.push(format!("{source}.{i}.{k}"));
+                        out_lins.push(arg_lins[i].clone());
+                    }
+                }
+                if let Some(base) = x.mode.idx_base {
+                    out_ids.push(format!("{source}.idx{base}"));
+                    out_lins.push(all);
+                }
+                ids = Some(out_ids);
+                lins = Some(out_lins);
+                sub(self, &x.args.iter().collect::<Vec<_>>());
             }
             LogicalPlan::Extension(e) => {
                 kind = format!("Extension:{}", e.node.name());

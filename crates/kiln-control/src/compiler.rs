@@ -34,8 +34,9 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, SortExpr};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{ColumnDef, ColumnOption, Statement as SqlStatement};
+use datafusion::sql::sqlparser::tokenizer::Tokenizer;
 use kiln_artifact::plan::sha256_hex;
 use kiln_artifact::{BuildFingerprints, CanonicalPlan, ColumnLineage, ProductShape};
 use kiln_contracts::compat::{CheckOptions, check};
@@ -130,6 +131,8 @@ impl Substrate {
             .with_config(profile.session_config()?)
             .with_runtime_env(profile.runtime_env()?)
             .with_default_features()
+            .with_relation_planners(vec![Arc::new(crate::unnest::UnnestPlanner)])
+            .with_query_planner(Arc::new(crate::unnest::KilnQueryPlanner))
             .build();
         let ctx = SessionContext::new_with_state(state);
         warehouse.register(ctx.runtime_env().as_ref())?;
@@ -233,12 +236,20 @@ impl Substrate {
     pub async fn plan_sql(&self, surface: Surface, sql: &str) -> Result<LogicalPlan, ControlError> {
         let err = |message: String| ControlError::Query { surface: surface.name(), message };
         let state = self.ctx.state();
-        let mut statements =
-            DFParser::parse_sql_with_dialect(sql, &KilnDialect::default()).map_err(|e| err(e.to_string()))?;
+        let dialect = KilnDialect::default();
+        let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| err(e.to_string()))?;
+        let mut statements = DFParserBuilder::new(crate::unnest::normalize_tokens(tokens))
+            .with_dialect(&dialect)
+            .build()
+            .and_then(|mut p| p.parse_statements())
+            .map_err(|e| err(e.strip_backtrace()))?;
         if statements.len() != 1 {
             return Err(err(format!("expected exactly one statement, found {}", statements.len())));
         }
-        let statement = statements.pop_front().ok_or_else(|| err("no statement".into()))?;
+        let mut statement = statements.pop_front().ok_or_else(|| err("no statement".into()))?;
+        if let DfStatement::Statement(s) = &mut statement {
+            crate::unnest::nest_unnest_joins(s);
+        }
         let plan = state.statement_to_plan(statement).await.map_err(|e| err(e.strip_backtrace()))?;
         surface.verify(&plan, &self.tables()).map_err(err)?;
         Ok(plan)
@@ -371,7 +382,9 @@ impl Substrate {
         };
 
         let state = self.ctx.state();
-        let statement = DfStatement::Statement(Box::new(SqlStatement::Query(def.query.clone())));
+        let mut query = def.query.clone();
+        crate::unnest::nest_unnest_joins_in_query(&mut query);
+        let statement = DfStatement::Statement(Box::new(SqlStatement::Query(query)));
         let plan = state.statement_to_plan(statement).await.map_err(|e| planning_error(e, &def.at, &def.name))?;
         Surface::Internal.verify(&plan, &self.tables()).map_err(fail)?;
 

@@ -22,7 +22,7 @@
 use datafusion::sql::sqlparser::ast::{ColumnDef, Expr, Ident, Query, SqlOption, Value};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::{Location as SqlLocation, Token};
+use datafusion::sql::sqlparser::tokenizer::{Location as SqlLocation, Token, Tokenizer};
 use kiln_contracts::dialect::KilnDialect;
 
 use crate::error::{ControlError, Location, caret_snippet};
@@ -149,8 +149,10 @@ pub fn normalize(ident: &Ident) -> String {
 pub fn parse_file(file: &str, text: &str) -> Result<Vec<Statement>, ControlError> {
     let dialect = KilnDialect::default();
     let syntax = |e: ParserError, at: SqlLocation| syntax_error(file, text, e, at);
-    let mut parser =
-        Parser::new(&dialect).try_with_sql(text).map_err(|e| syntax(e, SqlLocation { line: 1, column: 1 }))?;
+    let tokens = Tokenizer::new(&dialect, text)
+        .tokenize_with_location()
+        .map_err(|e| syntax(e.into(), SqlLocation { line: 1, column: 1 }))?;
+    let mut parser = Parser::new(&dialect).with_tokens_with_locations(crate::unnest::normalize_tokens(tokens));
     let mut out = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}

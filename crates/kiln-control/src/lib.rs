@@ -28,6 +28,7 @@ pub mod error;
 pub mod profile;
 pub mod project;
 pub mod surface;
+pub mod unnest;
 
 pub use compiler::{BUILD_ID_VERSION, CompiledProduct, Substrate};
 pub use dag::{Graph, NodeKind};

@@ -67,6 +67,8 @@ impl Surface {
                         return Ok(TreeNodeRecursion::Stop);
                     }
                 }
+                // Kiln's own nodes only read their input (`Explode`: crate::unnest).
+                LogicalPlan::Extension(e) if e.node.as_any().is::<crate::unnest::ExplodeNode>() => {}
                 LogicalPlan::Extension(e) => {
                     problem = Some(format!("plan node `{}` is not allowed here", e.node.name()));
                     return Ok(TreeNodeRecursion::Stop);

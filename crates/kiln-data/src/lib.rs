@@ -23,12 +23,14 @@
 //!   manifest and then swaps the pointer; a crash before that leaves the previous build
 //!   visible and the new files unreferenced.
 
+pub mod explode_exec;
 pub mod product_table;
 pub mod source;
 pub mod tpch;
 pub mod warehouse;
 pub mod writer;
 
+pub use explode_exec::{ExplodeExec, ExplodeMode};
 pub use product_table::ProductTable;
 pub use source::{FileFormat, FileSource};
 pub use warehouse::Warehouse;

@@ -12,6 +12,7 @@ mod profile;
 mod streams;
 mod surface;
 mod tpch;
+mod unnest;
 mod versions;
 
 use std::collections::BTreeMap;
