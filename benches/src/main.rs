@@ -13,6 +13,10 @@
 //!
 //! Results are merged into `<out>/results.json` (keyed by suite) and `<out>/results.md`.
 
+/// The same allocator as the `kiln` binary (see kiln-cli), for Kiln and its peers alike.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

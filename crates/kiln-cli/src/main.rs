@@ -6,6 +6,12 @@
 mod progress;
 mod render;
 
+/// mimalloc instead of the system allocator: operators allocate and free many
+/// batch-sized buffers, and glibc's heap trimming turns that into page faults (the explode
+/// suite ran 2x slower under glibc). Decision recorded in ARCHITECTURE.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -646,8 +646,8 @@ impl Walker {
                 // Which parent rows exist, and how often, depends on the lists: a join.
                 rows.absorb(&all, Role::Join);
                 let source = shorten(format!("explode({})", args.join(", ")));
-                let mut out_ids = scope.ids.clone();
-                let mut out_lins = scope.lins.clone();
+                let mut out_ids: Vec<String> = x.carried.iter().map(|&i| scope.ids[i].clone()).collect();
+                let mut out_lins: Vec<Lin> = x.carried.iter().map(|&i| scope.lins[i].clone()).collect();
                 for (i, arg) in x.args.iter().enumerate() {
                     let width = match arg.get_type(x.input.schema()) {
                         Ok(datafusion::arrow::datatypes::DataType::Map(..)) => 2,

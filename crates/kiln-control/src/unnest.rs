@@ -399,7 +399,18 @@ fn explode_relation(
     let names = column_names(ctx, &kinds, mode, alias.as_ref(), with_offset_alias.map(|i| ctx.normalize_ident(i)))
         .map_err(|m| located(span, m))?;
     let qualifier = alias.map(|a| ctx.normalize_ident(a.name));
-    let node = ExplodeNode::try_new(left, args, mode, qualifier, names).map_err(|e| match e {
+    // The arguments are computed by a projection below the node, so the node carries
+    // only the left side's columns and the optimizer can drop those nobody reads (the
+    // list itself, usually).
+    let mut exprs: Vec<Expr> = left.schema().columns().into_iter().map(Expr::Column).collect();
+    let mut arg_columns = Vec::with_capacity(args.len());
+    for (i, arg) in args.into_iter().enumerate() {
+        let name = format!("{ARG_PREFIX}{i}");
+        exprs.push(arg.alias(&name));
+        arg_columns.push(Expr::Column(Column::new_unqualified(name)));
+    }
+    let input = LogicalPlanBuilder::from(left).project(exprs)?.build()?;
+    let node = ExplodeNode::try_new(input, arg_columns, mode, qualifier, names).map_err(|e| match e {
         DataFusionError::SchemaError(..) => located(span, e.strip_backtrace()),
         other => other,
     })?;
@@ -479,8 +490,12 @@ fn column_names(
     Ok(names)
 }
 
-/// The logical explode: `input`'s columns, then the exploded element columns of `args`,
-/// then the index. Executed by kiln-data's `ExplodeExec`.
+/// Name prefix of the projected UNNEST arguments below an [`ExplodeNode`].
+const ARG_PREFIX: &str = "__kiln_unnest_arg";
+
+/// The logical explode: `input`'s columns except those the arguments read (the
+/// `carried` columns), then the exploded element columns of `args`, then the index.
+/// Executed by kiln-data's `ExplodeExec`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ExplodeNode {
     pub input: LogicalPlan,
@@ -490,6 +505,8 @@ pub struct ExplodeNode {
     pub qualifier: Option<String>,
     /// Names of the new columns (elements, then the index).
     pub names: Vec<String>,
+    /// Input columns passed through, in order: all but the argument columns.
+    pub carried: Vec<usize>,
     schema: DFSchemaRef,
 }
 
@@ -516,8 +533,21 @@ impl ExplodeNode {
         names: Vec<String>,
     ) -> Result<Self> {
         let kinds = arg_kinds(&args, input.schema()).map_err(|(_, m)| DataFusionError::Plan(m))?;
-        let mut fields: Vec<(Option<TableReference>, FieldRef)> =
-            input.schema().iter().map(|(q, f)| (q.cloned(), Arc::clone(f))).collect();
+        let arg_columns: HashSet<usize> = args
+            .iter()
+            .filter_map(|a| match a {
+                Expr::Column(c) if c.name.starts_with(ARG_PREFIX) => input.schema().index_of_column(c).ok(),
+                _ => None,
+            })
+            .collect();
+        let carried: Vec<usize> = (0..input.schema().fields().len()).filter(|i| !arg_columns.contains(i)).collect();
+        let mut fields: Vec<(Option<TableReference>, FieldRef)> = carried
+            .iter()
+            .map(|&i| {
+                let (q, f) = input.schema().qualified_field(i);
+                (q.cloned(), Arc::clone(f))
+            })
+            .collect();
         let reference = qualifier.as_ref().map(|q| TableReference::bare(q.as_str()));
         let mut types: Vec<DataType> = kinds.iter().flatten().map(|f| f.data_type().clone()).collect();
         if mode.idx_base.is_some() {
@@ -537,13 +567,7 @@ impl ExplodeNode {
             fields.push((reference.clone(), Arc::new(Field::new(name, t, nullable))));
         }
         let schema = DFSchema::new_with_metadata(fields, input.schema().metadata().clone())?;
-        Ok(Self { input, args, mode, qualifier, names, schema: Arc::new(schema) })
-    }
-
-    /// The output columns the explode adds (elements, then the index).
-    pub fn produced(&self) -> impl Iterator<Item = Column> + '_ {
-        let start = self.input.schema().fields().len();
-        (start..self.schema.fields().len()).map(|i| Column::from(self.schema.qualified_field(i)))
+        Ok(Self { input, args, mode, qualifier, names, carried, schema: Arc::new(schema) })
     }
 }
 
@@ -589,11 +613,10 @@ impl UserDefinedLogicalNodeCore for ExplodeNode {
         Self::try_new(inputs.swap_remove(0), exprs, self.mode, self.qualifier.clone(), self.names.clone())
     }
 
-    /// The input columns asked for above pass through; the arguments' columns are added by
-    /// DataFusion from [`Self::expressions`].
+    /// The carried columns asked for above; the arguments' columns are added by DataFusion
+    /// from [`Self::expressions`].
     fn necessary_children_exprs(&self, output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
-        let width = self.input.schema().fields().len();
-        Some(vec![output_columns.iter().copied().filter(|&i| i < width).collect()])
+        Some(vec![output_columns.iter().filter_map(|&i| self.carried.get(i).copied()).collect()])
     }
 }
 
@@ -643,6 +666,12 @@ impl ExtensionPlanner for ExplodePlanner {
             .map(|e| planner.create_physical_expr(e, logical.schema(), session, planning_ctx))
             .collect::<Result<Vec<_>>>()?;
         let schema = Arc::new(explode.schema.as_arrow().clone());
-        Ok(Some(Arc::new(ExplodeExec::try_new(Arc::clone(physical), args, explode.mode, schema)?)))
+        Ok(Some(Arc::new(ExplodeExec::try_new(
+            Arc::clone(physical),
+            explode.carried.clone(),
+            args,
+            explode.mode,
+            schema,
+        )?)))
     }
 }

@@ -18,12 +18,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::compute::take;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
@@ -32,7 +32,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
 use futures::StreamExt;
-use kiln_explode::{ExplodeOptions, explode_zipped};
+use kiln_explode::{ExplodeOptions, explode_columns};
 
 /// How the UNNEST was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
@@ -47,6 +47,8 @@ pub struct ExplodeMode {
 #[derive(Debug, Clone)]
 pub struct ExplodeExec {
     input: Arc<dyn ExecutionPlan>,
+    /// Input columns passed through, in output order.
+    carried: Vec<usize>,
     args: Vec<Arc<dyn PhysicalExpr>>,
     mode: ExplodeMode,
     schema: SchemaRef,
@@ -55,15 +57,19 @@ pub struct ExplodeExec {
 }
 
 impl ExplodeExec {
-    /// `schema` is the input's fields followed by one field per list argument (two per map
-    /// argument) and, with an index, an Int64 field.
+    /// `schema` is the `carried` input fields followed by one field per list argument (two
+    /// per map argument) and, with an index, an Int64 field.
     pub fn try_new(
         input: Arc<dyn ExecutionPlan>,
+        carried: Vec<usize>,
         args: Vec<Arc<dyn PhysicalExpr>>,
         mode: ExplodeMode,
         schema: SchemaRef,
     ) -> Result<Self> {
-        let input_width = input.schema().fields().len();
+        let input_width = carried.len();
+        if let Some(&bad) = carried.iter().find(|&&i| i >= input.schema().fields().len()) {
+            return Err(DataFusionError::Internal(format!("ExplodeExec: carried column {bad} out of range")));
+        }
         let produced: usize = args
             .iter()
             .map(|a| {
@@ -80,10 +86,15 @@ impl ExplodeExec {
                 schema.fields().len()
             )));
         }
-        // Input orderings stay valid: the input columns keep their indices.
+        // Input orderings stay valid when the carried columns keep their indices (the
+        // arguments come last in the input, so that is the usual case).
         let input_props = input.properties();
         let mut eq = EquivalenceProperties::new(Arc::clone(&schema));
-        if let Some(ordering) = input_props.output_ordering() {
+        let prefix = carried.iter().enumerate().all(|(k, &i)| k == i);
+        if prefix
+            && let Some(ordering) = input_props.output_ordering()
+            && ordering.iter().all(|s| s.expr.downcast_ref::<Column>().is_some_and(|c| c.index() < carried.len()))
+        {
             eq.add_orderings([ordering.iter().cloned()]);
         }
         let properties = PlanProperties::new(
@@ -94,6 +105,7 @@ impl ExplodeExec {
         );
         Ok(Self {
             input,
+            carried,
             args,
             mode,
             schema,
@@ -163,9 +175,13 @@ impl ExecutionPlan for ExplodeExec {
             ChildrenPropertiesMode::Keep => {
                 Ok(Arc::new(Self { input, metrics: ExecutionPlanMetricsSet::new(), ..Self::clone(&self) }))
             }
-            ChildrenPropertiesMode::Recompute => {
-                Ok(Arc::new(Self::try_new(input, self.args.clone(), self.mode, Arc::clone(&self.schema))?))
-            }
+            ChildrenPropertiesMode::Recompute => Ok(Arc::new(Self::try_new(
+                input,
+                self.carried.clone(),
+                self.args.clone(),
+                self.mode,
+                Arc::clone(&self.schema),
+            )?)),
         }
     }
 
@@ -178,8 +194,13 @@ impl ExecutionPlan for ExplodeExec {
         let batch_size = context.session_config().batch_size().max(1);
         let input = self.input.execute(partition, context)?;
         let metrics = BaselineMetrics::new(&self.metrics, partition);
-        let job =
-            Arc::new(Job { args: self.args.clone(), mode: self.mode, schema: Arc::clone(&self.schema), batch_size });
+        let job = Arc::new(Job {
+            carried: self.carried.clone(),
+            args: self.args.clone(),
+            mode: self.mode,
+            schema: Arc::clone(&self.schema),
+            batch_size,
+        });
         let stream = input.flat_map(move |batch| {
             let out = batch.and_then(|b| {
                 let _timer = metrics.elapsed_compute().timer();
@@ -201,6 +222,7 @@ impl ExecutionPlan for ExplodeExec {
 }
 
 struct Job {
+    carried: Vec<usize>,
     args: Vec<Arc<dyn PhysicalExpr>>,
     mode: ExplodeMode,
     schema: SchemaRef,
@@ -212,41 +234,35 @@ impl Job {
         let rows = batch.num_rows();
         let lists: Vec<ArrayRef> =
             self.args.iter().map(|a| a.evaluate(batch)?.into_array(rows)).collect::<Result<_>>()?;
-        let refs: Vec<&dyn datafusion::arrow::array::Array> = lists.iter().map(|a| a.as_ref()).collect();
+        let refs: Vec<&dyn Array> = lists.iter().map(|a| a.as_ref()).collect();
         let options = ExplodeOptions {
             keep_empty: self.mode.keep_empty,
             with_idx: self.mode.idx_base.is_some(),
             idx_base: self.mode.idx_base.unwrap_or(0),
             with_flags: false,
         };
-        let (parents, idx, values) =
-            explode_zipped(&refs, &options).map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let mut produced: Vec<ArrayRef> = Vec::with_capacity(values.len() + 1);
-        for (list, value) in lists.iter().zip(values) {
-            if matches!(list.data_type(), DataType::Map(..)) {
-                let entries = value.as_struct();
-                produced.extend([Arc::clone(entries.column(0)), Arc::clone(entries.column(1))]);
-            } else {
-                produced.push(value);
-            }
-        }
-        if let Some(idx) = idx {
-            produced.push(Arc::new(idx));
-        }
-        let total = parents.len();
-        let mut out = Vec::with_capacity(total.div_ceil(self.batch_size));
-        let mut start = 0;
-        while start < total {
-            let len = self.batch_size.min(total - start);
-            let chunk = parents.slice(start, len);
-            let mut columns = Vec::with_capacity(self.schema.fields().len());
-            for column in batch.columns() {
-                columns.push(take(column.as_ref(), &chunk, None)?);
-            }
-            columns.extend(produced.iter().map(|v| v.slice(start, len)));
-            out.push(RecordBatch::try_new(Arc::clone(&self.schema), columns)?);
-            start += len;
-        }
-        Ok(out)
+        let carry: Vec<ArrayRef> = self.carried.iter().map(|&i| Arc::clone(batch.column(i))).collect();
+        let chunks = explode_columns(&carry, &refs, &options, self.batch_size)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let carried = carry.len();
+        chunks
+            .into_iter()
+            .map(|chunk| {
+                let mut columns = Vec::with_capacity(self.schema.fields().len());
+                let mut produced = chunk.into_iter();
+                columns.extend(produced.by_ref().take(carried));
+                for list in &lists {
+                    let Some(values) = produced.next() else { break };
+                    if matches!(list.data_type(), DataType::Map(..)) {
+                        let entries = values.as_struct();
+                        columns.extend([Arc::clone(entries.column(0)), Arc::clone(entries.column(1))]);
+                    } else {
+                        columns.push(values);
+                    }
+                }
+                columns.extend(produced); // the index
+                Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+            })
+            .collect()
     }
 }

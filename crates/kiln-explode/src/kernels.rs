@@ -3,10 +3,12 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, GenericListArray, Int64Array, OffsetSizeTrait, RecordBatch, UInt32Array,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, BooleanBufferBuilder, GenericByteArray,
+    GenericListArray, Int64Array, OffsetSizeTrait, PrimitiveArray, RecordBatch, UInt32Array, downcast_primitive_array,
 };
-use arrow::buffer::NullBuffer;
+use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::compute::take;
+use arrow::datatypes::{ArrowNativeType, ByteArrayType};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 
@@ -137,7 +139,14 @@ struct Multi {
     null: Option<BooleanArray>,
 }
 
-fn explode_ranges(lists: &[Ranges], options: &ExplodeOptions) -> Result<Multi, ExplodeError> {
+/// Per parent: how many output rows it yields, and whether that is one padding row.
+struct Layout {
+    width: Vec<usize>,
+    padded: Vec<bool>,
+    total: usize,
+}
+
+fn layout(lists: &[Ranges], options: &ExplodeOptions) -> Result<Layout, ExplodeError> {
     let n = lists.first().map_or(0, |l| l.lens.len());
     for l in lists {
         if l.lens.len() != n {
@@ -145,47 +154,88 @@ fn explode_ranges(lists: &[Ranges], options: &ExplodeOptions) -> Result<Multi, E
         }
     }
     // Output rows per parent: the longest list (zip), or one padding row if kept empty.
-    let width: Vec<usize> = (0..n)
-        .map(|i| {
-            let w = lists.iter().map(|l| l.lens[i]).max().unwrap_or(0);
-            if w == 0 && options.keep_empty { 1 } else { w }
-        })
-        .collect();
+    let mut width: Vec<usize> = match lists {
+        [one] => one.lens.clone(),
+        _ => (0..n).map(|i| lists.iter().map(|l| l.lens[i]).max().unwrap_or(0)).collect(),
+    };
+    let mut padded = vec![false; n];
+    if options.keep_empty {
+        for (w, p) in width.iter_mut().zip(padded.iter_mut()) {
+            if *w == 0 {
+                *w = 1;
+                *p = true;
+            }
+        }
+    }
     let total: usize = width.iter().sum();
     if u32::try_from(total).is_err() || u32::try_from(n).is_err() {
         return Err(ExplodeError::TooLarge(total));
     }
-    let mut parents = Vec::with_capacity(total);
-    for (i, &w) in width.iter().enumerate() {
+    Ok(Layout { width, padded, total })
+}
+
+fn parents_of(l: &Layout) -> UInt32Array {
+    let mut parents = Vec::with_capacity(l.total);
+    for (i, &w) in l.width.iter().enumerate() {
         parents.extend(std::iter::repeat_n(i as u32, w));
     }
-    let padded: Vec<bool> = (0..n).map(|i| width[i] > 0 && lists.iter().all(|l| l.lens[i] == 0)).collect();
-    let idx = options.with_idx.then(|| {
-        let mut values = Vec::with_capacity(total);
-        let mut valid = Vec::with_capacity(total);
-        for (i, &w) in width.iter().enumerate() {
-            values.extend((0..w as i64).map(|j| j + options.idx_base));
-            valid.extend(std::iter::repeat_n(!padded[i], w));
+    UInt32Array::from(parents)
+}
+
+/// Element indices from `base`; the first parent's start `skip` elements in. Written in
+/// fixed blocks like [`repeat_primitive`]'s.
+fn idx_of(l: &Layout, base: i64, skip: usize) -> Int64Array {
+    const BLOCK: usize = 16;
+    const STEPS: [i64; BLOCK] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+    let mut values = vec![0i64; l.total + BLOCK];
+    let mut pos = 0;
+    let mut from = base + skip as i64;
+    for &w in &l.width {
+        if w <= BLOCK {
+            for (out, step) in values[pos..pos + BLOCK].iter_mut().zip(STEPS) {
+                *out = from + step;
+            }
+        } else {
+            for (out, i) in values[pos..pos + w].iter_mut().zip(from..) {
+                *out = i;
+            }
         }
-        Int64Array::new(values.into(), Some(NullBuffer::from(valid)))
+        pos += w;
+        from = base;
+    }
+    values.truncate(l.total);
+    let nulls = l.padded.iter().any(|p| *p).then(|| {
+        let mut valid = BooleanBufferBuilder::new(l.total);
+        for (&w, &p) in l.width.iter().zip(&l.padded) {
+            valid.append_n(w, !p);
+        }
+        NullBuffer::new(valid.finish())
     });
+    Int64Array::new(values.into(), nulls)
+}
+
+fn flags_of(l: &Layout, lists: &[Ranges]) -> (BooleanArray, BooleanArray) {
+    let mut e = BooleanBufferBuilder::new(l.total);
+    let mut z = BooleanBufferBuilder::new(l.total);
+    for (i, (&w, &p)) in l.width.iter().zip(&l.padded).enumerate() {
+        let is_null = p && lists.iter().all(|r| r.nulls.as_ref().is_some_and(|b| b.is_null(i)));
+        e.append_n(w, p && !is_null);
+        z.append_n(w, is_null);
+    }
+    (BooleanArray::new(e.finish(), None), BooleanArray::new(z.finish(), None))
+}
+
+fn explode_ranges(lists: &[Ranges], options: &ExplodeOptions) -> Result<Multi, ExplodeError> {
+    let l = layout(lists, options)?;
+    let idx = options.with_idx.then(|| idx_of(&l, options.idx_base, 0));
     let (empty, null) = if options.with_flags {
-        let mut e = Vec::with_capacity(total);
-        let mut z = Vec::with_capacity(total);
-        for (i, &w) in width.iter().enumerate() {
-            let is_null = padded[i] && lists.iter().all(|l| l.nulls.as_ref().is_some_and(|b| b.is_null(i)));
-            e.extend(std::iter::repeat_n(padded[i] && !is_null, w));
-            z.extend(std::iter::repeat_n(is_null, w));
-        }
-        (Some(BooleanArray::from(e)), Some(BooleanArray::from(z)))
+        let (e, z) = flags_of(&l, lists);
+        (Some(e), Some(z))
     } else {
         (None, None)
     };
-    let mut values = Vec::with_capacity(lists.len());
-    for l in lists {
-        values.push(gather(l, &width)?);
-    }
-    Ok(Multi { parents: UInt32Array::from(parents), idx, values, empty, null })
+    let values = lists.iter().map(|r| gather(r, &l.width)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Multi { parents: parents_of(&l), idx, values, empty, null })
 }
 
 /// The values of one list for the given per-parent output widths: a zero-copy slice when
@@ -249,9 +299,182 @@ pub fn unpack_struct(name: &str, array: &dyn Array) -> Option<Vec<(String, Array
     )
 }
 
+/// Explodes `lists` (zipped, as [`explode_zipped`]) and carries the `carry` columns of the
+/// same rows along: returns output chunks of at most `target_rows` rows, each holding the
+/// carried columns, then one values array per list (a map's `entries` struct), then the
+/// idx when asked.
+///
+/// Carried columns are *repeated* per parent ([`repeat`]): sequential writes with no index
+/// array, instead of a gather. The whole input's expansion is built once and chunks are
+/// zero-copy slices of it, so memory is bounded by one input batch's expansion.
+pub fn explode_columns(
+    carry: &[ArrayRef],
+    lists: &[&dyn Array],
+    options: &ExplodeOptions,
+    target_rows: usize,
+) -> Result<Vec<Vec<ArrayRef>>, ExplodeError> {
+    let ranges = lists.iter().map(|a| ranges(*a)).collect::<Result<Vec<_>, _>>()?;
+    if let Some(c) = carry.iter().find(|c| ranges.first().is_some_and(|r| r.lens.len() != c.len())) {
+        return Err(ExplodeError::Lengths(ranges[0].lens.len(), c.len()));
+    }
+    let l = layout(&ranges, options)?;
+    let values = ranges.iter().map(|r| gather(r, &l.width)).collect::<Result<Vec<_>, _>>()?;
+    let mut ends = Vec::with_capacity(l.width.len());
+    let mut end = 0;
+    for &w in &l.width {
+        end += w;
+        ends.push(end);
+    }
+    // Chunk by chunk, so each chunk's buffers are small, cache-resident and recycled by
+    // the allocator (one allocation of the whole expansion costs page faults instead).
+    let step = target_rows.max(1);
+    let mut out = Vec::with_capacity(l.total.div_ceil(step));
+    let mut start = 0;
+    while start < l.total {
+        let len = step.min(l.total - start);
+        let (first, skip, sub) = chunk_layout(&l, &ends, start, len);
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(carry.len() + values.len() + 1);
+        for c in carry {
+            columns.push(repeat_layout(c.slice(first, sub.width.len()).as_ref(), &sub)?);
+        }
+        columns.extend(values.iter().map(|v| v.slice(start, len)));
+        if options.with_idx {
+            columns.push(Arc::new(idx_of(&sub, options.idx_base, skip)));
+        }
+        out.push(columns);
+        start += len;
+    }
+    Ok(out)
+}
+
+/// The parents that output rows `start..start + len` come from: the first one's index,
+/// how many of its rows precede the chunk, and the chunk's own layout.
+fn chunk_layout(l: &Layout, ends: &[usize], start: usize, len: usize) -> (usize, usize, Layout) {
+    let end = start + len;
+    let first = ends.partition_point(|&e| e <= start);
+    let mut width = Vec::new();
+    let mut padded = Vec::new();
+    let mut p = first;
+    while p < ends.len() {
+        let begin = ends[p] - l.width[p];
+        width.push(ends[p].min(end) - begin.max(start));
+        padded.push(l.padded.get(p).copied().unwrap_or(false));
+        if ends[p] >= end {
+            break;
+        }
+        p += 1;
+    }
+    let skip = start - (ends[first] - l.width[first]);
+    (first, skip, Layout { width, padded, total: len })
+}
+
+/// Repeats row i of `array` `widths[i]` times. Primitive, boolean, string and binary
+/// columns are written sequentially; other types go through one `take` (for view types
+/// that is the fastest safe way: a gather of 16-byte views, where building a new view
+/// array would re-validate every view).
+pub fn repeat(array: &dyn Array, widths: &[usize]) -> Result<ArrayRef, ExplodeError> {
+    if widths.len() != array.len() {
+        return Err(ExplodeError::Lengths(array.len(), widths.len()));
+    }
+    let total: usize = widths.iter().sum();
+    let l = Layout { width: widths.to_vec(), padded: Vec::new(), total };
+    repeat_layout(array, &l)
+}
+
+fn repeat_nulls(nulls: Option<&NullBuffer>, width: &[usize], total: usize) -> Option<NullBuffer> {
+    let nulls = nulls.filter(|n| n.null_count() > 0)?;
+    let mut out = BooleanBufferBuilder::new(total);
+    for (i, &w) in width.iter().enumerate() {
+        out.append_n(w, nulls.is_valid(i));
+    }
+    Some(NullBuffer::new(out.finish()))
+}
+
+fn repeat_primitive<T: ArrowPrimitiveType>(a: &PrimitiveArray<T>, l: &Layout) -> ArrayRef {
+    // Most parents repeat a few times: each is written as one fixed-size block (a few
+    // vector stores, no length-dependent branch) and the next parent starts `w` further,
+    // overwriting the overhang; the slack at the end is cut off.
+    const BLOCK: usize = 16;
+    let mut values: Vec<T::Native> = vec![T::Native::default(); l.total + BLOCK];
+    let mut pos = 0;
+    for (v, &w) in a.values().iter().zip(&l.width) {
+        if w <= BLOCK {
+            values[pos..pos + BLOCK].fill(*v);
+        } else {
+            values[pos..pos + w].fill(*v);
+        }
+        pos += w;
+    }
+    values.truncate(l.total);
+    let nulls = repeat_nulls(a.nulls(), &l.width, l.total);
+    Arc::new(PrimitiveArray::<T>::new(values.into(), nulls).with_data_type(a.data_type().clone()))
+}
+
+fn repeat_bytes<T: ByteArrayType>(a: &GenericByteArray<T>, l: &Layout) -> Result<ArrayRef, ExplodeError> {
+    let offsets = a.value_offsets();
+    let data = a.value_data();
+    let mut bytes = 0usize;
+    for (win, &w) in offsets.windows(2).zip(&l.width) {
+        bytes += (win[1] - win[0]).as_usize() * w;
+    }
+    if T::Offset::from_usize(bytes).is_none() {
+        return Err(ExplodeError::TooLarge(bytes));
+    }
+    // Short values (the common case) are appended as one fixed 16-byte store each, which
+    // compiles to a single vector move instead of a `memcpy` call, and the overhang is cut
+    // off again (a length change only).
+    const SHORT: usize = 16;
+    let mut out_offsets: Vec<T::Offset> = Vec::with_capacity(l.total + 1);
+    let mut out_data: Vec<u8> = Vec::with_capacity(bytes + SHORT);
+    out_offsets.push(T::Offset::usize_as(0));
+    for (win, &w) in offsets.windows(2).zip(&l.width) {
+        let (start, end) = (win[0].as_usize(), win[1].as_usize());
+        let len = end - start;
+        if len <= SHORT {
+            let mut short = [0u8; SHORT];
+            short[..len].copy_from_slice(&data[start..end]);
+            for _ in 0..w {
+                let pos = out_data.len();
+                out_data.extend_from_slice(&short);
+                out_data.truncate(pos + len);
+                out_offsets.push(T::Offset::usize_as(pos + len));
+            }
+        } else {
+            for _ in 0..w {
+                out_data.extend_from_slice(&data[start..end]);
+                out_offsets.push(T::Offset::usize_as(out_data.len()));
+            }
+        }
+    }
+    let nulls = repeat_nulls(a.nulls(), &l.width, l.total);
+    // Every value is a copy of a valid value, so the offsets are valid; `try_new` still
+    // checks them (and UTF-8 for strings): no unsafe.
+    let offsets = OffsetBuffer::new(ScalarBuffer::from(out_offsets));
+    Ok(Arc::new(GenericByteArray::<T>::try_new(offsets, Buffer::from_vec(out_data), nulls)?))
+}
+
+fn repeat_layout(array: &dyn Array, l: &Layout) -> Result<ArrayRef, ExplodeError> {
+    downcast_primitive_array!(
+        array => Ok(repeat_primitive(array, l)),
+        DataType::Utf8 => repeat_bytes(array.as_string::<i32>(), l),
+        DataType::LargeUtf8 => repeat_bytes(array.as_string::<i64>(), l),
+        DataType::Binary => repeat_bytes(array.as_binary::<i32>(), l),
+        DataType::LargeBinary => repeat_bytes(array.as_binary::<i64>(), l),
+        DataType::Boolean => {
+            let b = array.as_boolean();
+            let mut values = BooleanBufferBuilder::new(l.total);
+            for (i, &w) in l.width.iter().enumerate() {
+                values.append_n(w, b.value(i));
+            }
+            Ok(Arc::new(BooleanArray::new(values.finish(), repeat_nulls(b.nulls(), &l.width, l.total))))
+        }
+        _ => Ok(take(array, &parents_of(l), None)?)
+    )
+}
+
 /// Explodes `column` of `batch`: output batches carry every other column of the parent row
-/// (via `take`), then `value_name` (or `key`/`value` for a map) and, when asked, `idx`.
-/// Batches hold at most `target_rows` rows each.
+/// (repeated, see [`explode_columns`]), then `value_name` (or `key`/`value` for a map)
+/// and, when asked, `idx`. Batches hold at most `target_rows` rows each.
 pub fn explode_batch(
     batch: &RecordBatch,
     column: usize,
@@ -260,43 +483,39 @@ pub fn explode_batch(
     target_rows: usize,
 ) -> Result<Vec<RecordBatch>, ExplodeError> {
     let list = batch.column(column);
-    let exploded = explode(list.as_ref(), options)?;
     let is_map = matches!(list.data_type(), DataType::Map(..));
-    let mut fields: Vec<Field> = Vec::new();
     let parent_cols: Vec<usize> = (0..batch.num_columns()).filter(|&c| c != column).collect();
-    for &c in &parent_cols {
-        fields.push(batch.schema().field(c).clone());
-    }
-    let mut values: Vec<ArrayRef> = Vec::new();
+    let carry: Vec<ArrayRef> = parent_cols.iter().map(|&c| Arc::clone(batch.column(c))).collect();
+    let chunks = explode_columns(&carry, &[list.as_ref()], options, target_rows)?;
+    let mut fields: Vec<Field> = parent_cols.iter().map(|&c| batch.schema().field(c).clone()).collect();
+    let value_type = match list.data_type() {
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) | DataType::Map(f, _) => {
+            f.data_type().clone()
+        }
+        other => return Err(ExplodeError::NotAList(other.clone())),
+    };
     if is_map {
-        if let Some((k, v)) = exploded.map_columns() {
-            fields.push(Field::new("key", k.data_type().clone(), true));
-            fields.push(Field::new("value", v.data_type().clone(), true));
-            values.extend([k, v]);
+        let DataType::Struct(kv) = &value_type else { return Err(ExplodeError::NotAList(list.data_type().clone())) };
+        for (name, f) in ["key", "value"].iter().zip(kv.iter()) {
+            fields.push(Field::new(*name, f.data_type().clone(), true));
         }
     } else {
-        fields.push(Field::new(value_name, exploded.values.data_type().clone(), true));
-        values.push(Arc::clone(&exploded.values));
+        fields.push(Field::new(value_name, value_type, true));
     }
-    if let Some(idx) = &exploded.idx {
+    if options.with_idx {
         fields.push(Field::new("idx", DataType::Int64, true));
-        values.push(Arc::new(idx.clone()));
     }
     let schema: SchemaRef = Arc::new(Schema::new(fields));
-    let total = exploded.parents.len();
-    let step = target_rows.max(1);
-    let mut out = Vec::with_capacity(total.div_ceil(step));
-    let mut start = 0;
-    while start < total {
-        let len = step.min(total - start);
-        let parents = exploded.parents.slice(start, len);
-        let mut columns = Vec::with_capacity(schema.fields().len());
-        for &c in &parent_cols {
-            columns.push(take(batch.column(c).as_ref(), &parents, None)?);
-        }
-        columns.extend(values.iter().map(|v| v.slice(start, len)));
-        out.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
-        start += len;
-    }
-    Ok(out)
+    chunks
+        .into_iter()
+        .map(|mut columns| {
+            if is_map {
+                let entries = columns.remove(carry.len());
+                let s = entries.as_struct();
+                columns.insert(carry.len(), Arc::clone(s.column(1)));
+                columns.insert(carry.len(), Arc::clone(s.column(0)));
+            }
+            Ok(RecordBatch::try_new(Arc::clone(&schema), columns)?)
+        })
+        .collect()
 }

@@ -27,4 +27,7 @@
 
 mod kernels;
 
-pub use kernels::{ExplodeError, ExplodeOptions, Exploded, explode, explode_batch, explode_zipped, unpack_struct};
+pub use kernels::{
+    ExplodeError, ExplodeOptions, Exploded, explode, explode_batch, explode_columns, explode_zipped, repeat,
+    unpack_struct,
+};

@@ -178,3 +178,56 @@ fn contiguous_input_is_not_copied() {
     );
     let _ = Arc::clone(&e.values);
 }
+
+/// Carried columns of several physical kinds (primitive, bytes, views, boolean, and a
+/// struct that takes the `take` fallback), all with NULLs, for `n` rows.
+fn carried(seed: &[Option<i64>]) -> Vec<ArrayRef> {
+    use arrow::array::{BooleanArray, StringArray, StringViewArray, StructArray};
+    use arrow::datatypes::{DataType, Field};
+    let ints: ArrayRef = Arc::new(Int64Array::from(seed.to_vec()));
+    let text = |v: &Option<i64>| v.map(|x| format!("row-{x}-{}", "x".repeat((x.unsigned_abs() % 20) as usize)));
+    let strings: ArrayRef = Arc::new(StringArray::from(seed.iter().map(text).collect::<Vec<_>>()));
+    let views: ArrayRef = Arc::new(StringViewArray::from(seed.iter().map(text).collect::<Vec<_>>()));
+    let bools: ArrayRef = Arc::new(BooleanArray::from(seed.iter().map(|v| v.map(|x| x % 2 == 0)).collect::<Vec<_>>()));
+    let structs: ArrayRef =
+        Arc::new(StructArray::from(vec![(Arc::new(Field::new("a", DataType::Int64, true)), Arc::clone(&ints))]));
+    vec![ints, strings, views, bools, structs]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// `explode_columns` repeats the carried columns exactly as a `take` by the reference's
+    /// parent indices would, in chunks of at most `target` rows.
+    #[test]
+    fn carried_columns_match_a_take_by_parent(
+        rows in prop::collection::vec((inner(), prop::option::weighted(0.8, -99i64..99)), 0..14),
+        off in 0usize..4,
+        target in 1usize..7,
+        o in options(),
+    ) {
+        let list = flat(&rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>());
+        let seed: Vec<Option<i64>> = rows.iter().map(|r| r.1).collect();
+        let off = off.min(list.len());
+        let list = list.slice(off, list.len() - off);
+        let carry: Vec<ArrayRef> = carried(&seed).iter().map(|c| c.slice(off, c.len() - off)).collect();
+        let (parents, want_idx, want_values) = naive(&[&list], &o);
+        let parents = arrow::array::UInt32Array::from(parents);
+        let chunks = kiln_explode::explode_columns(&carry, &[&list], &o, target).unwrap();
+        prop_assert!(chunks.iter().all(|c| c.iter().all(|a| a.len() <= target && a.len() == c[0].len())));
+        if chunks.is_empty() {
+            prop_assert_eq!(parents.len(), 0);
+            return Ok(());
+        }
+        let column = |k: usize| -> ArrayRef {
+            concat(&chunks.iter().map(|c| c[k].as_ref()).collect::<Vec<_>>()).unwrap()
+        };
+        for (k, c) in carry.iter().enumerate() {
+            let want = arrow::compute::take(c.as_ref(), &parents, None).unwrap();
+            prop_assert_eq!(column(k).to_data(), want.to_data(), "carried column {}", k);
+        }
+        prop_assert_eq!(column(carry.len()).to_data(), want_values[0].to_data());
+        let idx: Vec<Option<i64>> = column(carry.len() + 1).as_primitive::<arrow::datatypes::Int64Type>().iter().collect();
+        prop_assert_eq!(idx, want_idx);
+    }
+}
