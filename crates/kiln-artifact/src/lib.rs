@@ -49,6 +49,19 @@ pub enum ArtifactError {
         #[source]
         source: std::io::Error,
     },
+    /// The object store failed (the environment).
+    #[error("{context}: {source}")]
+    Store {
+        context: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// A stored artifact does not match its content address (the environment).
+    #[error("corrupt artifact: {0}")]
+    Corrupt(String),
+    /// A location the user gave is not usable.
+    #[error("{0}")]
+    Config(String),
     /// A record could not be encoded (an internal error).
     #[error("cannot encode {what}: {source}")]
     Encode {

@@ -516,6 +516,12 @@ pub struct GcReport {
     pub bytes: u64,
     /// Canonical plans deleted from the artifact store (no current build uses them).
     pub plans: u64,
+    /// Build records deleted (their builds are no longer current).
+    #[serde(default)]
+    pub records: u64,
+    /// Blobs deleted (no remaining build record names them).
+    #[serde(default)]
+    pub blobs: u64,
     /// Current builds kept, one per product.
     pub kept: u64,
 }
@@ -552,8 +558,8 @@ pub struct BuildRecord {
     pub ordering_tier: u8,
     pub plans: BuildPlans,
     pub operators: Vec<OperatorMetrics>,
-    /// With the `substrait` feature: the optimized plan as Substrait protobuf bytes, stored
-    /// next to this record (`<build_id>.substrait`); the file name here.
+    /// With the `substrait` feature: the optimized plan as Substrait protobuf bytes, a blob
+    /// of the artifact store (`blobs/<sha256[0..2]>/<sha256>`); its sha256 here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub substrait: Option<String>,
     /// Seconds per phase: `compile`, `plan` (physical), `execute_write`, `commit`.
@@ -574,7 +580,8 @@ pub struct BuildPlans {
     pub query_fp: String,
 }
 
-/// One line of `.kiln/runs/<run_id>/events.jsonl`, appended as things happen.
+/// One line of `.kiln/runs/<run_id>/events.jsonl` (written in parts as things happen,
+/// joined when the run ends).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TelemetryEvent {
     pub format_version: u32,

@@ -1,169 +1,322 @@
-//! The project's local artifact store (`.kiln/` by default): content-addressed records that
-//! later runs read back to explain themselves.
+//! The artifact store (`.kiln/` by default): records that later runs read back to explain
+//! themselves, written through object_store.
 //!
 //! ```text
-//! .kiln/plans/<query_fp>.json       canonical plans, so `kiln plan` can diff a changed query
-//! .kiln/runs/<run_id>/...           run summaries, effective settings, events.jsonl
-//! .kiln/builds/<product>/<build_id>.json   build records (plans, metrics, lineage, inputs)
-//! .kiln/cache/compile.json          compile results by input key (a cache: deleting it is safe)
-//! .kiln/cache/parse.json            per-file statement summaries by file content (idem)
+//! plans/<query_fp>.json                 canonical plans, so `kiln plan` can diff a changed query
+//! builds/<product>/<build_id>.json      build records (plans, metrics, lineage, inputs)
+//! blobs/<sha256[0..2]>/<sha256>         binary artifacts by content (Substrait plans)
+//! runs/<run_id>/run_summary.json        what each product did and why
+//! runs/<run_id>/settings.json           the effective settings of the run
+//! runs/<run_id>/events.jsonl            telemetry; while the run is going, events/<seq>.jsonl parts
+//! cache/compile.json, cache/parse.json  local caches (see below)
 //! ```
 //!
-//! Writes go to a temporary file renamed into place, so a reader never sees half a record.
+//! Location: a path (relative to the project), `file://path`, or `memory://` (tests, and
+//! one-off runs that should leave nothing behind). Records are objects: a put is atomic (the
+//! local store writes a temporary file and renames it), so a reader never sees half a
+//! record and a killed run leaves whole records or none. Object stores cannot append, so
+//! events are written as numbered parts while a run goes and concatenated into
+//! `events.jsonl` when it ends; a killed run keeps its parts.
+//!
+//! The caches are different: they are per machine and never required (deleting or
+//! corrupting them changes speed, not results), so they are plain local files under the
+//! store's directory, and absent for a `memory://` store.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::ArtifactError;
 use crate::plan::{
-    BuildRecord, COMPILE_CACHE_VERSION, CanonicalPlan, CompileCache, PARSE_CACHE_VERSION, ParseCache, TelemetryEvent,
+    BuildRecord, COMPILE_CACHE_VERSION, CanonicalPlan, CompileCache, PARSE_CACHE_VERSION, ParseCache, sha256_hex,
 };
 
-/// A directory of records.
+/// Records, blobs, runs and caches of one project.
 #[derive(Debug, Clone)]
 pub struct ArtifactStore {
-    root: PathBuf,
+    store: Arc<dyn ObjectStore>,
+    /// Where the caches live (a local directory), if anywhere.
+    cache_dir: Option<PathBuf>,
+    /// The location as the user gave it, for messages.
+    location: String,
 }
 
 impl ArtifactStore {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+    /// Opens `location`: a path relative to `base`, `file://path` or `memory://`.
+    pub fn open(location: &str, base: &Path) -> Result<Self, ArtifactError> {
+        if let Some(rest) = location.strip_prefix("file://") {
+            return Self::local(rest);
+        }
+        if location.starts_with("memory://") {
+            return Ok(Self::memory());
+        }
+        if let Some((scheme, _)) = location.split_once("://") {
+            return Err(ArtifactError::Config(format!(
+                "artifact store `{location}`: the `{scheme}://` store is not compiled into this binary (supported: a path, file://, memory://)"
+            )));
+        }
+        Self::local(base.join(location))
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// A local directory (created when missing).
+    pub fn local(root: impl Into<PathBuf>) -> Result<Self, ArtifactError> {
+        let root: PathBuf = root.into();
+        std::fs::create_dir_all(&root)
+            .map_err(|source| ArtifactError::Io { context: format!("cannot create {}", root.display()), source })?;
+        // Deleting the last object of a directory removes the directory too.
+        let store = LocalFileSystem::new_with_prefix(&root)
+            .map_err(|source| ArtifactError::Store { context: format!("cannot open {}", root.display()), source })?
+            .with_automatic_cleanup(true);
+        Ok(Self { store: Arc::new(store), cache_dir: Some(root.join("cache")), location: root.display().to_string() })
     }
 
-    fn plan_path(&self, query_fp: &str) -> PathBuf {
-        self.root.join("plans").join(format!("{query_fp}.json"))
+    /// An in-memory store: records live as long as the process; no caches.
+    pub fn memory() -> Self {
+        Self { store: Arc::new(InMemory::new()), cache_dir: None, location: "memory://".into() }
+    }
+
+    /// Any object store (remote stores come with their cargo features); caches in
+    /// `cache_dir` when given.
+    pub fn over(store: Arc<dyn ObjectStore>, location: &str, cache_dir: Option<PathBuf>) -> Self {
+        Self { store, cache_dir, location: location.to_owned() }
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn path(parts: &[&str]) -> ObjectPath {
+        ObjectPath::from_iter(parts.iter().copied())
+    }
+
+    fn err(&self, what: &str, path: &ObjectPath) -> impl FnOnce(object_store::Error) -> ArtifactError {
+        let context = format!("cannot {what} {}/{path}", self.location);
+        move |source| ArtifactError::Store { context, source }
+    }
+
+    async fn get(&self, path: &ObjectPath) -> Result<Option<Vec<u8>>, ArtifactError> {
+        match self.store.get(path).await {
+            Ok(result) => Ok(Some(result.bytes().await.map_err(self.err("read", path))?.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err("read", path)(e)),
+        }
+    }
+
+    async fn put(&self, path: &ObjectPath, bytes: Vec<u8>) -> Result<(), ArtifactError> {
+        self.store.put(path, PutPayload::from(bytes)).await.map_err(self.err("write", path))?;
+        Ok(())
+    }
+
+    async fn exists(&self, path: &ObjectPath) -> Result<bool, ArtifactError> {
+        match self.store.head(path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err("read", path)(e)),
+        }
+    }
+
+    async fn list(&self, prefix: &ObjectPath) -> Result<Vec<ObjectPath>, ArtifactError> {
+        let metas: Vec<_> = self.store.list(Some(prefix)).try_collect().await.map_err(self.err("list", prefix))?;
+        let mut paths: Vec<ObjectPath> = metas.into_iter().map(|m| m.location).collect();
+        paths.sort();
+        Ok(paths)
+    }
+
+    async fn delete(&self, path: &ObjectPath) -> Result<(), ArtifactError> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err("delete", path)(e)),
+        }
+    }
+}
+
+// Canonical plans, build records, blobs.
+impl ArtifactStore {
+    fn plan_path(query_fp: &str) -> ObjectPath {
+        Self::path(&["plans", &format!("{query_fp}.json")])
     }
 
     /// Stores a canonical plan under its fingerprint (a no-op when it is already there).
-    pub fn put_plan(&self, plan: &CanonicalPlan) -> Result<(), ArtifactError> {
-        let path = self.plan_path(&plan.fingerprint());
-        if path.exists() {
+    pub async fn put_plan(&self, plan: &CanonicalPlan) -> Result<(), ArtifactError> {
+        let path = Self::plan_path(&plan.fingerprint());
+        if self.exists(&path).await? {
             return Ok(());
         }
-        write_atomic(&path, &plan.to_json()?)
+        self.put(&path, plan.to_json()?).await
     }
 
     /// The canonical plan with this fingerprint, if one was stored.
-    pub fn plan(&self, query_fp: &str) -> Result<Option<CanonicalPlan>, ArtifactError> {
-        let path = self.plan_path(query_fp);
-        match std::fs::read(&path) {
-            Ok(bytes) => CanonicalPlan::from_json(&bytes, &path.display().to_string()).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(ArtifactError::Io { context: format!("cannot read {}", path.display()), source }),
+    pub async fn plan(&self, query_fp: &str) -> Result<Option<CanonicalPlan>, ArtifactError> {
+        let path = Self::plan_path(query_fp);
+        match self.get(&path).await? {
+            Some(bytes) => CanonicalPlan::from_json(&bytes, &format!("{}/{path}", self.location)).map(Some),
+            None => Ok(None),
         }
+    }
+
+    /// Stores the record of a committed build.
+    pub async fn put_build_record(&self, record: &BuildRecord) -> Result<(), ArtifactError> {
+        let bytes = serde_json::to_vec_pretty(record)
+            .map_err(|source| ArtifactError::Encode { what: "build record", source })?;
+        self.put(&Self::path(&["builds", &record.product, &format!("{}.json", record.build_id)]), bytes).await
+    }
+
+    /// The record of a build, if stored.
+    pub async fn build_record(&self, product: &str, build_id: &str) -> Result<Option<BuildRecord>, ArtifactError> {
+        let path = Self::path(&["builds", product, &format!("{build_id}.json")]);
+        let Some(bytes) = self.get(&path).await? else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|source| ArtifactError::Decode {
+            what: "build record",
+            path: format!("{}/{path}", self.location),
+            source,
+        })
+    }
+
+    /// Every stored build record's (product, build id).
+    pub async fn build_records(&self) -> Result<Vec<(String, String)>, ArtifactError> {
+        let mut out = Vec::new();
+        for path in self.list(&Self::path(&["builds"])).await? {
+            let parts: Vec<_> = path.parts().map(|p| p.as_ref().to_owned()).collect();
+            if let [_, product, file] = parts.as_slice()
+                && let Some(build_id) = file.strip_suffix(".json")
+            {
+                out.push((product.clone(), build_id.to_owned()));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn delete_build_record(&self, product: &str, build_id: &str) -> Result<(), ArtifactError> {
+        self.delete(&Self::path(&["builds", product, &format!("{build_id}.json")])).await
+    }
+
+    fn blob_path(sha256: &str) -> ObjectPath {
+        Self::path(&["blobs", sha256.get(..2).unwrap_or("00"), sha256])
+    }
+
+    /// Stores `bytes` by content; returns their sha256 (hex), the blob's name. Storing the
+    /// same bytes again writes nothing.
+    pub async fn put_blob(&self, bytes: &[u8]) -> Result<String, ArtifactError> {
+        let sha = sha256_hex(bytes);
+        let path = Self::blob_path(&sha);
+        if !self.exists(&path).await? {
+            self.put(&path, bytes.to_vec()).await?;
+        }
+        Ok(sha)
+    }
+
+    /// The blob with this sha256, if stored; its content is checked against the name.
+    pub async fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, ArtifactError> {
+        let path = Self::blob_path(sha256);
+        let Some(bytes) = self.get(&path).await? else { return Ok(None) };
+        if sha256_hex(&bytes) != sha256 {
+            return Err(ArtifactError::Corrupt(format!("{}/{path}: content does not match its sha256", self.location)));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Deletes stored canonical plans whose fingerprint is not in `keep`; returns how many.
+    pub async fn retain_plans(&self, keep: &BTreeSet<String>) -> Result<u64, ArtifactError> {
+        let mut deleted = 0;
+        for path in self.list(&Self::path(&["plans"])).await? {
+            let Some(fp) = path.filename().and_then(|f| f.strip_suffix(".json")) else { continue };
+            if !keep.contains(fp) {
+                self.delete(&path).await?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes blobs whose sha256 is not in `keep`; returns how many.
+    pub async fn retain_blobs(&self, keep: &BTreeSet<String>) -> Result<u64, ArtifactError> {
+        let mut deleted = 0;
+        for path in self.list(&Self::path(&["blobs"])).await? {
+            let Some(sha) = path.filename() else { continue };
+            if !keep.contains(sha) {
+                self.delete(&path).await?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 }
 
+// Runs.
 impl ArtifactStore {
-    fn cache_path(&self) -> PathBuf {
-        self.root.join("cache").join("compile.json")
+    /// Stores one file of a run (`run_summary.json`, `settings.json`).
+    pub async fn put_run_file(&self, run_id: &str, name: &str, bytes: Vec<u8>) -> Result<(), ArtifactError> {
+        self.put(&Self::path(&["runs", run_id, name]), bytes).await
+    }
+
+    /// A file of a run, if stored.
+    pub async fn run_file(&self, run_id: &str, name: &str) -> Result<Option<Vec<u8>>, ArtifactError> {
+        self.get(&Self::path(&["runs", run_id, name])).await
+    }
+
+    /// Stores part `seq` of a run's events: complete JSON lines.
+    pub async fn put_event_part(&self, run_id: &str, seq: u64, lines: Vec<u8>) -> Result<(), ArtifactError> {
+        self.put(&Self::path(&["runs", run_id, "events", &format!("{seq:08}.jsonl")]), lines).await
+    }
+
+    /// Concatenates a run's event parts, in order, into `events.jsonl` and deletes them.
+    pub async fn finish_events(&self, run_id: &str) -> Result<(), ArtifactError> {
+        let parts = self.list(&Self::path(&["runs", run_id, "events"])).await?;
+        let mut all = self.get(&Self::path(&["runs", run_id, "events.jsonl"])).await?.unwrap_or_default();
+        for part in &parts {
+            all.extend(self.get(part).await?.unwrap_or_default());
+        }
+        self.put(&Self::path(&["runs", run_id, "events.jsonl"]), all).await?;
+        for part in &parts {
+            self.delete(part).await?;
+        }
+        Ok(())
+    }
+}
+
+// Caches: local files, never required.
+impl ArtifactStore {
+    fn cache_file(&self, name: &str) -> Option<PathBuf> {
+        self.cache_dir.as_ref().map(|d| d.join(name))
     }
 
     /// The compile cache; empty when absent, unreadable or of another version (a cache is
     /// never worth failing a run for).
     pub fn compile_cache(&self) -> CompileCache {
-        read_cache(&self.cache_path(), |c: &CompileCache| c.format_version == COMPILE_CACHE_VERSION)
+        self.cache_file("compile.json")
+            .and_then(|p| read_cache(&p, |c: &CompileCache| c.format_version == COMPILE_CACHE_VERSION))
             .unwrap_or(CompileCache { format_version: COMPILE_CACHE_VERSION, entries: Default::default() })
     }
 
     /// The parse cache; empty when absent, unreadable or of another version.
     pub fn parse_cache(&self) -> ParseCache {
-        read_cache(&self.root.join("cache").join("parse.json"), |c: &ParseCache| {
-            c.format_version == PARSE_CACHE_VERSION
-        })
-        .unwrap_or(ParseCache { format_version: PARSE_CACHE_VERSION, files: Default::default() })
+        self.cache_file("parse.json")
+            .and_then(|p| read_cache(&p, |c: &ParseCache| c.format_version == PARSE_CACHE_VERSION))
+            .unwrap_or_else(Self::empty_parse_cache)
+    }
+
+    pub fn empty_parse_cache() -> ParseCache {
+        ParseCache { format_version: PARSE_CACHE_VERSION, files: Default::default() }
     }
 
     pub fn put_parse_cache(&self, cache: &ParseCache) -> Result<(), ArtifactError> {
+        let Some(path) = self.cache_file("parse.json") else { return Ok(()) };
         let bytes =
             serde_json::to_vec(cache).map_err(|source| ArtifactError::Encode { what: "parse cache", source })?;
-        write_atomic(&self.root.join("cache").join("parse.json"), &bytes)
+        write_atomic(&path, &bytes)
     }
 
     pub fn put_compile_cache(&self, cache: &CompileCache) -> Result<(), ArtifactError> {
+        let Some(path) = self.cache_file("compile.json") else { return Ok(()) };
         let bytes =
             serde_json::to_vec(cache).map_err(|source| ArtifactError::Encode { what: "compile cache", source })?;
-        write_atomic(&self.cache_path(), &bytes)
-    }
-}
-
-impl ArtifactStore {
-    /// Stores the record of a committed build.
-    pub fn put_build_record(&self, record: &BuildRecord) -> Result<(), ArtifactError> {
-        let bytes = serde_json::to_vec_pretty(record)
-            .map_err(|source| ArtifactError::Encode { what: "build record", source })?;
-        write_atomic(&self.root.join("builds").join(&record.product).join(format!("{}.json", record.build_id)), &bytes)
-    }
-
-    /// Stores a binary artifact of a build next to its record
-    /// (`builds/<product>/<build_id>.<extension>`); returns its file name.
-    pub fn put_build_blob(
-        &self,
-        product: &str,
-        build_id: &str,
-        extension: &str,
-        bytes: &[u8],
-    ) -> Result<String, ArtifactError> {
-        let name = format!("{build_id}.{extension}");
-        write_atomic(&self.root.join("builds").join(product).join(&name), bytes)?;
-        Ok(name)
-    }
-
-    /// The record of a build, if stored.
-    pub fn build_record(&self, product: &str, build_id: &str) -> Result<Option<BuildRecord>, ArtifactError> {
-        let path = self.root.join("builds").join(product).join(format!("{build_id}.json"));
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| ArtifactError::Decode {
-                what: "build record",
-                path: path.display().to_string(),
-                source,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(ArtifactError::Io { context: format!("cannot read {}", path.display()), source }),
-        }
-    }
-
-    /// Appends one event to the run's `events.jsonl` (one line, written with one call).
-    pub fn append_event(&self, event: &TelemetryEvent) -> Result<(), ArtifactError> {
-        use std::io::Write;
-        let dir = self.root.join("runs").join(&event.run_id);
-        let io = |context: String| move |source| ArtifactError::Io { context, source };
-        std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
-        let mut line = serde_json::to_vec(event).map_err(|source| ArtifactError::Encode { what: "event", source })?;
-        line.push(b'\n');
-        let path = dir.join("events.jsonl");
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(format!("cannot open {}", path.display())))?;
-        file.write_all(&line).map_err(io(format!("cannot write {}", path.display())))
-    }
-
-    /// Deletes stored canonical plans whose fingerprint is not in `keep`; returns how many.
-    pub fn retain_plans(&self, keep: &std::collections::BTreeSet<String>) -> Result<u64, ArtifactError> {
-        let dir = self.root.join("plans");
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(source) => return Err(ArtifactError::Io { context: format!("cannot list {}", dir.display()), source }),
-        };
-        let mut deleted = 0;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Some(fp) = path.file_stem().and_then(|s| s.to_str()) else { continue };
-            if path.extension().is_some_and(|e| e == "json") && !keep.contains(fp) {
-                std::fs::remove_file(&path).map_err(|source| ArtifactError::Io {
-                    context: format!("cannot delete {}", path.display()),
-                    source,
-                })?;
-                deleted += 1;
-            }
-        }
-        Ok(deleted)
+        write_atomic(&path, &bytes)
     }
 }
 
@@ -174,7 +327,7 @@ fn read_cache<T: serde::de::DeserializeOwned>(path: &Path, current: impl Fn(&T) 
     serde_json::from_slice::<T>(&bytes).ok().filter(|c| current(c))
 }
 
-/// Writes `bytes` to `path` through a temporary sibling and a rename.
+/// Writes `bytes` to a local `path` through a temporary sibling and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
     let io = |context: String| move |source| ArtifactError::Io { context, source };
     if let Some(dir) = path.parent() {

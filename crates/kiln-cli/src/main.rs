@@ -264,11 +264,13 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
                     println!("deleted {} ({what}, {} files, {} bytes)", d.build_dir, d.files, d.bytes);
                 }
                 println!(
-                    "{} builds deleted ({} files, {} bytes), {} plans deleted, {} current builds kept",
+                    "{} builds deleted ({} files, {} bytes), {} plans, {} build records and {} blobs deleted, {} current builds kept",
                     r.deleted.len(),
                     r.files,
                     r.bytes,
                     r.plans,
+                    r.records,
+                    r.blobs,
                     r.kept
                 );
             }

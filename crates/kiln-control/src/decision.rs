@@ -32,19 +32,20 @@
 use std::collections::BTreeSet;
 
 use kiln_artifact::plan::sha256_hex;
-use kiln_artifact::{ArtifactStore, BuildFingerprints, ContentVersions, Decision, Manifest, ProductShape, Reason};
+use kiln_artifact::{BuildFingerprints, CanonicalPlan, ContentVersions, Decision, Manifest, ProductShape, Reason};
 
 use crate::compiler::CompiledProduct;
 use crate::diff::diff;
 
 /// The decision for `product` whose new identity is (`fps`, `build_id`), given its
-/// committed build (if any) and the artifact store holding earlier canonical plans.
+/// committed build (if any) and, when the query changed, the canonical plan of the
+/// committed build (from the artifact store) to diff against.
 pub fn decide(
     product: &CompiledProduct,
     fps: &BuildFingerprints,
     build_id: &str,
     current: Option<&Manifest>,
-    store: Option<&ArtifactStore>,
+    previous: Option<&CanonicalPlan>,
 ) -> (Decision, Vec<Reason>) {
     let Some(current) = current else { return (Decision::Build, vec![Reason::NeverBuilt]) };
     if current.build_id == build_id {
@@ -56,11 +57,10 @@ pub fn decide(
         reasons.push(Reason::SchemaChanged { old: old.schema_fp.clone(), new: fps.schema_fp.clone() });
     }
     if old.query_fp != fps.query_fp {
-        let previous = store.and_then(|s| s.plan(&old.query_fp).ok().flatten());
         reasons.push(Reason::QueryChanged {
             old: old.query_fp.clone(),
             new: fps.query_fp.clone(),
-            diff: previous.map(|p| diff(&p, &product.canonical)),
+            diff: previous.map(|p| diff(p, &product.canonical)),
         });
     }
     if old.runtime_fp != fps.runtime_fp {

@@ -224,8 +224,10 @@ impl Project {
         let mut files = Vec::new();
         let mut problems = Vec::new();
         // Files whose content is in the parse cache are not parsed (see SqlFile).
-        let store = ArtifactStore::new(dir.join(&config.storage.artifacts));
-        let old_cache = store.parse_cache();
+        // An unusable store location is reported by the commands that need the store; here
+        // it only means no cache.
+        let store = ArtifactStore::open(&config.storage.artifacts, dir).ok();
+        let old_cache = store.as_ref().map_or_else(ArtifactStore::empty_parse_cache, ArtifactStore::parse_cache);
         let mut new_cache = ParseCache { format_version: old_cache.format_version, files: Default::default() };
         let mut cache_changed = false;
         for path in paths {
@@ -255,7 +257,7 @@ impl Project {
         }
         if cache_changed || new_cache.files.len() != old_cache.files.len() {
             // A cache is an optimization: failing to write it must not fail the load.
-            let _ = store.put_parse_cache(&new_cache);
+            let _ = store.as_ref().map(|s| s.put_parse_cache(&new_cache));
         }
         let (graph, errors) = Graph::resolve(&files);
         problems.extend(errors);

@@ -12,7 +12,6 @@ use datafusion::common::config::TableParquetOptions;
 use datafusion::parquet::file::properties::WriterPropertiesBuilder;
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use kiln_artifact::plan::{BUILD_RECORD_VERSION, REPORT_FORMAT_VERSION};
-use kiln_artifact::store::write_atomic;
 use kiln_artifact::{
     Action, ArtifactStore, BuildFingerprints, BuildPlans, BuildRecord, CachedCompile, CompileCache, ContentVersions,
     Decision, Lineage, Manifest, PlanReport, ProductPlan, ProductRun, Reason, RunSummary, TelemetryEvent,
@@ -176,7 +175,7 @@ impl Session {
         }
         let functions = kiln_functions::Registry::builtin(secrets);
         let substrate = Substrate::new(&profile, warehouse.clone(), &project.root, functions)?;
-        let store = ArtifactStore::new(project.root.join(&config.storage.artifacts));
+        let store = ArtifactStore::open(&config.storage.artifacts, &project.root)?;
         let graph = Arc::new(std::mem::take(&mut project.graph));
         let order = graph.order()?;
         let selected: BTreeSet<usize> = match &options.select {
@@ -587,7 +586,13 @@ impl Session {
         }
         let Some((fps, id)) = self.identity(i) else { return Ok(Decided::Failed("not compiled".into())) };
         let Some(product) = self.compiled.get(&i) else { return Ok(Decided::Failed("not compiled".into())) };
-        let (decision, reasons) = decide(product, &fps, &id, current.as_ref(), Some(&self.store));
+        // A changed query is explained by a diff against the committed build's plan.
+        let old_fp = current.as_ref().and_then(|m| m.fingerprints.as_ref()).map(|f| f.query_fp.clone());
+        let previous = match old_fp {
+            Some(old) if old != fps.query_fp => self.store.plan(&old).await.ok().flatten(),
+            _ => None,
+        };
+        let (decision, reasons) = decide(product, &fps, &id, current.as_ref(), previous.as_ref());
         Ok(match (decision, current) {
             (Decision::Fresh, Some(manifest)) => Decided::Fresh { fps, id, manifest },
             (_, current) => Decided::Build { fps, id, reasons, current },
@@ -646,11 +651,13 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
         seconds: None,
         error: None,
     };
-    let session_store = session.store.clone();
+    // Events go to a writer task (the store is async, emitting is not): it writes what
+    // has queued up as one numbered part, and joins the parts into events.jsonl at the end.
+    let (events, queue) = tokio::sync::mpsc::unbounded_channel::<TelemetryEvent>();
+    let writer = tokio::spawn(write_events(session.store.clone(), run_id.clone(), queue));
     let emit = |e: TelemetryEvent| {
-        if let Err(err) = session_store.append_event(&e) {
-            observer.event(Event::Warning(format!("cannot record a telemetry event: {err}")));
-        }
+        // The writer only stops when `events` is dropped, below.
+        let _ = events.send(e);
     };
     emit(event("run_started"));
     let finished = |i: usize, run: &ProductRun, session: &Session| {
@@ -707,7 +714,7 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
                         session.versions.insert(i, id.clone());
                         let content = session.record_content(i);
                         if let Some(product) = session.compiled.get(&i) {
-                            session.store.put_plan(&product.canonical)?;
+                            session.store.put_plan(&product.canonical).await?;
                         }
                         jobs.push(Job { i, id, fps, reasons, content });
                         None
@@ -772,12 +779,47 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
         products: runs,
         seconds: started.elapsed().as_secs_f64(),
     };
-    let runs_dir = session.store.root().join("runs").join(&run_id);
+    drop(events);
+    match writer.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => observer.event(Event::Warning(format!("cannot record telemetry events: {e}"))),
+        Err(e) => observer.event(Event::Warning(format!("the telemetry writer failed: {e}"))),
+    }
     let settings = serde_json::to_vec_pretty(&session.profile.effective()?)
         .map_err(|e| KilnError::Usage(format!("cannot encode settings: {e}")))?;
-    write_atomic(&runs_dir.join("settings.json"), &settings)?;
-    write_atomic(&runs_dir.join("run_summary.json"), &summary.to_json()?)?;
+    session.store.put_run_file(&run_id, "settings.json", settings).await?;
+    session.store.put_run_file(&run_id, "run_summary.json", summary.to_json()?).await?;
     Ok(BuildReport { summary, problems: session.problems })
+}
+
+/// Writes a run's events as they arrive: everything queued at once becomes one part; when
+/// the queue closes, the parts are joined into `events.jsonl`. Returns the first error.
+async fn write_events(
+    store: ArtifactStore,
+    run_id: String,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<TelemetryEvent>,
+) -> Result<(), kiln_artifact::ArtifactError> {
+    let mut seq = 0u64;
+    let mut first_error = None;
+    while let Some(event) = queue.recv().await {
+        let mut lines = Vec::new();
+        let mut push = |e: &TelemetryEvent| {
+            if let Ok(line) = serde_json::to_vec(e) {
+                lines.extend(line);
+                lines.push(b'\n');
+            }
+        };
+        push(&event);
+        while let Ok(more) = queue.try_recv() {
+            push(&more);
+        }
+        if let Err(e) = store.put_event_part(&run_id, seq, lines).await {
+            first_error.get_or_insert(e);
+        }
+        seq += 1;
+    }
+    store.finish_events(&run_id).await?;
+    first_error.map_or(Ok(()), Err)
 }
 
 /// A product to execute in this build.
@@ -798,7 +840,7 @@ async fn execute(session: &Session, job: Job, run_id: &str, observer: &dyn Obser
     };
     let stamp = (job.id.as_str(), &job.fps, job.content.as_ref());
     let outcome = match run_product(&session.substrate, product, stamp, run_id, observer).await {
-        Ok(built) => record_build(session, product, &job, run_id, built),
+        Ok(built) => record_build(session, product, &job, run_id, built).await,
         Err(e) => Err(e),
     };
     let run = match outcome {
@@ -817,7 +859,7 @@ async fn execute(session: &Session, job: Job, run_id: &str, observer: &dyn Obser
 }
 
 /// Writes the build record of a committed build; returns its manifest and phase timings.
-fn record_build(
+async fn record_build(
     session: &Session,
     product: &CompiledProduct,
     job: &Job,
@@ -845,27 +887,27 @@ fn record_build(
             query_fp: product.query_fp.clone(),
         },
         operators: built.operators,
-        substrait: substrait_blob(session, product, &job.id)?,
+        substrait: substrait_blob(session, product).await?,
         phases: phases.clone(),
     };
-    session.store.put_build_record(&record)?;
+    session.store.put_build_record(&record).await?;
     Ok((built.manifest, phases))
 }
 
-/// With the `substrait` feature, stores the optimized plan as Substrait protobuf bytes next
-/// to the build record (a plan the producer cannot express records none).
+/// With the `substrait` feature, stores the optimized plan as Substrait protobuf bytes, a
+/// blob named by its sha256 (a plan the producer cannot express records none).
 #[cfg(feature = "substrait")]
-fn substrait_blob(session: &Session, product: &CompiledProduct, build_id: &str) -> Result<Option<String>, KilnError> {
+async fn substrait_blob(session: &Session, product: &CompiledProduct) -> Result<Option<String>, KilnError> {
     let state = session.substrate.context().state();
     let Ok(plan) = datafusion_substrait::logical_plan::producer::to_substrait_plan(&product.plan, &state) else {
         return Ok(None);
     };
     let bytes = prost::Message::encode_to_vec(plan.as_ref());
-    Ok(Some(session.store.put_build_blob(&product.name, build_id, "substrait", &bytes)?))
+    Ok(Some(session.store.put_blob(&bytes).await?))
 }
 
 #[cfg(not(feature = "substrait"))]
-fn substrait_blob(_: &Session, _: &CompiledProduct, _: &str) -> Result<Option<String>, KilnError> {
+async fn substrait_blob(_: &Session, _: &CompiledProduct) -> Result<Option<String>, KilnError> {
     Ok(None)
 }
 

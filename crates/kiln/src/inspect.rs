@@ -38,7 +38,7 @@ pub async fn diff(dir: &Path, product: &str, options: &BuildOptions) -> Result<P
     };
     let old_query_fp = current.fingerprints.map(|f| f.query_fp);
     let old_plan = match &old_query_fp {
-        Some(fp) => session.store.plan(fp)?,
+        Some(fp) => session.store.plan(fp).await?,
         None => None,
     };
     Ok(ProductDiff {

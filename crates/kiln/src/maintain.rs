@@ -19,7 +19,7 @@ use crate::KilnError;
 fn open(dir: &Path) -> Result<(Project, Warehouse, ArtifactStore), KilnError> {
     let project = Project::load(dir)?;
     let warehouse = Warehouse::open(&project.config.storage.warehouse, &project.root)?;
-    let store = ArtifactStore::new(project.root.join(&project.config.storage.artifacts));
+    let store = ArtifactStore::open(&project.config.storage.artifacts, &project.root)?;
     Ok((project, warehouse, store))
 }
 
@@ -55,15 +55,18 @@ pub async fn rollback(dir: &Path, product: &str) -> Result<RollbackReport, KilnE
 }
 
 /// Deletes every build directory no pointer names (superseded builds, and leftovers of
-/// failed or killed builds) and the canonical plans no current build uses.
+/// failed or killed builds), the build records of builds that are no longer current, the
+/// canonical plans no current build uses, and the blobs no remaining record names.
 pub async fn gc(dir: &Path) -> Result<GcReport, KilnError> {
     let (_, warehouse, store) = open(dir)?;
     let mut report = GcReport { format_version: REPORT_FORMAT_VERSION, ..GcReport::default() };
     let mut plans_in_use = BTreeSet::new();
+    let mut current_builds = BTreeSet::new();
     for product in warehouse.products().await? {
         let current = warehouse.current(&product).await?;
         if let Some(m) = &current {
             report.kept += 1;
+            current_builds.insert((product.clone(), m.build_id.clone()));
             if let Some(f) = &m.fingerprints {
                 plans_in_use.insert(f.query_fp.clone());
             }
@@ -84,6 +87,18 @@ pub async fn gc(dir: &Path) -> Result<GcReport, KilnError> {
             });
         }
     }
-    report.plans = store.retain_plans(&plans_in_use)?;
+    report.plans = store.retain_plans(&plans_in_use).await?;
+    let mut blobs_in_use = BTreeSet::new();
+    for (product, build_id) in store.build_records().await? {
+        if current_builds.contains(&(product.clone(), build_id.clone())) {
+            if let Some(record) = store.build_record(&product, &build_id).await? {
+                blobs_in_use.extend(record.substrait);
+            }
+        } else {
+            store.delete_build_record(&product, &build_id).await?;
+            report.records += 1;
+        }
+    }
+    report.blobs = store.retain_blobs(&blobs_in_use).await?;
     Ok(report)
 }

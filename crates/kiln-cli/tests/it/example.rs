@@ -363,6 +363,13 @@ fn query_diff_explain_rollback_gc() {
     let gc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(gc["deleted"].as_array().unwrap().len(), 1, "{out}");
     assert_eq!(gc["kept"], 1);
+    // The superseded build's record goes with it; the current build's stays.
+    assert_eq!(gc["records"], 1, "{out}");
+    let records: Vec<String> = std::fs::read_dir(tmp.path().join(".kiln/builds/evens"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(records, [format!("{}.json", rollback["to_build_id"].as_str().unwrap())]);
     let (_, out, _) = run(&["query", "SELECT count(*) AS n FROM evens", "--format", "csv"]);
     assert_eq!(out, "n\n3\n");
     let (code, _, err) = run(&["rollback", "evens"]);
@@ -484,8 +491,10 @@ fn build_records_carry_substrait_plans() {
     let records = tmp.path().join(".kiln/builds/p");
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(records.join(format!("{id}.json"))).unwrap()).unwrap();
-    let name = record["substrait"].as_str().expect("a substrait file");
-    let bytes = std::fs::read(records.join(name)).unwrap();
+    // A content-addressed blob: its name is the sha256 of its bytes.
+    let sha = record["substrait"].as_str().expect("a substrait blob");
+    let bytes = std::fs::read(tmp.path().join(".kiln/blobs").join(&sha[..2]).join(sha)).unwrap();
+    assert_eq!(format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&bytes)), sha);
     // A protobuf Plan naming the table it reads and the function it calls.
     assert!(bytes.len() > 50);
     assert!(String::from_utf8_lossy(&bytes).contains("upper"), "{bytes:?}");
