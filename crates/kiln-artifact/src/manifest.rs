@@ -12,6 +12,8 @@
 //! it never lists directories. A file not named by a committed manifest does not exist for
 //! Kiln.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ArtifactError;
@@ -53,6 +55,23 @@ pub struct FileEntry {
     pub rows: u64,
     pub bytes: u64,
     pub row_groups: u32,
+    /// Size of the Parquet footer (metadata) in bytes.
+    #[serde(default)]
+    pub footer_bytes: u64,
+    /// Per top-level column, from the footer's statistics (absent in older manifests).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub columns: BTreeMap<String, ColumnStats>,
+}
+
+/// One column of one file: NULL count, and min/max rendered as text (absent when the
+/// file has no statistics for it, e.g. nested columns or all values NULL).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnStats {
+    pub nulls: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<String>,
 }
 
 /// Totals over the files, plus the accounting invariant

@@ -50,6 +50,10 @@ pub enum DataError {
     /// A batch could not be converted to the contract's type (the user's query).
     #[error("product `{product}`: column `{column}`: cannot convert {from} to {to}: {reason}")]
     Conform { product: String, column: String, from: String, to: String, reason: String },
+    /// Tier 3: written rows are not in the promised order (an internal error: the plan's
+    /// sort should have produced them in order).
+    #[error("product `{product}`: {file}: row {row} breaks the ORDER BY ({keys}) of ordering tier 3")]
+    OrderBroken { product: String, file: String, row: u64, keys: String },
     /// Execution failed inside DataFusion (usually the query or the data).
     #[error("{context}: {source}")]
     Execution {

@@ -7,20 +7,24 @@
 //! private directory, rolled at `max_rows_per_file`. Files carry `created_by = "kiln"` and
 //! no timestamps, so the same batches produce the same bytes.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, make_comparator};
+use datafusion::arrow::compute::{SortOptions, cast};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use datafusion::parquet::arrow::parquet_to_arrow_schema;
 use datafusion::parquet::errors::ParquetError;
-use datafusion::parquet::file::metadata::ParquetMetaDataReader;
+use datafusion::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use datafusion::parquet::file::properties::WriterProperties;
 use futures::StreamExt;
-use kiln_artifact::{FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals};
+use kiln_artifact::{ColumnStats, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals};
 use kiln_contracts::EvolutionPolicy;
 use kiln_contracts::compat::{CheckOptions, check};
 use object_store::ObjectStoreExt;
@@ -44,6 +48,10 @@ pub struct WriteSpec {
     /// 1, 2 or 3 (see the brief's determinism tiers).
     pub ordering_tier: u8,
     pub sort_keys: Vec<String>,
+    /// Tier 3: the (column, ascending) keys every partition's rows must follow (NULLs last
+    /// ascending, first descending, as the canonical sort puts them), checked row by row
+    /// while writing and across partitions in file order.
+    pub verify_order: Vec<(String, bool)>,
     /// Read every written file's footer back and check its schema (ARROW:schema round
     /// trip included) against `schema` before returning: the write-time contract gate.
     pub verify_contract: bool,
@@ -65,19 +73,29 @@ pub async fn write_dataset(
     progress: Arc<WriteProgress>,
 ) -> Result<Manifest> {
     let dir = Warehouse::build_dir(&spec.product, &spec.run_id);
+    let order = OrderCheck::keys(&spec)?;
     let tasks: Vec<_> = streams
         .into_iter()
         .enumerate()
         .map(|(i, stream)| {
             let (wh, spec, progress, dir) = (warehouse.clone(), Arc::clone(&spec), Arc::clone(&progress), dir.clone());
-            tokio::spawn(async move { write_partition(&wh, stream, i, &dir, &spec, &progress).await })
+            let order = order.clone();
+            tokio::spawn(async move { write_partition(&wh, stream, i, &dir, &spec, order, &progress).await })
         })
         .collect();
     let mut files = Vec::new();
+    let mut previous: Option<(RecordBatch, String)> = None;
     for task in tasks {
-        let written = task
+        let (written, bounds) = task
             .await
             .map_err(|e| DataError::Config(format!("product `{}`: writer task failed: {e}", spec.product)))??;
+        // Files are read in path order, so partition p's first row follows p-1's last.
+        if let (Some(keys), Some((first, last))) = (&order, bounds) {
+            if let Some((before, file)) = &previous {
+                keys.check_pair(before, &first, &spec, written.first().map_or(file.as_str(), |f| f.path.as_str()))?;
+            }
+            previous = Some((last, written.last().map(|f| f.path.clone()).unwrap_or_default()));
+        }
         files.extend(written);
     }
     if files.is_empty() {
@@ -178,10 +196,143 @@ async fn finish_file(wh: &Warehouse, file: OpenFile, spec: &WriteSpec) -> Result
         .close()
         .await
         .map_err(DataError::parquet(format!("product `{}`: cannot finish {relative}", spec.product)))?;
-    let head =
-        wh.store().head(&wh.path(&relative)).await.map_err(DataError::store(format!("cannot stat {relative}")))?;
-    Ok(FileEntry { path: relative, rows, bytes: head.size, row_groups: meta.num_row_groups() as u32 })
+    let path = wh.path(&relative);
+    let head = wh.store().head(&path).await.map_err(DataError::store(format!("cannot stat {relative}")))?;
+    // The footer's length is the 4 bytes before the closing magic.
+    let tail = wh
+        .store()
+        .get_range(&path, head.size.saturating_sub(8)..head.size)
+        .await
+        .map_err(DataError::store(format!("cannot read the footer of {relative}")))?;
+    let footer_bytes = tail.get(..4).map_or(0, |b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+    Ok(FileEntry {
+        path: relative,
+        rows,
+        bytes: head.size,
+        row_groups: meta.num_row_groups() as u32,
+        footer_bytes,
+        columns: column_stats(&meta, &spec.schema),
+    })
 }
+
+/// Per top-level column: NULL count and min/max over the row groups' statistics, as text.
+fn column_stats(meta: &ParquetMetaData, schema: &Schema) -> BTreeMap<String, ColumnStats> {
+    let options = FormatOptions::default();
+    let parquet_schema = meta.file_metadata().schema_descr();
+    let mut out = BTreeMap::new();
+    for field in schema.fields() {
+        let Ok(converter) = StatisticsConverter::try_new(field.name(), schema, parquet_schema) else { continue };
+        let nulls = converter.row_group_null_counts(meta.row_groups().iter()).map_or(0, |n| n.iter().flatten().sum());
+        let extreme = |values: Option<ArrayRef>, want: std::cmp::Ordering| -> Option<String> {
+            let values = values?;
+            let compare = make_comparator(values.as_ref(), values.as_ref(), SortOptions::default()).ok()?;
+            let best = (0..values.len())
+                .filter(|&i| values.is_valid(i))
+                .reduce(|a, b| if compare(b, a) == want { b } else { a })?;
+            let formatter = ArrayFormatter::try_new(values.as_ref(), &options).ok()?;
+            Some(formatter.value(best).to_string())
+        };
+        let min = extreme(converter.row_group_mins(meta.row_groups().iter()).ok(), std::cmp::Ordering::Less);
+        let max = extreme(converter.row_group_maxes(meta.row_groups().iter()).ok(), std::cmp::Ordering::Greater);
+        out.insert(field.name().clone(), ColumnStats { nulls, min, max });
+    }
+    out
+}
+
+/// The tier-3 order check: the sort key columns as comparable rows.
+#[derive(Debug, Clone)]
+struct OrderCheck {
+    columns: Vec<usize>,
+    fields: Vec<SortField>,
+    described: String,
+}
+
+impl OrderCheck {
+    fn keys(spec: &WriteSpec) -> Result<Option<Self>> {
+        if spec.verify_order.is_empty() {
+            return Ok(None);
+        }
+        let mut columns = Vec::new();
+        let mut fields = Vec::new();
+        for (name, asc) in &spec.verify_order {
+            let (i, field) = spec.schema.column_with_name(name).ok_or_else(|| {
+                DataError::Config(format!("product `{}`: ORDER BY column `{name}` is not in the schema", spec.product))
+            })?;
+            columns.push(i);
+            let options = SortOptions { descending: !asc, nulls_first: !asc };
+            fields.push(SortField::new_with_options(field.data_type().clone(), options));
+        }
+        Ok(Some(Self { columns, fields, described: spec.sort_keys.join(", ") }))
+    }
+
+    fn converter(&self) -> Result<RowConverter> {
+        RowConverter::new(self.fields.clone()).map_err(|e| DataError::Config(format!("order check: {e}")))
+    }
+
+    fn rows(&self, converter: &RowConverter, batch: &RecordBatch) -> Result<Rows> {
+        let columns: Vec<ArrayRef> = self.columns.iter().map(|&i| Arc::clone(batch.column(i))).collect();
+        converter.convert_columns(&columns).map_err(|e| DataError::Config(format!("order check: {e}")))
+    }
+
+    fn broken(&self, spec: &WriteSpec, file: &str, row: u64) -> DataError {
+        DataError::OrderBroken {
+            product: spec.product.clone(),
+            file: file.to_owned(),
+            row,
+            keys: self.described.clone(),
+        }
+    }
+
+    /// `later`'s first row must not sort before `earlier`'s last row (1-row batches).
+    fn check_pair(&self, earlier: &RecordBatch, later: &RecordBatch, spec: &WriteSpec, file: &str) -> Result<()> {
+        let converter = self.converter()?;
+        let (a, b) = (self.rows(&converter, earlier)?, self.rows(&converter, later)?);
+        if a.num_rows() > 0 && b.num_rows() > 0 && a.row(a.num_rows() - 1) > b.row(0) {
+            return Err(self.broken(spec, file, 0));
+        }
+        Ok(())
+    }
+}
+
+/// The running state of one partition's order check.
+struct OrderState {
+    keys: OrderCheck,
+    converter: RowConverter,
+    last: Option<OwnedRow>,
+    first_batch: Option<RecordBatch>,
+    last_batch: Option<RecordBatch>,
+}
+
+impl OrderState {
+    /// Checks `batch` (whose first row is row `at` of `file`) against itself and the rows
+    /// before it.
+    fn check(&mut self, batch: &RecordBatch, spec: &WriteSpec, file: &str, at: u64) -> Result<()> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let rows = self.keys.rows(&self.converter, batch)?;
+        if let Some(last) = &self.last
+            && last.row() > rows.row(0)
+        {
+            return Err(self.keys.broken(spec, file, at));
+        }
+        for i in 1..n {
+            if rows.row(i - 1) > rows.row(i) {
+                return Err(self.keys.broken(spec, file, at + i as u64));
+            }
+        }
+        self.last = Some(rows.row(n - 1).owned());
+        if self.first_batch.is_none() {
+            self.first_batch = Some(batch.slice(0, 1));
+        }
+        self.last_batch = Some(batch.slice(n - 1, 1));
+        Ok(())
+    }
+}
+
+/// A partition's files and, under an order check, its first and last rows.
+type Written = (Vec<FileEntry>, Option<(RecordBatch, RecordBatch)>);
 
 async fn write_partition(
     wh: &Warehouse,
@@ -189,10 +340,18 @@ async fn write_partition(
     partition: usize,
     dir: &str,
     spec: &WriteSpec,
+    order: Option<OrderCheck>,
     progress: &WriteProgress,
-) -> Result<Vec<FileEntry>> {
+) -> Result<Written> {
     let mut done = Vec::new();
     let mut current: Option<OpenFile> = None;
+    let mut order = match order {
+        Some(keys) => {
+            let converter = keys.converter()?;
+            Some(OrderState { keys, converter, last: None, first_batch: None, last_batch: None })
+        }
+        None => None,
+    };
     let max = spec.max_rows_per_file.max(1);
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(DataError::exec(format!("product `{}`", spec.product)))?;
@@ -204,8 +363,12 @@ async fn write_partition(
                 None => current.insert(open_file(wh, dir, partition, done.len(), spec)?),
             };
             let take = (max - file.rows as usize).min(batch.num_rows() - offset);
+            let slice = batch.slice(offset, take);
+            if let Some(order) = order.as_mut() {
+                order.check(&slice, spec, &file.relative, file.rows)?;
+            }
             file.writer
-                .write(&batch.slice(offset, take))
+                .write(&slice)
                 .await
                 .map_err(DataError::parquet(format!("product `{}`: cannot write {}", spec.product, file.relative)))?;
             file.rows += take as u64;
@@ -223,7 +386,8 @@ async fn write_partition(
         done.push(finish_file(wh, last, spec).await?);
         progress.files.fetch_add(1, Ordering::Relaxed);
     }
-    Ok(done)
+    let bounds = order.and_then(|o| o.first_batch.zip(o.last_batch));
+    Ok((done, bounds))
 }
 
 /// Conforms a batch to the product schema: casts between physical encodings of the same
@@ -284,6 +448,7 @@ mod tests {
             properties: WriterProperties::builder().set_created_by("kiln".into()).build(),
             ordering_tier: 2,
             sort_keys: vec![],
+            verify_order: vec![],
             verify_contract: true,
         }
     }
@@ -318,6 +483,64 @@ mod tests {
         assert!(wh.current("p").await.unwrap().is_none(), "nothing is visible before commit");
         wh.commit(&m).await.unwrap();
         assert_eq!(wh.current("p").await.unwrap().unwrap(), m);
+    }
+
+    #[tokio::test]
+    async fn manifests_carry_column_statistics_and_footer_sizes() {
+        let wh = Warehouse::memory();
+        let values: Vec<Option<i64>> = (0..2500).map(|v| (v % 7 != 0).then_some(v - 100)).collect();
+        let m =
+            write_dataset(&wh, vec![stream(values.clone(), 300)], Arc::new(spec(schema(true), 1000)), Arc::default())
+                .await
+                .unwrap();
+        // Per file, computed here from the values each file holds.
+        for (k, file) in m.files.iter().enumerate() {
+            let held: Vec<Option<i64>> = values[k * 1000..((k + 1) * 1000).min(2500)].to_vec();
+            let present: Vec<i64> = held.iter().flatten().copied().collect();
+            let want = ColumnStats {
+                nulls: held.iter().filter(|v| v.is_none()).count() as u64,
+                min: present.iter().min().map(ToString::to_string),
+                max: present.iter().max().map(ToString::to_string),
+            };
+            assert_eq!(file.columns["v"], want, "{}", file.path);
+            let size = file.bytes;
+            let tail = wh.store().get_range(&wh.path(&file.path), size - 8..size).await.unwrap();
+            assert_eq!(&tail[4..], b"PAR1");
+            assert!(file.footer_bytes > 0 && file.footer_bytes < size, "{}", file.footer_bytes);
+        }
+    }
+
+    fn tier3(mut s: WriteSpec) -> WriteSpec {
+        s.ordering_tier = 3;
+        s.sort_keys = vec!["v ASC".into()];
+        s.verify_order = vec![("v".into(), true)];
+        s
+    }
+
+    #[tokio::test]
+    async fn tier_three_verifies_the_order_in_and_across_partitions() {
+        let wh = Warehouse::memory();
+        // Sorted, NULLs last, across batches and files: accepted.
+        let mut sorted: Vec<Option<i64>> = (0..900).map(Some).collect();
+        sorted.extend([None, None]);
+        write_dataset(&wh, vec![stream(sorted, 250)], Arc::new(tier3(spec(schema(true), 400))), Arc::default())
+            .await
+            .unwrap();
+        // One row out of order in the second batch: the row is named.
+        let mut bad: Vec<Option<i64>> = (0..20).map(Some).collect();
+        bad.swap(13, 14);
+        let e = write_dataset(&wh, vec![stream(bad, 10)], Arc::new(tier3(spec(schema(true), 100))), Arc::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "product `p`: p/builds/r/part-00000-00000.parquet: row 14 breaks the ORDER BY (v ASC) of ordering tier 3"
+        );
+        // Each partition sorted, but the second starts below the first's end.
+        let streams = vec![stream((0..10).map(Some).collect(), 5), stream((5..15).map(Some).collect(), 5)];
+        let e =
+            write_dataset(&wh, streams, Arc::new(tier3(spec(schema(true), 100))), Arc::default()).await.unwrap_err();
+        assert!(e.to_string().contains("part-00001-00000.parquet: row 0 breaks the ORDER BY"), "{e}");
     }
 
     #[tokio::test]
