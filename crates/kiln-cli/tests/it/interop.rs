@@ -1,0 +1,145 @@
+//! Peers read what Kiln writes: PyArrow and DuckDB (installed from PyPI into a virtualenv
+//! under the target directory by this harness) open every committed dataset from its
+//! manifest's file list and must agree with Kiln on rows, columns, NULL counts and sums.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::kiln;
+
+/// The python of a virtualenv holding pyarrow and duckdb: `KILN_PEERS_PYTHON` when set,
+/// else one made (once) under the target directory.
+fn peers_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("KILN_PEERS_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("peers-venv");
+    let python = dir.join("bin/python");
+    let ready = |p: &Path| Command::new(p).args(["-c", "import pyarrow, duckdb"]).status().is_ok_and(|s| s.success());
+    if !ready(&python) {
+        let ok = Command::new("python3").args(["-m", "venv"]).arg(&dir).status().unwrap().success();
+        assert!(ok, "python3 -m venv failed (CI installs python3-venv)");
+        let ok =
+            Command::new(dir.join("bin/pip")).args(["install", "-q", "pyarrow", "duckdb"]).status().unwrap().success();
+        assert!(ok, "pip install pyarrow duckdb failed");
+    }
+    assert!(ready(&python), "pyarrow and duckdb are not importable from {}", python.display());
+    python
+}
+
+const READ: &str = r#"
+import json, sys
+import duckdb, pyarrow.parquet as pq
+out = {}
+for product, files in json.loads(sys.argv[1]).items():
+    table = pq.read_table(files)
+    con = duckdb.connect()
+    listed = "[" + ", ".join("'" + f + "'" for f in files) + "]"
+    cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({listed})").fetchall()]
+    nulls = {c: con.execute(f'SELECT count(*) - count("{c}") FROM read_parquet({listed})').fetchone()[0] for c in cols}
+    out[product] = {
+        "pyarrow_rows": table.num_rows,
+        "pyarrow_columns": table.column_names,
+        "pyarrow_nulls": {c: table.column(c).null_count for c in table.column_names},
+        "pyarrow_sum_a": int(sum(v for v in table.column("a").to_pylist() if v is not None)),
+        "duckdb_rows": con.execute(f"SELECT count(*) FROM read_parquet({listed})").fetchone()[0],
+        "duckdb_columns": cols,
+        "duckdb_nulls": nulls,
+        "duckdb_sum_a": int(con.execute(f"SELECT coalesce(sum(a), 0) FROM read_parquet({listed})").fetchone()[0]),
+    }
+print(json.dumps(out))
+"#;
+
+#[test]
+fn pyarrow_and_duckdb_read_kiln_datasets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows: String = (0..3000)
+        .map(|i| {
+            let s = if i % 10 == 0 { String::new() } else { format!("s{}", i % 13) };
+            format!("{i},{},{s},{}.{:02},2024-01-{:02}\n", i % 5, i % 97, i % 100, 1 + i % 28)
+        })
+        .collect();
+    crate::write_files(
+        tmp.path(),
+        &[
+            ("kiln.toml", "[project]\nname = \"interop\"\n"),
+            ("data/t.csv", &format!("a,g,s,price,day\n{rows}")),
+            (
+                "models.sql",
+                "CREATE SOURCE t (a BIGINT NOT NULL, g BIGINT, s VARCHAR, price DECIMAL(10, 2), day DATE)
+                   WITH (connector = 'files', path = 'data/', format = 'csv');
+                 CREATE PRODUCT flat ORDER BY (a) WITH (max_rows_per_file = 700) AS
+                   SELECT a, g, s, price, day, CAST(day AS TIMESTAMP) AS ts FROM t;
+                 CREATE PRODUCT nested ORDER BY (a) AS
+                   SELECT g AS a, array_agg(struct(s AS s, price AS price) ORDER BY a) AS items, count(*) AS n
+                   FROM t GROUP BY g;
+                 CREATE PRODUCT exploded ORDER BY (a, idx) AS
+                   SELECT n.a, idx, item['s'] AS s FROM nested n CROSS JOIN UNNEST(n.items) WITH OFFSET AS i(item, idx);",
+            ),
+        ],
+    );
+    let (code, out, err) = kiln(&["build", "--json", "."], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+
+    // What Kiln says about each product: its manifest, and sums through `kiln query`.
+    let mut files = serde_json::Map::new();
+    let mut manifests = std::collections::BTreeMap::new();
+    for p in summary["products"].as_array().unwrap() {
+        let name = p["product"].as_str().unwrap().to_owned();
+        let pointer: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(tmp.path().join("warehouse").join(&name).join("_current.json")).unwrap(),
+        )
+        .unwrap();
+        let manifest: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(tmp.path().join("warehouse").join(pointer["manifest"].as_str().unwrap())).unwrap(),
+        )
+        .unwrap();
+        let paths: Vec<serde_json::Value> = manifest["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| tmp.path().join("warehouse").join(f["path"].as_str().unwrap()).to_string_lossy().into())
+            .collect();
+        files.insert(name.clone(), paths.into());
+        manifests.insert(name, manifest);
+    }
+    assert_eq!(manifests["flat"]["files"].as_array().unwrap().len(), 5, "3000 rows in files of 700");
+
+    let python = peers_python();
+    let out = Command::new(&python).args(["-c", READ, &serde_json::Value::Object(files).to_string()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let peers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    for (name, manifest) in &manifests {
+        let peer = &peers[name];
+        let rows = manifest["totals"]["rows_written"].as_u64().unwrap();
+        assert_eq!(peer["pyarrow_rows"].as_u64(), Some(rows), "{name}");
+        assert_eq!(peer["duckdb_rows"].as_u64(), Some(rows), "{name}");
+        let (_, out, _) = kiln(&["query", &format!("SELECT * FROM {name} LIMIT 1"), "--format", "csv"], tmp.path());
+        let columns: Vec<&str> = out.lines().next().unwrap_or_default().split(',').collect();
+        assert_eq!(peer["pyarrow_columns"], serde_json::json!(columns), "{name}");
+        assert_eq!(peer["duckdb_columns"], serde_json::json!(columns), "{name}");
+        // NULL counts: the manifest's (from footers) = PyArrow's = DuckDB's.
+        for c in &columns {
+            let from_footers: u64 = manifest["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["columns"][c]["nulls"].as_u64().unwrap_or(0))
+                .sum();
+            if manifest["files"][0]["columns"].get(c).is_some() {
+                assert_eq!(peer["pyarrow_nulls"][c].as_u64(), Some(from_footers), "{name}.{c}");
+            }
+            assert_eq!(peer["pyarrow_nulls"][c], peer["duckdb_nulls"][c], "{name}.{c}");
+        }
+        let (_, out, _) =
+            kiln(&["query", &format!("SELECT coalesce(sum(a), 0) AS s FROM {name}"), "--format", "csv"], tmp.path());
+        let sum: i64 = out.lines().nth(1).unwrap().parse().unwrap();
+        assert_eq!(peer["pyarrow_sum_a"].as_i64(), Some(sum), "{name}");
+        assert_eq!(peer["duckdb_sum_a"].as_i64(), Some(sum), "{name}");
+    }
+    // Hand-computed: s is NULL for every tenth row of t (an empty CSV field), 300 of 3000.
+    assert_eq!(peers["flat"]["pyarrow_nulls"]["s"], 300);
+    assert_eq!(peers["flat"]["pyarrow_sum_a"], 3000 * 2999 / 2);
+}
