@@ -36,6 +36,10 @@ pub struct Manifest {
     /// 1 = no ordering promise, 2 = producer order, 3 = canonical sort (verified).
     pub ordering_tier: u8,
     pub sort_keys: Vec<String>,
+    /// Hive partition columns (`PARTITIONED BY`), in directory order; they are not stored
+    /// inside the files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_by: Vec<String>,
     pub files: Vec<FileEntry>,
     pub totals: ManifestTotals,
     /// The inputs of `build_id`, so the next run can say what changed (absent in builds
@@ -55,6 +59,10 @@ pub struct FileEntry {
     pub rows: u64,
     pub bytes: u64,
     pub row_groups: u32,
+    /// Values of the partition columns for every row of the file (NULL as `None`), aligned
+    /// with `Manifest::partition_by`; the directory names are their Hive-escaped forms.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition: Vec<Option<String>>,
     /// Size of the Parquet footer (metadata) in bytes.
     #[serde(default)]
     pub footer_bytes: u64,

@@ -114,6 +114,8 @@ pub struct CompiledProduct {
     /// Fingerprint of the Kiln functions the plan calls and the secrets it keys them with.
     pub func_fp: String,
     pub order_by: Vec<(String, bool)>,
+    /// Hive partition columns (`PARTITIONED BY`), in directory order.
+    pub partition_by: Vec<String>,
     pub max_rows_per_file: usize,
     pub fail_if_exists: bool,
 }
@@ -416,13 +418,27 @@ impl Substrate {
                 Some(contract)
             }
         };
-        if !def.partition_by.is_empty() {
-            return Err(fail("PARTITIONED BY is not supported by this version of the writer".into()));
-        }
         let schema: SchemaRef = match &contract {
             Some(c) => Arc::clone(&c.schema),
             None => Arc::new(Schema::new(planned.fields().iter().map(|f| Field::clone(f)).collect::<Vec<_>>())),
         };
+        for (k, column) in def.partition_by.iter().enumerate() {
+            let field = schema
+                .field_with_name(column)
+                .map_err(|_| fail(format!("PARTITIONED BY column `{column}` is not an output column")))?;
+            if def.partition_by[..k].contains(column) {
+                return Err(fail(format!("PARTITIONED BY names `{column}` twice")));
+            }
+            if !partitionable(field.data_type()) {
+                return Err(fail(format!(
+                    "PARTITIONED BY column `{column}` has type {}; partition by an integer, string, boolean or date column",
+                    field.data_type()
+                )));
+            }
+        }
+        if !def.partition_by.is_empty() && def.partition_by.len() >= schema.fields().len() {
+            return Err(fail("PARTITIONED BY must leave at least one column inside the files".into()));
+        }
         for (column, _) in &def.order_by {
             if schema.field_with_name(column).is_err() {
                 return Err(fail(format!("ORDER BY column `{column}` is not an output column")));
@@ -443,7 +459,14 @@ impl Substrate {
         let analysis = analyze(&plan);
         let query_fp = analysis.query_fp();
         let shape = analysis.shape(&schema);
-        let schema_fp = schema_fingerprint(&schema);
+        // The dataset's shape is its columns and its partitioning: a changed PARTITIONED BY
+        // is a changed schema (and rebuilds).
+        let schema_fp = match def.partition_by.as_slice() {
+            [] => schema_fingerprint(&schema),
+            columns => sha256_hex(
+                format!("kiln.partitioned.v1\n{}\n{}", schema_fingerprint(&schema), columns.join("\n")).as_bytes(),
+            ),
+        };
         let (used, secrets) = functions_used(&plan);
         let func_fp = self.functions.fingerprint(&used, &secrets).map_err(fail)?;
 
@@ -462,10 +485,18 @@ impl Substrate {
             shape,
             func_fp,
             order_by: def.order_by.clone(),
+            partition_by: def.partition_by.clone(),
             max_rows_per_file,
             fail_if_exists,
         })
     }
+}
+
+/// Types whose values make readable, reversible Hive directory names.
+fn partitionable(t: &datafusion::arrow::datatypes::DataType) -> bool {
+    use datafusion::arrow::datatypes::DataType;
+    t.is_integer()
+        || matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Boolean | DataType::Date32)
 }
 
 /// Every function name a plan calls, and the secret names passed to `kiln_pii_hash`.

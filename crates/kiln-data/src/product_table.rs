@@ -5,8 +5,13 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, PartitionedFile};
+use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
@@ -23,7 +28,27 @@ use crate::{DataError, Result};
 pub struct ProductTable {
     name: String,
     schema: SchemaRef,
-    bound: RwLock<Option<Arc<ListingTable>>>,
+    bound: RwLock<Option<Bound>>,
+}
+
+/// What a product table reads once bound.
+#[derive(Debug, Clone)]
+enum Bound {
+    /// Unpartitioned: the manifest's files as a listing table over exactly those paths.
+    Files(Arc<ListingTable>),
+    /// Hive-partitioned: the manifest's files with their partition values (from the
+    /// manifest, not parsed from paths).
+    Partitioned(Arc<PartitionedFiles>),
+}
+
+#[derive(Debug)]
+struct PartitionedFiles {
+    store_url: ObjectStoreUrl,
+    table_schema: TableSchema,
+    /// For each product column, its index in the table schema (file columns, then the
+    /// partition columns).
+    mapping: Vec<usize>,
+    files: Vec<PartitionedFile>,
 }
 
 impl ProductTable {
@@ -38,18 +63,68 @@ impl ProductTable {
 
     /// Points the table at the files of a committed manifest.
     pub fn bind(&self, warehouse: &Warehouse, manifest: &Manifest) -> Result<()> {
-        let urls = manifest.files.iter().map(|f| warehouse.url(&f.path)).collect::<Result<Vec<_>>>()?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(Arc::clone(&self.schema));
-        let table = ListingTable::try_new(config).map_err(DataError::exec(format!("product `{}`", self.name)))?;
+        let bound = if manifest.partition_by.is_empty() {
+            let urls = manifest.files.iter().map(|f| warehouse.url(&f.path)).collect::<Result<Vec<_>>>()?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .with_schema(Arc::clone(&self.schema));
+            let table = ListingTable::try_new(config).map_err(DataError::exec(format!("product `{}`", self.name)))?;
+            Bound::Files(Arc::new(table))
+        } else {
+            Bound::Partitioned(Arc::new(self.partitioned(warehouse, manifest)?))
+        };
         let mut slot = self.bound.write().map_err(|_| DataError::Config("product table lock poisoned".into()))?;
-        *slot = Some(Arc::new(table));
+        *slot = Some(bound);
         Ok(())
     }
 
-    fn listing(&self) -> DfResult<Arc<ListingTable>> {
+    fn partitioned(&self, warehouse: &Warehouse, manifest: &Manifest) -> Result<PartitionedFiles> {
+        let fail = |m: String| DataError::Config(format!("product `{}`: {m}", self.name));
+        let mut partition_fields = Vec::with_capacity(manifest.partition_by.len());
+        for name in &manifest.partition_by {
+            let field = self.schema.field_with_name(name).map_err(|_| fail(format!("no partition column `{name}`")))?;
+            partition_fields.push(Arc::new(field.clone()));
+        }
+        let file_fields: Vec<_> =
+            self.schema.fields().iter().filter(|f| !manifest.partition_by.contains(f.name())).cloned().collect();
+        let file_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(file_fields));
+        let table_schema =
+            TableSchema::builder(Arc::clone(&file_schema)).with_table_partition_cols(partition_fields.clone()).build();
+        let mapping = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| match manifest.partition_by.iter().position(|p| p == f.name()) {
+                Some(k) => Ok(file_schema.fields().len() + k),
+                None => file_schema.index_of(f.name()).map_err(|e| fail(e.to_string())),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut files = Vec::with_capacity(manifest.files.len());
+        for entry in &manifest.files {
+            // From the object path itself: a path string would be encoded a second time.
+            let mut file = PartitionedFile::new_from_meta(object_store::ObjectMeta {
+                location: warehouse.path(&entry.path),
+                last_modified: Default::default(),
+                size: entry.bytes,
+                e_tag: None,
+                version: None,
+            });
+            for (k, field) in partition_fields.iter().enumerate() {
+                let value = match entry.partition.get(k).cloned().flatten() {
+                    None => ScalarValue::try_from(field.data_type()),
+                    Some(text) => ScalarValue::try_from_string(text, field.data_type()),
+                }
+                .map_err(|e| fail(format!("{}: partition value of `{}`: {e}", entry.path, field.name())))?;
+                file.partition_values.push(value);
+            }
+            files.push(file);
+        }
+        let store_url = ObjectStoreUrl::parse(warehouse.store_url()).map_err(|e| fail(e.to_string()))?;
+        Ok(PartitionedFiles { store_url, table_schema, mapping, files })
+    }
+
+    fn bound(&self) -> DfResult<Bound> {
         let slot = self.bound.read().map_err(|_| DataFusionError::Internal("product table lock poisoned".into()))?;
         slot.clone().ok_or_else(|| DataFusionError::External(Box::new(DataError::NotBuilt(self.name.clone()))))
     }
@@ -78,6 +153,28 @@ impl TableProvider for ProductTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.listing()?.scan(state, projection, filters, limit).await
+        match self.bound()? {
+            Bound::Files(listing) => listing.scan(state, projection, filters, limit).await,
+            Bound::Partitioned(p) => {
+                // Filters stay above the scan (Inexact); files are spread over the target
+                // partitions round-robin, in manifest order.
+                let n = state.config().target_partitions().max(1).min(p.files.len().max(1));
+                let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n];
+                for (i, file) in p.files.iter().enumerate() {
+                    groups[i % n].push(file.clone());
+                }
+                let columns: Vec<usize> = match projection {
+                    Some(projection) => projection.iter().map(|&i| p.mapping[i]).collect(),
+                    None => p.mapping.clone(),
+                };
+                let source = Arc::new(ParquetSource::new(p.table_schema.clone()));
+                let config = FileScanConfigBuilder::new(p.store_url.clone(), source)
+                    .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                    .with_limit(limit)
+                    .with_projection_indices(Some(columns))?
+                    .build();
+                Ok(DataSourceExec::from_data_source(config))
+            }
+        }
     }
 }

@@ -54,6 +54,11 @@ impl Warehouse {
         Self::local(&base.join(location))
     }
 
+    /// The object store URL DataFusion resolves this warehouse by (`file://`, `memory://`).
+    pub fn store_url(&self) -> String {
+        format!("{}://", self.scheme)
+    }
+
     /// Makes the store reachable by DataFusion under this warehouse's scheme.
     pub fn register(&self, runtime: &RuntimeEnv) -> Result<()> {
         let url = url_of(&format!("{}://", self.scheme))?;

@@ -7,12 +7,12 @@
 //! private directory, rolled at `max_rows_per_file`. Files carry `created_by = "kiln"` and
 //! no timestamps, so the same batches produce the same bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, make_comparator};
-use datafusion::arrow::compute::{SortOptions, cast};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array, make_comparator};
+use datafusion::arrow::compute::{SortOptions, cast, take_record_batch};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -52,6 +52,9 @@ pub struct WriteSpec {
     /// ascending, first descending, as the canonical sort puts them), checked row by row
     /// while writing and across partitions in file order.
     pub verify_order: Vec<(String, bool)>,
+    /// Hive partition columns (`PARTITIONED BY`): rows go to `col=value/...` directories
+    /// and the columns are not stored in the files.
+    pub partition_by: Vec<String>,
     /// Read every written file's footer back and check its schema (ARROW:schema round
     /// trip included) against `schema` before returning: the write-time contract gate.
     pub verify_contract: bool,
@@ -74,13 +77,14 @@ pub async fn write_dataset(
 ) -> Result<Manifest> {
     let dir = Warehouse::build_dir(&spec.product, &spec.run_id);
     let order = OrderCheck::keys(&spec)?;
+    let target = Arc::new(Target::of(&spec)?);
     let tasks: Vec<_> = streams
         .into_iter()
         .enumerate()
         .map(|(i, stream)| {
             let (wh, spec, progress, dir) = (warehouse.clone(), Arc::clone(&spec), Arc::clone(&progress), dir.clone());
-            let order = order.clone();
-            tokio::spawn(async move { write_partition(&wh, stream, i, &dir, &spec, order, &progress).await })
+            let (order, target) = (order.clone(), Arc::clone(&target));
+            tokio::spawn(async move { write_partition(&wh, stream, i, &dir, &spec, &target, order, &progress).await })
         })
         .collect();
     let mut files = Vec::new();
@@ -100,12 +104,13 @@ pub async fn write_dataset(
     }
     if files.is_empty() {
         // An empty result still gets one (empty) file so readers know its schema.
-        let entry = finish_file(warehouse, open_file(warehouse, &dir, 0, 0, &spec)?, &spec).await?;
+        let empty = open_file(warehouse, &dir, 0, 0, &target.file_schema, &spec)?;
+        let entry = finish_file(warehouse, empty, Vec::new(), &target.file_schema, &spec).await?;
         files.push(entry);
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     if spec.verify_contract {
-        verify_files(warehouse, &files, &spec).await?;
+        verify_files(warehouse, &files, &spec, &target.file_schema).await?;
     }
     let rows_written = files.iter().map(|f| f.rows).sum();
     let totals = ManifestTotals {
@@ -124,6 +129,7 @@ pub async fn write_dataset(
         schema_fp: spec.schema_fp.clone(),
         ordering_tier: spec.ordering_tier,
         sort_keys: spec.sort_keys.clone(),
+        partition_by: spec.partition_by.clone(),
         files,
         totals,
         fingerprints: None,
@@ -134,13 +140,13 @@ pub async fn write_dataset(
 /// The write-time contract gate: the schema a reader would get from each file (its
 /// footer, read back through object_store) must satisfy the contract exactly, nullability
 /// included. Runs before the manifest exists, so a failure commits nothing.
-async fn verify_files(wh: &Warehouse, files: &[FileEntry], spec: &WriteSpec) -> Result<()> {
+async fn verify_files(wh: &Warehouse, files: &[FileEntry], spec: &WriteSpec, file_schema: &Schema) -> Result<()> {
     let options = CheckOptions { policy: EvolutionPolicy::Strict, nullability_is_proven: true };
     for file in files {
         let schema = read_back_schema(wh, file)
             .await
             .map_err(DataError::parquet(format!("product `{}`: cannot read back {}", spec.product, file.path)))?;
-        let verdict = check(&schema, &spec.schema, options);
+        let verdict = check(&schema, file_schema, options);
         if !verdict.is_ok() {
             return Err(DataError::ContractBroken {
                 product: spec.product.clone(),
@@ -182,15 +188,28 @@ struct OpenFile {
     rows: u64,
 }
 
-fn open_file(wh: &Warehouse, dir: &str, partition: usize, seq: usize, spec: &WriteSpec) -> Result<OpenFile> {
+fn open_file(
+    wh: &Warehouse,
+    dir: &str,
+    partition: usize,
+    seq: usize,
+    schema: &SchemaRef,
+    spec: &WriteSpec,
+) -> Result<OpenFile> {
     let relative = format!("{dir}/part-{partition:05}-{seq:05}.parquet");
     let upload = BufWriter::new(Arc::clone(wh.store()), wh.path(&relative));
-    let writer = AsyncArrowWriter::try_new(upload, Arc::clone(&spec.schema), Some(spec.properties.clone()))
+    let writer = AsyncArrowWriter::try_new(upload, Arc::clone(schema), Some(spec.properties.clone()))
         .map_err(DataError::parquet(format!("cannot start {relative}")))?;
     Ok(OpenFile { writer, relative, rows: 0 })
 }
 
-async fn finish_file(wh: &Warehouse, file: OpenFile, spec: &WriteSpec) -> Result<FileEntry> {
+async fn finish_file(
+    wh: &Warehouse,
+    file: OpenFile,
+    partition: Vec<Option<String>>,
+    schema: &Schema,
+    spec: &WriteSpec,
+) -> Result<FileEntry> {
     let OpenFile { writer, relative, rows } = file;
     let meta = writer
         .close()
@@ -210,8 +229,9 @@ async fn finish_file(wh: &Warehouse, file: OpenFile, spec: &WriteSpec) -> Result
         rows,
         bytes: head.size,
         row_groups: meta.num_row_groups() as u32,
+        partition,
         footer_bytes,
-        columns: column_stats(&meta, &spec.schema),
+        columns: column_stats(&meta, schema),
     })
 }
 
@@ -304,6 +324,11 @@ struct OrderState {
 }
 
 impl OrderState {
+    fn new(keys: OrderCheck) -> Result<Self> {
+        let converter = keys.converter()?;
+        Ok(Self { keys, converter, last: None, first_batch: None, last_batch: None })
+    }
+
     /// Checks `batch` (whose first row is row `at` of `file`) against itself and the rows
     /// before it.
     fn check(&mut self, batch: &RecordBatch, spec: &WriteSpec, file: &str, at: u64) -> Result<()> {
@@ -331,62 +356,204 @@ impl OrderState {
     }
 }
 
-/// A partition's files and, under an order check, its first and last rows.
+/// How rows map to files: the partition columns (by index in the product schema) and the
+/// schema of the files, which lacks them.
+#[derive(Debug)]
+struct Target {
+    partition_cols: Vec<usize>,
+    keep: Vec<usize>,
+    file_schema: SchemaRef,
+}
+
+impl Target {
+    fn of(spec: &WriteSpec) -> Result<Self> {
+        let mut partition_cols = Vec::with_capacity(spec.partition_by.len());
+        for name in &spec.partition_by {
+            let (i, _) = spec.schema.column_with_name(name).ok_or_else(|| {
+                DataError::Config(format!("product `{}`: PARTITIONED BY column `{name}` is not a column", spec.product))
+            })?;
+            partition_cols.push(i);
+        }
+        let keep: Vec<usize> = (0..spec.schema.fields().len()).filter(|i| !partition_cols.contains(i)).collect();
+        let file_schema = Arc::new(spec.schema.project(&keep).map_err(|e| DataError::Config(e.to_string()))?);
+        Ok(Self { partition_cols, keep, file_schema })
+    }
+}
+
+/// At most this many files are open per output partition; the least recently written is
+/// finished to make room (its key continues in a new file). Bounds memory to this many
+/// open row groups per partition.
+const MAX_OPEN_FILES: usize = 64;
+
+/// The files of one partition key (one directory) within one output partition.
+struct KeyFiles {
+    values: Vec<Option<String>>,
+    dir: String,
+    open: Option<OpenFile>,
+    seq: usize,
+    order: Option<OrderState>,
+    last_used: u64,
+}
+
+/// A partition's files and, under an order check of an unpartitioned product, its first
+/// and last rows.
 type Written = (Vec<FileEntry>, Option<(RecordBatch, RecordBatch)>);
 
+/// The partition values of each row, rendered as text (NULL as `None`), grouped: one
+/// (values, row indices) per distinct key, in order of first appearance.
+fn group_rows(batch: &RecordBatch, target: &Target) -> Result<Vec<(Vec<Option<String>>, UInt32Array)>> {
+    let options = FormatOptions::default();
+    let formatters = target
+        .partition_cols
+        .iter()
+        .map(|&i| ArrayFormatter::try_new(batch.column(i).as_ref(), &options))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| DataError::Config(format!("partition values: {e}")))?;
+    let mut index: HashMap<Vec<Option<String>>, usize> = HashMap::new();
+    let mut groups: Vec<(Vec<Option<String>>, Vec<u32>)> = Vec::new();
+    for row in 0..batch.num_rows() {
+        let key: Vec<Option<String>> = target
+            .partition_cols
+            .iter()
+            .zip(&formatters)
+            .map(|(&c, f)| batch.column(c).is_valid(row).then(|| f.value(row).to_string()))
+            .collect();
+        let slot = *index.entry(key.clone()).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[slot].1.push(row as u32);
+    }
+    Ok(groups.into_iter().map(|(k, rows)| (k, UInt32Array::from(rows))).collect())
+}
+
+/// Hive's escaping of a partition value in a directory name; NULL is Hive's default
+/// partition name.
+fn hive_segment(column: &str, value: Option<&str>) -> String {
+    const SPECIAL: &[char] = &['"', '#', '%', '\'', '*', '/', ':', '=', '?', '\\', '{', '[', ']', '^', '\x7f'];
+    let Some(value) = value else { return format!("{column}=__HIVE_DEFAULT_PARTITION__") };
+    let mut out = format!("{column}=");
+    for c in value.chars() {
+        if c.is_control() || SPECIAL.contains(&c) {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn write_partition(
     wh: &Warehouse,
     mut stream: SendableRecordBatchStream,
     partition: usize,
     dir: &str,
     spec: &WriteSpec,
+    target: &Target,
     order: Option<OrderCheck>,
     progress: &WriteProgress,
 ) -> Result<Written> {
     let mut done = Vec::new();
-    let mut current: Option<OpenFile> = None;
-    let mut order = match order {
-        Some(keys) => {
-            let converter = keys.converter()?;
-            Some(OrderState { keys, converter, last: None, first_batch: None, last_batch: None })
-        }
-        None => None,
-    };
+    let mut keys: Vec<KeyFiles> = Vec::new();
+    let mut by_values: HashMap<Vec<Option<String>>, usize> = HashMap::new();
+    let mut clock = 0u64;
     let max = spec.max_rows_per_file.max(1);
+    let partitioned = !target.partition_cols.is_empty();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(DataError::exec(format!("product `{}`", spec.product)))?;
         let batch = conform(batch, spec)?;
-        let mut offset = 0;
-        while offset < batch.num_rows() {
-            let file = match current.as_mut() {
-                Some(f) => f,
-                None => current.insert(open_file(wh, dir, partition, done.len(), spec)?),
+        let groups = if partitioned {
+            group_rows(&batch, target)?.into_iter().map(|(k, rows)| (k, Some(rows))).collect()
+        } else {
+            vec![(Vec::new(), None)]
+        };
+        for (values, rows) in groups {
+            let rows_batch = match rows {
+                None => batch.clone(),
+                Some(rows) => take_record_batch(&batch, &rows)
+                    .map_err(|e| DataError::Config(format!("product `{}`: {e}", spec.product)))?,
             };
-            let take = (max - file.rows as usize).min(batch.num_rows() - offset);
-            let slice = batch.slice(offset, take);
-            if let Some(order) = order.as_mut() {
-                order.check(&slice, spec, &file.relative, file.rows)?;
-            }
-            file.writer
-                .write(&slice)
-                .await
-                .map_err(DataError::parquet(format!("product `{}`: cannot write {}", spec.product, file.relative)))?;
-            file.rows += take as u64;
-            offset += take;
-            progress.rows.fetch_add(take as u64, Ordering::Relaxed);
-            if file.rows as usize >= max
-                && let Some(full) = current.take()
-            {
-                done.push(finish_file(wh, full, spec).await?);
-                progress.files.fetch_add(1, Ordering::Relaxed);
+            let k = match by_values.get(&values) {
+                Some(&k) => k,
+                None => {
+                    let mut key_dir = dir.to_owned();
+                    for (name, v) in spec.partition_by.iter().zip(&values) {
+                        key_dir = format!("{key_dir}/{}", hive_segment(name, v.as_deref()));
+                    }
+                    let order = match &order {
+                        Some(keys) => Some(OrderState::new(keys.clone())?),
+                        None => None,
+                    };
+                    keys.push(KeyFiles {
+                        values: values.clone(),
+                        dir: key_dir,
+                        open: None,
+                        seq: 0,
+                        order,
+                        last_used: 0,
+                    });
+                    by_values.insert(values, keys.len() - 1);
+                    keys.len() - 1
+                }
+            };
+            let mut offset = 0;
+            while offset < rows_batch.num_rows() {
+                clock += 1;
+                if keys[k].open.is_none() {
+                    // Make room: finish the least recently written open file.
+                    let open: Vec<usize> = (0..keys.len()).filter(|&j| keys[j].open.is_some()).collect();
+                    if open.len() >= MAX_OPEN_FILES
+                        && let Some(&lru) = open.iter().min_by_key(|&&j| keys[j].last_used)
+                        && let Some(file) = keys[lru].open.take()
+                    {
+                        let values = keys[lru].values.clone();
+                        done.push(finish_file(wh, file, values, &target.file_schema, spec).await?);
+                        progress.files.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let key = &mut keys[k];
+                    key.open = Some(open_file(wh, &key.dir, partition, key.seq, &target.file_schema, spec)?);
+                    key.seq += 1;
+                }
+                let key = &mut keys[k];
+                key.last_used = clock;
+                let Some(file) = key.open.as_mut() else { continue };
+                let take = (max - file.rows as usize).min(rows_batch.num_rows() - offset);
+                let slice = rows_batch.slice(offset, take);
+                if let Some(order) = key.order.as_mut() {
+                    order.check(&slice, spec, &file.relative, file.rows)?;
+                }
+                let slice = slice.project(&target.keep).map_err(|e| DataError::Config(e.to_string()))?;
+                file.writer.write(&slice).await.map_err(DataError::parquet(format!(
+                    "product `{}`: cannot write {}",
+                    spec.product, file.relative
+                )))?;
+                file.rows += take as u64;
+                offset += take;
+                progress.rows.fetch_add(take as u64, Ordering::Relaxed);
+                if file.rows as usize >= max
+                    && let Some(full) = key.open.take()
+                {
+                    done.push(finish_file(wh, full, key.values.clone(), &target.file_schema, spec).await?);
+                    progress.files.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
-    if let Some(last) = current.take() {
-        done.push(finish_file(wh, last, spec).await?);
-        progress.files.fetch_add(1, Ordering::Relaxed);
+    for key in &mut keys {
+        if let Some(last) = key.open.take() {
+            done.push(finish_file(wh, last, key.values.clone(), &target.file_schema, spec).await?);
+            progress.files.fetch_add(1, Ordering::Relaxed);
+        }
     }
-    let bounds = order.and_then(|o| o.first_batch.zip(o.last_batch));
+    // Cross-partition order only holds for unpartitioned products (one key).
+    let bounds = match keys.pop() {
+        Some(key) if !partitioned => key.order.and_then(|o| o.first_batch.zip(o.last_batch)),
+        _ => None,
+    };
     Ok((done, bounds))
 }
 
@@ -449,6 +616,7 @@ mod tests {
             ordering_tier: 2,
             sort_keys: vec![],
             verify_order: vec![],
+            partition_by: vec![],
             verify_contract: true,
         }
     }
@@ -544,6 +712,68 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn partitioned_writes_hive_directories_without_the_partition_columns() {
+        use datafusion::arrow::array::StringArray;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, false),
+            Field::new("g", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        // g in {0, 1, NULL}, s in {"a/b", "x"}: 6 keys; 60 rows, 10 per key.
+        let rows = 60i64;
+        let g: Vec<Option<i64>> = (0..rows).map(|v| [Some(0), Some(1), None][(v % 3) as usize]).collect();
+        let strings: Vec<&str> = (0..rows).map(|v| if (v / 3) % 2 == 0 { "a/b" } else { "x" }).collect();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..rows)),
+                Arc::new(Int64Array::from(g.clone())),
+                Arc::new(StringArray::from(strings.clone())),
+            ],
+        )
+        .unwrap();
+        let halves = vec![Ok(batch.slice(0, 25)), Ok(batch.slice(25, 35))];
+        let stream: SendableRecordBatchStream =
+            Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), futures::stream::iter(halves)));
+        let mut s = spec(Arc::clone(&schema), 4);
+        s.partition_by = vec!["g".into(), "s".into()];
+        let wh = Warehouse::memory();
+        let m = write_dataset(&wh, vec![stream], Arc::new(s), Arc::default()).await.unwrap();
+        assert_eq!(m.partition_by, ["g", "s"]);
+        assert_eq!(m.totals.rows_written, 60);
+        // 10 rows per key in files of at most 4: 3 files per key, 18 in all.
+        assert_eq!(m.files.len(), 18);
+        let mut per_key: BTreeMap<Vec<Option<String>>, u64> = BTreeMap::new();
+        for f in &m.files {
+            *per_key.entry(f.partition.clone()).or_default() += f.rows;
+            let dir = match (&f.partition[0], &f.partition[1]) {
+                (g, Some(s)) => format!(
+                    "p/builds/r/g={}/s={}/",
+                    g.as_deref().unwrap_or("__HIVE_DEFAULT_PARTITION__"),
+                    s.replace('/', "%2F")
+                ),
+                other => panic!("{other:?}"),
+            };
+            assert!(f.path.starts_with(&dir), "{} not under {dir}", f.path);
+            assert!(f.columns.contains_key("v") && !f.columns.contains_key("g"), "{:?}", f.columns);
+        }
+        let want: BTreeMap<Vec<Option<String>>, u64> =
+            g.iter().zip(&strings).fold(BTreeMap::new(), |mut acc, (g, s)| {
+                *acc.entry(vec![g.map(|v| v.to_string()), Some((*s).to_owned())]).or_default() += 1;
+                acc
+            });
+        assert_eq!(per_key, want);
+    }
+
+    #[test]
+    fn hive_segments_escape_what_hive_escapes() {
+        assert_eq!(hive_segment("c", Some("2024-01-05")), "c=2024-01-05");
+        assert_eq!(hive_segment("c", Some("a/b=c%d:e")), "c=a%2Fb%3Dc%25d%3Ae");
+        assert_eq!(hive_segment("c", Some("United States")), "c=United States");
+        assert_eq!(hive_segment("c", None), "c=__HIVE_DEFAULT_PARTITION__");
+    }
+
+    #[tokio::test]
     async fn not_null_is_enforced_on_the_data() {
         let wh = Warehouse::memory();
         let err = write_dataset(
@@ -568,11 +798,12 @@ mod tests {
                 .await
                 .unwrap();
         let stricter = spec(schema(false), 10);
-        let err = verify_files(&wh, &written.files, &stricter).await.unwrap_err();
+        let err = verify_files(&wh, &written.files, &stricter, &stricter.schema).await.unwrap_err();
         assert_eq!(
             err.to_string(),
             "product `p`: p/builds/r/part-00000-00000.parquet breaks the declared columns:\n  - v: nullable where NOT NULL was promised"
         );
-        verify_files(&wh, &written.files, &spec(schema(true), 10)).await.unwrap();
+        let lenient = spec(schema(true), 10);
+        verify_files(&wh, &written.files, &lenient, &lenient.schema).await.unwrap();
     }
 }

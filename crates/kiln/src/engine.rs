@@ -1080,6 +1080,7 @@ async fn run_product(
             .map(|(c, asc)| format!("{c} {}", if *asc { "ASC" } else { "DESC" }))
             .collect(),
         verify_order: product.order_by.clone(),
+        partition_by: product.partition_by.clone(),
     });
     let mut manifest = write_dataset(warehouse, streams, spec, progress).await?;
     phases.insert("execute_write".to_owned(), t.elapsed().as_secs_f64());

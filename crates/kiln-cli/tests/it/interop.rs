@@ -74,7 +74,8 @@ fn pyarrow_and_duckdb_read_kiln_datasets() {
                    SELECT g AS a, array_agg(struct(s AS s, price AS price) ORDER BY a) AS items, count(*) AS n
                    FROM t GROUP BY g;
                  CREATE PRODUCT exploded ORDER BY (a, idx) AS
-                   SELECT n.a, idx, item['s'] AS s FROM nested n CROSS JOIN UNNEST(n.items) WITH OFFSET AS i(item, idx);",
+                   SELECT n.a, idx, item['s'] AS s FROM nested n CROSS JOIN UNNEST(n.items) WITH OFFSET AS i(item, idx);
+                 CREATE PRODUCT by_group PARTITIONED BY (g, s) AS SELECT a, g, s, price FROM t;",
             ),
         ],
     );
@@ -87,6 +88,9 @@ fn pyarrow_and_duckdb_read_kiln_datasets() {
     let mut manifests = std::collections::BTreeMap::new();
     for p in summary["products"].as_array().unwrap() {
         let name = p["product"].as_str().unwrap().to_owned();
+        if name == "by_group" {
+            continue; // read as a Hive-partitioned directory below
+        }
         let pointer: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(tmp.path().join("warehouse").join(&name).join("_current.json")).unwrap(),
         )
@@ -139,6 +143,49 @@ fn pyarrow_and_duckdb_read_kiln_datasets() {
         assert_eq!(peer["pyarrow_sum_a"].as_i64(), Some(sum), "{name}");
         assert_eq!(peer["duckdb_sum_a"].as_i64(), Some(sum), "{name}");
     }
+    // The partitioned product, read by each peer as a Hive-partitioned directory, and by
+    // Kiln through its manifest.
+    let pointer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("warehouse/by_group/_current.json")).unwrap())
+            .unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("warehouse").join(pointer["manifest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["partition_by"], serde_json::json!(["g", "s"]));
+    // g = i % 5 and s = s{i % 13}, NULL when i % 10 == 0 (so only with g = 0): 5 * 13 + 1
+    // keys, each its own directory.
+    let keys: std::collections::BTreeSet<String> =
+        manifest["files"].as_array().unwrap().iter().map(|f| f["partition"].to_string()).collect();
+    assert_eq!(keys.len(), 66, "{keys:?}");
+    assert!(keys.contains(r#"["0",null]"#), "{keys:?}");
+    let build_dir = tmp.path().join("warehouse").join(manifest["build_dir"].as_str().unwrap());
+    let hive = r#"
+import json, sys
+import duckdb, pyarrow.dataset as ds
+d = sys.argv[1]
+t = ds.dataset(d, format="parquet", partitioning="hive").to_table()
+con = duckdb.connect()
+q = f"FROM read_parquet('{d}/**/*.parquet', hive_partitioning = true)"
+print(json.dumps({
+    "pyarrow": [t.num_rows, sum(t.column("a").to_pylist()), sum(t.column("g").to_pylist()), t.column("s").null_count],
+    "duckdb": list(con.execute(f"SELECT count(*), sum(a), sum(CAST(g AS BIGINT)), count(*) - count(s) {q}").fetchone()),
+}))
+"#;
+    let out = Command::new(&python).args(["-c", hive, build_dir.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let peers_hive: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, out, err) = kiln(
+        &["query", "SELECT count(*), sum(a), sum(g), count(*) - count(s) FROM by_group", "--format", "csv"],
+        tmp.path(),
+    );
+    let kiln_side: Vec<i64> =
+        out.lines().nth(1).unwrap_or_else(|| panic!("{err}")).split(',').map(|v| v.parse().unwrap()).collect();
+    // Hand-computed: 3000 rows, sum(a) = 3000*2999/2, sum(g) = 600 * (0+1+2+3+4), 300 NULL s.
+    assert_eq!(kiln_side, [3000, 3000 * 2999 / 2, 6000, 300]);
+    assert_eq!(peers_hive["pyarrow"], serde_json::json!(kiln_side));
+    assert_eq!(peers_hive["duckdb"], serde_json::json!(kiln_side));
+
     // Hand-computed: s is NULL for every tenth row of t (an empty CSV field), 300 of 3000.
     assert_eq!(peers["flat"]["pyarrow_nulls"]["s"], 300);
     assert_eq!(peers["flat"]["pyarrow_sum_a"], 3000 * 2999 / 2);

@@ -8,6 +8,7 @@ mod diff;
 mod fingerprint;
 mod lineage;
 mod parser;
+mod partitioning;
 mod profile;
 mod streams;
 mod surface;
