@@ -117,7 +117,8 @@ pub struct CompiledProduct {
     /// Hive partition columns (`PARTITIONED BY`), in directory order.
     pub partition_by: Vec<String>,
     pub max_rows_per_file: usize,
-    pub fail_if_exists: bool,
+    /// What a build does with the committed data (`existing_data`).
+    pub existing_data: kiln_data::ExistingData,
 }
 
 impl Substrate {
@@ -370,18 +371,19 @@ impl Substrate {
                 message: format!("max_rows_per_file must be a positive integer, got `{v}`"),
             })?,
         };
-        let fail_if_exists = match def.options.get("existing_data") {
-            None | Some(("replace", _)) => false,
-            Some(("error", _)) => true,
-            Some((v, at)) => {
-                return Err(ControlError::Option {
-                    at: at.clone(),
-                    message: format!(
-                        "existing_data = '{v}' is not supported by this version (supported: 'replace', 'error')"
-                    ),
-                });
-            }
+        let existing_data = match def.options.get("existing_data") {
+            None => kiln_data::ExistingData::Replace,
+            Some((v, at)) => kiln_data::ExistingData::parse(v).ok_or_else(|| ControlError::Option {
+                at: at.clone(),
+                message: format!("existing_data = '{v}' is not one of 'replace', 'error', 'append', 'delete_matching'"),
+            })?,
         };
+        if existing_data == kiln_data::ExistingData::DeleteMatching && def.partition_by.is_empty() {
+            return Err(fail(
+                "existing_data = 'delete_matching' overwrites the partitions a build writes: it needs PARTITIONED BY"
+                    .into(),
+            ));
+        }
 
         let state = self.ctx.state();
         let mut query = def.query.clone();
@@ -487,7 +489,7 @@ impl Substrate {
             order_by: def.order_by.clone(),
             partition_by: def.partition_by.clone(),
             max_rows_per_file,
-            fail_if_exists,
+            existing_data,
         })
     }
 }

@@ -34,7 +34,7 @@ pub use explode_exec::{ExplodeExec, ExplodeMode};
 pub use product_table::ProductTable;
 pub use source::{FileFormat, FileSource};
 pub use warehouse::Warehouse;
-pub use writer::{WriteProgress, WriteSpec, write_dataset};
+pub use writer::{ExistingData, WriteProgress, WriteSpec, merge_existing, write_dataset};
 
 use datafusion::error::DataFusionError;
 

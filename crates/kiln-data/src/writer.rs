@@ -60,6 +60,79 @@ pub struct WriteSpec {
     pub verify_contract: bool,
 }
 
+/// What a build does with the product's committed data (`existing_data`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExistingData {
+    /// The new build replaces the committed one (the default).
+    #[default]
+    Replace,
+    /// Fail when a committed build exists.
+    Error,
+    /// The committed files stay and the new build's files are added: for queries that
+    /// select only new rows (re-running a full query appends its rows again).
+    Append,
+    /// Overwrite the partitions the build writes: committed files of other partitions
+    /// stay. Needs `PARTITIONED BY`.
+    DeleteMatching,
+}
+
+impl ExistingData {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "replace" => Self::Replace,
+            "error" => Self::Error,
+            "append" => Self::Append,
+            "delete_matching" => Self::DeleteMatching,
+            _ => return None,
+        })
+    }
+}
+
+/// The manifest to commit for a build that wrote `new`, given the committed `previous`:
+/// under `Append` and `DeleteMatching` it also lists the committed files that stay (they
+/// remain in their own build directories, which `gc` keeps while a current manifest names
+/// them). Totals are recomputed over all listed files; an appended dataset no longer
+/// has one canonical order, so its ordering tier drops to 1.
+pub fn merge_existing(mut new: Manifest, previous: Option<&Manifest>, mode: ExistingData) -> Result<Manifest> {
+    let Some(previous) = previous else { return Ok(new) };
+    let kept: Vec<FileEntry> = match mode {
+        ExistingData::Replace | ExistingData::Error => return Ok(new),
+        ExistingData::Append => previous.files.clone(),
+        ExistingData::DeleteMatching => {
+            let written: std::collections::BTreeSet<&Vec<Option<String>>> =
+                new.files.iter().filter(|f| f.rows > 0).map(|f| &f.partition).collect();
+            previous.files.iter().filter(|f| f.rows > 0 && !written.contains(&f.partition)).cloned().collect()
+        }
+    };
+    if previous.schema_fp != new.schema_fp || previous.partition_by != new.partition_by {
+        return Err(DataError::Config(format!(
+            "product `{}`: existing_data = '{}' keeps committed files, but their schema or partitioning differs from this build's; \
+             rebuild it with existing_data = 'replace' once",
+            new.product,
+            if mode == ExistingData::Append { "append" } else { "delete_matching" }
+        )));
+    }
+    // Empty files of the new build only carry the schema; committed files already do.
+    new.files.retain(|f| f.rows > 0 || kept.is_empty());
+    let mut files = kept;
+    files.append(&mut new.files);
+    let previous_rejected = if mode == ExistingData::Append { previous.totals.rows_rejected } else { 0 };
+    let rows_written: u64 = files.iter().map(|f| f.rows).sum();
+    let rows_rejected = new.totals.rows_rejected + previous_rejected;
+    new.totals = ManifestTotals {
+        files: files.len() as u64,
+        rows_written,
+        bytes: files.iter().map(|f| f.bytes).sum(),
+        rows_read: rows_written + rows_rejected,
+        rows_rejected,
+    };
+    new.files = files;
+    if mode == ExistingData::Append {
+        new.ordering_tier = new.ordering_tier.min(1);
+    }
+    Ok(new)
+}
+
 /// Live counters a caller can poll to draw progress.
 #[derive(Debug, Default)]
 pub struct WriteProgress {

@@ -1027,7 +1027,8 @@ async fn run_product(
     observer: &dyn Observer,
 ) -> Result<Built, KilnError> {
     let warehouse = substrate.warehouse();
-    if product.fail_if_exists && warehouse.current(&product.name).await?.is_some() {
+    let previous = warehouse.current(&product.name).await?;
+    if product.existing_data == kiln_data::ExistingData::Error && previous.is_some() {
         return Err(ControlError::Compile {
             at: product.at.clone(),
             product: product.name.clone(),
@@ -1082,7 +1083,8 @@ async fn run_product(
         verify_order: product.order_by.clone(),
         partition_by: product.partition_by.clone(),
     });
-    let mut manifest = write_dataset(warehouse, streams, spec, progress).await?;
+    let manifest = write_dataset(warehouse, streams, spec, progress).await?;
+    let mut manifest = kiln_data::merge_existing(manifest, previous.as_ref(), product.existing_data)?;
     phases.insert("execute_write".to_owned(), t.elapsed().as_secs_f64());
     let t = Instant::now();
     manifest.fingerprints = Some(fingerprints.clone());

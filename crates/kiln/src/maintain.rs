@@ -54,7 +54,7 @@ pub async fn rollback(dir: &Path, product: &str) -> Result<RollbackReport, KilnE
     })
 }
 
-/// Deletes every build directory no pointer names (superseded builds, and leftovers of
+/// Deletes every build directory no current manifest uses (superseded builds, and leftovers of
 /// failed or killed builds), the build records of builds that are no longer current, the
 /// canonical plans no current build uses, and the blobs no remaining record names.
 pub async fn gc(dir: &Path) -> Result<GcReport, KilnError> {
@@ -72,7 +72,13 @@ pub async fn gc(dir: &Path) -> Result<GcReport, KilnError> {
             }
         }
         for (build_dir, manifest) in warehouse.builds(&product).await? {
-            if current.as_ref().is_some_and(|c| c.build_dir == build_dir) {
+            // The current build's directory, and earlier ones whose files it still lists
+            // (existing_data = 'append' / 'delete_matching'), stay.
+            let prefix = format!("{build_dir}/");
+            if current
+                .as_ref()
+                .is_some_and(|c| c.build_dir == build_dir || c.files.iter().any(|f| f.path.starts_with(&prefix)))
+            {
                 continue;
             }
             let (files, bytes) = warehouse.delete_dir(&build_dir).await?;

@@ -557,3 +557,74 @@ fn a_rebuild_with_the_same_build_id_is_byte_identical() {
     assert_eq!(first.len(), 5);
     assert_eq!(first, second, "same inputs and build id must give byte-identical files");
 }
+
+/// existing_data = 'append' keeps every committed row and adds the build's;
+/// 'delete_matching' replaces only the partitions the build writes; gc keeps the earlier
+/// build directories the current manifests still list.
+#[test]
+fn append_and_delete_matching_keep_committed_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    crate::write_files(
+        tmp.path(),
+        &[
+            ("kiln.toml", "[project]\nname = \"inc\"\n"),
+            ("data/1.csv", "id,day,v\n1,1,10\n2,1,20\n3,1,30\n"),
+            (
+                "models.sql",
+                "CREATE SOURCE t (id BIGINT NOT NULL, day BIGINT NOT NULL, v BIGINT) WITH (connector = 'files', path = 'data/', format = 'csv');
+                 CREATE PRODUCT log WITH (existing_data = 'append') AS SELECT id, day, v FROM t;
+                 CREATE PRODUCT by_day PARTITIONED BY (day) WITH (existing_data = 'delete_matching') AS SELECT id, day, v FROM t;",
+            ),
+        ],
+    );
+    let build = || {
+        let (code, out, err) = kiln(&["build", "."], tmp.path());
+        assert_eq!(code, 0, "{out}{err}");
+    };
+    let count = |product: &str| -> String {
+        let sql = format!("SELECT count(*) AS n, coalesce(sum(v), 0) AS s FROM {product}");
+        let (code, out, err) = kiln(&["query", &sql, "--format", "csv"], tmp.path());
+        assert_eq!(code, 0, "{err}");
+        out.lines().nth(1).unwrap().to_owned()
+    };
+    build();
+    assert_eq!((count("log"), count("by_day")), ("3,60".into(), "3,60".into()));
+
+    // New data: day 1 corrected (one row), day 2 new.
+    std::fs::remove_file(tmp.path().join("data/1.csv")).unwrap();
+    std::fs::write(tmp.path().join("data/2.csv"), "id,day,v\n4,1,1\n5,2,2\n6,2,3\n").unwrap();
+    build();
+    assert_eq!(count("log"), "6,66"); // 3 + 3 rows
+    assert_eq!(count("by_day"), "3,6"); // day 1 replaced by one row, day 2 added
+
+    // Only day 3 now: the other days stay as committed.
+    std::fs::remove_file(tmp.path().join("data/2.csv")).unwrap();
+    std::fs::write(tmp.path().join("data/3.csv"), "id,day,v\n7,3,100\n").unwrap();
+    build();
+    assert_eq!(count("log"), "7,166");
+    assert_eq!(count("by_day"), "4,106");
+    let (_, out, _) = kiln(
+        &["query", "SELECT day, count(*) AS n FROM by_day GROUP BY day ORDER BY day", "--format", "csv"],
+        tmp.path(),
+    );
+    assert_eq!(out, "day,n\n1,1\n2,2\n3,1\n");
+
+    // gc deletes nothing the current manifests list: reads are unchanged.
+    let (code, out, err) = kiln(&["gc", "--json", "."], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    let gc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let deleted: Vec<&str> = gc["deleted"].as_array().unwrap().iter().map(|d| d["product"].as_str().unwrap()).collect();
+    // by_day's first build only held day 1, which the second build replaced.
+    assert_eq!(deleted, ["by_day"], "{out}");
+    assert_eq!((count("log"), count("by_day")), ("7,166".into(), "4,106".into()));
+
+    // delete_matching without partitions is a located compile error.
+    std::fs::write(
+        tmp.path().join("bad.sql"),
+        "CREATE PRODUCT bad WITH (existing_data = 'delete_matching') AS SELECT id FROM t;",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("bad.sql:1:1") && err.contains("it needs PARTITIONED BY"), "{err}");
+}
