@@ -36,6 +36,7 @@ mod explode;
 mod functions;
 mod incremental;
 mod plan;
+mod write;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -68,7 +69,7 @@ enum Cmd {
     },
 }
 
-const SUITES: [&str; 5] = ["build", "functions", "explode", "plan", "incremental"];
+const SUITES: [&str; 6] = ["build", "functions", "explode", "plan", "incremental", "write"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -91,6 +92,7 @@ async fn main() -> Result<()> {
                     "explode" => explode::suite(runs.max(1)).await?,
                     "plan" => plan::suite(&out, runs.max(1), &products).await?,
                     "incremental" => incremental::suite(&out, sf, runs.max(1)).await?,
+                    "write" => write::suite(&out, sf, runs.max(1)).await?,
                     _ => build_suite(&out, sf, runs.max(1)).await?,
                 };
                 record(&out, s, result)?;

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array, make_comparator};
 use datafusion::arrow::compute::{SortOptions, cast, take_record_batch};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::execution::SendableRecordBatchStream;
@@ -472,32 +473,41 @@ struct KeyFiles {
 /// and last rows.
 type Written = (Vec<FileEntry>, Option<(RecordBatch, RecordBatch)>);
 
-/// The partition values of each row, rendered as text (NULL as `None`), grouped: one
-/// (values, row indices) per distinct key, in order of first appearance.
+/// The partition values of each row, grouped: one (values as text, NULL as `None`; row
+/// indices) per distinct key, in order of first appearance. Rows are compared in Arrow's
+/// row format; only each group's first row is rendered as text.
 fn group_rows(batch: &RecordBatch, target: &Target) -> Result<Vec<(Vec<Option<String>>, UInt32Array)>> {
-    let options = FormatOptions::default();
-    let formatters = target
-        .partition_cols
-        .iter()
-        .map(|&i| ArrayFormatter::try_new(batch.column(i).as_ref(), &options))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| DataError::Config(format!("partition values: {e}")))?;
-    let mut index: HashMap<Vec<Option<String>>, usize> = HashMap::new();
-    let mut groups: Vec<(Vec<Option<String>>, Vec<u32>)> = Vec::new();
-    for row in 0..batch.num_rows() {
-        let key: Vec<Option<String>> = target
-            .partition_cols
-            .iter()
-            .zip(&formatters)
-            .map(|(&c, f)| batch.column(c).is_valid(row).then(|| f.value(row).to_string()))
-            .collect();
-        let slot = *index.entry(key.clone()).or_insert_with(|| {
-            groups.push((key, Vec::new()));
+    let fail = |e: ArrowError| DataError::Config(format!("partition values: {e}"));
+    let columns: Vec<ArrayRef> = target.partition_cols.iter().map(|&i| Arc::clone(batch.column(i))).collect();
+    let fields = columns.iter().map(|c| SortField::new(c.data_type().clone())).collect();
+    let converter = RowConverter::new(fields).map_err(fail)?;
+    let rows = converter.convert_columns(&columns).map_err(fail)?;
+    let mut index: HashMap<&[u8], usize> = HashMap::new();
+    let mut groups: Vec<(usize, Vec<u32>)> = Vec::new();
+    for row in 0..rows.num_rows() {
+        let slot = *index.entry(rows.row(row).data()).or_insert_with(|| {
+            groups.push((row, Vec::new()));
             groups.len() - 1
         });
         groups[slot].1.push(row as u32);
     }
-    Ok(groups.into_iter().map(|(k, rows)| (k, UInt32Array::from(rows))).collect())
+    let options = FormatOptions::default();
+    let formatters = columns
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    Ok(groups
+        .into_iter()
+        .map(|(first, members)| {
+            let values = columns
+                .iter()
+                .zip(&formatters)
+                .map(|(c, f)| c.is_valid(first).then(|| f.value(first).to_string()))
+                .collect();
+            (values, UInt32Array::from(members))
+        })
+        .collect())
 }
 
 /// Hive's escaping of a partition value in a directory name; NULL is Hive's default
