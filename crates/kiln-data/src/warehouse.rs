@@ -99,7 +99,9 @@ impl Warehouse {
     /// the two writes the previous build is still the visible one.
     pub async fn commit(&self, manifest: &Manifest) -> Result<()> {
         let manifest_rel = format!("{}/_manifest.json", manifest.build_dir);
+        crate::failpoint("before_manifest");
         put_bytes(&self.store, &self.path(&manifest_rel), manifest.to_json()?).await?;
+        crate::failpoint("before_pointer");
         let pointer = CurrentPointer {
             format_version: MANIFEST_FORMAT_VERSION,
             product: manifest.product.clone(),
@@ -109,7 +111,9 @@ impl Warehouse {
         };
         // LocalFileSystem and InMemory both make `put` atomic (write to a temporary file,
         // then rename), which is what makes the pointer switch atomic.
-        put_bytes(&self.store, &self.path(&Self::pointer_path(&manifest.product)), pointer.to_json()?).await
+        put_bytes(&self.store, &self.path(&Self::pointer_path(&manifest.product)), pointer.to_json()?).await?;
+        crate::failpoint("after_pointer");
+        Ok(())
     }
 
     /// The products with a directory in the warehouse, sorted. Maintenance only (`gc`):

@@ -290,6 +290,7 @@ async fn finish_file(
         .await
         .map_err(DataError::parquet(format!("product `{}`: cannot finish {relative}", spec.product)))?;
     let path = wh.path(&relative);
+    crate::failpoint("after_file");
     let head = wh.store().head(&path).await.map_err(DataError::store(format!("cannot stat {relative}")))?;
     // The footer's length is the 4 bytes before the closing magic.
     let tail = wh

@@ -628,3 +628,70 @@ fn append_and_delete_matching_keep_committed_files() {
     assert_eq!(code, 1);
     assert!(err.contains("bad.sql:1:1") && err.contains("it needs PARTITIONED BY"), "{err}");
 }
+
+/// A build killed at each point of the write and commit protocol (`KILN_FAILPOINT`
+/// aborts the process there, like a kill) leaves the previous build readable and nothing
+/// of its own visible; the next build completes, and gc reclaims what the killed ones left.
+#[test]
+fn a_build_killed_at_any_write_or_commit_point_leaves_the_previous_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = |n: i64, k: i64| -> String { (0..n).map(|i| format!("{i},{}\n", i * k)).collect() };
+    crate::write_files(
+        tmp.path(),
+        &[
+            ("kiln.toml", "[project]\nname = \"crash\"\n"),
+            ("data/t.csv", &format!("a,b\n{}", rows(100, 1))),
+            (
+                "models.sql",
+                "CREATE SOURCE t (a BIGINT NOT NULL, b BIGINT) WITH (connector = 'files', path = 'data/', format = 'csv');
+                 CREATE PRODUCT p ORDER BY (a) WITH (max_rows_per_file = 30) AS SELECT a, b FROM t;",
+            ),
+        ],
+    );
+    let query = || {
+        let (code, out, err) =
+            kiln(&["query", "SELECT count(*) AS n, sum(b) AS s FROM p", "--format", "csv"], tmp.path());
+        assert_eq!(code, 0, "{err}");
+        out.lines().nth(1).unwrap().to_owned()
+    };
+    assert_eq!(kiln(&["build", "."], tmp.path()).0, 0);
+    assert_eq!(query(), "100,4950");
+
+    // New data: 100 rows with b = 2a.
+    std::fs::write(tmp.path().join("data/t.csv"), format!("a,b\n{}", rows(100, 2))).unwrap();
+    for point in ["after_file", "before_manifest", "before_pointer"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["build", "."])
+            .env("KILN_FAILPOINT", point)
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{point}: the build should have been killed");
+        assert_eq!(query(), "100,4950", "{point}: the previous build must stay the visible one");
+    }
+    // Killed right after the pointer switch: the new build is complete and visible.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "."])
+        .env("KILN_FAILPOINT", "after_pointer")
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(query(), "100,9900");
+    // The next build finds it committed: nothing to do.
+    let (code, out, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 fresh"), "{out}");
+
+    // gc: the first build (superseded) and the three killed builds' leftovers.
+    let (code, out, err) = kiln(&["gc", "--json", "."], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    let gc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let deleted = gc["deleted"].as_array().unwrap();
+    let committed: Vec<bool> = deleted.iter().map(|d| d["committed"].as_bool().unwrap()).collect();
+    // before_pointer wrote its manifest, so its directory counts as a (never current)
+    // committed build; after_file and before_manifest left no manifest.
+    assert_eq!(committed.iter().filter(|c| !**c).count(), 2, "{out}");
+    assert_eq!(committed.len(), 4, "{out}");
+    assert_eq!(query(), "100,9900");
+}
