@@ -3,9 +3,11 @@
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
-use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, PartitionedFile};
 use datafusion::datasource::object_store::ObjectStoreUrl;
@@ -130,6 +132,56 @@ impl ProductTable {
     }
 }
 
+impl PartitionedFiles {
+    /// The files whose partition values can satisfy every filter that reads only partition
+    /// columns: each such filter is evaluated on a file's (constant) values, and a file
+    /// where one is false or NULL is skipped.
+    fn prune(&self, state: &dyn Session, filters: &[Expr]) -> DfResult<Vec<PartitionedFile>> {
+        let partition_fields = self.table_schema.table_partition_cols();
+        let names: Vec<&str> = partition_fields.iter().map(|f| f.name().as_str()).collect();
+        let applicable: Vec<Expr> = filters
+            .iter()
+            .filter(|f| {
+                let refs = f.column_refs();
+                !refs.is_empty() && refs.iter().all(|c| names.contains(&c.name.as_str()))
+            })
+            .map(|f| {
+                f.clone()
+                    .transform(|e| match e {
+                        Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))),
+                        other => Ok(Transformed::no(other)),
+                    })
+                    .map(|t| t.data)
+            })
+            .collect::<DfResult<_>>()?;
+        if applicable.is_empty() {
+            return Ok(self.files.clone());
+        }
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            partition_fields.iter().map(|f| f.as_ref().clone()).collect::<Vec<_>>(),
+        ));
+        let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
+        let predicates = applicable
+            .iter()
+            .map(|f| state.create_physical_expr(f.clone(), &df_schema))
+            .collect::<DfResult<Vec<_>>>()?;
+        let mut kept = Vec::with_capacity(self.files.len());
+        for file in &self.files {
+            let columns = file.partition_values.iter().map(|v| v.to_array()).collect::<DfResult<Vec<_>>>()?;
+            let row = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+            let mut keep = true;
+            for predicate in &predicates {
+                let value = predicate.evaluate(&row)?.into_array(1)?;
+                keep &= value.as_boolean_opt().is_some_and(|b| b.is_valid(0) && b.value(0));
+            }
+            if keep {
+                kept.push(file.clone());
+            }
+        }
+        Ok(kept)
+    }
+}
+
 #[async_trait]
 impl TableProvider for ProductTable {
     fn schema(&self) -> SchemaRef {
@@ -156,12 +208,14 @@ impl TableProvider for ProductTable {
         match self.bound()? {
             Bound::Files(listing) => listing.scan(state, projection, filters, limit).await,
             Bound::Partitioned(p) => {
-                // Filters stay above the scan (Inexact); files are spread over the target
+                // Filters stay above the scan (Inexact), so pruning only skips files that
+                // cannot hold a matching row; the rest are spread over the target
                 // partitions round-robin, in manifest order.
-                let n = state.config().target_partitions().max(1).min(p.files.len().max(1));
+                let files = p.prune(state, filters)?;
+                let n = state.config().target_partitions().max(1).min(files.len().max(1));
                 let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n];
-                for (i, file) in p.files.iter().enumerate() {
-                    groups[i % n].push(file.clone());
+                for (i, file) in files.into_iter().enumerate() {
+                    groups[i % n].push(file);
                 }
                 let columns: Vec<usize> = match projection {
                     Some(projection) => projection.iter().map(|&i| p.mapping[i]).collect(),
