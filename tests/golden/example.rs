@@ -85,7 +85,7 @@ async fn example_products_equal_plain_datafusion() {
                 direct
                     .register_table(
                         def.name.as_str(),
-                        Arc::new(MemTable::try_new(schema, vec![expected.clone()]).unwrap()),
+                        Arc::new(MemTable::try_new(Arc::clone(&schema), vec![expected.clone()]).unwrap()),
                     )
                     .unwrap();
 
@@ -95,13 +95,23 @@ async fn example_products_equal_plain_datafusion() {
                     .iter()
                     .map(|f| dir.join("warehouse").join(&f.path).to_string_lossy().into_owned())
                     .collect();
-                let actual = kiln_side
-                    .read_parquet(files, ParquetReadOptions::default())
-                    .await
-                    .unwrap()
-                    .collect()
-                    .await
-                    .unwrap();
+                let actual = if def.partition_by.is_empty() {
+                    kiln_side.read_parquet(files, ParquetReadOptions::default()).await.unwrap().collect().await.unwrap()
+                } else {
+                    // Hive-partitioned: DataFusion's own listing reads the build directory
+                    // and parses the partition values from the paths (not Kiln's manifest),
+                    // then the columns are put back in the product's order.
+                    let build_dir = dir.join("warehouse").join(&manifest.build_dir);
+                    let partition_cols = def
+                        .partition_by
+                        .iter()
+                        .map(|c| (c.clone(), schema.field_with_name(c).unwrap().data_type().clone()))
+                        .collect();
+                    let options = ParquetReadOptions::default().table_partition_cols(partition_cols);
+                    let listed = kiln_side.read_parquet(format!("{}/", build_dir.display()), options).await.unwrap();
+                    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                    listed.select_columns(&columns).unwrap().collect().await.unwrap()
+                };
 
                 let (want_rows, want_sum) = checksum(&expected);
                 let (got_rows, got_sum) = checksum(&actual);

@@ -1,4 +1,5 @@
--- Revenue (extended price net of discount) per nation, region and order year.
+-- Revenue (extended price net of discount) per nation, region and order year,
+-- written as one Hive directory per region (region=AFRICA/, region=AMERICA/, ...).
 CREATE PRODUCT revenue_by_nation_year (
   region VARCHAR NOT NULL,
   nation VARCHAR NOT NULL,
@@ -6,6 +7,7 @@ CREATE PRODUCT revenue_by_nation_year (
   orders BIGINT NOT NULL,
   revenue DECIMAL(38, 4)
 )
+PARTITIONED BY (region)
 ORDER BY (region, nation, order_year)
 AS
 SELECT
