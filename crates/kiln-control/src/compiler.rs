@@ -55,7 +55,7 @@ use kiln_contracts::dialect::KilnDialect;
 pub const BUILD_ID_VERSION: u32 = 1;
 
 /// Options a `files` source accepts.
-const SOURCE_OPTIONS: [&str; 5] = ["connector", "path", "format", "schema_evolution", "on_error"];
+const SOURCE_OPTIONS: [&str; 6] = ["connector", "path", "format", "schema_evolution", "on_error", "partitioned_by"];
 /// Stream connectors and the options each accepts (`connector` included).
 pub const STREAM_CONNECTORS: [(&str, &[&str]); 3] = [
     ("log", &["connector", "topic", "format", "on_error", "idle_timeout"]),
@@ -287,7 +287,27 @@ impl Substrate {
             }
         }
         let schema = columns_schema(&def.columns, &def.at)?;
-        let source = FileSource { name: def.name.clone(), path: self.root.join(path), format, schema };
+        // Hive partition columns of the files' directories: declared last, in order.
+        let partition_by: Vec<String> = match def.options.get("partitioned_by") {
+            None => Vec::new(),
+            Some((list, at)) => {
+                let names: Vec<String> =
+                    list.split(',').map(|c| c.trim().to_lowercase()).filter(|c| !c.is_empty()).collect();
+                let declared: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                let tail = &declared[declared.len().saturating_sub(names.len())..];
+                if names.is_empty() || names.len() >= declared.len() || tail != names.as_slice() {
+                    return Err(option_error(
+                        at,
+                        format!(
+                            "partitioned_by = '{list}': the partition columns must be the last declared columns, in directory order (declared: {})",
+                            declared.join(", ")
+                        ),
+                    ));
+                }
+                names
+            }
+        };
+        let source = FileSource { name: def.name.clone(), path: self.root.join(path), format, schema, partition_by };
         let table = source.table()?;
         self.sources.insert(def.name.clone());
         self.ctx

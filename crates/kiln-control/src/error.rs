@@ -36,6 +36,10 @@ pub enum ControlError {
     Cycle(Vec<String>),
     #[error("{at}: invalid option: {message}")]
     Option { at: Location, message: String },
+    /// A source's data cannot be read (no files, unreadable directory); the message names
+    /// the source.
+    #[error("{at}: {message}")]
+    Source { at: Location, source_name: String, message: String },
     #[error("{at}: product `{product}`: {message}")]
     Compile { at: Location, product: String, message: String },
     #[error("{at}: product `{product}` breaks its declared columns:\n  - {}", .violations.join("\n  - "))]

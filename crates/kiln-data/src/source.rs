@@ -4,7 +4,7 @@
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
@@ -48,7 +48,11 @@ pub struct FileSource {
     /// Absolute directory or file.
     pub path: PathBuf,
     pub format: FileFormat,
+    /// The declared schema; Hive partition columns (if any) are its last columns.
     pub schema: SchemaRef,
+    /// Hive partition columns, read from `col=value` directories (DataFusion's listing
+    /// parses them and prunes directories by filters on them).
+    pub partition_by: Vec<String>,
 }
 
 impl FileSource {
@@ -65,8 +69,14 @@ impl FileSource {
             FileFormat::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
             FileFormat::Json => Arc::new(JsonFormat::default()),
         };
-        let options = ListingOptions::new(format).with_file_extension(self.format.extension());
-        let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(Arc::clone(&self.schema));
+        let files = self.schema.fields().len() - self.partition_by.len().min(self.schema.fields().len());
+        let file_schema = Arc::new(Schema::new(self.schema.fields()[..files].to_vec()));
+        let partition_cols =
+            self.schema.fields()[files..].iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+        let options = ListingOptions::new(format)
+            .with_file_extension(self.format.extension())
+            .with_table_partition_cols(partition_cols);
+        let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(file_schema);
         let table = ListingTable::try_new(config).map_err(DataError::exec(format!("source `{}`", self.name)))?;
         Ok(Arc::new(table))
     }

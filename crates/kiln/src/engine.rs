@@ -314,11 +314,24 @@ impl Session {
                                 } else {
                                     ""
                                 };
-                                Err(format!("{e}{hint}"))
+                                let message = format!("{e}{hint}");
+                                self.problems.push(ControlError::Source {
+                                    at: def.at.clone(),
+                                    source_name: def.name.clone(),
+                                    message: message.clone(),
+                                });
+                                Err(message)
                             }
                         }
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => {
+                        // A source is not a product line of the summary: its error is a
+                        // project problem (printed with its location; exit 1), and the
+                        // products reading it are skipped.
+                        let message = e.to_string();
+                        self.problems.push(e);
+                        Err(message)
+                    }
                 },
                 Statement::Product(def) => match timed(self.substrate.compile_product(def), |s| {
                     self.compile_seconds.insert(i, s);
@@ -341,7 +354,11 @@ impl Session {
                         schema_fps.insert(i, kiln_contracts::schema_fingerprint(&schema));
                         Ok(())
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => {
+                        let message = e.to_string();
+                        self.problems.push(e);
+                        Err(message)
+                    }
                 },
                 Statement::View(def) => match self.substrate.compile_view(def).await {
                     Ok(c) => {

@@ -139,3 +139,13 @@ fn one_broken_file_or_product_does_not_stop_the_others() {
     assert!(err.contains("ambiguous") || err.contains("Ambiguous"), "{err}");
     assert!(tmp.path().join("warehouse/good/_current.json").exists());
 }
+
+#[test]
+fn a_source_without_data_is_a_located_error_not_a_silent_skip() {
+    let tmp = project("CREATE PRODUCT p AS SELECT a FROM t;\n");
+    std::fs::remove_file(tmp.path().join("data/t.csv")).unwrap();
+    let (code, out, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(first_error_line(&err), "error: models.sql:1:15: source `t`: no .csv files under ./data/");
+    assert!(out.contains("p        skipped"), "{out}");
+}

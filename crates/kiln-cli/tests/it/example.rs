@@ -706,3 +706,49 @@ fn a_build_killed_at_any_write_or_commit_point_leaves_the_previous_build() {
     assert_eq!(committed.len(), 4, "{out}");
     assert_eq!(query(), "100,9900");
 }
+
+/// A source laid out in Hive directories: the partition columns come from the paths, a
+/// filter on them reads only the matching directories, and a new directory is new data.
+#[test]
+fn hive_partitioned_sources_read_partition_values_from_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    crate::write_files(
+        tmp.path(),
+        &[
+            ("kiln.toml", "[project]\nname = \"hive\"\n"),
+            ("data/year=2023/region=eu/a.csv", "a,b\n1,x\n2,y\n"),
+            ("data/year=2023/region=us/a.csv", "a,b\n3,z\n"),
+            ("data/year=2024/region=eu/a.csv", "a,b\n4,w\n5,v\n6,u\n"),
+            (
+                "models.sql",
+                "CREATE SOURCE t (a BIGINT NOT NULL, b VARCHAR, year INT, region VARCHAR)
+                   WITH (connector = 'files', path = 'data/', format = 'csv', partitioned_by = 'year, region');
+                 CREATE PRODUCT per_year ORDER BY (year, region) AS
+                   SELECT year, region, count(*) AS n, sum(a) AS s FROM t GROUP BY year, region;
+                 CREATE PRODUCT recent ORDER BY (a) AS SELECT a, b FROM t WHERE year = 2024;",
+            ),
+        ],
+    );
+    let (code, out, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let csv = |sql: &str| kiln(&["query", sql, "--format", "csv"], tmp.path()).1;
+    assert_eq!(csv("SELECT * FROM per_year"), "year,region,n,s\n2023,eu,2,3\n2023,us,1,3\n2024,eu,3,15\n");
+    assert_eq!(csv("SELECT * FROM recent"), "a,b\n4,w\n5,v\n6,u\n");
+    // A new partition directory is a new data version: both products rebuild.
+    crate::write_files(tmp.path(), &[("data/year=2024/region=us/a.csv", "a,b\n7,t\n")]);
+    let (_, out, _) = kiln(&["build", "."], tmp.path());
+    assert!(out.contains("2 built"), "{out}");
+    assert_eq!(csv("SELECT count(*) AS n FROM recent"), "n\n4\n");
+
+    // Partition columns must be declared last, in directory order.
+    std::fs::write(
+        tmp.path().join("models.sql"),
+        "CREATE SOURCE t (year INT, a BIGINT NOT NULL, b VARCHAR, region VARCHAR)
+           WITH (connector = 'files', path = 'data/', format = 'csv', partitioned_by = 'year, region');
+         CREATE PRODUCT p AS SELECT a FROM t;",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(&["build", "."], tmp.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("the partition columns must be the last declared columns"), "{err}");
+}
