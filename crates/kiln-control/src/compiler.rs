@@ -276,7 +276,17 @@ impl Substrate {
             Some((f, at)) => FileFormat::parse(f)
                 .ok_or_else(|| option_error(at, format!("format `{f}` (valid: parquet, csv, json)")))?,
         };
-        for (key, allowed) in [("schema_evolution", "strict"), ("on_error", "fail")] {
+        let reject = match def.options.get("on_error") {
+            None | Some(("fail", _)) => false,
+            Some(("reject", at)) => {
+                if format != FileFormat::Csv {
+                    return Err(option_error(at, "on_error = 'reject' is supported for csv sources".into()));
+                }
+                true
+            }
+            Some((v, at)) => return Err(option_error(at, format!("on_error = '{v}' (valid: 'fail', 'reject')"))),
+        };
+        for (key, allowed) in [("schema_evolution", "strict")] {
             if let Some((value, at)) = def.options.get(key)
                 && value != allowed
             {
@@ -307,7 +317,12 @@ impl Substrate {
                 names
             }
         };
-        let source = FileSource { name: def.name.clone(), path: self.root.join(path), format, schema, partition_by };
+        if reject && !partition_by.is_empty() {
+            let at = def.options.get("on_error").map_or(&def.at, |(_, at)| at);
+            return Err(option_error(at, "on_error = 'reject' does not read partitioned sources yet".into()));
+        }
+        let source =
+            FileSource { name: def.name.clone(), path: self.root.join(path), format, schema, partition_by, reject };
         let table = source.table()?;
         self.sources.insert(def.name.clone());
         self.ctx

@@ -23,6 +23,7 @@
 //!   manifest and then swaps the pointer; a crash before that leaves the previous build
 //!   visible and the new files unreferenced.
 
+pub mod checked;
 pub mod explode_exec;
 pub mod product_table;
 pub mod source;

@@ -53,11 +53,28 @@ pub struct FileSource {
     /// Hive partition columns, read from `col=value` directories (DataFusion's listing
     /// parses them and prunes directories by filters on them).
     pub partition_by: Vec<String>,
+    /// `on_error = 'reject'` (CSV): malformed records go to the reading product's
+    /// `<product>__rejected` dataset instead of failing it (crate::checked).
+    pub reject: bool,
 }
 
 impl FileSource {
     /// The DataFusion table that scans this source with its declared schema.
     pub fn table(&self) -> Result<Arc<dyn TableProvider>> {
+        if self.reject {
+            let mut entries = Vec::new();
+            list_files(&self.path, &self.path, self.format.extension(), &mut entries)?;
+            entries.sort();
+            let files = entries
+                .into_iter()
+                .map(|(rel, _, _)| if rel.is_empty() { self.path.clone() } else { self.path.join(rel) })
+                .collect();
+            return Ok(Arc::new(crate::checked::CheckedCsvTable {
+                name: self.name.clone(),
+                schema: Arc::clone(&self.schema),
+                files,
+            }));
+        }
         let mut location = self.path.to_string_lossy().into_owned();
         if self.path.is_dir() && !location.ends_with('/') {
             location.push('/');

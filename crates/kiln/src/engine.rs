@@ -1088,7 +1088,7 @@ async fn run_product(
         schema: Arc::clone(&product.schema),
         schema_fp: product.schema_fp.clone(),
         max_rows_per_file: product.max_rows_per_file,
-        properties,
+        properties: properties.clone(),
         ordering_tier: tier,
         // Every product: its declared contract, or the planned schema it promised downstream.
         verify_contract: true,
@@ -1100,7 +1100,38 @@ async fn run_product(
         verify_order: product.order_by.clone(),
         partition_by: product.partition_by.clone(),
     });
-    let manifest = write_dataset(warehouse, streams, spec, progress).await?;
+    let mut manifest = write_dataset(warehouse, streams, spec, Arc::clone(&progress)).await?;
+    // Records the sources set aside (on_error = 'reject') go to `<product>__rejected`,
+    // written and committed before the product so the product's accounting never points
+    // at rejects that are not there; a build reading checked sources always rewrites it.
+    if let Some(rejects) = kiln_data::checked::collect_rejects(&physical) {
+        let batch = kiln_data::checked::rejects_batch(&rejects).map_err(exec_err)?;
+        let schema = batch.schema();
+        let rejected_spec = Arc::new(WriteSpec {
+            product: format!("{}__rejected", product.name),
+            build_id: build_id.to_owned(),
+            run_id: run_id.to_owned(),
+            schema_fp: kiln_contracts::schema_fingerprint(&schema),
+            schema: Arc::clone(&schema),
+            max_rows_per_file: product.max_rows_per_file,
+            properties,
+            ordering_tier: 2,
+            verify_contract: true,
+            sort_keys: Vec::new(),
+            verify_order: Vec::new(),
+            partition_by: Vec::new(),
+        });
+        let stream: datafusion::execution::SendableRecordBatchStream =
+            Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::iter([Ok(batch)]),
+            ));
+        let rejected = write_dataset(warehouse, vec![stream], rejected_spec, Arc::default()).await?;
+        warehouse.commit(&rejected).await?;
+        let n = rejects.len() as u64;
+        manifest.totals.rows_rejected += n;
+        manifest.totals.rows_read += n;
+    }
     let mut manifest = kiln_data::merge_existing(manifest, previous.as_ref(), product.existing_data)?;
     phases.insert("execute_write".to_owned(), t.elapsed().as_secs_f64());
     let t = Instant::now();

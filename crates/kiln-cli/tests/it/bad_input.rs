@@ -149,3 +149,76 @@ fn a_source_without_data_is_a_located_error_not_a_silent_skip() {
     assert_eq!(first_error_line(&err), "error: models.sql:1:15: source `t`: no .csv files under ./data/");
     assert!(out.contains("p        skipped"), "{out}");
 }
+
+/// on_error = 'reject': malformed records land in `<product>__rejected` with their file,
+/// line, raw text and reason; the manifest accounts for every record read.
+#[test]
+fn rejected_records_are_kept_with_their_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_files(
+        tmp.path(),
+        &[
+            TOML,
+            (
+                "data/t.csv",
+                "a,b,d\n1,x,2024-01-01\noops,y,2024-01-02\n3,z\n4,\"quoted, comma\",2024-01-04\n,w,2024-01-05\n6,v,not a date\n7,u,2024-01-07\n",
+            ),
+            (
+                "models.sql",
+                "CREATE SOURCE t (a BIGINT NOT NULL, b VARCHAR, d DATE) WITH (connector = 'files', path = 'data/', format = 'csv', on_error = 'reject');
+                 CREATE PRODUCT p ORDER BY (a) AS SELECT a, b, d FROM t;",
+            ),
+        ],
+    );
+    let (code, out, err) = kiln(&["build", "--json", "."], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["products"][0]["rows"], 3, "{out}");
+    let (_, out, _) = kiln(&["query", "SELECT a, b FROM p", "--format", "csv"], tmp.path());
+    assert_eq!(out, "a,b\n1,x\n4,\"quoted, comma\"\n7,u\n");
+
+    // The rejected dataset, read with plain DataFusion from its manifest.
+    let pointer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("warehouse/p__rejected/_current.json")).unwrap())
+            .unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("warehouse").join(pointer["manifest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["totals"]["rows_written"], 4);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rows: Vec<String> = rt.block_on(async {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let files: Vec<String> = manifest["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| tmp.path().join("warehouse").join(f["path"].as_str().unwrap()).to_string_lossy().into_owned())
+            .collect();
+        let df = ctx.read_parquet(files, Default::default()).await.unwrap();
+        let batches = df.sort_by(vec![datafusion::prelude::col("line")]).unwrap().collect().await.unwrap();
+        let formatted = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        formatted
+            .lines()
+            .filter(|l| l.starts_with("| t "))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    });
+    let want = [
+        "| t | ./data/t.csv | 3 | oops,y,2024-01-02 | column `a`: cannot read `oops` as Int64 |",
+        "| t | ./data/t.csv | 4 | 3,z | expected 3 fields, found 2 |",
+        "| t | ./data/t.csv | 6 | ,w,2024-01-05 | column `a` is NOT NULL but the field is empty |",
+        "| t | ./data/t.csv | 7 | 6,v,not a date | column `d`: cannot read `not a date` as Date32 |",
+    ];
+    assert_eq!(rows, want);
+
+    // The product's manifest: rows_read = rows_written + rows_rejected.
+    let pointer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("warehouse/p/_current.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("warehouse").join(pointer["manifest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["totals"]["rows_rejected"], 4);
+    assert_eq!(manifest["totals"]["rows_read"], 7);
+}

@@ -1,0 +1,337 @@
+//! CSV sources with `on_error = 'reject'`: malformed records are set aside with their
+//! reason instead of failing the run.
+//!
+//! Each file is split into records with the `csv` crate (quotes, embedded newlines), each
+//! field collected as text, and every column cast to its declared type in one vectorized
+//! `cast` per batch (with `safe` casting, a value that does not parse becomes NULL, which
+//! is how it is found). A record is rejected when it has the wrong number of fields, when
+//! a non-empty field does not parse as its column's type, or when a NOT NULL column is
+//! empty; the first reason found is kept. Rejected records keep their raw text, file and
+//! line, in the scan's [`RejectSink`], which the engine drains after the product's
+//! execution into `<product>__rejected`.
+//!
+//! One partition, one file at a time, batches of at most the session's batch size; a
+//! file's bytes are read whole (one file is the memory bound).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringBuilder};
+use datafusion::arrow::compute::{CastOptions, cast_with_options, filter_record_batch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{
+    Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream,
+};
+use futures::StreamExt;
+
+/// One record set aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub source: String,
+    pub file: String,
+    /// 1-based line where the record starts.
+    pub line: u64,
+    pub raw: String,
+    pub reason: String,
+}
+
+/// Where a scan puts its rejected records.
+pub type RejectSink = Arc<Mutex<Vec<Rejected>>>;
+
+/// A CSV source read with rejection (see the module docs).
+#[derive(Debug)]
+pub struct CheckedCsvTable {
+    pub name: String,
+    pub schema: SchemaRef,
+    /// The source's files, in a stable order.
+    pub files: Vec<PathBuf>,
+}
+
+#[async_trait]
+impl TableProvider for CheckedCsvTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(CheckedScanExec::new(
+            self.name.clone(),
+            Arc::clone(&self.schema),
+            self.files.clone(),
+            projection.cloned(),
+        )?))
+    }
+}
+
+/// The scan of a [`CheckedCsvTable`]; its rejects are in [`CheckedScanExec::rejects`].
+#[derive(Debug)]
+pub struct CheckedScanExec {
+    name: String,
+    schema: SchemaRef,
+    files: Vec<PathBuf>,
+    projection: Option<Vec<usize>>,
+    output: SchemaRef,
+    rejects: RejectSink,
+    properties: Arc<PlanProperties>,
+}
+
+impl CheckedScanExec {
+    fn new(name: String, schema: SchemaRef, files: Vec<PathBuf>, projection: Option<Vec<usize>>) -> DfResult<Self> {
+        let output = match &projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => Arc::clone(&schema),
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&output)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(Self { name, schema, files, projection, output, rejects: Arc::default(), properties: Arc::new(properties) })
+    }
+
+    /// The records rejected so far (complete once the scan's stream has ended).
+    pub fn rejects(&self) -> Vec<Rejected> {
+        self.rejects.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl DisplayAs for CheckedScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "CheckedCsvScan: source={}, files={}, on_error=reject", self.name, self.files.len())
+    }
+}
+
+impl ExecutionPlan for CheckedScanExec {
+    fn name(&self) -> &str {
+        "CheckedScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if !children.is_empty() {
+            return Err(DataFusionError::Internal("CheckedScanExec has no children".into()));
+        }
+        Ok(self)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!("CheckedScanExec has one partition, not {partition}")));
+        }
+        let batch_size = context.session_config().batch_size().max(1);
+        let reader = Reader {
+            name: self.name.clone(),
+            schema: Arc::clone(&self.schema),
+            projection: self.projection.clone(),
+            rejects: Arc::clone(&self.rejects),
+            batch_size,
+        };
+        let files = self.files.clone();
+        let stream = futures::stream::iter(files).flat_map(move |file| {
+            let batches = reader.read_file(&file);
+            futures::stream::iter(match batches {
+                Ok(b) => b.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            })
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.output), stream)))
+    }
+}
+
+struct Reader {
+    name: String,
+    schema: SchemaRef,
+    projection: Option<Vec<usize>>,
+    rejects: RejectSink,
+    batch_size: usize,
+}
+
+/// Records of one batch, as text, with where they came from.
+struct Pending {
+    fields: Vec<StringBuilder>,
+    raw: Vec<(u64, String)>,
+}
+
+impl Reader {
+    fn read_file(&self, file: &PathBuf) -> DfResult<Vec<RecordBatch>> {
+        let bytes = std::fs::read(file).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let shown = file.display().to_string();
+        let width = self.schema.fields().len();
+        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(bytes.as_slice());
+        let mut out = Vec::new();
+        let mut pending = self.pending();
+        let mut record = csv::ByteRecord::new();
+        loop {
+            let start = reader.position().clone();
+            let more = match reader.read_byte_record(&mut record) {
+                Ok(more) => more,
+                Err(e) => {
+                    // A record the CSV grammar cannot read (e.g. an unterminated quote).
+                    let line = e.position().map_or(start.line(), csv::Position::line);
+                    self.reject(&shown, line, String::new(), format!("unreadable CSV: {e}"));
+                    break;
+                }
+            };
+            if !more {
+                break;
+            }
+            let end = reader.position().byte() as usize;
+            let raw = String::from_utf8_lossy(&bytes[start.byte() as usize..end.min(bytes.len())])
+                .trim_end_matches(['\r', '\n'])
+                .to_owned();
+            let line = record.position().map_or(start.line(), csv::Position::line);
+            if record.len() != width {
+                self.reject(&shown, line, raw, format!("expected {width} fields, found {}", record.len()));
+                continue;
+            }
+            for (builder, field) in pending.fields.iter_mut().zip(record.iter()) {
+                match std::str::from_utf8(field) {
+                    Ok("") => builder.append_null(),
+                    Ok(text) => builder.append_value(text),
+                    Err(_) => builder.append_null(),
+                }
+            }
+            pending.raw.push((line, raw));
+            if pending.raw.len() >= self.batch_size {
+                out.extend(self.finish(std::mem::replace(&mut pending, self.pending()), &shown)?);
+            }
+        }
+        out.extend(self.finish(pending, &shown)?);
+        Ok(out)
+    }
+
+    fn pending(&self) -> Pending {
+        Pending { fields: (0..self.schema.fields().len()).map(|_| StringBuilder::new()).collect(), raw: Vec::new() }
+    }
+
+    fn reject(&self, file: &str, line: u64, raw: String, reason: String) {
+        if let Ok(mut r) = self.rejects.lock() {
+            r.push(Rejected { source: self.name.clone(), file: file.to_owned(), line, raw, reason });
+        }
+    }
+
+    /// Casts a batch of text records to the schema; rows with a field that does not
+    /// parse, or NULL in a NOT NULL column, are rejected.
+    fn finish(&self, pending: Pending, file: &str) -> DfResult<Option<RecordBatch>> {
+        let n = pending.raw.len();
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut reasons: Vec<Option<String>> = vec![None; n];
+        let options = CastOptions { safe: true, ..Default::default() };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(pending.fields.len());
+        for (field, mut builder) in self.schema.fields().iter().zip(pending.fields) {
+            let text = builder.finish();
+            let typed = cast_with_options(&text, field.data_type(), &options)?;
+            for (row, reason) in reasons.iter_mut().enumerate() {
+                if reason.is_some() {
+                    continue;
+                }
+                if text.is_valid(row) && typed.is_null(row) {
+                    *reason = Some(format!(
+                        "column `{}`: cannot read `{}` as {}",
+                        field.name(),
+                        text.value(row),
+                        field.data_type()
+                    ));
+                } else if typed.is_null(row) && !field.is_nullable() {
+                    *reason = Some(format!("column `{}` is NOT NULL but the field is empty", field.name()));
+                }
+            }
+            columns.push(typed);
+        }
+        let keep = BooleanArray::from(reasons.iter().map(Option::is_none).collect::<Vec<_>>());
+        for ((line, raw), reason) in pending.raw.into_iter().zip(reasons) {
+            if let Some(reason) = reason {
+                self.reject(file, line, raw, reason);
+            }
+        }
+        // Casting every column first keeps the vectorized path; the NOT NULL promise is
+        // kept by the filter, so the batch is built against a nullable twin of the schema.
+        let nullable = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            self.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+        ));
+        let batch = filter_record_batch(&RecordBatch::try_new(nullable, columns)?, &keep)?;
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), batch.columns().to_vec())?;
+        let batch = match &self.projection {
+            Some(p) => batch.project(p)?,
+            None => batch,
+        };
+        Ok(Some(batch))
+    }
+}
+
+/// Every rejected record of the checked scans in `plan`; `None` when it has none.
+pub fn collect_rejects(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<Rejected>> {
+    let mut out: Option<Vec<Rejected>> = None;
+    let mut stack = vec![Arc::clone(plan)];
+    while let Some(node) = stack.pop() {
+        if let Some(scan) = node.downcast_ref::<CheckedScanExec>() {
+            out.get_or_insert_with(Vec::new).extend(scan.rejects());
+        }
+        stack.extend(node.children().into_iter().cloned());
+    }
+    out
+}
+
+/// The rejected records as a batch for `<product>__rejected`: source, file, line, raw,
+/// reason.
+pub fn rejects_batch(rejects: &[Rejected]) -> DfResult<RecordBatch> {
+    use datafusion::arrow::array::{StringArray, UInt64Array};
+    let text =
+        |f: fn(&Rejected) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(rejects.iter().map(f))) };
+    Ok(RecordBatch::try_from_iter([
+        ("source", text(|r| r.source.as_str())),
+        ("file", text(|r| r.file.as_str())),
+        ("line", Arc::new(UInt64Array::from_iter_values(rejects.iter().map(|r| r.line))) as ArrayRef),
+        ("raw", text(|r| r.raw.as_str())),
+        ("reason", text(|r| r.reason.as_str())),
+    ])?)
+}
