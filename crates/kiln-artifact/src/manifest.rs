@@ -40,6 +40,10 @@ pub struct Manifest {
     /// inside the files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partition_by: Vec<String>,
+    /// The product's Parquet write options (`compression`, `max_rows_per_row_group`, ...),
+    /// when it set any; the session's defaults otherwise.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub write_options: BTreeMap<String, String>,
     pub files: Vec<FileEntry>,
     pub totals: ManifestTotals,
     /// The inputs of `build_id`, so the next run can say what changed (absent in builds

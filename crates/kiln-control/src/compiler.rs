@@ -23,7 +23,7 @@
 //! ([`crate::profile`]), and `func_fp` the Kiln functions the plan calls with keyed digests
 //! of the secrets it uses (kiln-functions).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -65,7 +65,20 @@ pub const STREAM_CONNECTORS: [(&str, &[&str]); 3] = [
 /// Options a materialized view accepts.
 const VIEW_OPTIONS: [&str; 2] = ["late_events", "max_rows_per_file"];
 /// Options a product accepts.
-const PRODUCT_OPTIONS: [&str; 2] = ["existing_data", "max_rows_per_file"];
+const PRODUCT_OPTIONS: [&str; 7] = [
+    "existing_data",
+    "max_rows_per_file",
+    "compression",
+    "max_rows_per_row_group",
+    "bloom_filter_columns",
+    "dictionary",
+    "statistics",
+];
+
+/// The Parquet write options a product may set (see docs/project.md); checked here,
+/// applied by the engine to the writer's properties.
+const WRITE_OPTIONS: [&str; 5] =
+    ["compression", "max_rows_per_row_group", "bloom_filter_columns", "dictionary", "statistics"];
 
 /// One SessionContext with a project's tables.
 pub struct Substrate {
@@ -116,6 +129,8 @@ pub struct CompiledProduct {
     pub order_by: Vec<(String, bool)>,
     /// Hive partition columns (`PARTITIONED BY`), in directory order.
     pub partition_by: Vec<String>,
+    /// Parquet write options given in `WITH (...)` (validated; [`WRITE_OPTIONS`]).
+    pub write_options: BTreeMap<String, String>,
     pub max_rows_per_file: usize,
     /// What a build does with the committed data (`existing_data`).
     pub existing_data: kiln_data::ExistingData,
@@ -498,11 +513,52 @@ impl Substrate {
         let shape = analysis.shape(&schema);
         // The dataset's shape is its columns and its partitioning: a changed PARTITIONED BY
         // is a changed schema (and rebuilds).
-        let schema_fp = match def.partition_by.as_slice() {
-            [] => schema_fingerprint(&schema),
-            columns => sha256_hex(
-                format!("kiln.partitioned.v1\n{}\n{}", schema_fingerprint(&schema), columns.join("\n")).as_bytes(),
+        let mut write_options = BTreeMap::new();
+        for key in WRITE_OPTIONS {
+            let Some((value, at)) = def.options.get(key) else { continue };
+            let bad = |expected: &str| ControlError::Option {
+                at: at.clone(),
+                message: format!("{key} = '{value}': expected {expected}"),
+            };
+            match key {
+                "compression" => {
+                    value.parse::<datafusion::parquet::basic::Compression>().map_err(|_| {
+                        bad("a Parquet codec such as 'zstd(3)', 'snappy', 'lz4_raw', 'gzip(6)' or 'uncompressed'")
+                    })?;
+                }
+                "max_rows_per_row_group" => {
+                    value.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| bad("a positive integer"))?;
+                }
+                "bloom_filter_columns" => {
+                    for column in value.split(',').map(str::trim) {
+                        if schema.field_with_name(column).is_err() {
+                            return Err(bad("a comma-separated list of output columns"));
+                        }
+                    }
+                }
+                "dictionary" if !matches!(value, "true" | "false") => return Err(bad("'true' or 'false'")),
+                "statistics" if !matches!(value, "none" | "chunk" | "page") => {
+                    return Err(bad("'none', 'chunk' or 'page'"));
+                }
+                _ => {}
+            }
+            write_options.insert(key.to_owned(), value.to_owned());
+        }
+        // The dataset's shape is its columns, its partitioning and how its files are
+        // written: changing any of them changes schema_fp (and rebuilds).
+        let layout: String = def
+            .partition_by
+            .iter()
+            .map(|c| format!("partition {c}\n"))
+            .chain(write_options.iter().map(|(k, v)| format!("write {k}={v}\n")))
+            .collect();
+        let schema_fp = match layout.as_str() {
+            "" => schema_fingerprint(&schema),
+            _ if write_options.is_empty() => sha256_hex(
+                format!("kiln.partitioned.v1\n{}\n{}", schema_fingerprint(&schema), def.partition_by.join("\n"))
+                    .as_bytes(),
             ),
+            layout => sha256_hex(format!("kiln.layout.v1\n{}\n{layout}", schema_fingerprint(&schema)).as_bytes()),
         };
         let (used, secrets) = functions_used(&plan);
         let func_fp = self.functions.fingerprint(&used, &secrets).map_err(fail)?;
@@ -523,6 +579,7 @@ impl Substrate {
             func_fp,
             order_by: def.order_by.clone(),
             partition_by: def.partition_by.clone(),
+            write_options,
             max_rows_per_file,
             existing_data,
         })

@@ -56,6 +56,8 @@ pub struct WriteSpec {
     /// Hive partition columns (`PARTITIONED BY`): rows go to `col=value/...` directories
     /// and the columns are not stored in the files.
     pub partition_by: Vec<String>,
+    /// The write options to record in the manifest (already applied to `properties`).
+    pub write_options: BTreeMap<String, String>,
     /// Read every written file's footer back and check its schema (ARROW:schema round
     /// trip included) against `schema` before returning: the write-time contract gate.
     pub verify_contract: bool,
@@ -204,6 +206,7 @@ pub async fn write_dataset(
         ordering_tier: spec.ordering_tier,
         sort_keys: spec.sort_keys.clone(),
         partition_by: spec.partition_by.clone(),
+        write_options: spec.write_options.clone(),
         files,
         totals,
         fingerprints: None,
@@ -701,6 +704,7 @@ mod tests {
             sort_keys: vec![],
             verify_order: vec![],
             partition_by: vec![],
+            write_options: BTreeMap::new(),
             verify_contract: true,
         }
     }

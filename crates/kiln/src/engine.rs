@@ -809,6 +809,39 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
     Ok(BuildReport { summary, problems: session.problems })
 }
 
+/// Applies a product's Parquet write options (validated by the compiler; a value that no
+/// longer parses is left at the session's default).
+fn write_properties(
+    mut builder: datafusion::parquet::file::properties::WriterPropertiesBuilder,
+    options: &std::collections::BTreeMap<String, String>,
+) -> datafusion::parquet::file::properties::WriterPropertiesBuilder {
+    use datafusion::parquet::file::properties::EnabledStatistics;
+    use datafusion::parquet::schema::types::ColumnPath;
+    for (key, value) in options {
+        builder = match key.as_str() {
+            "compression" => match value.parse() {
+                Ok(codec) => builder.set_compression(codec),
+                Err(_) => builder,
+            },
+            "max_rows_per_row_group" => match value.parse::<usize>() {
+                Ok(n) if n > 0 => builder.set_max_row_group_row_count(Some(n)),
+                _ => builder,
+            },
+            "bloom_filter_columns" => value
+                .split(',')
+                .fold(builder, |b, column| b.set_column_bloom_filter_enabled(ColumnPath::from(column.trim()), true)),
+            "dictionary" => builder.set_dictionary_enabled(value == "true"),
+            "statistics" => builder.set_statistics_enabled(match value.as_str() {
+                "none" => EnabledStatistics::None,
+                "chunk" => EnabledStatistics::Chunk,
+                _ => EnabledStatistics::Page,
+            }),
+            _ => builder,
+        };
+    }
+    builder
+}
+
 /// Writes a run's events as they arrive: everything queued at once becomes one part; when
 /// the queue closes, the parts are joined into `events.jsonl`. Returns the first error.
 async fn write_events(
@@ -1078,8 +1111,11 @@ async fn run_product(
     let mut global = state.config().options().execution.parquet.clone();
     global.skip_arrow_metadata = true;
     let parquet = TableParquetOptions { global, ..Default::default() };
-    let properties =
-        WriterPropertiesBuilder::try_from(&parquet).map_err(exec_err)?.set_created_by("kiln".into()).build();
+    let properties = write_properties(
+        WriterPropertiesBuilder::try_from(&parquet).map_err(exec_err)?.set_created_by("kiln".into()),
+        &product.write_options,
+    )
+    .build();
     let tier = if product.order_by.is_empty() { 1 } else { 3 };
     let spec = Arc::new(WriteSpec {
         product: product.name.clone(),
@@ -1099,6 +1135,7 @@ async fn run_product(
             .collect(),
         verify_order: product.order_by.clone(),
         partition_by: product.partition_by.clone(),
+        write_options: product.write_options.clone(),
     });
     let mut manifest = write_dataset(warehouse, streams, spec, Arc::clone(&progress)).await?;
     // Records the sources set aside (on_error = 'reject') go to `<product>__rejected`,
@@ -1120,6 +1157,7 @@ async fn run_product(
             sort_keys: Vec::new(),
             verify_order: Vec::new(),
             partition_by: Vec::new(),
+            write_options: Default::default(),
         });
         let stream: datafusion::execution::SendableRecordBatchStream =
             Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(

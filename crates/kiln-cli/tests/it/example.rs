@@ -752,3 +752,52 @@ fn hive_partitioned_sources_read_partition_values_from_paths() {
     assert_ne!(code, 0);
     assert!(err.contains("the partition columns must be the last declared columns"), "{err}");
 }
+
+/// Parquet write options of a product reach the files (read back from their footers),
+/// are recorded in the manifest, and a bad value is a located option error.
+#[test]
+fn write_options_reach_the_files() {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let rows: String = (0..450).map(|i| format!("{i},s{}\n", i % 9)).collect();
+    crate::write_files(
+        tmp.path(),
+        &[
+            ("kiln.toml", "[project]\nname = \"w\"\n"),
+            ("data/t.csv", &format!("a,b\n{rows}")),
+            (
+                "models.sql",
+                "CREATE SOURCE t (a BIGINT NOT NULL, b VARCHAR) WITH (connector = 'files', path = 'data/', format = 'csv');
+                 CREATE PRODUCT p ORDER BY (a) WITH (compression = 'snappy', max_rows_per_row_group = 100,
+                   bloom_filter_columns = 'a', statistics = 'chunk') AS SELECT a, b FROM t;",
+            ),
+        ],
+    );
+    let (code, out, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let pointer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("warehouse/p/_current.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("warehouse").join(pointer["manifest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["write_options"]["compression"], "snappy");
+    let path = tmp.path().join("warehouse").join(manifest["files"][0]["path"].as_str().unwrap());
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let meta = reader.metadata();
+    assert_eq!(meta.num_row_groups(), 5, "450 rows in row groups of 100");
+    let group = meta.row_group(0);
+    assert_eq!(group.column(0).compression().to_string(), "SNAPPY");
+    assert!(group.column(0).bloom_filter_offset().is_some(), "a has a bloom filter");
+    assert!(group.column(1).bloom_filter_offset().is_none(), "b has none");
+
+    std::fs::write(
+        tmp.path().join("models.sql"),
+        "CREATE SOURCE t (a BIGINT NOT NULL, b VARCHAR) WITH (connector = 'files', path = 'data/', format = 'csv');
+         CREATE PRODUCT p WITH (compression = 'zip') AS SELECT a FROM t;",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("models.sql:2:33: invalid option: compression = 'zip': expected a Parquet codec"), "{err}");
+}
