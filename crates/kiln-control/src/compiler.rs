@@ -294,8 +294,11 @@ impl Substrate {
         let reject = match def.options.get("on_error") {
             None | Some(("fail", _)) => false,
             Some(("reject", at)) => {
-                if format != FileFormat::Csv {
-                    return Err(option_error(at, "on_error = 'reject' is supported for csv sources".into()));
+                if format == FileFormat::Parquet {
+                    return Err(option_error(
+                        at,
+                        "on_error = 'reject' is for csv and json sources (parquet files are typed)".into(),
+                    ));
                 }
                 true
             }
@@ -332,6 +335,13 @@ impl Substrate {
                 names
             }
         };
+        if reject && let Some(nested) = schema.fields().iter().find(|f| f.data_type().is_nested()) {
+            let at = def.options.get("on_error").map_or(&def.at, |(_, at)| at);
+            return Err(option_error(
+                at,
+                format!("on_error = 'reject' reads scalar columns; `{}` is {}", nested.name(), nested.data_type()),
+            ));
+        }
         if reject && !partition_by.is_empty() {
             let at = def.options.get("on_error").map_or(&def.at, |(_, at)| at);
             return Err(option_error(at, "on_error = 'reject' does not read partitioned sources yet".into()));

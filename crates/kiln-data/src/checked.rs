@@ -1,8 +1,9 @@
-//! CSV sources with `on_error = 'reject'`: malformed records are set aside with their
-//! reason instead of failing the run.
+//! CSV and NDJSON sources with `on_error = 'reject'`: malformed records are set aside with
+//! their reason instead of failing the run.
 //!
-//! Each file is split into records with the `csv` crate (quotes, embedded newlines), each
-//! field collected as text, and every column cast to its declared type in one vectorized
+//! Each CSV file is split into records with the `csv` crate (quotes, embedded newlines);
+//! each NDJSON line is parsed as one JSON object (scalar columns: a nested value, invalid
+//! JSON or a non-object line is rejected). Each field is collected as text, and every column cast to its declared type in one vectorized
 //! `cast` per batch (with `safe` casting, a value that does not parse becomes NULL, which
 //! is how it is found). A record is rejected when it has the wrong number of fields, when
 //! a non-empty field does not parse as its column's type, or when a NOT NULL column is
@@ -51,13 +52,21 @@ pub struct Rejected {
 /// Where a scan puts its rejected records.
 pub type RejectSink = Arc<Mutex<Vec<Rejected>>>;
 
-/// A CSV source read with rejection (see the module docs).
+/// The record formats a checked source reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckedFormat {
+    Csv,
+    Json,
+}
+
+/// A CSV or NDJSON source read with rejection (see the module docs).
 #[derive(Debug)]
 pub struct CheckedCsvTable {
     pub name: String,
     pub schema: SchemaRef,
     /// The source's files, in a stable order.
     pub files: Vec<PathBuf>,
+    pub format: CheckedFormat,
 }
 
 #[async_trait]
@@ -81,6 +90,7 @@ impl TableProvider for CheckedCsvTable {
             self.name.clone(),
             Arc::clone(&self.schema),
             self.files.clone(),
+            self.format,
             projection.cloned(),
         )?))
     }
@@ -92,6 +102,7 @@ pub struct CheckedScanExec {
     name: String,
     schema: SchemaRef,
     files: Vec<PathBuf>,
+    format: CheckedFormat,
     projection: Option<Vec<usize>>,
     output: SchemaRef,
     rejects: RejectSink,
@@ -99,7 +110,13 @@ pub struct CheckedScanExec {
 }
 
 impl CheckedScanExec {
-    fn new(name: String, schema: SchemaRef, files: Vec<PathBuf>, projection: Option<Vec<usize>>) -> DfResult<Self> {
+    fn new(
+        name: String,
+        schema: SchemaRef,
+        files: Vec<PathBuf>,
+        format: CheckedFormat,
+        projection: Option<Vec<usize>>,
+    ) -> DfResult<Self> {
         let output = match &projection {
             Some(p) => Arc::new(schema.project(p)?),
             None => Arc::clone(&schema),
@@ -110,7 +127,16 @@ impl CheckedScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        Ok(Self { name, schema, files, projection, output, rejects: Arc::default(), properties: Arc::new(properties) })
+        Ok(Self {
+            name,
+            schema,
+            files,
+            format,
+            projection,
+            output,
+            rejects: Arc::default(),
+            properties: Arc::new(properties),
+        })
     }
 
     /// The records rejected so far (complete once the scan's stream has ended).
@@ -121,7 +147,13 @@ impl CheckedScanExec {
 
 impl DisplayAs for CheckedScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "CheckedCsvScan: source={}, files={}, on_error=reject", self.name, self.files.len())
+        write!(
+            f,
+            "CheckedScan: source={}, format={:?}, files={}, on_error=reject",
+            self.name,
+            self.format,
+            self.files.len()
+        )
     }
 }
 
@@ -167,6 +199,7 @@ impl ExecutionPlan for CheckedScanExec {
         }
         let batch_size = context.session_config().batch_size().max(1);
         let reader = Reader {
+            format: self.format,
             name: self.name.clone(),
             schema: Arc::clone(&self.schema),
             projection: self.projection.clone(),
@@ -186,6 +219,7 @@ impl ExecutionPlan for CheckedScanExec {
 }
 
 struct Reader {
+    format: CheckedFormat,
     name: String,
     schema: SchemaRef,
     projection: Option<Vec<usize>>,
@@ -203,6 +237,9 @@ impl Reader {
     fn read_file(&self, file: &PathBuf) -> DfResult<Vec<RecordBatch>> {
         let bytes = std::fs::read(file).map_err(|e| DataFusionError::External(Box::new(e)))?;
         let shown = file.display().to_string();
+        if self.format == CheckedFormat::Json {
+            return self.read_json(&bytes, &shown);
+        }
         let width = self.schema.fields().len();
         let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(bytes.as_slice());
         let mut out = Vec::new();
@@ -244,6 +281,56 @@ impl Reader {
             }
         }
         out.extend(self.finish(pending, &shown)?);
+        Ok(out)
+    }
+
+    /// NDJSON: one object per non-empty line; scalar values as text, nested ones rejected.
+    fn read_json(&self, bytes: &[u8], shown: &str) -> DfResult<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        let mut pending = self.pending();
+        for (k, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            let line_no = k as u64 + 1;
+            let raw = String::from_utf8_lossy(line).trim_end_matches('\r').to_owned();
+            if raw.trim().is_empty() {
+                continue;
+            }
+            let object = match serde_json::from_str::<serde_json::Value>(&raw) {
+                Ok(serde_json::Value::Object(map)) => map,
+                Ok(_) => {
+                    self.reject(shown, line_no, raw, "expected a JSON object".into());
+                    continue;
+                }
+                Err(e) => {
+                    self.reject(shown, line_no, raw, format!("invalid JSON: {e}"));
+                    continue;
+                }
+            };
+            let mut values: Vec<Option<String>> = Vec::with_capacity(self.schema.fields().len());
+            let mut nested = None;
+            for field in self.schema.fields() {
+                values.push(match object.get(field.name()) {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(s)) => Some(s.clone()),
+                    Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => Some(v.to_string()),
+                    Some(_) => {
+                        nested.get_or_insert_with(|| field.name().clone());
+                        None
+                    }
+                });
+            }
+            if let Some(column) = nested {
+                self.reject(shown, line_no, raw, format!("column `{column}`: expected a scalar, found nested JSON"));
+                continue;
+            }
+            for (builder, value) in pending.fields.iter_mut().zip(values) {
+                builder.append_option(value);
+            }
+            pending.raw.push((line_no, raw));
+            if pending.raw.len() >= self.batch_size {
+                out.extend(self.finish(std::mem::replace(&mut pending, self.pending()), shown)?);
+            }
+        }
+        out.extend(self.finish(pending, shown)?);
         Ok(out)
     }
 

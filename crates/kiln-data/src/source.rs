@@ -53,7 +53,7 @@ pub struct FileSource {
     /// Hive partition columns, read from `col=value` directories (DataFusion's listing
     /// parses them and prunes directories by filters on them).
     pub partition_by: Vec<String>,
-    /// `on_error = 'reject'` (CSV): malformed records go to the reading product's
+    /// `on_error = 'reject'` (CSV, NDJSON): malformed records go to the reading product's
     /// `<product>__rejected` dataset instead of failing it (crate::checked).
     pub reject: bool,
 }
@@ -69,10 +69,15 @@ impl FileSource {
                 .into_iter()
                 .map(|(rel, _, _)| if rel.is_empty() { self.path.clone() } else { self.path.join(rel) })
                 .collect();
+            let format = match self.format {
+                FileFormat::Json => crate::checked::CheckedFormat::Json,
+                _ => crate::checked::CheckedFormat::Csv,
+            };
             return Ok(Arc::new(crate::checked::CheckedCsvTable {
                 name: self.name.clone(),
                 schema: Arc::clone(&self.schema),
                 files,
+                format,
             }));
         }
         let mut location = self.path.to_string_lossy().into_owned();

@@ -222,3 +222,63 @@ fn rejected_records_are_kept_with_their_reason() {
     assert_eq!(manifest["totals"]["rows_rejected"], 4);
     assert_eq!(manifest["totals"]["rows_read"], 7);
 }
+
+/// The same for NDJSON: invalid JSON, a non-object line, a nested value, a value of the
+/// wrong type and a missing NOT NULL field are rejected by line.
+#[test]
+fn rejected_json_records_are_kept_with_their_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_files(
+        tmp.path(),
+        &[
+            TOML,
+            (
+                "data/t.json",
+                "{\"a\": 1, \"b\": \"x\"}\n{\"a\": 2, \"b\"\n[1, 2]\n{\"a\": 3, \"b\": [\"n\"]}\n\n{\"a\": \"four\", \"b\": \"y\"}\n{\"b\": \"z\"}\n{\"a\": 6, \"b\": null}\n",
+            ),
+            (
+                "models.sql",
+                "CREATE SOURCE t (a BIGINT NOT NULL, b VARCHAR) WITH (connector = 'files', path = 'data/', format = 'json', on_error = 'reject');
+                 CREATE PRODUCT p ORDER BY (a) AS SELECT a, b FROM t;",
+            ),
+        ],
+    );
+    let (code, out, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = kiln(&["query", "SELECT a, b FROM p", "--format", "csv"], tmp.path());
+    assert_eq!(out, "a,b\n1,x\n6,\n");
+    let pointer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("warehouse/p__rejected/_current.json")).unwrap())
+            .unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("warehouse").join(pointer["manifest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rows: Vec<String> = rt.block_on(async {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let files: Vec<String> = manifest["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| tmp.path().join("warehouse").join(f["path"].as_str().unwrap()).to_string_lossy().into_owned())
+            .collect();
+        let df = ctx.read_parquet(files, Default::default()).await.unwrap();
+        let df =
+            df.select_columns(&["line", "reason"]).unwrap().sort_by(vec![datafusion::prelude::col("line")]).unwrap();
+        let batches = df.collect().await.unwrap();
+        let formatted = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        formatted
+            .lines()
+            .skip(3)
+            .filter(|l| l.starts_with("| "))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    });
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert!(rows[0].starts_with("| 2 | invalid JSON:"), "{rows:?}");
+    assert_eq!(rows[1], "| 3 | expected a JSON object |");
+    assert_eq!(rows[2], "| 4 | column `b`: expected a scalar, found nested JSON |");
+    assert_eq!(rows[3], "| 6 | column `a`: cannot read `four` as Int64 |");
+    assert_eq!(rows[4], "| 7 | column `a` is NOT NULL but the field is empty |");
+}
