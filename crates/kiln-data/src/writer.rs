@@ -160,6 +160,7 @@ pub async fn write_dataset(
         .map(|(i, stream)| {
             let (wh, spec, progress, dir) = (warehouse.clone(), Arc::clone(&spec), Arc::clone(&progress), dir.clone());
             let (order, target) = (order.clone(), Arc::clone(&target));
+            let stream = pipelined(stream);
             tokio::spawn(async move { write_partition(&wh, stream, i, &dir, &spec, &target, order, &progress).await })
         })
         .collect();
@@ -212,6 +213,26 @@ pub async fn write_dataset(
         fingerprints: None,
         content: None,
     })
+}
+
+/// Batches the writer has not taken yet, per output partition: the plan computes the next
+/// batches while the writer encodes the current one.
+const PIPELINE_DEPTH: usize = 2;
+
+/// Runs `stream` on its own task, handing batches over through a channel of
+/// [`PIPELINE_DEPTH`], so computing and encoding overlap (memory: that many batches more).
+fn pipelined(mut stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+    let schema = stream.schema();
+    let (tx, rx) = tokio::sync::mpsc::channel(PIPELINE_DEPTH);
+    tokio::spawn(async move {
+        while let Some(batch) = stream.next().await {
+            if tx.send(batch).await.is_err() {
+                break; // the writer stopped (an error); stop computing
+            }
+        }
+    });
+    let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, batches))
 }
 
 /// The write-time contract gate: the schema a reader would get from each file (its
