@@ -1,6 +1,6 @@
 //! Bad input: one precise error, the right exit code, nothing half-written visible.
 
-use crate::{kiln, write_files};
+use crate::{current_manifest, kiln, manifest_files, read_rows, write_files};
 
 const CSV: (&str, &str) = ("data/t.csv", "a,b\n1,x\n2,y\n");
 const TOML: (&str, &str) = ("kiln.toml", "[project]\nname = \"bad\"\n");
@@ -178,32 +178,9 @@ fn rejected_records_are_kept_with_their_reason() {
     assert_eq!(out, "a,b\n1,x\n4,\"quoted, comma\"\n7,u\n");
 
     // The rejected dataset, read with plain DataFusion from its manifest.
-    let pointer: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("warehouse/p__rejected/_current.json")).unwrap())
-            .unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("warehouse").join(pointer["manifest"].as_str().unwrap())).unwrap(),
-    )
-    .unwrap();
+    let manifest = current_manifest(tmp.path(), "p__rejected");
     assert_eq!(manifest["totals"]["rows_written"], 4);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let rows: Vec<String> = rt.block_on(async {
-        let ctx = datafusion::prelude::SessionContext::new();
-        let files: Vec<String> = manifest["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| tmp.path().join("warehouse").join(f["path"].as_str().unwrap()).to_string_lossy().into_owned())
-            .collect();
-        let df = ctx.read_parquet(files, Default::default()).await.unwrap();
-        let batches = df.sort_by(vec![datafusion::prelude::col("line")]).unwrap().collect().await.unwrap();
-        let formatted = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
-        formatted
-            .lines()
-            .filter(|l| l.starts_with("| t "))
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect()
-    });
+    let rows = read_rows(manifest_files(tmp.path(), &manifest), &["source", "file", "line", "raw", "reason"], "line");
     let want = [
         "| t | ./data/t.csv | 3 | oops,y,2024-01-02 | column `a`: cannot read `oops` as Int64 |",
         "| t | ./data/t.csv | 4 | 3,z | expected 3 fields, found 2 |",
@@ -213,12 +190,7 @@ fn rejected_records_are_kept_with_their_reason() {
     assert_eq!(rows, want);
 
     // The product's manifest: rows_read = rows_written + rows_rejected.
-    let pointer: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("warehouse/p/_current.json")).unwrap()).unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("warehouse").join(pointer["manifest"].as_str().unwrap())).unwrap(),
-    )
-    .unwrap();
+    let manifest = current_manifest(tmp.path(), "p");
     assert_eq!(manifest["totals"]["rows_rejected"], 4);
     assert_eq!(manifest["totals"]["rows_read"], 7);
 }
@@ -247,34 +219,8 @@ fn rejected_json_records_are_kept_with_their_reason() {
     assert_eq!(code, 0, "{out}{err}");
     let (_, out, _) = kiln(&["query", "SELECT a, b FROM p", "--format", "csv"], tmp.path());
     assert_eq!(out, "a,b\n1,x\n6,\n");
-    let pointer: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("warehouse/p__rejected/_current.json")).unwrap())
-            .unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("warehouse").join(pointer["manifest"].as_str().unwrap())).unwrap(),
-    )
-    .unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let rows: Vec<String> = rt.block_on(async {
-        let ctx = datafusion::prelude::SessionContext::new();
-        let files: Vec<String> = manifest["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| tmp.path().join("warehouse").join(f["path"].as_str().unwrap()).to_string_lossy().into_owned())
-            .collect();
-        let df = ctx.read_parquet(files, Default::default()).await.unwrap();
-        let df =
-            df.select_columns(&["line", "reason"]).unwrap().sort_by(vec![datafusion::prelude::col("line")]).unwrap();
-        let batches = df.collect().await.unwrap();
-        let formatted = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
-        formatted
-            .lines()
-            .skip(3)
-            .filter(|l| l.starts_with("| "))
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect()
-    });
+    let manifest = current_manifest(tmp.path(), "p__rejected");
+    let rows = read_rows(manifest_files(tmp.path(), &manifest), &["line", "reason"], "line");
     assert_eq!(rows.len(), 5, "{rows:?}");
     assert!(rows[0].starts_with("| 2 | invalid JSON:"), "{rows:?}");
     assert_eq!(rows[1], "| 3 | expected a JSON object |");

@@ -775,12 +775,7 @@ fn write_options_reach_the_files() {
     );
     let (code, out, err) = kiln(&["build", "."], tmp.path());
     assert_eq!(code, 0, "{out}{err}");
-    let pointer: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("warehouse/p/_current.json")).unwrap()).unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("warehouse").join(pointer["manifest"].as_str().unwrap())).unwrap(),
-    )
-    .unwrap();
+    let manifest = crate::current_manifest(tmp.path(), "p");
     assert_eq!(manifest["write_options"]["compression"], "snappy");
     let path = tmp.path().join("warehouse").join(manifest["files"][0]["path"].as_str().unwrap());
     let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();

@@ -91,21 +91,8 @@ fn pyarrow_and_duckdb_read_kiln_datasets() {
         if name == "by_group" {
             continue; // read as a Hive-partitioned directory below
         }
-        let pointer: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(tmp.path().join("warehouse").join(&name).join("_current.json")).unwrap(),
-        )
-        .unwrap();
-        let manifest: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(tmp.path().join("warehouse").join(pointer["manifest"].as_str().unwrap())).unwrap(),
-        )
-        .unwrap();
-        let paths: Vec<serde_json::Value> = manifest["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| tmp.path().join("warehouse").join(f["path"].as_str().unwrap()).to_string_lossy().into())
-            .collect();
-        files.insert(name.clone(), paths.into());
+        let manifest = crate::current_manifest(tmp.path(), &name);
+        files.insert(name.clone(), crate::manifest_files(tmp.path(), &manifest).into());
         manifests.insert(name, manifest);
     }
     assert_eq!(manifests["flat"]["files"].as_array().unwrap().len(), 5, "3000 rows in files of 700");
@@ -145,13 +132,7 @@ fn pyarrow_and_duckdb_read_kiln_datasets() {
     }
     // The partitioned product, read by each peer as a Hive-partitioned directory, and by
     // Kiln through its manifest.
-    let pointer: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("warehouse/by_group/_current.json")).unwrap())
-            .unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("warehouse").join(pointer["manifest"].as_str().unwrap())).unwrap(),
-    )
-    .unwrap();
+    let manifest = crate::current_manifest(tmp.path(), "by_group");
     assert_eq!(manifest["partition_by"], serde_json::json!(["g", "s"]));
     // g = i % 5 and s = s{i % 13}, NULL when i % 10 == 0 (so only with g = 0): 5 * 13 + 1
     // keys, each its own directory.

@@ -19,6 +19,45 @@ pub fn kiln(args: &[&str], cwd: &Path) -> (i32, String, String) {
     )
 }
 
+/// The committed manifest of `product` in `dir`'s warehouse, found through its pointer.
+pub fn current_manifest(dir: &Path, product: &str) -> serde_json::Value {
+    let read = |path: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+            .unwrap()
+    };
+    let pointer = read(dir.join("warehouse").join(product).join("_current.json"));
+    read(dir.join("warehouse").join(pointer["manifest"].as_str().unwrap()))
+}
+
+/// The data files a manifest lists, as paths.
+pub fn manifest_files(dir: &Path, manifest: &serde_json::Value) -> Vec<String> {
+    manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| dir.join("warehouse").join(f["path"].as_str().unwrap()).to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The rows of Parquet `files` read with plain DataFusion: `columns`, sorted by `order`,
+/// each a table line with runs of spaces collapsed (`| 1 | x |`).
+pub fn read_rows(files: Vec<String>, columns: &[&str], order: &str) -> Vec<String> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let df = ctx.read_parquet(files, Default::default()).await.unwrap();
+        let df = df.select_columns(columns).unwrap().sort_by(vec![datafusion::prelude::col(order)]).unwrap();
+        let batches = df.collect().await.unwrap();
+        let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        table
+            .lines()
+            .skip(3)
+            .filter(|l| l.starts_with("| "))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    })
+}
+
 /// Writes `files` (path, text) under `dir`.
 pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
     for (path, text) in files {
