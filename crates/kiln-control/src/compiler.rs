@@ -564,10 +564,6 @@ impl Substrate {
             .collect();
         let schema_fp = match layout.as_str() {
             "" => schema_fingerprint(&schema),
-            _ if write_options.is_empty() => sha256_hex(
-                format!("kiln.partitioned.v1\n{}\n{}", schema_fingerprint(&schema), def.partition_by.join("\n"))
-                    .as_bytes(),
-            ),
             layout => sha256_hex(format!("kiln.layout.v1\n{}\n{layout}", schema_fingerprint(&schema)).as_bytes()),
         };
         let (used, secrets) = functions_used(&plan);

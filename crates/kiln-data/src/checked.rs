@@ -198,10 +198,14 @@ impl ExecutionPlan for CheckedScanExec {
             return Err(DataFusionError::Internal(format!("CheckedScanExec has one partition, not {partition}")));
         }
         let batch_size = context.session_config().batch_size().max(1);
+        let nullable = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            self.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+        ));
         let reader = Reader {
             format: self.format,
             name: self.name.clone(),
             schema: Arc::clone(&self.schema),
+            nullable,
             projection: self.projection.clone(),
             rejects: Arc::clone(&self.rejects),
             batch_size,
@@ -222,6 +226,8 @@ struct Reader {
     format: CheckedFormat,
     name: String,
     schema: SchemaRef,
+    /// `schema` with every column nullable: what the cast columns are before filtering.
+    nullable: SchemaRef,
     projection: Option<Vec<usize>>,
     rejects: RejectSink,
     batch_size: usize,
@@ -382,10 +388,7 @@ impl Reader {
         }
         // Casting every column first keeps the vectorized path; the NOT NULL promise is
         // kept by the filter, so the batch is built against a nullable twin of the schema.
-        let nullable = Arc::new(datafusion::arrow::datatypes::Schema::new(
-            self.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
-        ));
-        let batch = filter_record_batch(&RecordBatch::try_new(nullable, columns)?, &keep)?;
+        let batch = filter_record_batch(&RecordBatch::try_new(Arc::clone(&self.nullable), columns)?, &keep)?;
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), batch.columns().to_vec())?;
         let batch = match &self.projection {
             Some(p) => batch.project(p)?,

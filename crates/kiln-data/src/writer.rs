@@ -316,7 +316,8 @@ async fn finish_file(
     let path = wh.path(&relative);
     crate::failpoint("after_file");
     let head = wh.store().head(&path).await.map_err(DataError::store(format!("cannot stat {relative}")))?;
-    // The footer's length is the 4 bytes before the closing magic.
+    // The footer's length is the 4 bytes before the closing magic (page indexes sit
+    // before the footer, so the writer's byte count alone cannot give it).
     let tail = wh
         .store()
         .get_range(&path, head.size.saturating_sub(8)..head.size)
@@ -784,6 +785,7 @@ mod tests {
             let tail = wh.store().get_range(&wh.path(&file.path), size - 8..size).await.unwrap();
             assert_eq!(&tail[4..], b"PAR1");
             assert!(file.footer_bytes > 0 && file.footer_bytes < size, "{}", file.footer_bytes);
+            assert_eq!(file.footer_bytes, u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]])));
         }
     }
 
