@@ -21,7 +21,9 @@ pub mod plan;
 pub mod run;
 pub mod store;
 
-pub use manifest::{ColumnStats, CurrentPointer, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals};
+pub use manifest::{
+    ColumnStats, CurrentPointer, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals, SourcePosition,
+};
 pub use plan::{
     BaseColumn, BuildFingerprints, BuildPlans, BuildRecord, CachedCompile, CanonicalPlan, ChangeCategory,
     ColumnLineage, ColumnShape, CompileCache, ContentVersions, Decision, DeletedBuild, Edit, EditOp, EffectiveSettings,

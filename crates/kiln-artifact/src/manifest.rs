@@ -53,6 +53,25 @@ pub struct Manifest {
     /// Versions of this build's rows and columns, which downstream build ids use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<ContentVersions>,
+    /// Micro-batch sources (HTTP): where the next ingest resumes, per source. Committed in
+    /// the same manifest as the rows read up to there, so a restart neither loses nor
+    /// duplicates records.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub positions: BTreeMap<String, SourcePosition>,
+}
+
+/// How far a micro-batch source has been read: the next request, and how many records of
+/// its response are already committed (the last page of an append-only feed grows; it is
+/// fetched again and its first `skip` records passed over).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePosition {
+    /// The URL of the next request (for cursor pagination, with the cursor in it).
+    pub url: String,
+    pub skip: u64,
+    /// Records consumed from the source so far, rejected ones included.
+    pub records: u64,
+    /// Micro-batches committed so far.
+    pub batches: u64,
 }
 
 /// One data file of a build.

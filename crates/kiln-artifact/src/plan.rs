@@ -321,6 +321,17 @@ pub enum Reason {
         /// The upstream's columns this product reads (value, filter, join, group or order).
         columns: Vec<String>,
     },
+    /// A micro-batch source had new records: they were appended in `batches` commits.
+    Ingested {
+        source: String,
+        records: u64,
+        batches: u64,
+    },
+    /// `kiln plan`: a product over a micro-batch source polls it on every build (what is
+    /// new is known only by reading it).
+    Polls {
+        source: String,
+    },
 }
 
 impl std::fmt::Display for Reason {
@@ -346,6 +357,10 @@ impl std::fmt::Display for Reason {
                     write!(f, "upstream `{upstream}` {what} (uses {})", columns.join(", "))
                 }
             }
+            Reason::Ingested { source, records, batches } => {
+                write!(f, "{records} new record(s) from `{source}` in {batches} micro-batch(es)")
+            }
+            Reason::Polls { source } => write!(f, "polls `{source}` for new records"),
         }
     }
 }

@@ -26,6 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::Column;
@@ -41,7 +42,7 @@ use kiln_artifact::plan::sha256_hex;
 use kiln_artifact::{BuildFingerprints, CanonicalPlan, ColumnLineage, ProductShape};
 use kiln_contracts::compat::{CheckOptions, check};
 use kiln_contracts::{Contract, EvolutionPolicy, schema_fingerprint, sql_to_arrow};
-use kiln_data::{FileFormat, FileSource, ProductTable, Warehouse};
+use kiln_data::{FileFormat, FileSource, HttpFormat, HttpSource, MicroBatchTable, Pagination, ProductTable, Warehouse};
 use kiln_functions::Registry;
 
 use crate::canonical::analyze;
@@ -51,11 +52,68 @@ use crate::profile::RuntimeProfile;
 use crate::surface::Surface;
 use kiln_contracts::dialect::KilnDialect;
 
+/// `250ms`, `5s`, `2m`, `1h` (a whole number and a unit).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        _ => return None,
+    })
+}
+
 /// Version of the build-id encoding (see the module docs).
 pub const BUILD_ID_VERSION: u32 = 1;
 
 /// Options a `files` source accepts.
 const SOURCE_OPTIONS: [&str; 6] = ["connector", "path", "format", "schema_evolution", "on_error", "partitioned_by"];
+/// Options an `http` source accepts (kiln_data::ingest documents the protocol).
+const HTTP_SOURCE_OPTIONS: [&str; 13] = [
+    "connector",
+    "url",
+    "format",
+    "records_field",
+    "pagination",
+    "next_field",
+    "cursor_param",
+    "cursor_field",
+    "batch_records",
+    "max_retries",
+    "retry_backoff",
+    "timeout",
+    "on_error",
+];
+
+/// A compiled source: files read whole, or a micro-batch (HTTP) feed.
+#[derive(Debug, Clone)]
+pub enum CompiledSource {
+    Files(FileSource),
+    Http(HttpSource),
+}
+
+impl CompiledSource {
+    pub fn schema(&self) -> &SchemaRef {
+        match self {
+            Self::Files(f) => &f.schema,
+            Self::Http(h) => &h.schema,
+        }
+    }
+
+    /// The version products' build ids take from this source: a hash of the file
+    /// listing, or (micro-batch sources, whose data is known only by reading it) of the
+    /// definition; products over those ingest on every build (kiln::engine).
+    pub fn data_version(&self) -> Result<String, kiln_data::DataError> {
+        match self {
+            Self::Files(f) => f.data_version(),
+            Self::Http(h) => Ok(h.version()),
+        }
+    }
+}
 /// Stream connectors and the options each accepts (`connector` included).
 pub const STREAM_CONNECTORS: [(&str, &[&str]); 3] = [
     ("log", &["connector", "topic", "format", "on_error", "idle_timeout"]),
@@ -65,9 +123,10 @@ pub const STREAM_CONNECTORS: [(&str, &[&str]); 3] = [
 /// Options a materialized view accepts.
 const VIEW_OPTIONS: [&str; 2] = ["late_events", "max_rows_per_file"];
 /// Options a product accepts.
-const PRODUCT_OPTIONS: [&str; 7] = [
+const PRODUCT_OPTIONS: [&str; 8] = [
     "existing_data",
     "max_rows_per_file",
+    "basename_template",
     "compression",
     "max_rows_per_row_group",
     "bloom_filter_columns",
@@ -88,6 +147,8 @@ pub struct Substrate {
     root: PathBuf,
     products: HashMap<String, Arc<ProductTable>>,
     sources: BTreeSet<String>,
+    /// Micro-batch sources and the tables their batches are bound to.
+    micro_batch: HashMap<String, (HttpSource, Arc<MicroBatchTable>)>,
     runtime_fp: String,
     /// Hash of every explicit setting (semantic or not: optimizer switches change plans).
     settings_fp: String,
@@ -134,6 +195,11 @@ pub struct CompiledProduct {
     pub max_rows_per_file: usize,
     /// What a build does with the committed data (`existing_data`).
     pub existing_data: kiln_data::ExistingData,
+    /// File names (`basename_template`, else kiln_data::DEFAULT_BASENAME).
+    pub basename: String,
+    /// The micro-batch (HTTP) source this product ingests, if it reads one: it is built
+    /// batch by batch and appends (kiln_data::ingest).
+    pub ingests: Option<String>,
 }
 
 impl Substrate {
@@ -166,6 +232,7 @@ impl Substrate {
             root: root.to_path_buf(),
             products: HashMap::new(),
             sources: BTreeSet::new(),
+            micro_batch: HashMap::new(),
             runtime_fp,
             settings_fp,
             functions_fp,
@@ -273,15 +340,22 @@ impl Substrate {
         Ok(plan)
     }
 
-    /// Compiles and registers a `files` source.
-    pub fn register_source(&mut self, def: &SourceDef) -> Result<FileSource, ControlError> {
-        def.options.check_known("a files source", &SOURCE_OPTIONS)?;
+    /// The micro-batch source `name` and the table its batches are bound to.
+    pub fn micro_batch_source(&self, name: &str) -> Option<(&HttpSource, &Arc<MicroBatchTable>)> {
+        self.micro_batch.get(name).map(|(s, t)| (s, t))
+    }
+
+    /// Compiles and registers a source (`connector = 'files'`, the default, or `'http'`).
+    pub fn register_source(&mut self, def: &SourceDef) -> Result<CompiledSource, ControlError> {
         let option_error = |at: &Location, message: String| ControlError::Option { at: at.clone(), message };
-        if let Some((connector, at)) = def.options.get("connector")
-            && connector != "files"
-        {
-            return Err(option_error(at, format!("connector `{connector}` is not supported (supported: files)")));
+        match def.options.get("connector") {
+            None | Some(("files", _)) => {}
+            Some(("http", _)) => return self.register_http_source(def).map(CompiledSource::Http),
+            Some((connector, at)) => {
+                return Err(option_error(at, format!("connector `{connector}` (valid for sources: files, http)")));
+            }
         }
+        def.options.check_known("a files source", &SOURCE_OPTIONS)?;
         let (path, _) = def
             .options
             .get("path")
@@ -353,6 +427,90 @@ impl Substrate {
         self.ctx
             .register_table(def.name.as_str(), table)
             .map_err(|e| ControlError::Internal(format!("register source `{}`: {e}", def.name)))?;
+        Ok(CompiledSource::Files(source))
+    }
+
+    /// Compiles and registers an `http` source: its options checked with locations, its
+    /// table a [`MicroBatchTable`] the engine binds each micro-batch to.
+    fn register_http_source(&mut self, def: &SourceDef) -> Result<HttpSource, ControlError> {
+        def.options.check_known("an http source", &HTTP_SOURCE_OPTIONS)?;
+        let option_error = |at: &Location, message: String| ControlError::Option { at: at.clone(), message };
+        let get = |key: &str| def.options.get(key);
+        let text = |key: &str, default: &str| get(key).map_or(default, |(v, _)| v).to_owned();
+        let (url, url_at) =
+            get("url").ok_or_else(|| option_error(&def.at, format!("source `{}` needs a `url` option", def.name)))?;
+        match url::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) => return Err(option_error(url_at, format!("url scheme `{}` (valid: http, https)", u.scheme()))),
+            Err(e) => return Err(option_error(url_at, format!("url `{url}`: {e}"))),
+        }
+        let format = match get("format") {
+            None | Some(("json", _)) => HttpFormat::Json { records_field: text("records_field", "data") },
+            Some(("ndjson", _)) => HttpFormat::Ndjson,
+            Some((f, at)) => return Err(option_error(at, format!("format `{f}` (valid for http: json, ndjson)"))),
+        };
+        if let (HttpFormat::Ndjson, Some((_, at))) = (&format, get("records_field")) {
+            return Err(option_error(at, "records_field is for format = 'json'".into()));
+        }
+        let pagination = match get("pagination") {
+            None | Some(("link", _)) => Pagination::Link { next_field: text("next_field", "next") },
+            Some(("cursor", at)) => {
+                if format == HttpFormat::Ndjson {
+                    return Err(option_error(at, "cursor pagination reads the cursor from a JSON object body".into()));
+                }
+                Pagination::Cursor { param: text("cursor_param", "cursor"), field: text("cursor_field", "next_cursor") }
+            }
+            Some(("none", _)) => Pagination::None,
+            Some((p, at)) => return Err(option_error(at, format!("pagination `{p}` (valid: link, cursor, none)"))),
+        };
+        let number = |key: &str, default: u64, min: u64| -> Result<u64, ControlError> {
+            match get(key) {
+                None => Ok(default),
+                Some((v, at)) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= min)
+                    .ok_or_else(|| option_error(at, format!("{key} = '{v}': expected an integer >= {min}"))),
+            }
+        };
+        let duration = |key: &str, default: Duration| -> Result<Duration, ControlError> {
+            match get(key) {
+                None => Ok(default),
+                Some((v, at)) => parse_duration(v).ok_or_else(|| {
+                    option_error(at, format!("{key} = '{v}': expected a duration such as '250ms', '5s' or '2m'"))
+                }),
+            }
+        };
+        let reject = match get("on_error") {
+            None | Some(("fail", _)) => false,
+            Some(("reject", _)) => true,
+            Some((v, at)) => return Err(option_error(at, format!("on_error = '{v}' (valid: 'fail', 'reject')"))),
+        };
+        let schema = columns_schema(&def.columns, &def.at)?;
+        if let Some(nested) = schema.fields().iter().find(|f| f.data_type().is_nested()) {
+            return Err(option_error(
+                &def.at,
+                format!("an http source reads scalar columns; `{}` is {}", nested.name(), nested.data_type()),
+            ));
+        }
+        let source = HttpSource {
+            name: def.name.clone(),
+            url: url.to_owned(),
+            schema: Arc::clone(&schema),
+            format,
+            pagination,
+            batch_records: number("batch_records", 10_000, 1)? as usize,
+            max_retries: number("max_retries", 5, 0)?.min(u64::from(u32::MAX)) as u32,
+            retry_backoff: duration("retry_backoff", Duration::from_millis(200))?,
+            timeout: duration("timeout", Duration::from_secs(30))?,
+            reject,
+        };
+        let table = Arc::new(MicroBatchTable::new(def.name.clone(), schema));
+        self.sources.insert(def.name.clone());
+        self.ctx
+            .register_table(def.name.as_str(), Arc::clone(&table) as Arc<dyn datafusion::datasource::TableProvider>)
+            .map_err(|e| ControlError::Internal(format!("register source `{}`: {e}", def.name)))?;
+        self.micro_batch.insert(def.name.clone(), (source.clone(), table));
         Ok(source)
     }
 
@@ -445,12 +603,26 @@ impl Substrate {
             ));
         }
 
+        let basename = match def.options.get("basename_template") {
+            None => kiln_data::DEFAULT_BASENAME.to_owned(),
+            Some((v, at)) => match kiln_data::check_basename(v) {
+                None => v.to_owned(),
+                Some(why) => {
+                    return Err(ControlError::Option {
+                        at: at.clone(),
+                        message: format!("basename_template = '{v}': {why}"),
+                    });
+                }
+            },
+        };
+
         let state = self.ctx.state();
         let mut query = def.query.clone();
         crate::unnest::nest_unnest_joins_in_query(&mut query);
         let statement = DfStatement::Statement(Box::new(SqlStatement::Query(query)));
         let plan = state.statement_to_plan(statement).await.map_err(|e| planning_error(e, &def.at, &def.name))?;
         Surface::Internal.verify(&plan, &self.tables()).map_err(fail)?;
+        let ingests = self.ingested_source(&plan, existing_data).map_err(fail)?;
 
         let planned: Schema = plan.schema().as_arrow().clone();
         let contract = match &def.columns {
@@ -588,7 +760,45 @@ impl Substrate {
             write_options,
             max_rows_per_file,
             existing_data,
+            basename,
+            ingests,
         })
+    }
+
+    /// The micro-batch source a product's plan reads, checked against what ingest can do:
+    /// one such source, besides which only sources (each batch runs the whole query, so
+    /// a product read alongside would be joined against its version at each batch), and
+    /// output that appends.
+    fn ingested_source(
+        &self,
+        plan: &LogicalPlan,
+        existing_data: kiln_data::ExistingData,
+    ) -> Result<Option<String>, String> {
+        let mut tables = BTreeSet::new();
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                tables.insert(scan.table_name.table().to_owned());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        let feeds: Vec<&String> = tables.iter().filter(|t| self.micro_batch.contains_key(*t)).collect();
+        let Some(feed) = feeds.first() else { return Ok(None) };
+        if let Some(other) = feeds.get(1) {
+            return Err(format!(
+                "reads http sources `{feed}` and `{other}`; a product ingests one micro-batch source (land each, then join them downstream)"
+            ));
+        }
+        if let Some(product) = tables.iter().find(|t| self.products.contains_key(*t)) {
+            return Err(format!(
+                "ingests http source `{feed}` and reads product `{product}`; a product over a micro-batch source reads only sources (land the records, then join them downstream)"
+            ));
+        }
+        if !matches!(existing_data, kiln_data::ExistingData::Replace | kiln_data::ExistingData::Append) {
+            return Err(format!(
+                "ingests http source `{feed}`: each micro-batch is appended (existing_data = 'append')"
+            ));
+        }
+        Ok(Some((*feed).clone()))
     }
 }
 

@@ -30,7 +30,7 @@ pub mod project;
 pub mod surface;
 pub mod unnest;
 
-pub use compiler::{BUILD_ID_VERSION, CompiledProduct, Substrate};
+pub use compiler::{BUILD_ID_VERSION, CompiledProduct, CompiledSource, Substrate, parse_duration};
 pub use dag::{Graph, NodeKind};
 pub use error::{ControlError, Location};
 pub use profile::RuntimeProfile;

@@ -198,9 +198,7 @@ impl ExecutionPlan for CheckedScanExec {
             return Err(DataFusionError::Internal(format!("CheckedScanExec has one partition, not {partition}")));
         }
         let batch_size = context.session_config().batch_size().max(1);
-        let nullable = Arc::new(datafusion::arrow::datatypes::Schema::new(
-            self.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
-        ));
+        let nullable = nullable_twin(&self.schema);
         let reader = Reader {
             format: self.format,
             name: self.name.clone(),
@@ -292,14 +290,22 @@ impl Reader {
 
     /// NDJSON: one object per non-empty line; scalar values as text, nested ones rejected.
     fn read_json(&self, bytes: &[u8], shown: &str) -> DfResult<Vec<RecordBatch>> {
+        let lines = bytes.split(|b| *b == b'\n').enumerate().filter_map(|(k, line)| {
+            let raw = String::from_utf8_lossy(line).trim_end_matches('\r').to_owned();
+            (!raw.trim().is_empty()).then_some((k as u64 + 1, raw))
+        });
+        self.json_records(lines, shown)
+    }
+
+    /// JSON object records, each with its line (or position) in `shown`.
+    fn json_records(
+        &self,
+        records: impl IntoIterator<Item = (u64, String)>,
+        shown: &str,
+    ) -> DfResult<Vec<RecordBatch>> {
         let mut out = Vec::new();
         let mut pending = self.pending();
-        for (k, line) in bytes.split(|b| *b == b'\n').enumerate() {
-            let line_no = k as u64 + 1;
-            let raw = String::from_utf8_lossy(line).trim_end_matches('\r').to_owned();
-            if raw.trim().is_empty() {
-                continue;
-            }
+        for (line_no, raw) in records {
             let object = match serde_json::from_str::<serde_json::Value>(&raw) {
                 Ok(serde_json::Value::Object(map)) => map,
                 Ok(_) => {
@@ -396,6 +402,36 @@ impl Reader {
         };
         Ok(Some(batch))
     }
+}
+
+/// Parses JSON object records (raw text, with their 1-based position in `origin`) of
+/// source `source` against `schema` by the rules of the module docs: the batches of the
+/// records that conform (at most `batch_size` rows each) and the records set aside.
+pub fn parse_json_records(
+    source: &str,
+    schema: &SchemaRef,
+    origin: &str,
+    records: impl IntoIterator<Item = (u64, String)>,
+    batch_size: usize,
+) -> DfResult<(Vec<RecordBatch>, Vec<Rejected>)> {
+    let reader = Reader {
+        format: CheckedFormat::Json,
+        name: source.to_owned(),
+        schema: Arc::clone(schema),
+        nullable: nullable_twin(schema),
+        projection: None,
+        rejects: Arc::default(),
+        batch_size: batch_size.max(1),
+    };
+    let batches = reader.json_records(records, origin)?;
+    let rejects = reader.rejects.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+    Ok((batches, rejects))
+}
+
+fn nullable_twin(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(datafusion::arrow::datatypes::Schema::new(
+        schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+    ))
 }
 
 /// Every rejected record of the checked scans in `plan`; `None` when it has none.

@@ -12,6 +12,8 @@
 //!   through object_store and returns the [`kiln_artifact::Manifest`] to commit.
 //! - [`source`]: file sources (parquet, csv, ndjson) with an explicit schema, and their data
 //!   version (a hash of the file listing).
+//! - [`ingest`]: micro-batch ingest from HTTP sources, each batch committed with the
+//!   source position after it.
 //! - [`product_table`]: a DataFusion table provider that reads a product's committed build
 //!   from its manifest's file list, never by listing directories.
 //! - [`tpch`]: TPC-H data generation (tpchgen) for the example project and benchmarks.
@@ -25,6 +27,7 @@
 
 pub mod checked;
 pub mod explode_exec;
+pub mod ingest;
 pub mod product_table;
 pub mod source;
 pub mod tpch;
@@ -32,10 +35,13 @@ pub mod warehouse;
 pub mod writer;
 
 pub use explode_exec::{ExplodeExec, ExplodeMode};
+pub use ingest::{HttpFormat, HttpSource, MicroBatch, MicroBatchTable, Pagination};
 pub use product_table::ProductTable;
 pub use source::{FileFormat, FileSource};
 pub use warehouse::Warehouse;
-pub use writer::{ExistingData, WriteProgress, WriteSpec, merge_existing, write_dataset};
+pub use writer::{
+    DEFAULT_BASENAME, ExistingData, WriteProgress, WriteSpec, check_basename, merge_existing, write_dataset,
+};
 
 use datafusion::error::DataFusionError;
 
@@ -98,6 +104,9 @@ pub enum DataError {
     /// A stored record did not decode.
     #[error(transparent)]
     Artifact(#[from] kiln_artifact::ArtifactError),
+    /// A source could not be read (HTTP status, body, or a malformed record).
+    #[error("source `{name}`: {message}")]
+    Source { name: String, message: String },
     /// A location or option the user gave is not usable.
     #[error("{0}")]
     Config(String),

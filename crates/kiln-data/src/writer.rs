@@ -61,6 +61,61 @@ pub struct WriteSpec {
     /// Read every written file's footer back and check its schema (ARROW:schema round
     /// trip included) against `schema` before returning: the write-time contract gate.
     pub verify_contract: bool,
+    /// File names without `.parquet` ([`DEFAULT_BASENAME`] unless the product sets
+    /// `basename_template`): `{partition}` and `{seq}` (required: they make names unique
+    /// in a build directory), `{build_id}`, `{run_id}`.
+    pub basename: String,
+    /// Micro-batch ingest: the batch number. Each batch is committed on its own, so it
+    /// gets its own build directory, `builds/<run_id>.<batch>`.
+    pub batch: Option<u64>,
+}
+
+/// The default file name template: `part-00000-00000.parquet`, by output partition and
+/// file sequence.
+pub const DEFAULT_BASENAME: &str = "part-{partition}-{seq}";
+
+/// Why `template` cannot name data files, if it cannot.
+pub fn check_basename(template: &str) -> Option<String> {
+    let known = ["{partition}", "{seq}", "{build_id}", "{run_id}"];
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else { return Some("an unclosed `{`".into()) };
+        let field = &rest[open..open + close + 1];
+        if !known.contains(&field) {
+            return Some(format!("unknown placeholder `{field}` (known: {})", known.join(", ")));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    match (template.find("{partition}"), template.find("{seq}")) {
+        (Some(p), Some(q)) if p < q => {}
+        // Manifests list files by path, which must follow (partition, seq): tier 3's order
+        // runs across files in that order.
+        _ => {
+            return Some("it must contain {partition} and then {seq}, which make file names unique and ordered".into());
+        }
+    }
+    if template.contains(['/', '\\']) || template.starts_with(['.', '_']) {
+        return Some("a file name cannot contain `/` or start with `.` or `_` (hidden from readers)".into());
+    }
+    None
+}
+
+impl WriteSpec {
+    /// The build directory, relative to the warehouse root.
+    pub fn build_dir(&self) -> String {
+        match self.batch {
+            Some(b) => Warehouse::build_dir(&self.product, &format!("{}.{b:06}", self.run_id)),
+            None => Warehouse::build_dir(&self.product, &self.run_id),
+        }
+    }
+
+    fn file_name(&self, partition: usize, seq: usize) -> String {
+        self.basename
+            .replace("{partition}", &format!("{partition:05}"))
+            .replace("{seq}", &format!("{seq:05}"))
+            .replace("{build_id}", &self.build_id)
+            .replace("{run_id}", &self.run_id)
+    }
 }
 
 /// What a build does with the product's committed data (`existing_data`).
@@ -151,7 +206,7 @@ pub async fn write_dataset(
     spec: Arc<WriteSpec>,
     progress: Arc<WriteProgress>,
 ) -> Result<Manifest> {
-    let dir = Warehouse::build_dir(&spec.product, &spec.run_id);
+    let dir = spec.build_dir();
     let order = OrderCheck::keys(&spec)?;
     let target = Arc::new(Target::of(&spec)?);
     let tasks: Vec<_> = streams
@@ -212,6 +267,7 @@ pub async fn write_dataset(
         totals,
         fingerprints: None,
         content: None,
+        positions: Default::default(),
     })
 }
 
@@ -294,7 +350,7 @@ fn open_file(
     schema: &SchemaRef,
     spec: &WriteSpec,
 ) -> Result<OpenFile> {
-    let relative = format!("{dir}/part-{partition:05}-{seq:05}.parquet");
+    let relative = format!("{dir}/{}.parquet", spec.file_name(partition, seq));
     let upload = BufWriter::new(Arc::clone(wh.store()), wh.path(&relative));
     let writer = AsyncArrowWriter::try_new(upload, Arc::clone(schema), Some(spec.properties.clone()))
         .map_err(DataError::parquet(format!("cannot start {relative}")))?;
@@ -728,7 +784,30 @@ mod tests {
             partition_by: vec![],
             write_options: BTreeMap::new(),
             verify_contract: true,
+            basename: DEFAULT_BASENAME.into(),
+            batch: None,
         }
+    }
+
+    #[test]
+    fn basename_templates_are_checked() {
+        assert_eq!(check_basename("part-{partition}-{seq}"), None);
+        assert_eq!(check_basename("{build_id}-{run_id}-{partition}-{seq}"), None);
+        for bad in [
+            "part-{seq}-{partition}",
+            "part-{seq}",
+            "p-{partition}-{seq}-{day}",
+            "a/{partition}{seq}",
+            "_{partition}{seq}",
+            "{partition{seq}",
+        ] {
+            assert!(check_basename(bad).is_some(), "{bad}");
+        }
+        let mut s = spec(schema(true), 10);
+        s.basename = "{build_id}-{run_id}-{partition}-{seq}".into();
+        assert_eq!(s.file_name(3, 12), "b-r-00003-00012");
+        s.batch = Some(7);
+        assert_eq!(s.build_dir(), "p/builds/r.000007");
     }
 
     fn stream(values: Vec<Option<i64>>, chunk: usize) -> SendableRecordBatchStream {

@@ -299,7 +299,7 @@ impl Session {
             let result: Result<(), String> = match statement {
                 Statement::Source(def) => match self.substrate.register_source(def) {
                     Ok(source) => {
-                        schema_fps.insert(i, kiln_contracts::schema_fingerprint(&source.schema));
+                        schema_fps.insert(i, kiln_contracts::schema_fingerprint(source.schema()));
                         match source.data_version() {
                             _ if need == Need::Plans => Ok(()),
                             Ok(version) => {
@@ -505,7 +505,7 @@ impl Session {
     /// The fingerprints and build id of product `i` (compiled or cached) from its
     /// upstreams' versions: a source's data version, or the version of exactly the columns
     /// it reads from an upstream product (kiln_control::decision::scoped_version).
-    fn identity(&self, i: usize) -> Option<(BuildFingerprints, String)> {
+    pub(crate) fn identity(&self, i: usize) -> Option<(BuildFingerprints, String)> {
         let (name, schema_fp, query_fp, func_fp, shape) = match (self.compiled.get(&i), self.cached.get(&i)) {
             (Some(c), _) => (&c.name, &c.schema_fp, &c.query_fp, &c.func_fp, &c.shape),
             (None, Some(c)) => (&c.product, &c.schema_fp, &c.query_fp, &c.func_fp, &c.shape),
@@ -591,7 +591,7 @@ impl Session {
     /// The decision for product `i` with committed build `current`, compiling it only when
     /// the answer needs its plan (never-built and fresh products are decided from
     /// fingerprints alone).
-    async fn decide(&mut self, i: usize, current: Option<Manifest>) -> Result<Decided, KilnError> {
+    pub(crate) async fn decide(&mut self, i: usize, current: Option<Manifest>) -> Result<Decided, KilnError> {
         let Some((fps, id)) = self.identity(i) else { return Ok(Decided::Failed("not compiled".into())) };
         match &current {
             None => return Ok(Decided::Build { fps, id, reasons: vec![Reason::NeverBuilt], current }),
@@ -618,7 +618,7 @@ impl Session {
 }
 
 /// A product's decision with what the caller needs to act on it.
-enum Decided {
+pub(crate) enum Decided {
     Fresh { fps: BuildFingerprints, id: String, manifest: Manifest },
     Build { fps: BuildFingerprints, id: String, reasons: Vec<Reason>, current: Option<Manifest> },
     Failed(String),
@@ -702,6 +702,9 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
         let t = Instant::now();
         let done = if let Some((action, reason)) = session.blocked(i) {
             Some(product_run(&node.name, action, Some(reason), t))
+        } else if let Some(feed) = session.ingest_feed(i) {
+            // Ingest commits batch by batch, now, so downstream decisions see its data.
+            Some(session.ingest(i, &feed, currents.remove(&i).flatten(), &run_id, observer).await)
         } else {
             match session.decide(i, currents.remove(&i).flatten()).await? {
                 Decided::Failed(e) => {
@@ -873,12 +876,12 @@ async fn write_events(
 }
 
 /// A product to execute in this build.
-struct Job {
-    i: usize,
-    id: String,
-    fps: BuildFingerprints,
-    reasons: Vec<Reason>,
-    content: Option<ContentVersions>,
+pub(crate) struct Job {
+    pub(crate) i: usize,
+    pub(crate) id: String,
+    pub(crate) fps: BuildFingerprints,
+    pub(crate) reasons: Vec<Reason>,
+    pub(crate) content: Option<ContentVersions>,
 }
 
 /// Executes and commits one job, records its build, and returns its line in the summary.
@@ -909,7 +912,7 @@ async fn execute(session: &Session, job: Job, run_id: &str, observer: &dyn Obser
 }
 
 /// Writes the build record of a committed build; returns its manifest and phase timings.
-async fn record_build(
+pub(crate) async fn record_build(
     session: &Session,
     product: &CompiledProduct,
     job: &Job,
@@ -981,6 +984,14 @@ pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, Kiln
         };
         let entry = if let Some((_, reason)) = session.blocked(i) {
             failed(reason)
+        } else if let Some(feed) = session.ingest_feed(i) {
+            match session.plan_ingest(i, &feed, currents.remove(&i).flatten()).await {
+                Ok(plan) => plan,
+                Err(e) => {
+                    session.failed.insert(i, e.clone());
+                    failed(e)
+                }
+            }
         } else {
             match session.decide(i, currents.remove(&i).flatten()).await? {
                 Decided::Failed(e) => {
@@ -1053,7 +1064,7 @@ pub async fn lineage(dir: &Path, target: &str, options: &BuildOptions) -> Result
     Ok(Lineage { format_version: REPORT_FORMAT_VERSION, product: name.to_owned(), columns })
 }
 
-fn product_run(name: &str, action: Action, error: Option<String>, t: Instant) -> ProductRun {
+pub(crate) fn product_run(name: &str, action: Action, error: Option<String>, t: Instant) -> ProductRun {
     ProductRun {
         product: name.to_owned(),
         action,
@@ -1088,7 +1099,59 @@ async fn run_product(
     }
     let progress = Arc::new(WriteProgress::default());
     observer.event(Event::ProductStarted { product: product.name.clone(), progress: Arc::clone(&progress) });
+    let t = Instant::now();
+    let (mut manifest, physical, mut phases) =
+        execute_into(substrate, product, build_id, run_id, None, progress).await?;
+    // Records the sources set aside (on_error = 'reject') go to `<product>__rejected`,
+    // written and committed before the product so the product's accounting never points
+    // at rejects that are not there; a build reading checked sources always rewrites it.
+    if let Some(rejects) = kiln_data::checked::collect_rejects(&physical) {
+        let rejected = write_rejects(substrate, product, &rejects, (build_id, run_id, None)).await?;
+        warehouse.commit(&rejected).await?;
+        let n = rejects.len() as u64;
+        manifest.totals.rows_rejected += n;
+        manifest.totals.rows_read += n;
+    }
+    let mut manifest = kiln_data::merge_existing(manifest, previous.as_ref(), product.existing_data)?;
+    phases.insert("execute_write".to_owned(), t.elapsed().as_secs_f64() - phases.get("plan").copied().unwrap_or(0.0));
+    let t = Instant::now();
+    manifest.fingerprints = Some(fingerprints.clone());
+    manifest.content = content.cloned();
+    warehouse.commit(&manifest).await?;
+    if let Some(table) = substrate.product_table(&product.name) {
+        table.bind(warehouse, &manifest)?;
+    }
+    phases.insert("commit".to_owned(), t.elapsed().as_secs_f64());
+    Ok(built(manifest, &physical, phases))
+}
 
+/// The record of a committed build: its manifest, the drained physical plan (whose
+/// metrics are final) and phase timings.
+pub(crate) fn built(
+    manifest: Manifest,
+    physical: &Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    phases: std::collections::BTreeMap<String, f64>,
+) -> Built {
+    let mut operators = Vec::new();
+    crate::inspect::operator_metrics(physical, 0, &mut operators);
+    let physical = DisplayableExecutionPlan::new(physical.as_ref()).indent(true).to_string();
+    Built { manifest, physical, operators, phases }
+}
+
+/// Plans and executes `product` and writes its output into a new build directory (of
+/// micro-batch `batch`, when ingesting): the manifest to commit (nothing is visible yet),
+/// the drained physical plan, and the `plan` phase's seconds.
+pub(crate) async fn execute_into(
+    substrate: &Substrate,
+    product: &CompiledProduct,
+    build_id: &str,
+    run_id: &str,
+    batch: Option<u64>,
+    progress: Arc<WriteProgress>,
+) -> Result<
+    (Manifest, Arc<dyn datafusion::physical_plan::ExecutionPlan>, std::collections::BTreeMap<String, f64>),
+    KilnError,
+> {
     let ctx = substrate.context();
     let state = ctx.state();
     let exec_err = |e: datafusion::error::DataFusionError| {
@@ -1098,24 +1161,12 @@ async fn run_product(
     let physical = state.query_planner().create_physical_plan(&product.plan, &state).await.map_err(exec_err)?;
     let mut phases = std::collections::BTreeMap::new();
     phases.insert("plan".to_owned(), t.elapsed().as_secs_f64());
-    let t = Instant::now();
     let task = ctx.task_ctx();
     let partitions = physical.properties().output_partitioning().partition_count();
     let streams = (0..partitions)
         .map(|p| physical.execute(p, Arc::clone(&task)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(exec_err)?;
-
-    // The Arrow writer embeds ARROW:schema itself; DataFusion's properties builder must not
-    // insist on finding it in the key-value metadata.
-    let mut global = state.config().options().execution.parquet.clone();
-    global.skip_arrow_metadata = true;
-    let parquet = TableParquetOptions { global, ..Default::default() };
-    let properties = write_properties(
-        WriterPropertiesBuilder::try_from(&parquet).map_err(exec_err)?.set_created_by("kiln".into()),
-        &product.write_options,
-    )
-    .build();
     let tier = if product.order_by.is_empty() { 1 } else { 3 };
     let spec = Arc::new(WriteSpec {
         product: product.name.clone(),
@@ -1124,7 +1175,7 @@ async fn run_product(
         schema: Arc::clone(&product.schema),
         schema_fp: product.schema_fp.clone(),
         max_rows_per_file: product.max_rows_per_file,
-        properties: properties.clone(),
+        properties: writer_properties(substrate, &product.write_options)?,
         ordering_tier: tier,
         // Every product: its declared contract, or the planned schema it promised downstream.
         verify_contract: true,
@@ -1136,59 +1187,68 @@ async fn run_product(
         verify_order: product.order_by.clone(),
         partition_by: product.partition_by.clone(),
         write_options: product.write_options.clone(),
+        basename: product.basename.clone(),
+        batch,
     });
-    let mut manifest = write_dataset(warehouse, streams, spec, Arc::clone(&progress)).await?;
-    // Records the sources set aside (on_error = 'reject') go to `<product>__rejected`,
-    // written and committed before the product so the product's accounting never points
-    // at rejects that are not there; a build reading checked sources always rewrites it.
-    if let Some(rejects) = kiln_data::checked::collect_rejects(&physical) {
-        let batch = kiln_data::checked::rejects_batch(&rejects).map_err(exec_err)?;
-        let schema = batch.schema();
-        let rejected_spec = Arc::new(WriteSpec {
-            product: format!("{}__rejected", product.name),
-            build_id: build_id.to_owned(),
-            run_id: run_id.to_owned(),
-            schema_fp: kiln_contracts::schema_fingerprint(&schema),
-            schema: Arc::clone(&schema),
-            max_rows_per_file: product.max_rows_per_file,
-            properties,
-            ordering_tier: 2,
-            verify_contract: true,
-            sort_keys: Vec::new(),
-            verify_order: Vec::new(),
-            partition_by: Vec::new(),
-            write_options: Default::default(),
-        });
-        let stream: datafusion::execution::SendableRecordBatchStream =
-            Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-                schema,
-                futures::stream::iter([Ok(batch)]),
-            ));
-        let rejected = write_dataset(warehouse, vec![stream], rejected_spec, Arc::default()).await?;
-        warehouse.commit(&rejected).await?;
-        let n = rejects.len() as u64;
-        manifest.totals.rows_rejected += n;
-        manifest.totals.rows_read += n;
-    }
-    let mut manifest = kiln_data::merge_existing(manifest, previous.as_ref(), product.existing_data)?;
-    phases.insert("execute_write".to_owned(), t.elapsed().as_secs_f64());
-    let t = Instant::now();
-    manifest.fingerprints = Some(fingerprints.clone());
-    manifest.content = content.cloned();
-    warehouse.commit(&manifest).await?;
-    if let Some(table) = substrate.product_table(&product.name) {
-        table.bind(warehouse, &manifest)?;
-    }
-    phases.insert("commit".to_owned(), t.elapsed().as_secs_f64());
-    // The streams are drained: every operator's metrics are final.
-    let mut operators = Vec::new();
-    crate::inspect::operator_metrics(&physical, 0, &mut operators);
-    let physical = DisplayableExecutionPlan::new(physical.as_ref()).indent(true).to_string();
-    Ok(Built { manifest, physical, operators, phases })
+    let manifest = write_dataset(substrate.warehouse(), streams, spec, progress).await?;
+    Ok((manifest, physical, phases))
+}
+
+/// The session's Parquet writer properties with a product's write options applied.
+fn writer_properties(
+    substrate: &Substrate,
+    options: &std::collections::BTreeMap<String, String>,
+) -> Result<datafusion::parquet::file::properties::WriterProperties, KilnError> {
+    // The Arrow writer embeds ARROW:schema itself; DataFusion's properties builder must not
+    // insist on finding it in the key-value metadata.
+    let mut global = substrate.context().state().config().options().execution.parquet.clone();
+    global.skip_arrow_metadata = true;
+    let parquet = TableParquetOptions { global, ..Default::default() };
+    let builder = WriterPropertiesBuilder::try_from(&parquet).map_err(|e| {
+        KilnError::Data(kiln_data::DataError::Execution { context: "parquet writer settings".into(), source: e })
+    })?;
+    Ok(write_properties(builder.set_created_by("kiln".into()), options).build())
+}
+
+/// Writes records set aside by sources into a new (uncommitted) build of
+/// `<product>__rejected`: source, file, line, raw text and reason.
+pub(crate) async fn write_rejects(
+    substrate: &Substrate,
+    product: &CompiledProduct,
+    rejects: &[kiln_data::checked::Rejected],
+    (build_id, run_id, batch): (&str, &str, Option<u64>),
+) -> Result<Manifest, KilnError> {
+    let batch_of_rejects = kiln_data::checked::rejects_batch(rejects).map_err(|e| {
+        KilnError::Data(kiln_data::DataError::Execution { context: format!("product `{}`", product.name), source: e })
+    })?;
+    let schema = batch_of_rejects.schema();
+    let spec = Arc::new(WriteSpec {
+        product: format!("{}__rejected", product.name),
+        build_id: build_id.to_owned(),
+        run_id: run_id.to_owned(),
+        schema_fp: kiln_contracts::schema_fingerprint(&schema),
+        schema: Arc::clone(&schema),
+        max_rows_per_file: product.max_rows_per_file,
+        properties: writer_properties(substrate, &Default::default())?,
+        ordering_tier: 2,
+        verify_contract: true,
+        sort_keys: Vec::new(),
+        verify_order: Vec::new(),
+        partition_by: Vec::new(),
+        write_options: Default::default(),
+        basename: kiln_data::DEFAULT_BASENAME.into(),
+        batch,
+    });
+    let stream: datafusion::execution::SendableRecordBatchStream =
+        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter([Ok(batch_of_rejects)]),
+        ));
+    Ok(write_dataset(substrate.warehouse(), vec![stream], spec, Arc::default()).await?)
 }
 
 /// What executing a product produced besides its data.
-struct Built {
+pub(crate) struct Built {
     manifest: Manifest,
     physical: String,
     operators: Vec<kiln_artifact::OperatorMetrics>,

@@ -17,6 +17,7 @@
 //!   downstream of a failure are skipped, independent products still build.
 
 pub mod engine;
+mod ingest;
 pub mod init;
 pub mod inspect;
 pub mod maintain;

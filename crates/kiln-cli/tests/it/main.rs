@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod example;
+mod http_source;
 mod interop;
 use std::path::Path;
 use std::process::Command;
