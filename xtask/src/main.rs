@@ -4,7 +4,8 @@
 //! - `deps [--manifest-path P]`: the layering check of the brief (§3) plus one version of
 //!   the arrow family.
 //! - `golden [--update]`: the end-to-end golden suites; `--update` accepts new snapshots.
-//! - `features`: tests of the optional cargo features (`substrait`; needs protoc).
+//! - `features`: tests of the optional cargo features (`substrait`, which needs protoc;
+//!   `kafka`, compile-tested).
 //! - `bench [SUITE] [--sf N]`: benchmark suites (release), results in target/bench/.
 //! - `tpch --sf N --out DIR`: TPC-H tables as Parquet.
 
@@ -90,6 +91,10 @@ fn ci() -> Result<()> {
 /// feature needs `protoc`, and its dependencies change feature sets deep in the DataFusion
 /// stack, which recompiles all of it: the most expensive step of `ci`.
 fn features() -> Result<()> {
+    // Kafka sources cannot run here (no broker): the feature is compile-tested.
+    step("clippy kafka", || {
+        cargo(&["clippy", "--locked", "-p", "kiln-cli", "--features", "kafka", "--", "-D", "warnings"])
+    })?;
     step("test substrait", || {
         run(Command::new(cargo_bin())
             .args(["test", "--locked", "-p", "kiln-cli", "--features", "substrait", "--test", "it", "substrait"])

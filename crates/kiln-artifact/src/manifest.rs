@@ -60,9 +60,10 @@ pub struct Manifest {
     pub positions: BTreeMap<String, SourcePosition>,
 }
 
-/// How far a micro-batch source has been read: the next request, and how many records of
-/// its response are already committed (the last page of an append-only feed grows; it is
-/// fetched again and its first `skip` records passed over).
+/// How far a micro-batch source has been read. HTTP: the next request, and how many
+/// records of its response are already committed (the last page of an append-only feed
+/// grows; it is fetched again and its first `skip` records passed over). Kafka: the next
+/// offset of each partition (`url` names the topic).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourcePosition {
     /// The URL of the next request (for cursor pagination, with the cursor in it).
@@ -72,6 +73,9 @@ pub struct SourcePosition {
     pub records: u64,
     /// Micro-batches committed so far.
     pub batches: u64,
+    /// Kafka sources: per partition, the offset of the next record to read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub offsets: BTreeMap<i32, i64>,
 }
 
 /// One data file of a build.

@@ -42,7 +42,10 @@ use kiln_artifact::plan::sha256_hex;
 use kiln_artifact::{BuildFingerprints, CanonicalPlan, ColumnLineage, ProductShape};
 use kiln_contracts::compat::{CheckOptions, check};
 use kiln_contracts::{Contract, EvolutionPolicy, schema_fingerprint, sql_to_arrow};
-use kiln_data::{FileFormat, FileSource, HttpFormat, HttpSource, MicroBatchTable, Pagination, ProductTable, Warehouse};
+use kiln_data::{
+    FileFormat, FileSource, HttpFormat, HttpSource, KafkaSource, MicroBatchSource, MicroBatchTable, Pagination,
+    ProductTable, Warehouse,
+};
 use kiln_functions::Registry;
 
 use crate::canonical::analyze;
@@ -51,6 +54,30 @@ use crate::error::{ControlError, Location};
 use crate::profile::RuntimeProfile;
 use crate::surface::Surface;
 use kiln_contracts::dialect::KilnDialect;
+
+/// A micro-batch source's `on_error`: whether malformed records are rejected.
+fn on_error_reject(def: &SourceDef) -> Result<bool, ControlError> {
+    match def.options.get("on_error") {
+        None | Some(("fail", _)) => Ok(false),
+        Some(("reject", _)) => Ok(true),
+        Some((v, at)) => {
+            Err(ControlError::Option { at: at.clone(), message: format!("on_error = '{v}' (valid: 'fail', 'reject')") })
+        }
+    }
+}
+
+/// A micro-batch source's declared schema, which must be scalar (records are read as JSON
+/// objects of scalar values).
+fn scalar_columns(def: &SourceDef, what: &str) -> Result<SchemaRef, ControlError> {
+    let schema = columns_schema(&def.columns, &def.at)?;
+    if let Some(nested) = schema.fields().iter().find(|f| f.data_type().is_nested()) {
+        return Err(ControlError::Option {
+            at: def.at.clone(),
+            message: format!("{what} reads scalar columns; `{}` is {}", nested.name(), nested.data_type()),
+        });
+    }
+    Ok(schema)
+}
 
 /// `250ms`, `5s`, `2m`, `1h` (a whole number and a unit).
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -89,18 +116,22 @@ const HTTP_SOURCE_OPTIONS: [&str; 13] = [
     "on_error",
 ];
 
-/// A compiled source: files read whole, or a micro-batch (HTTP) feed.
+/// Options a `kafka` source accepts (kiln_data::kafka documents how it is read).
+const KAFKA_SOURCE_OPTIONS: [&str; 7] =
+    ["connector", "brokers", "topic", "start", "format", "batch_records", "on_error"];
+
+/// A compiled source: files read whole, or a micro-batch (HTTP, Kafka) feed.
 #[derive(Debug, Clone)]
 pub enum CompiledSource {
     Files(FileSource),
-    Http(HttpSource),
+    MicroBatch(MicroBatchSource),
 }
 
 impl CompiledSource {
     pub fn schema(&self) -> &SchemaRef {
         match self {
             Self::Files(f) => &f.schema,
-            Self::Http(h) => &h.schema,
+            Self::MicroBatch(m) => m.schema(),
         }
     }
 
@@ -110,7 +141,7 @@ impl CompiledSource {
     pub fn data_version(&self) -> Result<String, kiln_data::DataError> {
         match self {
             Self::Files(f) => f.data_version(),
-            Self::Http(h) => Ok(h.version()),
+            Self::MicroBatch(m) => Ok(m.version()),
         }
     }
 }
@@ -148,7 +179,7 @@ pub struct Substrate {
     products: HashMap<String, Arc<ProductTable>>,
     sources: BTreeSet<String>,
     /// Micro-batch sources and the tables their batches are bound to.
-    micro_batch: HashMap<String, (HttpSource, Arc<MicroBatchTable>)>,
+    micro_batch: HashMap<String, (MicroBatchSource, Arc<MicroBatchTable>)>,
     runtime_fp: String,
     /// Hash of every explicit setting (semantic or not: optimizer switches change plans).
     settings_fp: String,
@@ -341,7 +372,7 @@ impl Substrate {
     }
 
     /// The micro-batch source `name` and the table its batches are bound to.
-    pub fn micro_batch_source(&self, name: &str) -> Option<(&HttpSource, &Arc<MicroBatchTable>)> {
+    pub fn micro_batch_source(&self, name: &str) -> Option<(&MicroBatchSource, &Arc<MicroBatchTable>)> {
         self.micro_batch.get(name).map(|(s, t)| (s, t))
     }
 
@@ -350,9 +381,19 @@ impl Substrate {
         let option_error = |at: &Location, message: String| ControlError::Option { at: at.clone(), message };
         match def.options.get("connector") {
             None | Some(("files", _)) => {}
-            Some(("http", _)) => return self.register_http_source(def).map(CompiledSource::Http),
+            Some(("http", _)) => {
+                let source = MicroBatchSource::Http(self.http_source(def)?);
+                return self.register_micro_batch(source).map(CompiledSource::MicroBatch);
+            }
+            Some(("kafka", _)) => {
+                let source = MicroBatchSource::Kafka(self.kafka_source(def)?);
+                return self.register_micro_batch(source).map(CompiledSource::MicroBatch);
+            }
             Some((connector, at)) => {
-                return Err(option_error(at, format!("connector `{connector}` (valid for sources: files, http)")));
+                return Err(option_error(
+                    at,
+                    format!("connector `{connector}` (valid for sources: files, http, kafka)"),
+                ));
             }
         }
         def.options.check_known("a files source", &SOURCE_OPTIONS)?;
@@ -430,9 +471,64 @@ impl Substrate {
         Ok(CompiledSource::Files(source))
     }
 
-    /// Compiles and registers an `http` source: its options checked with locations, its
-    /// table a [`MicroBatchTable`] the engine binds each micro-batch to.
-    fn register_http_source(&mut self, def: &SourceDef) -> Result<HttpSource, ControlError> {
+    /// Registers a micro-batch source as a [`MicroBatchTable`], which the engine binds to
+    /// each micro-batch in turn.
+    fn register_micro_batch(&mut self, source: MicroBatchSource) -> Result<MicroBatchSource, ControlError> {
+        let name = source.name().to_owned();
+        let table = Arc::new(MicroBatchTable::new(name.clone(), Arc::clone(source.schema())));
+        self.sources.insert(name.clone());
+        self.ctx
+            .register_table(name.as_str(), Arc::clone(&table) as Arc<dyn datafusion::datasource::TableProvider>)
+            .map_err(|e| ControlError::Internal(format!("register source `{name}`: {e}")))?;
+        self.micro_batch.insert(name, (source.clone(), table));
+        Ok(source)
+    }
+
+    /// Compiles a `kafka` source: options and columns checked with locations.
+    fn kafka_source(&self, def: &SourceDef) -> Result<KafkaSource, ControlError> {
+        def.options.check_known("a kafka source", &KAFKA_SOURCE_OPTIONS)?;
+        let option_error = |at: &Location, message: String| ControlError::Option { at: at.clone(), message };
+        if !kiln_data::kafka::ENABLED {
+            let at = def.options.get("connector").map_or(&def.at, |(_, at)| at);
+            return Err(option_error(
+                at,
+                "kafka sources need kiln built with the `kafka` cargo feature (cargo install kiln-cli --features kafka)".into(),
+            ));
+        }
+        let required = |key: &str| {
+            def.options
+                .get(key)
+                .map(|(v, _)| v.to_owned())
+                .ok_or_else(|| option_error(&def.at, format!("source `{}` needs a `{key}` option", def.name)))
+        };
+        let brokers: Vec<String> =
+            required("brokers")?.split(',').map(|b| b.trim().to_owned()).filter(|b| !b.is_empty()).collect();
+        let topic = required("topic")?;
+        let start = match def.options.get("start") {
+            None | Some(("earliest", _)) => kiln_data::kafka::StartAt::Earliest,
+            Some(("latest", _)) => kiln_data::kafka::StartAt::Latest,
+            Some((v, at)) => return Err(option_error(at, format!("start = '{v}' (valid: 'earliest', 'latest')"))),
+        };
+        if let Some((f, at)) = def.options.get("format")
+            && f != "json"
+        {
+            return Err(option_error(at, format!("format `{f}` (valid for kafka: json, one object per record)")));
+        }
+        let batch_records = match def.options.get("batch_records") {
+            None => 10_000,
+            Some((v, at)) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| option_error(at, format!("batch_records = '{v}': expected an integer >= 1")))?,
+        };
+        let reject = on_error_reject(def)?;
+        let schema = scalar_columns(def, "a kafka source")?;
+        Ok(KafkaSource { name: def.name.clone(), brokers, topic, schema, start, batch_records, reject })
+    }
+
+    /// Compiles an `http` source: its options checked with locations.
+    fn http_source(&self, def: &SourceDef) -> Result<HttpSource, ControlError> {
         def.options.check_known("an http source", &HTTP_SOURCE_OPTIONS)?;
         let option_error = |at: &Location, message: String| ControlError::Option { at: at.clone(), message };
         let get = |key: &str| def.options.get(key);
@@ -481,19 +577,9 @@ impl Substrate {
                 }),
             }
         };
-        let reject = match get("on_error") {
-            None | Some(("fail", _)) => false,
-            Some(("reject", _)) => true,
-            Some((v, at)) => return Err(option_error(at, format!("on_error = '{v}' (valid: 'fail', 'reject')"))),
-        };
-        let schema = columns_schema(&def.columns, &def.at)?;
-        if let Some(nested) = schema.fields().iter().find(|f| f.data_type().is_nested()) {
-            return Err(option_error(
-                &def.at,
-                format!("an http source reads scalar columns; `{}` is {}", nested.name(), nested.data_type()),
-            ));
-        }
-        let source = HttpSource {
+        let reject = on_error_reject(def)?;
+        let schema = scalar_columns(def, "an http source")?;
+        Ok(HttpSource {
             name: def.name.clone(),
             url: url.to_owned(),
             schema: Arc::clone(&schema),
@@ -504,14 +590,7 @@ impl Substrate {
             retry_backoff: duration("retry_backoff", Duration::from_millis(200))?,
             timeout: duration("timeout", Duration::from_secs(30))?,
             reject,
-        };
-        let table = Arc::new(MicroBatchTable::new(def.name.clone(), schema));
-        self.sources.insert(def.name.clone());
-        self.ctx
-            .register_table(def.name.as_str(), Arc::clone(&table) as Arc<dyn datafusion::datasource::TableProvider>)
-            .map_err(|e| ControlError::Internal(format!("register source `{}`: {e}", def.name)))?;
-        self.micro_batch.insert(def.name.clone(), (source.clone(), table));
-        Ok(source)
+        })
     }
 
     /// Checks a stream's definition (connector options, column types, watermark) and
@@ -785,18 +864,16 @@ impl Substrate {
         let Some(feed) = feeds.first() else { return Ok(None) };
         if let Some(other) = feeds.get(1) {
             return Err(format!(
-                "reads http sources `{feed}` and `{other}`; a product ingests one micro-batch source (land each, then join them downstream)"
+                "reads micro-batch sources `{feed}` and `{other}`; a product ingests one (land each, then join them downstream)"
             ));
         }
         if let Some(product) = tables.iter().find(|t| self.products.contains_key(*t)) {
             return Err(format!(
-                "ingests http source `{feed}` and reads product `{product}`; a product over a micro-batch source reads only sources (land the records, then join them downstream)"
+                "ingests source `{feed}` and reads product `{product}`; a product over a micro-batch source reads only sources (land the records, then join them downstream)"
             ));
         }
         if !matches!(existing_data, kiln_data::ExistingData::Replace | kiln_data::ExistingData::Append) {
-            return Err(format!(
-                "ingests http source `{feed}`: each micro-batch is appended (existing_data = 'append')"
-            ));
+            return Err(format!("ingests source `{feed}`: each micro-batch is appended (existing_data = 'append')"));
         }
         Ok(Some((*feed).clone()))
     }

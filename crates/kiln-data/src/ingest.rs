@@ -114,7 +114,7 @@ struct Page {
 impl HttpSource {
     /// Where a never-ingested product starts.
     pub fn start(&self) -> SourcePosition {
-        SourcePosition { url: self.url.clone(), skip: 0, records: 0, batches: 0 }
+        SourcePosition { url: self.url.clone(), skip: 0, records: 0, batches: 0, offsets: Default::default() }
     }
 
     /// The source's definition version: what its records mean (URL, format, paging,
@@ -297,6 +297,54 @@ fn with_query(url: &str, param: &str, value: &str) -> std::result::Result<String
         parsed.query_pairs().filter(|(k, _)| k != param).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     parsed.query_pairs_mut().clear().extend_pairs(kept).append_pair(param, value);
     Ok(parsed.into())
+}
+
+/// A source read in micro-batches (see the module docs): HTTP, or Kafka
+/// (crate::kafka; reading it needs the `kafka` cargo feature).
+#[derive(Debug, Clone)]
+pub enum MicroBatchSource {
+    Http(HttpSource),
+    Kafka(crate::kafka::KafkaSource),
+}
+
+impl MicroBatchSource {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Http(s) => &s.name,
+            Self::Kafka(s) => &s.name,
+        }
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        match self {
+            Self::Http(s) => &s.schema,
+            Self::Kafka(s) => &s.schema,
+        }
+    }
+
+    /// Where a never-ingested product starts.
+    pub fn start(&self) -> SourcePosition {
+        match self {
+            Self::Http(s) => s.start(),
+            Self::Kafka(s) => s.start(),
+        }
+    }
+
+    /// The definition version (what the records mean, not how fast they are read).
+    pub fn version(&self) -> String {
+        match self {
+            Self::Http(s) => s.version(),
+            Self::Kafka(s) => s.version(),
+        }
+    }
+
+    /// The next micro-batch after `from`; `None` when there is nothing new.
+    pub async fn next_batch(&self, from: &SourcePosition, batch_size: usize) -> Result<Option<MicroBatch>> {
+        match self {
+            Self::Http(s) => s.next_batch(from, batch_size).await,
+            Self::Kafka(s) => s.next_batch(from, batch_size).await,
+        }
+    }
 }
 
 /// The table a micro-batch source is registered as: it holds the current micro-batch,

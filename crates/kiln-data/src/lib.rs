@@ -28,6 +28,7 @@
 pub mod checked;
 pub mod explode_exec;
 pub mod ingest;
+pub mod kafka;
 pub mod product_table;
 pub mod source;
 pub mod tpch;
@@ -35,7 +36,8 @@ pub mod warehouse;
 pub mod writer;
 
 pub use explode_exec::{ExplodeExec, ExplodeMode};
-pub use ingest::{HttpFormat, HttpSource, MicroBatch, MicroBatchTable, Pagination};
+pub use ingest::{HttpFormat, HttpSource, MicroBatch, MicroBatchSource, MicroBatchTable, Pagination};
+pub use kafka::KafkaSource;
 pub use product_table::ProductTable;
 pub use source::{FileFormat, FileSource};
 pub use warehouse::Warehouse;

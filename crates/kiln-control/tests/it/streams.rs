@@ -29,6 +29,60 @@ async fn stream_options_are_checked_per_connector() {
     assert!(e.contains("stream connector `mqtt` (valid: log, http, kafka)"), "{e}");
 }
 
+fn source(t: &mut Tpch, text: &str) -> Result<kiln_control::CompiledSource, String> {
+    let Statement::Source(def) = parse_file("s.sql", text).unwrap().remove(0) else { panic!("not a source") };
+    t.substrate.register_source(&def).map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn micro_batch_source_options_are_checked() {
+    let mut t = Tpch::new();
+    let ok = source(
+        &mut t,
+        "CREATE SOURCE h (id BIGINT) WITH (connector = 'http', url = 'https://api.example.com/v1/events', \
+         pagination = 'cursor', batch_records = '500', retry_backoff = '1s', timeout = '2m')",
+    )
+    .unwrap();
+    let kiln_control::CompiledSource::MicroBatch(kiln_data::MicroBatchSource::Http(h)) = ok else { panic!() };
+    assert_eq!(h.batch_records, 500);
+    assert_eq!(h.timeout, std::time::Duration::from_secs(120));
+    assert_eq!(h.pagination, kiln_data::Pagination::Cursor { param: "cursor".into(), field: "next_cursor".into() });
+    assert!(t.substrate.micro_batch_source("h").is_some());
+    for (options, expected) in [
+        ("url = 'ftp://x/y'", "s.sql:1:55: invalid option: url scheme `ftp` (valid: http, https)"),
+        (
+            "url = 'http://x', timeout = 'soon'",
+            "s.sql:1:73: invalid option: timeout = 'soon': expected a duration such as '250ms', '5s' or '2m'",
+        ),
+        (
+            "url = 'http://x', format = 'ndjson', pagination = 'cursor'",
+            "s.sql:1:92: invalid option: cursor pagination reads the cursor from a JSON object body",
+        ),
+        (
+            "url = 'http://x', batch_records = '0'",
+            "s.sql:1:73: invalid option: batch_records = '0': expected an integer >= 1",
+        ),
+        (
+            "path = 'x'",
+            "s.sql:1:55: invalid option: unknown option `path` for an http source (valid: connector, url, format, records_field, pagination, next_field, cursor_param, cursor_field, batch_records, max_retries, retry_backoff, timeout, on_error)",
+        ),
+    ] {
+        let sql = format!("CREATE SOURCE e (id BIGINT) WITH (connector = 'http', {options})");
+        assert_eq!(source(&mut t, &sql).unwrap_err(), expected, "{options}");
+    }
+    let e = source(&mut t, "CREATE SOURCE n (xs BIGINT[]) WITH (connector = 'http', url = 'http://x')").unwrap_err();
+    assert!(e.contains("an http source reads scalar columns; `xs` is List"), "{e}");
+    let kafka =
+        source(&mut t, "CREATE SOURCE k (id BIGINT) WITH (connector = 'kafka', brokers = 'b:9092', topic = 't')");
+    if kiln_data::kafka::ENABLED {
+        assert!(kafka.is_ok());
+        let e = source(&mut t, "CREATE SOURCE k2 (id BIGINT) WITH (connector = 'kafka', topic = 't')").unwrap_err();
+        assert!(e.contains("needs a `brokers` option"), "{e}");
+    } else {
+        assert!(kafka.unwrap_err().contains("need kiln built with the `kafka` cargo feature"));
+    }
+}
+
 #[tokio::test]
 async fn watermarks_need_a_timestamp_and_a_delay() {
     let mut t = Tpch::new();
