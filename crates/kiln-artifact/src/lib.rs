@@ -18,6 +18,7 @@
 
 pub mod manifest;
 pub mod plan;
+pub mod remote;
 pub mod run;
 pub mod store;
 

@@ -56,9 +56,17 @@ impl ArtifactStore {
         if location.starts_with("memory://") {
             return Ok(Self::memory());
         }
+        match crate::remote::open_remote(location) {
+            Ok(Some(remote)) => {
+                let store = object_store::prefix::PrefixStore::new(remote.store, remote.prefix);
+                return Ok(Self { store: Arc::new(store), cache_dir: None, location: location.to_owned() });
+            }
+            Ok(None) => {}
+            Err(e) => return Err(ArtifactError::Config(format!("artifact store {e}"))),
+        }
         if let Some((scheme, _)) = location.split_once("://") {
             return Err(ArtifactError::Config(format!(
-                "artifact store `{location}`: the `{scheme}://` store is not compiled into this binary (supported: a path, file://, memory://)"
+                "artifact store `{location}`: unknown store `{scheme}://` (supported: a path, file://, memory://, s3://, gs://, az://)"
             )));
         }
         Self::local(base.join(location))

@@ -17,8 +17,8 @@ use crate::{DataError, Result};
 #[derive(Debug, Clone)]
 pub struct Warehouse {
     store: Arc<dyn ObjectStore>,
-    /// `file://` or `memory://`: the scheme DataFusion resolves the store by.
-    scheme: &'static str,
+    /// The URL DataFusion resolves the store by: `file://`, `memory://`, `s3://bucket`.
+    base_url: String,
     root: Path,
 }
 
@@ -29,16 +29,16 @@ impl Warehouse {
         let abs = dir.canonicalize().map_err(DataError::io(format!("cannot resolve warehouse {}", dir.display())))?;
         let root = Path::from_absolute_path(&abs)
             .map_err(|e| DataError::Config(format!("bad warehouse path {}: {e}", abs.display())))?;
-        Ok(Self { store: Arc::new(LocalFileSystem::new()), scheme: "file", root })
+        Ok(Self { store: Arc::new(LocalFileSystem::new()), base_url: "file://".into(), root })
     }
 
     /// An in-memory warehouse (tests; `memory://` in kiln.toml).
     pub fn memory() -> Self {
-        Self { store: Arc::new(InMemory::new()), scheme: "memory", root: Path::from("warehouse") }
+        Self { store: Arc::new(InMemory::new()), base_url: "memory://".into(), root: Path::from("warehouse") }
     }
 
-    /// Opens `location`: a path relative to `base`, an absolute path, `file://PATH` or
-    /// `memory://`. Cloud schemes need their cargo features (not built in this binary).
+    /// Opens `location`: a path relative to `base`, an absolute path, `file://PATH`,
+    /// `memory://`, or a cloud URL (kiln_artifact::remote; each needs its cargo feature).
     pub fn open(location: &str, base: &FsPath) -> Result<Self> {
         if let Some(rest) = location.strip_prefix("file://") {
             return Self::local(&PathBuf::from(rest));
@@ -46,22 +46,30 @@ impl Warehouse {
         if location.starts_with("memory://") {
             return Ok(Self::memory());
         }
+        match kiln_artifact::remote::open_remote(location) {
+            Ok(Some(remote)) => {
+                return Ok(Self { store: remote.store, base_url: remote.base_url, root: remote.prefix });
+            }
+            Ok(None) => {}
+            Err(e) => return Err(DataError::Config(format!("warehouse {e}"))),
+        }
         if let Some((scheme, _)) = location.split_once("://") {
             return Err(DataError::Config(format!(
-                "warehouse `{location}`: the `{scheme}://` store is not compiled into this binary (supported: a path, file://, memory://)"
+                "warehouse `{location}`: unknown store `{scheme}://` (supported: a path, file://, memory://, s3://, gs://, az://)"
             )));
         }
         Self::local(&base.join(location))
     }
 
-    /// The object store URL DataFusion resolves this warehouse by (`file://`, `memory://`).
+    /// The object store URL DataFusion resolves this warehouse by (`file://`, `memory://`,
+    /// `s3://bucket`).
     pub fn store_url(&self) -> String {
-        format!("{}://", self.scheme)
+        self.base_url.clone()
     }
 
-    /// Makes the store reachable by DataFusion under this warehouse's scheme.
+    /// Makes the store reachable by DataFusion under this warehouse's URL.
     pub fn register(&self, runtime: &RuntimeEnv) -> Result<()> {
-        let url = url_of(&format!("{}://", self.scheme))?;
+        let url = url_of(&self.base_url)?;
         runtime.register_object_store(&url, Arc::clone(&self.store));
         Ok(())
     }
@@ -81,7 +89,7 @@ impl Warehouse {
 
     /// The URL DataFusion reads a warehouse-relative file by.
     pub fn url(&self, relative: &str) -> Result<ListingTableUrl> {
-        let full = format!("{}:///{}", self.scheme, self.path(relative));
+        let full = format!("{}/{}", self.base_url, self.path(relative));
         ListingTableUrl::parse(&full).map_err(DataError::exec(format!("bad dataset url {full}")))
     }
 

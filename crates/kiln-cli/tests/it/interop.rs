@@ -2,7 +2,7 @@
 //! under the target directory by this harness) open every committed dataset from its
 //! manifest's file list and must agree with Kiln on rows, columns, NULL counts and sums.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::kiln;
@@ -13,18 +13,7 @@ fn peers_python() -> PathBuf {
     if let Some(python) = std::env::var_os("KILN_PEERS_PYTHON") {
         return PathBuf::from(python);
     }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("peers-venv");
-    let python = dir.join("bin/python");
-    let ready = |p: &Path| Command::new(p).args(["-c", "import pyarrow, duckdb"]).status().is_ok_and(|s| s.success());
-    if !ready(&python) {
-        let ok = Command::new("python3").args(["-m", "venv"]).arg(&dir).status().unwrap().success();
-        assert!(ok, "python3 -m venv failed (CI installs python3-venv)");
-        let ok =
-            Command::new(dir.join("bin/pip")).args(["install", "-q", "pyarrow", "duckdb"]).status().unwrap().success();
-        assert!(ok, "pip install pyarrow duckdb failed");
-    }
-    assert!(ready(&python), "pyarrow and duckdb are not importable from {}", python.display());
-    python
+    crate::venv("peers-venv", &["pyarrow", "duckdb"], "import pyarrow, duckdb")
 }
 
 const READ: &str = r#"

@@ -7,8 +7,26 @@ mod bad_input;
 mod example;
 mod http_source;
 mod interop;
+#[cfg(feature = "s3")]
+mod s3;
 use std::path::Path;
 use std::process::Command;
+
+/// The python of a virtualenv under the target directory holding `packages` from PyPI
+/// (made once; `check` is a python statement that succeeds once they are installed).
+pub fn venv(name: &str, packages: &[&str], check: &str) -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let python = dir.join("bin/python");
+    let ready = |p: &Path| Command::new(p).args(["-c", check]).status().is_ok_and(|s| s.success());
+    if !ready(&python) {
+        let ok = Command::new("python3").args(["-m", "venv"]).arg(&dir).status().unwrap().success();
+        assert!(ok, "python3 -m venv failed (CI installs python3-venv)");
+        let ok = Command::new(dir.join("bin/pip")).args(["install", "-q"]).args(packages).status().unwrap().success();
+        assert!(ok, "pip install {packages:?} failed");
+    }
+    assert!(ready(&python), "`{check}` fails in {}", python.display());
+    python
+}
 
 /// Runs the kiln binary; returns (exit code, stdout, stderr).
 pub fn kiln(args: &[&str], cwd: &Path) -> (i32, String, String) {
