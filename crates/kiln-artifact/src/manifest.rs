@@ -58,6 +58,10 @@ pub struct Manifest {
     /// duplicates records.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub positions: BTreeMap<String, SourcePosition>,
+    /// `_common_metadata` / `_metadata` files of this build that describe exactly the
+    /// listed files (`metadata_sidecars = 'true'`), relative to the warehouse root.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<String>,
 }
 
 /// How far a micro-batch source has been read. HTTP: the next request, and how many

@@ -154,7 +154,7 @@ pub const STREAM_CONNECTORS: [(&str, &[&str]); 3] = [
 /// Options a materialized view accepts.
 const VIEW_OPTIONS: [&str; 2] = ["late_events", "max_rows_per_file"];
 /// Options a product accepts.
-const PRODUCT_OPTIONS: [&str; 8] = [
+const PRODUCT_OPTIONS: [&str; 9] = [
     "existing_data",
     "max_rows_per_file",
     "basename_template",
@@ -163,12 +163,8 @@ const PRODUCT_OPTIONS: [&str; 8] = [
     "bloom_filter_columns",
     "dictionary",
     "statistics",
+    "metadata_sidecars",
 ];
-
-/// The Parquet write options a product may set (see docs/project.md); checked here,
-/// applied by the engine to the writer's properties.
-const WRITE_OPTIONS: [&str; 5] =
-    ["compression", "max_rows_per_row_group", "bloom_filter_columns", "dictionary", "statistics"];
 
 /// One SessionContext with a project's tables.
 pub struct Substrate {
@@ -775,35 +771,15 @@ impl Substrate {
         // The dataset's shape is its columns and its partitioning: a changed PARTITIONED BY
         // is a changed schema (and rebuilds).
         let mut write_options = BTreeMap::new();
-        for key in WRITE_OPTIONS {
-            let Some((value, at)) = def.options.get(key) else { continue };
-            let bad = |expected: &str| ControlError::Option {
-                at: at.clone(),
-                message: format!("{key} = '{value}': expected {expected}"),
-            };
-            match key {
-                "compression" => {
-                    value.parse::<datafusion::parquet::basic::Compression>().map_err(|_| {
-                        bad("a Parquet codec such as 'zstd(3)', 'snappy', 'lz4_raw', 'gzip(6)' or 'uncompressed'")
-                    })?;
-                }
-                "max_rows_per_row_group" => {
-                    value.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| bad("a positive integer"))?;
-                }
-                "bloom_filter_columns" => {
-                    for column in value.split(',').map(str::trim) {
-                        if schema.field_with_name(column).is_err() {
-                            return Err(bad("a comma-separated list of output columns"));
-                        }
-                    }
-                }
-                "dictionary" if !matches!(value, "true" | "false") => return Err(bad("'true' or 'false'")),
-                "statistics" if !matches!(value, "none" | "chunk" | "page") => {
-                    return Err(bad("'none', 'chunk' or 'page'"));
-                }
-                _ => {}
+        for key in kiln_data::write_options::WRITE_OPTIONS {
+            if let Some((value, _)) = def.options.get(key) {
+                write_options.insert(key.to_owned(), value.to_owned());
             }
-            write_options.insert(key.to_owned(), value.to_owned());
+        }
+        let builder = datafusion::parquet::file::properties::WriterProperties::builder();
+        if let Err((key, message)) = kiln_data::write_options::apply(builder, &write_options, &schema) {
+            let at = def.options.get(&key).map_or(&def.at, |(_, at)| at).clone();
+            return Err(ControlError::Option { at, message });
         }
         // The dataset's shape is its columns, its partitioning and how its files are
         // written: changing any of them changes schema_fp (and rebuilds).

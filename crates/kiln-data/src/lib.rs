@@ -33,6 +33,7 @@ pub mod product_table;
 pub mod source;
 pub mod tpch;
 pub mod warehouse;
+pub mod write_options;
 pub mod writer;
 
 pub use explode_exec::{ExplodeExec, ExplodeMode};

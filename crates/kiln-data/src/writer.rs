@@ -172,6 +172,10 @@ pub fn merge_existing(mut new: Manifest, previous: Option<&Manifest>, mode: Exis
     }
     // Empty files of the new build only carry the schema; committed files already do.
     new.files.retain(|f| f.rows > 0 || kept.is_empty());
+    if !kept.is_empty() {
+        // The sidecars describe this build's files only: not the dataset any more.
+        new.sidecars.clear();
+    }
     let mut files = kept;
     files.append(&mut new.files);
     let previous_rejected = if mode == ExistingData::Append { previous.totals.rows_rejected } else { 0 };
@@ -241,9 +245,16 @@ pub async fn write_dataset(
         files.push(entry);
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
+    let sidecars = crate::write_options::sidecars(&spec.write_options);
+    let footers =
+        if spec.verify_contract || sidecars { read_footers(warehouse, &files, &spec).await? } else { Vec::new() };
     if spec.verify_contract {
-        verify_files(warehouse, &files, &spec, &target.file_schema).await?;
+        verify_files(&files, &footers, &spec, &target.file_schema)?;
     }
+    let sidecars = match sidecars {
+        true => write_sidecars(warehouse, &dir, &files, &footers, &spec).await?,
+        false => Vec::new(),
+    };
     let rows_written = files.iter().map(|f| f.rows).sum();
     let totals = ManifestTotals {
         files: files.len() as u64,
@@ -268,6 +279,7 @@ pub async fn write_dataset(
         fingerprints: None,
         content: None,
         positions: Default::default(),
+        sidecars,
     })
 }
 
@@ -291,14 +303,31 @@ fn pipelined(mut stream: SendableRecordBatchStream) -> SendableRecordBatchStream
     Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, batches))
 }
 
-/// The write-time contract gate: the schema a reader would get from each file (its
-/// footer, read back through object_store) must satisfy the contract exactly, nullability
-/// included. Runs before the manifest exists, so a failure commits nothing.
-async fn verify_files(wh: &Warehouse, files: &[FileEntry], spec: &WriteSpec, file_schema: &Schema) -> Result<()> {
-    let options = CheckOptions { policy: EvolutionPolicy::Strict, nullability_is_proven: true };
+/// Every written file's footer, read back through object_store (what a reader sees).
+async fn read_footers(wh: &Warehouse, files: &[FileEntry], spec: &WriteSpec) -> Result<Vec<ParquetMetaData>> {
+    let mut footers = Vec::with_capacity(files.len());
     for file in files {
-        let schema = read_back_schema(wh, file)
+        let metadata = read_back_metadata(wh, file)
             .await
+            .map_err(DataError::parquet(format!("product `{}`: cannot read back {}", spec.product, file.path)))?;
+        footers.push(metadata);
+    }
+    Ok(footers)
+}
+
+/// The write-time contract gate: the schema a reader would get from each file (its
+/// footer, ARROW:schema applied) must satisfy the contract exactly, nullability
+/// included. Runs before the manifest exists, so a failure commits nothing.
+fn verify_files(
+    files: &[FileEntry],
+    footers: &[ParquetMetaData],
+    spec: &WriteSpec,
+    file_schema: &Schema,
+) -> Result<()> {
+    let options = CheckOptions { policy: EvolutionPolicy::Strict, nullability_is_proven: true };
+    for (file, footer) in files.iter().zip(footers) {
+        let file_metadata = footer.file_metadata();
+        let schema = parquet_to_arrow_schema(file_metadata.schema_descr(), file_metadata.key_value_metadata())
             .map_err(DataError::parquet(format!("product `{}`: cannot read back {}", spec.product, file.path)))?;
         let verdict = check(&schema, file_schema, options);
         if !verdict.is_ok() {
@@ -312,9 +341,81 @@ async fn verify_files(wh: &Warehouse, files: &[FileEntry], spec: &WriteSpec, fil
     Ok(())
 }
 
-/// The Arrow schema a reader derives from a file's footer: fetch the file's tail through
-/// object_store (more if the footer is larger), decode the metadata, apply ARROW:schema.
-async fn read_back_schema(wh: &Warehouse, file: &FileEntry) -> Result<Schema, ParquetError> {
+/// Above this many row groups in a build, no `_metadata` sidecar is written (its size
+/// grows with row groups × columns, and every reader that opens it loads all of it).
+pub const SIDECAR_MAX_ROW_GROUPS: usize = 10_000;
+
+/// Writes `_common_metadata` (the schema, no row groups) and `_metadata` (every file's row
+/// groups, each column chunk pointing at its file relative to the build directory) into
+/// the build directory, as Dask, Spark and PyArrow's `parquet_dataset` read them.
+/// Returns the sidecars written (`_metadata` is left out above
+/// [`SIDECAR_MAX_ROW_GROUPS`]).
+async fn write_sidecars(
+    wh: &Warehouse,
+    dir: &str,
+    files: &[FileEntry],
+    footers: &[ParquetMetaData],
+    spec: &WriteSpec,
+) -> Result<Vec<String>> {
+    use datafusion::parquet::file::metadata::{FileMetaData, ParquetMetaDataBuilder, ParquetMetaDataWriter};
+    let Some(first) = footers.first() else { return Ok(Vec::new()) };
+    let fail = |what: &str| DataError::parquet(format!("product `{}`: writing {what}", spec.product));
+    let meta = first.file_metadata();
+    let file_metadata = |rows: i64| {
+        FileMetaData::new(
+            meta.version(),
+            rows,
+            meta.created_by().map(str::to_owned),
+            meta.key_value_metadata().cloned(),
+            meta.schema_descr_ptr(),
+            meta.column_orders().cloned(),
+        )
+    };
+    let encode = |metadata: &ParquetMetaData, what: &str| -> Result<Vec<u8>> {
+        let mut bytes = b"PAR1".to_vec();
+        ParquetMetaDataWriter::new(&mut bytes, metadata).finish().map_err(fail(what))?;
+        Ok(bytes)
+    };
+    let mut written = Vec::new();
+    let common = ParquetMetaDataBuilder::new(file_metadata(0)).build();
+    let path = format!("{dir}/_common_metadata");
+    wh.store()
+        .put(&wh.path(&path), encode(&common, "_common_metadata")?.into())
+        .await
+        .map_err(DataError::store(format!("cannot write {path}")))?;
+    written.push(path);
+    let row_groups: usize = footers.iter().map(ParquetMetaData::num_row_groups).sum();
+    if row_groups <= SIDECAR_MAX_ROW_GROUPS {
+        let rows = files.iter().map(|f| f.rows as i64).sum();
+        let mut builder = ParquetMetaDataBuilder::new(file_metadata(rows));
+        for (file, footer) in files.iter().zip(footers) {
+            let relative = file.path.strip_prefix(&format!("{dir}/")).unwrap_or(&file.path).to_owned();
+            for group in footer.row_groups() {
+                let columns = group
+                    .columns()
+                    .iter()
+                    .map(|c| c.clone().into_builder().set_file_path(relative.clone()).build())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(fail("_metadata"))?;
+                builder = builder.add_row_group(
+                    group.clone().into_builder().set_column_metadata(columns).build().map_err(fail("_metadata"))?,
+                );
+            }
+        }
+        let path = format!("{dir}/_metadata");
+        let bytes = encode(&builder.build(), "_metadata")?;
+        wh.store()
+            .put(&wh.path(&path), bytes.into())
+            .await
+            .map_err(DataError::store(format!("cannot write {path}")))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// A file's footer metadata, read back through object_store: the file's tail (more if
+/// the footer is larger), decoded.
+async fn read_back_metadata(wh: &Warehouse, file: &FileEntry) -> Result<ParquetMetaData, ParquetError> {
     let path = wh.path(&file.path);
     let size = file.bytes;
     let fetch = |from: u64| {
@@ -331,9 +432,7 @@ async fn read_back_schema(wh: &Warehouse, file: &FileEntry) -> Result<Schema, Pa
         }
         Err(e) => return Err(e),
     }
-    let metadata = reader.finish()?;
-    let file_metadata = metadata.file_metadata();
-    parquet_to_arrow_schema(file_metadata.schema_descr(), file_metadata.key_value_metadata())
+    reader.finish()
 }
 
 struct OpenFile {
@@ -988,12 +1087,13 @@ mod tests {
                 .await
                 .unwrap();
         let stricter = spec(schema(false), 10);
-        let err = verify_files(&wh, &written.files, &stricter, &stricter.schema).await.unwrap_err();
+        let footers = read_footers(&wh, &written.files, &stricter).await.unwrap();
+        let err = verify_files(&written.files, &footers, &stricter, &stricter.schema).unwrap_err();
         assert_eq!(
             err.to_string(),
             "product `p`: p/builds/r/part-00000-00000.parquet breaks the declared columns:\n  - v: nullable where NOT NULL was promised"
         );
         let lenient = spec(schema(true), 10);
-        verify_files(&wh, &written.files, &lenient, &lenient.schema).await.unwrap();
+        verify_files(&written.files, &footers, &lenient, &lenient.schema).unwrap();
     }
 }

@@ -812,39 +812,6 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
     Ok(BuildReport { summary, problems: session.problems })
 }
 
-/// Applies a product's Parquet write options (validated by the compiler; a value that no
-/// longer parses is left at the session's default).
-fn write_properties(
-    mut builder: datafusion::parquet::file::properties::WriterPropertiesBuilder,
-    options: &std::collections::BTreeMap<String, String>,
-) -> datafusion::parquet::file::properties::WriterPropertiesBuilder {
-    use datafusion::parquet::file::properties::EnabledStatistics;
-    use datafusion::parquet::schema::types::ColumnPath;
-    for (key, value) in options {
-        builder = match key.as_str() {
-            "compression" => match value.parse() {
-                Ok(codec) => builder.set_compression(codec),
-                Err(_) => builder,
-            },
-            "max_rows_per_row_group" => match value.parse::<usize>() {
-                Ok(n) if n > 0 => builder.set_max_row_group_row_count(Some(n)),
-                _ => builder,
-            },
-            "bloom_filter_columns" => value
-                .split(',')
-                .fold(builder, |b, column| b.set_column_bloom_filter_enabled(ColumnPath::from(column.trim()), true)),
-            "dictionary" => builder.set_dictionary_enabled(value == "true"),
-            "statistics" => builder.set_statistics_enabled(match value.as_str() {
-                "none" => EnabledStatistics::None,
-                "chunk" => EnabledStatistics::Chunk,
-                _ => EnabledStatistics::Page,
-            }),
-            _ => builder,
-        };
-    }
-    builder
-}
-
 /// Writes a run's events as they arrive: everything queued at once becomes one part; when
 /// the queue closes, the parts are joined into `events.jsonl`. Returns the first error.
 async fn write_events(
@@ -1175,7 +1142,7 @@ pub(crate) async fn execute_into(
         schema: Arc::clone(&product.schema),
         schema_fp: product.schema_fp.clone(),
         max_rows_per_file: product.max_rows_per_file,
-        properties: writer_properties(substrate, &product.write_options)?,
+        properties: writer_properties(substrate, &product.write_options, &product.schema)?,
         ordering_tier: tier,
         // Every product: its declared contract, or the planned schema it promised downstream.
         verify_contract: true,
@@ -1198,6 +1165,7 @@ pub(crate) async fn execute_into(
 fn writer_properties(
     substrate: &Substrate,
     options: &std::collections::BTreeMap<String, String>,
+    schema: &datafusion::arrow::datatypes::Schema,
 ) -> Result<datafusion::parquet::file::properties::WriterProperties, KilnError> {
     // The Arrow writer embeds ARROW:schema itself; DataFusion's properties builder must not
     // insist on finding it in the key-value metadata.
@@ -1207,7 +1175,10 @@ fn writer_properties(
     let builder = WriterPropertiesBuilder::try_from(&parquet).map_err(|e| {
         KilnError::Data(kiln_data::DataError::Execution { context: "parquet writer settings".into(), source: e })
     })?;
-    Ok(write_properties(builder.set_created_by("kiln".into()), options).build())
+    // Checked when the product compiled: an error here means the options changed since.
+    let builder = kiln_data::write_options::apply(builder.set_created_by("kiln".into()), options, schema)
+        .map_err(|(_, message)| KilnError::Usage(message))?;
+    Ok(builder.build())
 }
 
 /// Writes records set aside by sources into a new (uncommitted) build of
@@ -1229,7 +1200,7 @@ pub(crate) async fn write_rejects(
         schema_fp: kiln_contracts::schema_fingerprint(&schema),
         schema: Arc::clone(&schema),
         max_rows_per_file: product.max_rows_per_file,
-        properties: writer_properties(substrate, &Default::default())?,
+        properties: writer_properties(substrate, &Default::default(), &schema)?,
         ordering_tier: 2,
         verify_contract: true,
         sort_keys: Vec::new(),

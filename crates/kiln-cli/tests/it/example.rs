@@ -768,23 +768,35 @@ fn write_options_reach_the_files() {
             (
                 "models.sql",
                 "CREATE SOURCE t (a BIGINT NOT NULL, b VARCHAR) WITH (connector = 'files', path = 'data/', format = 'csv');
-                 CREATE PRODUCT p ORDER BY (a) WITH (compression = 'snappy', max_rows_per_row_group = 100,
-                   bloom_filter_columns = 'a', statistics = 'chunk') AS SELECT a, b FROM t;",
+                 CREATE PRODUCT p ORDER BY (a) WITH (compression = 'snappy; b: zstd(5)', max_rows_per_row_group = 100,
+                   bloom_filter_columns = 'a', statistics = 'chunk; b: none', dictionary = 'a: false',
+                   basename_template = 'data-{build_id}-{partition}-{seq}') AS SELECT a, b FROM t;",
             ),
         ],
     );
     let (code, out, err) = kiln(&["build", "."], tmp.path());
     assert_eq!(code, 0, "{out}{err}");
     let manifest = crate::current_manifest(tmp.path(), "p");
-    assert_eq!(manifest["write_options"]["compression"], "snappy");
-    let path = tmp.path().join("warehouse").join(manifest["files"][0]["path"].as_str().unwrap());
+    assert_eq!(manifest["write_options"]["compression"], "snappy; b: zstd(5)");
+    let file = manifest["files"][0]["path"].as_str().unwrap();
+    let build_id = manifest["build_id"].as_str().unwrap();
+    assert!(file.ends_with(&format!("/data-{build_id}-00000-00000.parquet")), "{file}");
+    let path = tmp.path().join("warehouse").join(file);
     let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
     let meta = reader.metadata();
     assert_eq!(meta.num_row_groups(), 5, "450 rows in row groups of 100");
     let group = meta.row_group(0);
     assert_eq!(group.column(0).compression().to_string(), "SNAPPY");
+    // (Footers record the codec, not its level.)
+    assert!(group.column(1).compression().to_string().starts_with("ZSTD"));
     assert!(group.column(0).bloom_filter_offset().is_some(), "a has a bloom filter");
     assert!(group.column(1).bloom_filter_offset().is_none(), "b has none");
+    assert!(group.column(0).statistics().is_some(), "a has chunk statistics");
+    assert!(group.column(1).statistics().is_none(), "b has none");
+    assert!(group.column(0).column_index_offset().is_none(), "chunk statistics write no page index");
+    let encodings = |c: usize| format!("{:?}", group.column(c).encodings().collect::<Vec<_>>());
+    assert!(!encodings(0).contains("DICTIONARY"), "a is not dictionary-encoded: {}", encodings(0));
+    assert!(encodings(1).contains("DICTIONARY"), "b is: {}", encodings(1));
 
     std::fs::write(
         tmp.path().join("models.sql"),

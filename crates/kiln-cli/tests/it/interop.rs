@@ -64,7 +64,7 @@ fn pyarrow_and_duckdb_read_kiln_datasets() {
                    FROM t GROUP BY g;
                  CREATE PRODUCT exploded ORDER BY (a, idx) AS
                    SELECT n.a, idx, item['s'] AS s FROM nested n CROSS JOIN UNNEST(n.items) WITH OFFSET AS i(item, idx);
-                 CREATE PRODUCT by_group PARTITIONED BY (g, s) AS SELECT a, g, s, price FROM t;",
+                 CREATE PRODUCT by_group PARTITIONED BY (g, s) WITH (metadata_sidecars = 'true') AS SELECT a, g, s, price FROM t;",
             ),
         ],
     );
@@ -132,14 +132,18 @@ fn pyarrow_and_duckdb_read_kiln_datasets() {
     let build_dir = tmp.path().join("warehouse").join(manifest["build_dir"].as_str().unwrap());
     let hive = r#"
 import json, sys
-import duckdb, pyarrow.dataset as ds
+import duckdb, pyarrow.dataset as ds, pyarrow.parquet as pq
 d = sys.argv[1]
 t = ds.dataset(d, format="parquet", partitioning="hive").to_table()
 con = duckdb.connect()
 q = f"FROM read_parquet('{d}/**/*.parquet', hive_partitioning = true)"
+meta = pq.read_metadata(f"{d}/_metadata")
+via_meta = ds.parquet_dataset(f"{d}/_metadata", partitioning="hive").to_table()
 print(json.dumps({
     "pyarrow": [t.num_rows, sum(t.column("a").to_pylist()), sum(t.column("g").to_pylist()), t.column("s").null_count],
     "duckdb": list(con.execute(f"SELECT count(*), sum(a), sum(CAST(g AS BIGINT)), count(*) - count(s) {q}").fetchone()),
+    "metadata": [meta.num_rows, meta.num_row_groups, pq.read_schema(f"{d}/_common_metadata").names],
+    "parquet_dataset": [via_meta.num_rows, sum(via_meta.column("a").to_pylist()), sum(via_meta.column("g").to_pylist())],
 }))
 "#;
     let out = Command::new(&python).args(["-c", hive, build_dir.to_str().unwrap()]).output().unwrap();
@@ -155,6 +159,16 @@ print(json.dumps({
     assert_eq!(kiln_side, [3000, 3000 * 2999 / 2, 6000, 300]);
     assert_eq!(peers_hive["pyarrow"], serde_json::json!(kiln_side));
     assert_eq!(peers_hive["duckdb"], serde_json::json!(kiln_side));
+    // The sidecars: `_metadata` lists every row group of the build's files (PyArrow opens
+    // the dataset from it alone), `_common_metadata` the files' schema.
+    let row_groups: u64 = manifest["files"].as_array().unwrap().iter().map(|f| f["row_groups"].as_u64().unwrap()).sum();
+    assert_eq!(peers_hive["metadata"], serde_json::json!([3000, row_groups, ["a", "price"]]));
+    assert_eq!(peers_hive["parquet_dataset"], serde_json::json!(kiln_side[..3]));
+    let dir = manifest["build_dir"].as_str().unwrap();
+    assert_eq!(
+        manifest["sidecars"],
+        serde_json::json!([format!("{dir}/_common_metadata"), format!("{dir}/_metadata")])
+    );
 
     // Hand-computed: s is NULL for every tenth row of t (an empty CSV field), 300 of 3000.
     assert_eq!(peers["flat"]["pyarrow_nulls"]["s"], 300);
