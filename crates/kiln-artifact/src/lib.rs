@@ -31,7 +31,7 @@ pub use plan::{
     ExplainReport, GcReport, Lineage, OperatorMetrics, ParseCache, ParsedRef, ParsedStatement, PlanDiff, PlanItem,
     PlanNode, PlanReport, ProductDiff, ProductPlan, ProductShape, Reason, RollbackReport, TelemetryEvent,
 };
-pub use run::{Action, ProductRun, RunSummary};
+pub use run::{Action, ProductRun, RunSummary, SchemaPromotion};
 pub use store::ArtifactStore;
 
 /// The one error type of this crate.

@@ -51,6 +51,21 @@ pub struct RunSummary {
     pub errors: Vec<String>,
     pub products: Vec<ProductRun>,
     pub seconds: f64,
+    /// Source columns read with a wider type than declared (`schema_evolution =
+    /// 'permissive'`): the schema the run actually read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotions: Vec<SchemaPromotion>,
+}
+
+/// A declared source column the files hold with a wider type, read as that type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaPromotion {
+    pub source: String,
+    pub column: String,
+    pub declared: String,
+    pub promoted: String,
+    /// A file holding the wider type.
+    pub file: String,
 }
 
 impl RunSummary {

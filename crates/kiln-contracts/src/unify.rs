@@ -58,7 +58,7 @@ pub fn unify(inputs: &[(&str, &Schema)], mode: UnifyMode) -> Result<Schema, Box<
                             second_file: (*file).to_owned(),
                             second_type: field.data_type().to_string(),
                             hint: if mode == UnifyMode::Strict {
-                                " (schema_evolution = 'strict')"
+                                " (schema_evolution = 'strict'; 'permissive' unifies widenings)"
                             } else {
                                 " (no common type)"
                             },
@@ -209,7 +209,7 @@ mod tests {
         let err = unify(&[("a.parquet", &a), ("b.parquet", &b)], UnifyMode::Strict).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "column `x`: a.parquet has Int32, b.parquet has Int64 (schema_evolution = 'strict')"
+            "column `x`: a.parquet has Int32, b.parquet has Int64 (schema_evolution = 'strict'; 'permissive' unifies widenings)"
         );
     }
 

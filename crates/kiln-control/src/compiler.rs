@@ -415,16 +415,13 @@ impl Substrate {
             }
             Some((v, at)) => return Err(option_error(at, format!("on_error = '{v}' (valid: 'fail', 'reject')"))),
         };
-        for (key, allowed) in [("schema_evolution", "strict")] {
-            if let Some((value, at)) = def.options.get(key)
-                && value != allowed
-            {
-                return Err(option_error(
-                    at,
-                    format!("{key} = '{value}' is not supported by this version (supported: '{allowed}')"),
-                ));
+        let evolution = match def.options.get("schema_evolution") {
+            None | Some(("strict", _)) => EvolutionPolicy::Strict,
+            Some(("permissive", _)) => EvolutionPolicy::Evolve,
+            Some((v, at)) => {
+                return Err(option_error(at, format!("schema_evolution = '{v}' (valid: 'strict', 'permissive')")));
             }
-        }
+        };
         let schema = columns_schema(&def.columns, &def.at)?;
         // Hive partition columns of the files' directories: declared last, in order.
         let partition_by: Vec<String> = match def.options.get("partitioned_by") {
@@ -453,12 +450,21 @@ impl Substrate {
                 format!("on_error = 'reject' reads scalar columns; `{}` is {}", nested.name(), nested.data_type()),
             ));
         }
-        if reject && !partition_by.is_empty() {
-            let at = def.options.get("on_error").map_or(&def.at, |(_, at)| at);
-            return Err(option_error(at, "on_error = 'reject' does not read partitioned sources yet".into()));
-        }
-        let source =
-            FileSource { name: def.name.clone(), path: self.root.join(path), format, schema, partition_by, reject };
+        let mut source = FileSource {
+            name: def.name.clone(),
+            path: self.root.join(path),
+            format,
+            schema,
+            partition_by,
+            reject,
+            evolution,
+            promotions: Vec::new(),
+        };
+        source.reconcile().map_err(|e| ControlError::Source {
+            at: def.at.clone(),
+            source_name: def.name.clone(),
+            message: e.to_string(),
+        })?;
         let table = source.table()?;
         self.sources.insert(def.name.clone());
         self.ctx

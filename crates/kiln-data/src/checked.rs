@@ -59,13 +59,22 @@ pub enum CheckedFormat {
     Json,
 }
 
+/// One file of a checked source, with the values of its Hive partition directories (the
+/// schema's last columns; NULL for `__HIVE_DEFAULT_PARTITION__`). They are read like a
+/// record's fields: a value that does not parse as its column's type rejects the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedFile {
+    pub path: PathBuf,
+    pub partition: Vec<Option<String>>,
+}
+
 /// A CSV or NDJSON source read with rejection (see the module docs).
 #[derive(Debug)]
 pub struct CheckedCsvTable {
     pub name: String,
     pub schema: SchemaRef,
     /// The source's files, in a stable order.
-    pub files: Vec<PathBuf>,
+    pub files: Vec<CheckedFile>,
     pub format: CheckedFormat,
 }
 
@@ -101,7 +110,7 @@ impl TableProvider for CheckedCsvTable {
 pub struct CheckedScanExec {
     name: String,
     schema: SchemaRef,
-    files: Vec<PathBuf>,
+    files: Vec<CheckedFile>,
     format: CheckedFormat,
     projection: Option<Vec<usize>>,
     output: SchemaRef,
@@ -113,7 +122,7 @@ impl CheckedScanExec {
     fn new(
         name: String,
         schema: SchemaRef,
-        files: Vec<PathBuf>,
+        files: Vec<CheckedFile>,
         format: CheckedFormat,
         projection: Option<Vec<usize>>,
     ) -> DfResult<Self> {
@@ -238,13 +247,14 @@ struct Pending {
 }
 
 impl Reader {
-    fn read_file(&self, file: &PathBuf) -> DfResult<Vec<RecordBatch>> {
-        let bytes = std::fs::read(file).map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let shown = file.display().to_string();
+    fn read_file(&self, file: &CheckedFile) -> DfResult<Vec<RecordBatch>> {
+        let bytes = std::fs::read(&file.path).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let shown = file.path.display().to_string();
+        let partition = file.partition.as_slice();
         if self.format == CheckedFormat::Json {
-            return self.read_json(&bytes, &shown);
+            return self.read_json(&bytes, &shown, partition);
         }
-        let width = self.schema.fields().len();
+        let width = self.schema.fields().len() - partition.len();
         let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(bytes.as_slice());
         let mut out = Vec::new();
         let mut pending = self.pending();
@@ -279,6 +289,9 @@ impl Reader {
                     Err(_) => builder.append_null(),
                 }
             }
+            for (builder, value) in pending.fields[width..].iter_mut().zip(partition) {
+                builder.append_option(value.as_deref());
+            }
             pending.raw.push((line, raw));
             if pending.raw.len() >= self.batch_size {
                 out.extend(self.finish(std::mem::replace(&mut pending, self.pending()), &shown)?);
@@ -289,20 +302,23 @@ impl Reader {
     }
 
     /// NDJSON: one object per non-empty line; scalar values as text, nested ones rejected.
-    fn read_json(&self, bytes: &[u8], shown: &str) -> DfResult<Vec<RecordBatch>> {
+    fn read_json(&self, bytes: &[u8], shown: &str, partition: &[Option<String>]) -> DfResult<Vec<RecordBatch>> {
         let lines = bytes.split(|b| *b == b'\n').enumerate().filter_map(|(k, line)| {
             let raw = String::from_utf8_lossy(line).trim_end_matches('\r').to_owned();
             (!raw.trim().is_empty()).then_some((k as u64 + 1, raw))
         });
-        self.json_records(lines, shown)
+        self.json_records(lines, shown, partition)
     }
 
-    /// JSON object records, each with its line (or position) in `shown`.
+    /// JSON object records, each with its line (or position) in `shown`; the schema's last
+    /// columns take `partition`'s values.
     fn json_records(
         &self,
         records: impl IntoIterator<Item = (u64, String)>,
         shown: &str,
+        partition: &[Option<String>],
     ) -> DfResult<Vec<RecordBatch>> {
+        let width = self.schema.fields().len() - partition.len();
         let mut out = Vec::new();
         let mut pending = self.pending();
         for (line_no, raw) in records {
@@ -319,7 +335,7 @@ impl Reader {
             };
             let mut values: Vec<Option<String>> = Vec::with_capacity(self.schema.fields().len());
             let mut nested = None;
-            for field in self.schema.fields() {
+            for field in &self.schema.fields()[..width] {
                 values.push(match object.get(field.name()) {
                     None | Some(serde_json::Value::Null) => None,
                     Some(serde_json::Value::String(s)) => Some(s.clone()),
@@ -334,6 +350,7 @@ impl Reader {
                 self.reject(shown, line_no, raw, format!("column `{column}`: expected a scalar, found nested JSON"));
                 continue;
             }
+            values.extend(partition.iter().cloned());
             for (builder, value) in pending.fields.iter_mut().zip(values) {
                 builder.append_option(value);
             }
@@ -423,7 +440,7 @@ pub fn parse_json_records(
         rejects: Arc::default(),
         batch_size: batch_size.max(1),
     };
-    let batches = reader.json_records(records, origin)?;
+    let batches = reader.json_records(records, origin, &[])?;
     let rejects = reader.rejects.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
     Ok((batches, rejects))
 }

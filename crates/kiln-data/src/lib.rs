@@ -40,7 +40,7 @@ pub use explode_exec::{ExplodeExec, ExplodeMode};
 pub use ingest::{HttpFormat, HttpSource, MicroBatch, MicroBatchSource, MicroBatchTable, Pagination};
 pub use kafka::KafkaSource;
 pub use product_table::ProductTable;
-pub use source::{FileFormat, FileSource};
+pub use source::{FileFormat, FileSource, Promotion};
 pub use warehouse::Warehouse;
 pub use writer::{
     DEFAULT_BASENAME, ExistingData, WriteProgress, WriteSpec, check_basename, merge_existing, write_dataset,

@@ -4,7 +4,7 @@
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
@@ -56,6 +56,32 @@ pub struct FileSource {
     /// `on_error = 'reject'` (CSV, NDJSON): malformed records go to the reading product's
     /// `<product>__rejected` dataset instead of failing it (crate::checked).
     pub reject: bool,
+    /// How Parquet files whose columns differ from the declared ones are read
+    /// ([`FileSource::reconcile`]).
+    pub evolution: kiln_contracts::EvolutionPolicy,
+    /// Declared columns [`FileSource::reconcile`] read with a wider type.
+    pub promotions: Vec<Promotion>,
+}
+
+/// What [`FileSource::reconcile`] changed: a declared column read with the wider type the
+/// files hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promotion {
+    pub column: String,
+    pub declared: String,
+    pub promoted: String,
+    /// A file holding the wider type.
+    pub file: String,
+}
+
+impl std::fmt::Display for Promotion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "column `{}` declared {} is read as {} ({} holds it)",
+            self.column, self.declared, self.promoted, self.file
+        )
+    }
 }
 
 impl FileSource {
@@ -67,8 +93,18 @@ impl FileSource {
             entries.sort();
             let files = entries
                 .into_iter()
-                .map(|(rel, _, _)| if rel.is_empty() { self.path.clone() } else { self.path.join(rel) })
-                .collect();
+                .map(|(rel, _, _)| {
+                    let partition = hive_values(&rel, &self.partition_by).ok_or_else(|| DataError::Source {
+                        name: self.name.clone(),
+                        message: format!(
+                            "{rel} is not under `{}=<value>/` directories (partitioned_by)",
+                            self.partition_by.join("=<value>/")
+                        ),
+                    })?;
+                    let path = if rel.is_empty() { self.path.clone() } else { self.path.join(rel) };
+                    Ok(crate::checked::CheckedFile { path, partition })
+                })
+                .collect::<Result<Vec<_>>>()?;
             let format = match self.format {
                 FileFormat::Json => crate::checked::CheckedFormat::Json,
                 _ => crate::checked::CheckedFormat::Csv,
@@ -103,6 +139,98 @@ impl FileSource {
         Ok(Arc::new(table))
     }
 
+    /// Checks a Parquet source's files (their footers) against the declared columns, by
+    /// `schema_evolution`; records the promotions made to `schema` (permissive only) in
+    /// `promotions`. A source without files yet passes (its data version reports that).
+    ///
+    /// - `strict` (default): every file has every declared column, with the declared type
+    ///   (up to string and binary encodings). Any other difference is an error naming the
+    ///   file and the column. Extra columns in files are not read.
+    /// - `permissive`: a file may lack a nullable declared column (read as NULL) or hold a
+    ///   narrower type that widens without loss to the declared one (kiln_contracts'
+    ///   lattice: Int32 → Int64, Float32 → Float64, Date → Timestamp, ...); when the files
+    ///   hold a wider type than declared, the column is promoted to the type the files
+    ///   unify to (`kiln_contracts::unify`), and products see that type. Types with no
+    ///   common widening, and a NOT NULL column missing from a file, are errors.
+    ///
+    /// CSV and JSON files carry no types; they are read with the declared schema.
+    pub fn reconcile(&mut self) -> Result<()> {
+        use kiln_contracts::EvolutionPolicy;
+        use kiln_contracts::compat::{is_safe_widening, same_logical_type};
+        use kiln_contracts::unify::{UnifyMode, unify};
+        if self.format != FileFormat::Parquet || !self.path.exists() {
+            return Ok(());
+        }
+        let fail = |message: String| DataError::Source { name: self.name.clone(), message };
+        let mut entries = Vec::new();
+        list_files(&self.path, &self.path, self.format.extension(), &mut entries)?;
+        entries.sort();
+        let mut files: Vec<(String, Schema)> = Vec::with_capacity(entries.len());
+        for (rel, _, _) in entries {
+            let path = if rel.is_empty() { self.path.clone() } else { self.path.join(&rel) };
+            let shown = if rel.is_empty() { self.path.display().to_string() } else { rel };
+            let file = std::fs::File::open(&path).map_err(DataError::io(format!("cannot read {}", path.display())))?;
+            let metadata = datafusion::parquet::file::metadata::ParquetMetaDataReader::new()
+                .parse_and_finish(&file)
+                .map_err(|e| fail(format!("{shown}: not a readable Parquet file: {e}")))?;
+            let meta = metadata.file_metadata();
+            let schema =
+                datafusion::parquet::arrow::parquet_to_arrow_schema(meta.schema_descr(), meta.key_value_metadata())
+                    .map_err(|e| fail(format!("{shown}: {e}")))?;
+            files.push((shown, schema));
+        }
+        let mode = match self.evolution {
+            EvolutionPolicy::Strict => UnifyMode::Strict,
+            _ => UnifyMode::Permissive,
+        };
+        let inputs: Vec<(&str, &Schema)> = files.iter().map(|(f, s)| (f.as_str(), s)).collect();
+        let unified = unify(&inputs, mode).map_err(|e| fail(e.to_string()))?;
+        let strict = mode == UnifyMode::Strict;
+        let in_files = self.schema.fields().len() - self.partition_by.len();
+        let mut fields: Vec<Field> = self.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut promotions = Vec::new();
+        for field in fields.iter_mut().take(in_files) {
+            let name = field.name().clone();
+            let missing = files.iter().find(|(_, s)| s.field_with_name(&name).is_err());
+            if let Some((file, _)) = missing
+                && (strict || !field.is_nullable())
+            {
+                let why = if strict { "schema_evolution = 'strict'" } else { "it is declared NOT NULL" };
+                return Err(fail(format!("{file} has no column `{name}` ({why})")));
+            }
+            let Ok(found) = unified.field_with_name(&name) else { continue };
+            let (found, declared) = (found.data_type(), field.data_type().clone());
+            let holder = |t: &DataType| {
+                files
+                    .iter()
+                    .find(|(_, s)| s.field_with_name(&name).is_ok_and(|f| !same_logical_type(f.data_type(), t)))
+                    .or_else(|| files.iter().find(|(_, s)| s.field_with_name(&name).is_ok()))
+                    .map_or(String::new(), |(f, _)| f.clone())
+            };
+            if same_logical_type(found, &declared) || (!strict && is_safe_widening(found, &declared)) {
+                continue;
+            }
+            if !strict && is_safe_widening(&declared, found) {
+                let file = holder(&declared);
+                promotions.push(Promotion {
+                    column: name.clone(),
+                    declared: declared.to_string(),
+                    promoted: found.to_string(),
+                    file,
+                });
+                *field = field.clone().with_data_type(found.clone());
+                continue;
+            }
+            let hint = if strict { "; schema_evolution = 'permissive' reads lossless widenings" } else { "" };
+            return Err(fail(format!("{}: column `{name}` is {found}, declared {declared}{hint}", holder(&declared))));
+        }
+        if !promotions.is_empty() {
+            self.schema = Arc::new(Schema::new_with_metadata(fields, self.schema.metadata().clone()));
+        }
+        self.promotions = promotions;
+        Ok(())
+    }
+
     /// The data version: sha256 over the sorted listing (relative path, size, modification
     /// time in ns). Any added, removed, rewritten or touched file changes it.
     pub fn data_version(&self) -> Result<String> {
@@ -124,6 +252,50 @@ impl FileSource {
         }
         Ok(kiln_contracts::fingerprint::hex(&h.finalize()))
     }
+}
+
+/// The Hive partition values of a file at `rel` (its directories `col=value`, in the
+/// order of `columns`, Hive-unescaped; `__HIVE_DEFAULT_PARTITION__` is NULL). `None` when
+/// the directories do not match.
+fn hive_values(rel: &str, columns: &[String]) -> Option<Vec<Option<String>>> {
+    let dirs: Vec<&str> = rel.split('/').collect();
+    let dirs = &dirs[..dirs.len().saturating_sub(1)];
+    if dirs.len() < columns.len() {
+        return (columns.is_empty()).then(Vec::new);
+    }
+    let dirs = &dirs[dirs.len() - columns.len()..];
+    columns
+        .iter()
+        .zip(dirs)
+        .map(|(column, dir)| {
+            let value = dir.strip_prefix(column.as_str())?.strip_prefix('=')?;
+            Some(if value == "__HIVE_DEFAULT_PARTITION__" { None } else { Some(unescape(value)) })
+        })
+        .collect()
+}
+
+/// Undoes Hive's `%XX` escaping of directory values.
+fn unescape(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut k = 0;
+    while k < bytes.len() {
+        let hex = bytes
+            .get(k + 1..k + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[k], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                k += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                k += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn list_files(root: &FsPath, dir: &FsPath, ext: &str, out: &mut Vec<(String, u64, u128)>) -> Result<()> {

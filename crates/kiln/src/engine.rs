@@ -120,6 +120,8 @@ pub(crate) struct Session {
     pub(crate) compile_seconds: HashMap<usize, f64>,
     /// Node -> why it cannot be built.
     pub(crate) failed: HashMap<usize, String>,
+    /// Source columns read with a wider type than declared (permissive evolution).
+    pub(crate) promotions: Vec<kiln_artifact::SchemaPromotion>,
 }
 
 /// What a session needs beyond compiling.
@@ -200,8 +202,17 @@ impl Session {
             content: HashMap::new(),
             compile_seconds: HashMap::new(),
             failed: HashMap::new(),
+            promotions: Vec::new(),
         };
         session.compile_all(need).await;
+        if need == Need::Data {
+            for p in &session.promotions {
+                observer.event(Event::Warning(format!(
+                    "source `{}`: column `{}` declared {} is read as {}, the type {} holds (schema_evolution = 'permissive')",
+                    p.source, p.column, p.declared, p.promoted, p.file
+                )));
+            }
+        }
         if need != Need::Plans {
             session.bind_unselected().await?;
         }
@@ -299,6 +310,15 @@ impl Session {
             let result: Result<(), String> = match statement {
                 Statement::Source(def) => match self.substrate.register_source(def) {
                     Ok(source) => {
+                        if let kiln_control::CompiledSource::Files(f) = &source {
+                            self.promotions.extend(f.promotions.iter().map(|p| kiln_artifact::SchemaPromotion {
+                                source: f.name.clone(),
+                                column: p.column.clone(),
+                                declared: p.declared.clone(),
+                                promoted: p.promoted.clone(),
+                                file: p.file.clone(),
+                            }));
+                        }
                         schema_fps.insert(i, kiln_contracts::schema_fingerprint(source.schema()));
                         match source.data_version() {
                             _ if need == Need::Plans => Ok(()),
@@ -798,6 +818,7 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
         errors: session.problems.iter().map(ToString::to_string).collect(),
         products: runs,
         seconds: started.elapsed().as_secs_f64(),
+        promotions: session.promotions.clone(),
     };
     drop(events);
     match writer.await {

@@ -228,3 +228,165 @@ fn rejected_json_records_are_kept_with_their_reason() {
     assert_eq!(rows[3], "| 6 | column `a`: cannot read `four` as Int64 |");
     assert_eq!(rows[4], "| 7 | column `a` is NOT NULL but the field is empty |");
 }
+
+/// Rejection in a Hive-partitioned source: directory values are read like fields (NULL
+/// for the default partition; a value that does not parse rejects the file's records).
+#[test]
+fn rejected_records_of_partitioned_sources() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_files(
+        tmp.path(),
+        &[
+            TOML,
+            (
+                "data/year=2024/region=EU/a.csv",
+                "id,v
+1,1.5
+2,oops
+3,2.5
+",
+            ),
+            (
+                "data/year=2024/region=North%2FSouth/b.csv",
+                "id,v
+4,1.0
+",
+            ),
+            (
+                "data/year=2025/region=__HIVE_DEFAULT_PARTITION__/c.csv",
+                "id,v
+5,3.0
+,4.0
+",
+            ),
+            (
+                "data/year=20x5/region=EU/d.csv",
+                "id,v
+7,1.0
+",
+            ),
+            (
+                "models.sql",
+                "CREATE SOURCE t (id BIGINT NOT NULL, v DOUBLE, year INT, region VARCHAR)
+                   WITH (path = 'data/', format = 'csv', on_error = 'reject', partitioned_by = 'year, region');
+                 CREATE PRODUCT p ORDER BY (id) AS SELECT id, v, year, region FROM t;",
+            ),
+        ],
+    );
+    let (code, out, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = kiln(&["query", "SELECT id, v, year, region FROM p", "--format", "csv"], tmp.path());
+    assert_eq!(
+        out,
+        "id,v,year,region
+1,1.5,2024,EU
+3,2.5,2024,EU
+4,1.0,2024,North/South
+5,3.0,2025,
+"
+    );
+    let manifest = current_manifest(tmp.path(), "p__rejected");
+    let rows = read_rows(manifest_files(tmp.path(), &manifest), &["line", "reason"], "reason");
+    assert_eq!(
+        rows,
+        [
+            "| 3 | column `id` is NOT NULL but the field is empty |",
+            "| 3 | column `v`: cannot read `oops` as Float64 |",
+            "| 2 | column `year`: cannot read `20x5` as Int32 |",
+        ]
+    );
+    assert_eq!(current_manifest(tmp.path(), "p")["totals"]["rows_rejected"], 3);
+}
+
+/// Writes a Parquet file of `columns` (name, values; `None` is NULL) with the given types.
+fn parquet_file(path: &std::path::Path, columns: Vec<(&str, datafusion::arrow::array::ArrayRef)>) {
+    use datafusion::arrow::array::RecordBatch;
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut w =
+        datafusion::parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None)
+            .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+/// Parquet sources whose files differ from the declared columns: `strict` names the file
+/// and column; `permissive` reads lossless widenings and missing nullable columns, and
+/// promotes a column the files hold wider than declared (recorded in the run summary).
+#[test]
+fn parquet_sources_evolve_by_policy() {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, StringArray};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let i32s = |v: Vec<i32>| Arc::new(Int32Array::from(v)) as ArrayRef;
+    let i64s = |v: Vec<i64>| Arc::new(Int64Array::from(v)) as ArrayRef;
+    let strs = |v: Vec<&str>| Arc::new(StringArray::from(v)) as ArrayRef;
+    parquet_file(&dir.join("data/1.parquet"), vec![("a", i32s(vec![1, 2])), ("b", strs(vec!["x", "y"]))]);
+    parquet_file(
+        &dir.join("data/2.parquet"),
+        vec![
+            ("a", i64s(vec![10, 20, 30])),
+            ("b", strs(vec!["z", "z", "w"])),
+            ("c", Arc::new(Float64Array::from(vec![0.5; 3]))),
+        ],
+    );
+    parquet_file(&dir.join("data/3.parquet"), vec![("a", i32s(vec![100]))]);
+    let project = |declared: &str, policy: &str| {
+        write_files(
+            dir,
+            &[
+                TOML,
+                (
+                    "models.sql",
+                    &format!(
+                        "CREATE SOURCE t ({declared}) WITH (path = 'data/', schema_evolution = '{policy}');\n\
+                         CREATE PRODUCT p AS SELECT sum(a) AS s, count(b) AS bs, arrow_typeof(max(a)) AS ty FROM t;\n"
+                    ),
+                ),
+            ],
+        )
+    };
+
+    project("a BIGINT NOT NULL, b VARCHAR", "strict");
+    let (code, _, err) = kiln(&["build", "."], dir);
+    assert_eq!(code, 1);
+    assert_eq!(
+        first_error_line(&err),
+        "error: models.sql:1:15: source `t`: column `a`: 1.parquet has Int32, 2.parquet has Int64 (schema_evolution = 'strict'; 'permissive' unifies widenings)"
+    );
+
+    project("a BIGINT NOT NULL, b VARCHAR", "permissive");
+    let (code, out, err) = kiln(&["build", "."], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    // a: 1 + 2 + 10 + 20 + 30 + 100; b is missing from 3.parquet (NULL) and c is not read.
+    assert_eq!(
+        read_rows(manifest_files(dir, &current_manifest(dir, "p")), &["s", "bs", "ty"], "s"),
+        ["| 163 | 5 | Int64 |"]
+    );
+
+    // Declared narrower than the files hold: promoted, with a warning and a record.
+    project("a INT NOT NULL, b VARCHAR", "permissive");
+    let (code, out, err) = kiln(&["build", "--json", "."], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("warning: source `t`: column `a` declared Int32 is read as Int64, the type 2.parquet holds"),
+        "{err}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        summary["promotions"],
+        serde_json::json!([{"source": "t", "column": "a", "declared": "Int32", "promoted": "Int64", "file": "2.parquet"}])
+    );
+    assert_eq!(read_rows(manifest_files(dir, &current_manifest(dir, "p")), &["s", "ty"], "s"), ["| 163 | Int64 |"]);
+
+    // A NOT NULL column missing from a file is an error under either policy.
+    project("a BIGINT NOT NULL, b VARCHAR NOT NULL", "permissive");
+    let (code, _, err) = kiln(&["build", "."], dir);
+    assert_eq!(code, 1);
+    assert_eq!(
+        first_error_line(&err),
+        "error: models.sql:1:15: source `t`: 3.parquet has no column `b` (it is declared NOT NULL)"
+    );
+}
