@@ -400,15 +400,15 @@ impl Substrate {
         let format = match def.options.get("format") {
             None => FileFormat::Parquet,
             Some((f, at)) => FileFormat::parse(f)
-                .ok_or_else(|| option_error(at, format!("format `{f}` (valid: parquet, csv, json)")))?,
+                .ok_or_else(|| option_error(at, format!("format `{f}` (valid: parquet, csv, json, arrow)")))?,
         };
         let reject = match def.options.get("on_error") {
             None | Some(("fail", _)) => false,
             Some(("reject", at)) => {
-                if format == FileFormat::Parquet {
+                if matches!(format, FileFormat::Parquet | FileFormat::Arrow) {
                     return Err(option_error(
                         at,
-                        "on_error = 'reject' is for csv and json sources (parquet files are typed)".into(),
+                        "on_error = 'reject' is for csv and json sources (parquet and arrow files are typed)".into(),
                     ));
                 }
                 true

@@ -1,4 +1,4 @@
-//! File sources: a directory (or file) of parquet, csv or ndjson files read with the
+//! File sources: a directory (or file) of parquet, csv, ndjson or Arrow IPC files read with the
 //! explicit schema of `CREATE SOURCE`, and the source's data version.
 
 use std::path::{Path as FsPath, PathBuf};
@@ -20,6 +20,8 @@ pub enum FileFormat {
     Parquet,
     Csv,
     Json,
+    /// Arrow IPC files (`.arrow`).
+    Arrow,
 }
 
 impl FileFormat {
@@ -28,6 +30,7 @@ impl FileFormat {
             "parquet" => Some(Self::Parquet),
             "csv" => Some(Self::Csv),
             "json" | "ndjson" => Some(Self::Json),
+            "arrow" | "ipc" => Some(Self::Arrow),
             _ => None,
         }
     }
@@ -37,6 +40,7 @@ impl FileFormat {
             Self::Parquet => ".parquet",
             Self::Csv => ".csv",
             Self::Json => ".json",
+            Self::Arrow => ".arrow",
         }
     }
 }
@@ -126,6 +130,7 @@ impl FileSource {
             FileFormat::Parquet => Arc::new(ParquetFormat::default()),
             FileFormat::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
             FileFormat::Json => Arc::new(JsonFormat::default()),
+            FileFormat::Arrow => Arc::new(datafusion::datasource::file_format::arrow::ArrowFormat),
         };
         let files = self.schema.fields().len() - self.partition_by.len().min(self.schema.fields().len());
         let file_schema = Arc::new(Schema::new(self.schema.fields()[..files].to_vec()));
@@ -158,7 +163,7 @@ impl FileSource {
         use kiln_contracts::EvolutionPolicy;
         use kiln_contracts::compat::{is_safe_widening, same_logical_type};
         use kiln_contracts::unify::{UnifyMode, unify};
-        if self.format != FileFormat::Parquet || !self.path.exists() {
+        if !matches!(self.format, FileFormat::Parquet | FileFormat::Arrow) || !self.path.exists() {
             return Ok(());
         }
         let fail = |message: String| DataError::Source { name: self.name.clone(), message };
@@ -170,17 +175,25 @@ impl FileSource {
             let path = if rel.is_empty() { self.path.clone() } else { self.path.join(&rel) };
             let shown = if rel.is_empty() { self.path.display().to_string() } else { rel };
             let file = std::fs::File::open(&path).map_err(DataError::io(format!("cannot read {}", path.display())))?;
-            let metadata = datafusion::parquet::file::metadata::ParquetMetaDataReader::new()
-                .parse_and_finish(&file)
-                .map_err(|e| fail(format!("{shown}: not a readable Parquet file: {e}")))?;
-            let meta = metadata.file_metadata();
-            let schema =
+            let schema = if self.format == FileFormat::Arrow {
+                datafusion::arrow::ipc::reader::FileReader::try_new(file, None)
+                    .map(|r| r.schema().as_ref().clone())
+                    .map_err(|e| fail(format!("{shown}: not a readable Arrow IPC file: {e}")))?
+            } else {
+                let metadata = datafusion::parquet::file::metadata::ParquetMetaDataReader::new()
+                    .parse_and_finish(&file)
+                    .map_err(|e| fail(format!("{shown}: not a readable Parquet file: {e}")))?;
+                let meta = metadata.file_metadata();
                 datafusion::parquet::arrow::parquet_to_arrow_schema(meta.schema_descr(), meta.key_value_metadata())
-                    .map_err(|e| fail(format!("{shown}: {e}")))?;
+                    .map_err(|e| fail(format!("{shown}: {e}")))?
+            };
             files.push((shown, schema));
         }
+        // DataFusion's Arrow IPC reader does not cast: such files are read strictly, in
+        // the string and binary encodings they hold.
         let mode = match self.evolution {
             EvolutionPolicy::Strict => UnifyMode::Strict,
+            _ if self.format == FileFormat::Arrow => UnifyMode::Strict,
             _ => UnifyMode::Permissive,
         };
         let inputs: Vec<(&str, &Schema)> = files.iter().map(|(f, s)| (f.as_str(), s)).collect();
@@ -207,7 +220,15 @@ impl FileSource {
                     .or_else(|| files.iter().find(|(_, s)| s.field_with_name(&name).is_ok()))
                     .map_or(String::new(), |(f, _)| f.clone())
             };
-            if same_logical_type(found, &declared) || (!strict && is_safe_widening(found, &declared)) {
+            if same_logical_type(found, &declared) {
+                // (Unification canonicalizes encodings; the reader needs the file's own.)
+                let held = files.iter().find_map(|(_, s)| s.field_with_name(&name).ok());
+                if let (FileFormat::Arrow, Some(held)) = (self.format, held) {
+                    *field = field.clone().with_data_type(held.data_type().clone());
+                }
+                continue;
+            }
+            if !strict && is_safe_widening(found, &declared) {
                 continue;
             }
             if !strict && is_safe_widening(&declared, found) {
@@ -224,7 +245,7 @@ impl FileSource {
             let hint = if strict { "; schema_evolution = 'permissive' reads lossless widenings" } else { "" };
             return Err(fail(format!("{}: column `{name}` is {found}, declared {declared}{hint}", holder(&declared))));
         }
-        if !promotions.is_empty() {
+        if !promotions.is_empty() || self.format == FileFormat::Arrow {
             self.schema = Arc::new(Schema::new_with_metadata(fields, self.schema.metadata().clone()));
         }
         self.promotions = promotions;

@@ -390,3 +390,40 @@ fn parquet_sources_evolve_by_policy() {
         "error: models.sql:1:15: source `t`: 3.parquet has no column `b` (it is declared NOT NULL)"
     );
 }
+
+/// Arrow IPC files are a source format too (typed, like Parquet).
+#[test]
+fn arrow_ipc_sources() {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    for (k, ids) in [(0, vec![1, 2, 3]), (1, vec![40, 50])] {
+        let batch = RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from(ids.clone())) as ArrayRef),
+            ("tag", Arc::new(StringArray::from(ids.iter().map(|i| format!("t{}", i % 2)).collect::<Vec<_>>()))),
+        ])
+        .unwrap();
+        let file = std::fs::File::create(dir.join(format!("data/{k}.arrow"))).unwrap();
+        let mut w = datafusion::arrow::ipc::writer::FileWriter::try_new(file, &batch.schema()).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+    }
+    write_files(
+        dir,
+        &[
+            TOML,
+            (
+                "models.sql",
+                "CREATE SOURCE t (id BIGINT NOT NULL, tag VARCHAR) WITH (path = 'data/', format = 'arrow');
+                 CREATE PRODUCT p ORDER BY (tag) AS SELECT tag, sum(id) AS s FROM t GROUP BY tag;",
+            ),
+        ],
+    );
+    let (code, out, err) = kiln(&["build", "."], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = kiln(&["query", "SELECT tag, s FROM p", "--format", "csv"], dir);
+    assert_eq!(out, "tag,s\nt0,92\nt1,4\n");
+}
