@@ -213,13 +213,28 @@ pub async fn write_dataset(
     let dir = spec.build_dir();
     let order = OrderCheck::keys(&spec)?;
     let target = Arc::new(Target::of(&spec)?);
+    // Without an order to keep, encoding is spread so that every core stays busy to the
+    // end: an unpartitioned stream is encoded by `lanes` writers (a stream that ends up
+    // with more rows than the others, as scans split files by bytes, not rows, then still
+    // keeps more than one core encoding; lane j of stream i takes its batches j, j +
+    // lanes, ...: deterministic); a partitioned product's rows are routed so that each
+    // directory has one writer fed by every stream (one file per directory until it
+    // rolls, as few dictionaries and row groups as the data allows). Which rows land in
+    // which file then depends on timing, which tier 1 allows.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let unordered = order.is_none() && spec.ordering_tier == 1;
+    let streams: Vec<SendableRecordBatchStream> = if unordered && !target.partition_cols.is_empty() {
+        route_by_key(streams, &spec, &target, 2 * cores)
+    } else {
+        let lanes = if unordered && streams.len() < 2 * cores { 2 } else { 1 };
+        streams.into_iter().flat_map(|stream| pipelined(stream, lanes)).collect()
+    };
     let tasks: Vec<_> = streams
         .into_iter()
         .enumerate()
         .map(|(i, stream)| {
             let (wh, spec, progress, dir) = (warehouse.clone(), Arc::clone(&spec), Arc::clone(&progress), dir.clone());
             let (order, target) = (order.clone(), Arc::clone(&target));
-            let stream = pipelined(stream);
             tokio::spawn(async move { write_partition(&wh, stream, i, &dir, &spec, &target, order, &progress).await })
         })
         .collect();
@@ -287,20 +302,95 @@ pub async fn write_dataset(
 /// batches while the writer encodes the current one.
 const PIPELINE_DEPTH: usize = 2;
 
-/// Runs `stream` on its own task, handing batches over through a channel of
-/// [`PIPELINE_DEPTH`], so computing and encoding overlap (memory: that many batches more).
-fn pipelined(mut stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
-    let schema = stream.schema();
-    let (tx, rx) = tokio::sync::mpsc::channel(PIPELINE_DEPTH);
-    tokio::spawn(async move {
-        while let Some(batch) = stream.next().await {
-            if tx.send(batch).await.is_err() {
-                break; // the writer stopped (an error); stop computing
+/// Tier 1 with `PARTITIONED BY`: one task per input stream groups each batch's rows by
+/// partition values and sends each group to the writer that owns its directory; a
+/// directory is owned by writer `k % writers` for the k-th directory seen. A batch that
+/// cannot be grouped (it breaks the contract) goes whole to writer 0, whose conform
+/// reports the error.
+fn route_by_key(
+    streams: Vec<SendableRecordBatchStream>,
+    spec: &Arc<WriteSpec>,
+    target: &Arc<Target>,
+    writers: usize,
+) -> Vec<SendableRecordBatchStream> {
+    type Batch = datafusion::error::Result<RecordBatch>;
+    let Some(schema) = streams.first().map(|s| s.schema()) else { return Vec::new() };
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..writers.max(1)).map(|_| tokio::sync::mpsc::channel::<Batch>(PIPELINE_DEPTH)).unzip();
+    let owners: Arc<std::sync::Mutex<HashMap<Vec<Option<String>>, usize>>> = Arc::default();
+    for mut stream in streams {
+        let (senders, owners, spec, target) =
+            (senders.clone(), Arc::clone(&owners), Arc::clone(spec), Arc::clone(target));
+        tokio::spawn(async move {
+            while let Some(batch) = stream.next().await {
+                let Ok(raw) = batch else {
+                    let _ = senders[0].send(batch).await;
+                    return;
+                };
+                let groups = conform(raw.clone(), &spec).and_then(|b| {
+                    group_rows(&b, &target)?
+                        .into_iter()
+                        .map(|(key, rows)| {
+                            let part = take_record_batch(&b, &rows).map_err(|e| DataError::Config(e.to_string()))?;
+                            Ok((key, part))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                });
+                let Ok(groups) = groups else {
+                    let _ = senders[0].send(Ok(raw)).await;
+                    return;
+                };
+                for (key, part) in groups {
+                    let owner = match owners.lock() {
+                        Ok(mut owners) => {
+                            let next = owners.len() % senders.len();
+                            *owners.entry(key).or_insert(next)
+                        }
+                        Err(_) => 0,
+                    };
+                    if senders[owner].send(Ok(part)).await.is_err() {
+                        return; // a writer stopped (an error)
+                    }
+                }
             }
+        });
+    }
+    drop(senders);
+    receivers
+        .into_iter()
+        .map(|rx| {
+            let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+            Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(Arc::clone(&schema), batches))
+                as SendableRecordBatchStream
+        })
+        .collect()
+}
+
+/// Runs `stream` on its own task, handing its batches round-robin to `lanes` streams
+/// through channels of [`PIPELINE_DEPTH`], so computing and encoding overlap (memory: that
+/// many batches more per lane). An error goes to the lane whose turn it is, and ends all.
+fn pipelined(mut stream: SendableRecordBatchStream, lanes: usize) -> Vec<SendableRecordBatchStream> {
+    let schema = stream.schema();
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..lanes.max(1)).map(|_| tokio::sync::mpsc::channel(PIPELINE_DEPTH)).unzip();
+    tokio::spawn(async move {
+        let mut k = 0;
+        while let Some(batch) = stream.next().await {
+            let failed = batch.is_err();
+            if senders[k % senders.len()].send(batch).await.is_err() || failed {
+                break; // a writer stopped (an error), or the plan failed: stop computing
+            }
+            k += 1;
         }
     });
-    let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, batches))
+    receivers
+        .into_iter()
+        .map(|rx| {
+            let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+            Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(Arc::clone(&schema), batches))
+                as SendableRecordBatchStream
+        })
+        .collect()
 }
 
 /// Every written file's footer, read back through object_store (what a reader sees).
@@ -1060,6 +1150,57 @@ mod tests {
         assert_eq!(hive_segment("c", Some("a/b=c%d:e")), "c=a%2Fb%3Dc%25d%3Ae");
         assert_eq!(hive_segment("c", Some("United States")), "c=United States");
         assert_eq!(hive_segment("c", None), "c=__HIVE_DEFAULT_PARTITION__");
+    }
+
+    /// Tier 1: a partitioned product's directories each get one writer fed by every input
+    /// stream (one file per key here), an unpartitioned stream is split over lanes, and
+    /// every row is accounted for either way; a contract break still names the column.
+    #[tokio::test]
+    async fn tier_one_spreads_encoding_and_keeps_every_row() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, false),
+            Field::new("g", DataType::Int64, true),
+        ]));
+        // Four batches of ten rows from `from`, g = v % 5.
+        let batches = |from: i64| -> SendableRecordBatchStream {
+            let parts: Vec<_> = (0..4)
+                .map(|b| {
+                    let v: Vec<i64> = (from + b * 10..from + b * 10 + 10).collect();
+                    let g: Vec<Option<i64>> = v.iter().map(|v| Some(v % 5)).collect();
+                    let columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(v)), Arc::new(Int64Array::from(g))];
+                    Ok(RecordBatch::try_new(Arc::clone(&schema), columns).unwrap())
+                })
+                .collect();
+            Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), futures::stream::iter(parts)))
+        };
+        let mut s = spec(Arc::clone(&schema), 1000);
+        s.ordering_tier = 1;
+        s.partition_by = vec!["g".into()];
+        let wh = Warehouse::memory();
+        let m = write_dataset(&wh, vec![batches(0), batches(40)], Arc::new(s.clone()), Arc::default()).await.unwrap();
+        assert_eq!(m.totals.rows_written, 80);
+        assert_eq!(m.files.len(), 5, "one file per key: {:?}", m.files.iter().map(|f| &f.path).collect::<Vec<_>>());
+        assert!(m.files.iter().all(|f| f.rows == 16), "80 rows over g = v % 5");
+
+        s.partition_by = Vec::new();
+        let m = write_dataset(&wh, vec![batches(0)], Arc::new(s.clone()), Arc::default()).await.unwrap();
+        assert_eq!(m.totals.rows_written, 40);
+        assert_eq!(m.files.len(), 2, "two lanes, batches 0, 2 and 1, 3");
+        assert!(m.files.iter().all(|f| f.rows == 20));
+
+        // A NULL in NOT NULL `v`, routed by the partitioned path, fails with its column.
+        s.partition_by = vec!["g".into()];
+        let loose =
+            Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true), Field::new("g", DataType::Int64, true)]));
+        let bad = RecordBatch::try_new(
+            Arc::clone(&loose),
+            vec![Arc::new(Int64Array::from(vec![Some(1), None])), Arc::new(Int64Array::from(vec![Some(1), Some(2)]))],
+        )
+        .unwrap();
+        let stream: SendableRecordBatchStream =
+            Box::pin(RecordBatchStreamAdapter::new(loose, futures::stream::iter(vec![Ok(bad)])));
+        let e = write_dataset(&wh, vec![stream], Arc::new(s), Arc::default()).await.unwrap_err();
+        assert!(matches!(e, DataError::NullInNotNull { ref column, nulls: 1, .. } if column == "v"), "{e}");
     }
 
     #[tokio::test]
