@@ -154,8 +154,9 @@ pub const STREAM_CONNECTORS: [(&str, &[&str]); 3] = [
 /// Options a materialized view accepts.
 const VIEW_OPTIONS: [&str; 2] = ["late_events", "max_rows_per_file"];
 /// Options a product accepts.
-const PRODUCT_OPTIONS: [&str; 9] = [
+const PRODUCT_OPTIONS: [&str; 10] = [
     "existing_data",
+    "ordering_tier",
     "max_rows_per_file",
     "basename_template",
     "compression",
@@ -224,6 +225,9 @@ pub struct CompiledProduct {
     pub existing_data: kiln_data::ExistingData,
     /// File names (`basename_template`, else kiln_data::DEFAULT_BASENAME).
     pub basename: String,
+    /// 3 with `ORDER BY`; else 1, or 2 (`ordering_tier = '2'`: every output partition's
+    /// rows are written in the order the plan produces them, files in partition order).
+    pub ordering_tier: u8,
     /// The micro-batch (HTTP) source this product ingests, if it reads one: it is built
     /// batch by batch and appends (kiln_data::ingest).
     pub ingests: Option<String>,
@@ -684,6 +688,29 @@ impl Substrate {
             ));
         }
 
+        let ordering_tier = match (def.options.get("ordering_tier"), def.order_by.is_empty()) {
+            (None, true) => 1,
+            (None, false) => 3,
+            (Some(("1" | "2", at)), false) => {
+                return Err(ControlError::Option {
+                    at: at.clone(),
+                    message: "ORDER BY makes a product tier 3; ordering_tier is for products without it".into(),
+                });
+            }
+            (Some((v @ ("1" | "2"), _)), true) => {
+                if v == "1" {
+                    1
+                } else {
+                    2
+                }
+            }
+            (Some((v, at)), _) => {
+                return Err(ControlError::Option {
+                    at: at.clone(),
+                    message: format!("ordering_tier = '{v}': expected '1' or '2' (tier 3 is ORDER BY)"),
+                });
+            }
+        };
         let basename = match def.options.get("basename_template") {
             None => kiln_data::DEFAULT_BASENAME.to_owned(),
             Some((v, at)) => match kiln_data::check_basename(v) {
@@ -794,6 +821,7 @@ impl Substrate {
             .iter()
             .map(|c| format!("partition {c}\n"))
             .chain(write_options.iter().map(|(k, v)| format!("write {k}={v}\n")))
+            .chain((ordering_tier == 2).then(|| "tier 2\n".to_owned()))
             .collect();
         let schema_fp = match layout.as_str() {
             "" => schema_fingerprint(&schema),
@@ -822,6 +850,7 @@ impl Substrate {
             max_rows_per_file,
             existing_data,
             basename,
+            ordering_tier,
             ingests,
         })
     }

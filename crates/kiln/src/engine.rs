@@ -703,7 +703,7 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
             action: Some(format!("{:?}", run.action).to_lowercase()),
             build_id: run.build_id.clone(),
             fingerprints: session.identity(i).map(|(fps, _)| fps),
-            ordering_tier: session.compiled.get(&i).map(|c| if c.order_by.is_empty() { 1 } else { 3 }),
+            ordering_tier: session.compiled.get(&i).map(|c| c.ordering_tier),
             rows: Some(run.rows),
             seconds: Some(run.seconds),
             error: run.error.clone(),
@@ -1155,7 +1155,7 @@ pub(crate) async fn execute_into(
         .map(|p| physical.execute(p, Arc::clone(&task)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(exec_err)?;
-    let tier = if product.order_by.is_empty() { 1 } else { 3 };
+    let tier = product.ordering_tier;
     let spec = Arc::new(WriteSpec {
         product: product.name.clone(),
         build_id: build_id.to_owned(),

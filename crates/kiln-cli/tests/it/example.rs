@@ -808,3 +808,54 @@ fn write_options_reach_the_files() {
     assert_eq!(code, 1);
     assert!(err.contains("models.sql:2:33: invalid option: compression = 'zip': expected a Parquet codec"), "{err}");
 }
+
+/// Ordering tier 2 keeps the producer's order: with one partition, the files in manifest
+/// order hold the source's rows in file order (tier 1 spreads batches over writers, so it
+/// does not); the manifest says which tier it is.
+#[test]
+fn tier_two_keeps_the_producer_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Ids in a scrambled but known order, many batches' worth.
+    let ids: Vec<u64> = (0..20_000u64).map(|i| (i * 7919) % 20_000).collect();
+    let rows: String = ids.iter().map(|i| format!("{i},{}\n", i % 10)).collect();
+    crate::write_files(
+        tmp.path(),
+        &[
+            ("kiln.toml", "[project]\nname = \"t2\"\n"),
+            ("data/t.csv", &format!("id,v\n{rows}")),
+            (
+                "models.sql",
+                "CREATE SOURCE t (id BIGINT NOT NULL, v BIGINT) WITH (path = 'data/', format = 'csv');
+                 CREATE PRODUCT kept WITH (ordering_tier = '2', max_rows_per_file = 3000) AS SELECT id FROM t WHERE v <> 3;
+                 CREATE PRODUCT spread WITH (max_rows_per_file = 3000) AS SELECT id FROM t WHERE v <> 3;",
+            ),
+        ],
+    );
+    let (code, out, err) = kiln(&["build", ".", "--set", "datafusion.execution.target_partitions=1"], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let expected: Vec<u64> = ids.iter().copied().filter(|i| i % 10 != 3).collect();
+    let in_file_order = |product: &str| -> Vec<u64> {
+        let manifest = crate::current_manifest(tmp.path(), product);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let mut out = Vec::new();
+        for file in crate::manifest_files(tmp.path(), &manifest) {
+            let batches = rt.block_on(async {
+                let ctx = datafusion::prelude::SessionContext::new();
+                ctx.read_parquet(file, Default::default()).await.unwrap().collect().await.unwrap()
+            });
+            for b in batches {
+                let col = b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap();
+                out.extend(col.values().iter().map(|v| *v as u64));
+            }
+        }
+        out
+    };
+    assert_eq!(crate::current_manifest(tmp.path(), "kept")["ordering_tier"], 2);
+    assert_eq!(in_file_order("kept"), expected);
+    let spread = in_file_order("spread");
+    assert_ne!(spread, expected, "tier 1 is free to reorder");
+    let (mut a, mut b) = (spread, expected);
+    a.sort_unstable();
+    b.sort_unstable();
+    assert_eq!(a, b, "but keeps every row");
+}
