@@ -113,6 +113,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Append NDJSON records from stdin to a topic of the embedded log (created on first
+    /// use): what `connector = 'log'` streams read.
+    Produce {
+        topic: String,
+        /// Project directory (default: the current directory).
+        #[arg(long, short = 'C', default_value = ".")]
+        dir: PathBuf,
+        /// Partitions of a new topic (default 1); an existing topic must match.
+        #[arg(long)]
+        partitions: Option<u32>,
+        /// Route records by this JSON field (same key, same partition); default:
+        /// round-robin.
+        #[arg(long)]
+        key: Option<String>,
+    },
     /// The function catalog: every Kiln function with its doc and example.
     Functions {
         /// The catalog as JSON (docs/json.md).
@@ -252,6 +267,15 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
                     r.from_run_id
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Produce { topic, dir, partitions, key } => {
+            let stdin = std::io::stdin().lock();
+            let r = kiln::produce(&dir, &topic, partitions, key.as_deref(), stdin).await?;
+            let ranges: Vec<String> =
+                r.offsets.iter().map(|(p, (a, b))| format!("partition {p}: offsets {a}..={b}")).collect();
+            let detail = if ranges.is_empty() { String::new() } else { format!(" ({})", ranges.join(", ")) };
+            println!("appended {} records to topic `{}`{detail}", r.records, r.topic);
             Ok(ExitCode::SUCCESS)
         }
         Command::Gc { dir, json } => {

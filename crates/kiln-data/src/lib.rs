@@ -14,6 +14,8 @@
 //!   version (a hash of the file listing).
 //! - [`ingest`]: micro-batch ingest from HTTP sources, each batch committed with the
 //!   source position after it.
+//! - [`log`]: the embedded log (topics of NDJSON records in segments, with partitions and
+//!   offsets) behind `connector = 'log'` streams and `kiln produce`.
 //! - [`product_table`]: a DataFusion table provider that reads a product's committed build
 //!   from its manifest's file list, never by listing directories.
 //! - [`tpch`]: TPC-H data generation (tpchgen) for the example project and benchmarks.
@@ -29,6 +31,7 @@ pub mod checked;
 pub mod explode_exec;
 pub mod ingest;
 pub mod kafka;
+pub mod log;
 pub mod product_table;
 pub mod source;
 pub mod tpch;

@@ -132,8 +132,12 @@ impl Warehouse {
             .list_with_delimiter(Some(&self.root))
             .await
             .map_err(DataError::store(format!("cannot list {}", self.root)))?;
-        let mut out: Vec<String> =
-            listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_owned)).collect();
+        let mut out: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .filter(|name| name != "_topics") // the embedded log (crate::log)
+            .collect();
         out.sort();
         Ok(out)
     }

@@ -21,6 +21,7 @@ mod ingest;
 pub mod init;
 pub mod inspect;
 pub mod maintain;
+pub mod produce;
 
 pub use engine::{BuildOptions, BuildReport, Event, Observer, Quiet, build, lineage, plan};
 pub use inspect::{QueryFormat, diff, explain, query};
@@ -32,6 +33,7 @@ pub use kiln_data as data;
 pub use kiln_explode as explode;
 pub use kiln_functions as functions;
 pub use maintain::{gc, rollback};
+pub use produce::{ProduceReport, produce};
 
 /// The facade's error: which layer failed, with that layer's typed error.
 #[derive(Debug, thiserror::Error)]

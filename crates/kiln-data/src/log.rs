@@ -1,0 +1,314 @@
+//! The embedded log: append-only topics of NDJSON records, with partitions and offsets,
+//! stored through the warehouse's object store (streams' `connector = 'log'`, and
+//! `kiln produce TOPIC`).
+//!
+//! ```text
+//! _topics/<topic>/_topic.json                           {"partitions": N}
+//! _topics/<topic>/<partition>/<base:020>-<count>.ndjson  one segment: records base .. base+count
+//! ```
+//!
+//! Object stores cannot append, so a topic grows by immutable segments. A record's offset
+//! is its segment's base plus its line index; a partition's end offset is the last
+//! segment's base plus count, known from the listing alone. A segment is written with a
+//! create-only put: two producers racing for the same base offset cannot both win; the
+//! loser lists again and retries with the next base, so offsets are never reused and a
+//! committed segment never changes. A reader that holds offsets (a stream's checkpoint)
+//! reads exactly the same records again after a restart.
+//!
+//! Records are kept as raw lines: a malformed one is the reading stream's business
+//! (`on_error`), reported with topic, partition and offset.
+
+use std::collections::BTreeMap;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::warehouse::Warehouse;
+use crate::{DataError, Result};
+
+/// The root of the topics in a warehouse.
+const TOPICS: &str = "_topics";
+/// How many times a producer retries after losing a race for a base offset.
+const MAX_RACES: usize = 100;
+
+/// A topic's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub partitions: u32,
+}
+
+/// One segment of a partition, as listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Segment {
+    base: u64,
+    count: u64,
+}
+
+/// A topic of the embedded log.
+#[derive(Debug, Clone)]
+pub struct LogTopic {
+    warehouse: Warehouse,
+    name: String,
+    meta: TopicMeta,
+}
+
+/// A record read back: its partition, offset and raw text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    pub partition: u32,
+    pub offset: u64,
+    pub line: String,
+}
+
+impl LogTopic {
+    /// Opens topic `name`, creating it with `partitions` partitions when it does not exist
+    /// (`None`: 1). An existing topic keeps its partition count; asking for another is an
+    /// error.
+    pub async fn open_or_create(warehouse: &Warehouse, name: &str, partitions: Option<u32>) -> Result<Self> {
+        check_name(name)?;
+        if let Some(topic) = Self::open(warehouse, name).await? {
+            if let Some(p) = partitions
+                && p != topic.meta.partitions
+            {
+                return Err(DataError::Config(format!(
+                    "topic `{name}` has {} partition(s), not {p}",
+                    topic.meta.partitions
+                )));
+            }
+            return Ok(topic);
+        }
+        let meta = TopicMeta { partitions: partitions.unwrap_or(1).max(1) };
+        let bytes = serde_json::to_vec(&meta).map_err(|e| DataError::Config(format!("topic `{name}`: {e}")))?;
+        let path = warehouse.path(&format!("{TOPICS}/{name}/_topic.json"));
+        let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match warehouse.store().put_opts(&path, bytes.into(), create).await {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(DataError::Store { context: format!("cannot create topic `{name}`"), source: e }),
+        }
+        // A concurrent creator may have won with another partition count: read it back.
+        Self::open(warehouse, name)
+            .await?
+            .ok_or_else(|| DataError::Config(format!("topic `{name}` vanished while being created")))
+    }
+
+    /// Opens an existing topic (`None` when it does not exist).
+    pub async fn open(warehouse: &Warehouse, name: &str) -> Result<Option<Self>> {
+        check_name(name)?;
+        let path = warehouse.path(&format!("{TOPICS}/{name}/_topic.json"));
+        let bytes = match warehouse.store().get(&path).await {
+            Ok(r) => r.bytes().await.map_err(DataError::store(format!("cannot read topic `{name}`")))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(DataError::Store { context: format!("cannot read topic `{name}`"), source: e }),
+        };
+        let meta: TopicMeta = serde_json::from_slice(&bytes)
+            .map_err(|e| DataError::Config(format!("topic `{name}`: bad _topic.json: {e}")))?;
+        Ok(Some(Self { warehouse: warehouse.clone(), name: name.to_owned(), meta }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.meta.partitions
+    }
+
+    fn partition_dir(&self, partition: u32) -> Path {
+        self.warehouse.path(&format!("{TOPICS}/{}/{partition}", self.name))
+    }
+
+    /// The segments of `partition`, in offset order.
+    async fn segments(&self, partition: u32) -> Result<Vec<Segment>> {
+        let dir = self.partition_dir(partition);
+        let listed: Vec<_> = self
+            .warehouse
+            .store()
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(DataError::store(format!("cannot list topic `{}`", self.name)))?;
+        let mut segments: Vec<Segment> = listed
+            .iter()
+            .filter_map(|o| o.location.filename())
+            .filter_map(|f| {
+                let (base, count) = f.strip_suffix(".ndjson")?.split_once('-')?;
+                Some(Segment { base: base.parse().ok()?, count: count.parse().ok()? })
+            })
+            .collect();
+        segments.sort();
+        Ok(segments)
+    }
+
+    /// The offset the next record of `partition` gets.
+    pub async fn end_offset(&self, partition: u32) -> Result<u64> {
+        Ok(self.segments(partition).await?.last().map_or(0, |s| s.base + s.count))
+    }
+
+    /// Appends `lines` (records without their newline) to `partition` as one segment;
+    /// returns the first record's offset.
+    pub async fn append(&self, partition: u32, lines: &[String]) -> Result<u64> {
+        if partition >= self.meta.partitions {
+            return Err(DataError::Config(format!(
+                "topic `{}` has no partition {partition} (it has {})",
+                self.name, self.meta.partitions
+            )));
+        }
+        let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        for line in lines {
+            body.extend_from_slice(line.as_bytes());
+            body.push(b'\n');
+        }
+        let body = bytes::Bytes::from(body);
+        for _ in 0..MAX_RACES {
+            let base = self.end_offset(partition).await?;
+            let path = self.partition_dir(partition).join(format!("{base:020}-{}.ndjson", lines.len()));
+            let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+            match self.warehouse.store().put_opts(&path, body.clone().into(), create).await {
+                Ok(_) => return Ok(base),
+                Err(object_store::Error::AlreadyExists { .. }) => continue, // another producer won
+                Err(e) => {
+                    return Err(DataError::Store {
+                        context: format!("cannot append to topic `{}`", self.name),
+                        source: e,
+                    });
+                }
+            }
+        }
+        Err(DataError::Config(format!("topic `{}`: gave up appending after {MAX_RACES} races", self.name)))
+    }
+
+    /// Up to `max` records of `partition` from offset `from`, in offset order.
+    pub async fn read(&self, partition: u32, from: u64, max: usize) -> Result<Vec<LogRecord>> {
+        let mut out = Vec::new();
+        for segment in self.segments(partition).await? {
+            if segment.base + segment.count <= from {
+                continue;
+            }
+            if out.len() >= max {
+                break;
+            }
+            let path = self.partition_dir(partition).join(format!("{:020}-{}.ndjson", segment.base, segment.count));
+            let bytes = self
+                .warehouse
+                .store()
+                .get(&path)
+                .await
+                .map_err(DataError::store(format!("cannot read topic `{}`", self.name)))?
+                .bytes()
+                .await
+                .map_err(DataError::store(format!("cannot read topic `{}`", self.name)))?;
+            let text = String::from_utf8_lossy(&bytes);
+            for (k, line) in text.split_terminator('\n').enumerate() {
+                let offset = segment.base + k as u64;
+                if offset < from {
+                    continue;
+                }
+                if out.len() >= max {
+                    break;
+                }
+                out.push(LogRecord { partition, offset, line: line.to_owned() });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every partition's end offset.
+    pub async fn end_offsets(&self) -> Result<BTreeMap<u32, u64>> {
+        let mut out = BTreeMap::new();
+        for p in 0..self.meta.partitions {
+            out.insert(p, self.end_offset(p).await?);
+        }
+        Ok(out)
+    }
+}
+
+/// Where `kiln produce` sends a record: by the hash of its `key` field's JSON text when
+/// a key is given (records with the same key keep their relative order), else
+/// round-robin by line number.
+pub fn partition_for(line: &str, line_no: u64, key: Option<&str>, partitions: u32) -> u32 {
+    let partitions = partitions.max(1);
+    let Some(key) = key else { return (line_no % u64::from(partitions)) as u32 };
+    let value = serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v.get(key).map(ToString::to_string))
+        .unwrap_or_default();
+    // FNV-1a: stable across processes and versions (std's hasher is not promised to be).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in value.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(partitions)) as u32
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with(['.', '_'])
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(DataError::Config(format!(
+            "topic name `{name}`: use letters, digits, `_`, `-` and `.`, not starting with `.` or `_`"
+        )))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn appends_segments_and_reads_by_offset() {
+        let wh = Warehouse::memory();
+        let topic = LogTopic::open_or_create(&wh, "clicks", Some(2)).await.unwrap();
+        let lines = |r: std::ops::Range<u32>| r.map(|i| format!("{{\"i\": {i}}}")).collect::<Vec<_>>();
+        assert_eq!(topic.append(0, &lines(0..3)).await.unwrap(), 0);
+        assert_eq!(topic.append(0, &lines(3..5)).await.unwrap(), 3);
+        assert_eq!(topic.append(1, &lines(0..1)).await.unwrap(), 0);
+        assert_eq!(topic.end_offsets().await.unwrap(), BTreeMap::from([(0, 5), (1, 1)]));
+        let read = topic.read(0, 2, 2).await.unwrap();
+        assert_eq!(
+            read.iter().map(|r| (r.offset, r.line.as_str())).collect::<Vec<_>>(),
+            [(2, "{\"i\": 2}"), (3, "{\"i\": 3}")]
+        );
+        assert_eq!(topic.read(0, 5, 10).await.unwrap(), []);
+        assert!(topic.append(2, &lines(0..1)).await.is_err());
+        // Reopened, it is the same topic; another partition count is refused.
+        let again = LogTopic::open_or_create(&wh, "clicks", None).await.unwrap();
+        assert_eq!(again.partitions(), 2);
+        assert!(LogTopic::open_or_create(&wh, "clicks", Some(3)).await.is_err());
+        assert!(LogTopic::open_or_create(&wh, "../x", None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn racing_producers_never_share_an_offset() {
+        let wh = Warehouse::memory();
+        let topic = LogTopic::open_or_create(&wh, "t", None).await.unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|k| {
+                let topic = topic.clone();
+                tokio::spawn(async move { topic.append(0, &[format!("{{\"producer\": {k}}}")]).await.unwrap() })
+            })
+            .collect();
+        let mut bases = Vec::new();
+        for t in tasks {
+            bases.push(t.await.unwrap());
+        }
+        bases.sort_unstable();
+        assert_eq!(bases, (0..8).collect::<Vec<_>>());
+        assert_eq!(topic.read(0, 0, 100).await.unwrap().len(), 8);
+    }
+
+    #[test]
+    fn keys_pick_stable_partitions() {
+        let p = |line: &str| partition_for(line, 0, Some("user"), 4);
+        assert_eq!(p(r#"{"user": "a", "n": 1}"#), p(r#"{"n": 2, "user": "a"}"#));
+        assert_eq!(partition_for("x", 5, None, 4), 1);
+        let spread: std::collections::BTreeSet<u32> = (0..100).map(|i| p(&format!("{{\"user\": \"u{i}\"}}"))).collect();
+        assert_eq!(spread.len(), 4);
+    }
+}
