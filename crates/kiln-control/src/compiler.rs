@@ -389,10 +389,14 @@ impl Substrate {
                 let source = MicroBatchSource::Kafka(self.kafka_source(def)?);
                 return self.register_micro_batch(source).map(CompiledSource::MicroBatch);
             }
+            Some(("log", _)) => {
+                let source = MicroBatchSource::Log(self.log_source(def)?);
+                return self.register_micro_batch(source).map(CompiledSource::MicroBatch);
+            }
             Some((connector, at)) => {
                 return Err(option_error(
                     at,
-                    format!("connector `{connector}` (valid for sources: files, http, kafka)"),
+                    format!("connector `{connector}` (valid for sources: files, http, kafka, log)"),
                 ));
             }
         }
@@ -531,6 +535,37 @@ impl Substrate {
         let reject = on_error_reject(def)?;
         let schema = scalar_columns(def, "a kafka source")?;
         Ok(KafkaSource { name: def.name.clone(), brokers, topic, schema, start, batch_records, reject })
+    }
+
+    /// Compiles a `log` source (a topic of the embedded log, kiln_data::log).
+    fn log_source(&self, def: &SourceDef) -> Result<kiln_data::log::LogSource, ControlError> {
+        def.options.check_known("a log source", &["connector", "topic", "format", "batch_records", "on_error"])?;
+        let option_error = |at: &Location, message: String| ControlError::Option { at: at.clone(), message };
+        let (topic, _) = def
+            .options
+            .get("topic")
+            .ok_or_else(|| option_error(&def.at, format!("source `{}` needs a `topic` option", def.name)))?;
+        if let Some((f, at)) = def.options.get("format")
+            && f != "json"
+        {
+            return Err(option_error(at, format!("format `{f}` (valid for log: json, one object per record)")));
+        }
+        let batch_records = match def.options.get("batch_records") {
+            None => 10_000,
+            Some((v, at)) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| option_error(at, format!("batch_records = '{v}': expected an integer >= 1")))?,
+        };
+        Ok(kiln_data::log::LogSource {
+            name: def.name.clone(),
+            warehouse: self.warehouse.clone(),
+            topic: topic.to_owned(),
+            schema: scalar_columns(def, "a log source")?,
+            batch_records,
+            reject: on_error_reject(def)?,
+        })
     }
 
     /// Compiles an `http` source: its options checked with locations.

@@ -305,6 +305,7 @@ fn with_query(url: &str, param: &str, value: &str) -> std::result::Result<String
 pub enum MicroBatchSource {
     Http(HttpSource),
     Kafka(crate::kafka::KafkaSource),
+    Log(crate::log::LogSource),
 }
 
 impl MicroBatchSource {
@@ -312,6 +313,7 @@ impl MicroBatchSource {
         match self {
             Self::Http(s) => &s.name,
             Self::Kafka(s) => &s.name,
+            Self::Log(s) => &s.name,
         }
     }
 
@@ -319,6 +321,7 @@ impl MicroBatchSource {
         match self {
             Self::Http(s) => &s.schema,
             Self::Kafka(s) => &s.schema,
+            Self::Log(s) => &s.schema,
         }
     }
 
@@ -327,6 +330,7 @@ impl MicroBatchSource {
         match self {
             Self::Http(s) => s.start(),
             Self::Kafka(s) => s.start(),
+            Self::Log(s) => s.start(),
         }
     }
 
@@ -335,6 +339,7 @@ impl MicroBatchSource {
         match self {
             Self::Http(s) => s.version(),
             Self::Kafka(s) => s.version(),
+            Self::Log(s) => s.version(),
         }
     }
 
@@ -343,6 +348,7 @@ impl MicroBatchSource {
         match self {
             Self::Http(s) => s.next_batch(from, batch_size).await,
             Self::Kafka(s) => s.next_batch(from, batch_size).await,
+            Self::Log(s) => s.next_batch(from, batch_size).await,
         }
     }
 }

@@ -916,3 +916,59 @@ fn produce_appends_segments_to_topics() {
     assert_eq!(code, Some(1));
     assert!(out.contains("topic `clicks` has 2 partition(s), not 3"), "{out}");
 }
+
+/// A product over a `log` source ingests the topic from the offsets its manifest
+/// committed: records produced later are appended, malformed ones rejected with their
+/// partition and offset.
+#[test]
+fn products_ingest_log_topics() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    crate::write_files(
+        tmp.path(),
+        &[
+            ("kiln.toml", "[project]\nname = \"p\"\n"),
+            (
+                "models.sql",
+                "CREATE SOURCE clicks (user VARCHAR NOT NULL, n BIGINT) WITH (connector = 'log', topic = 'clicks', on_error = 'reject', batch_records = '3');
+                 CREATE PRODUCT raw_clicks AS SELECT user, n FROM clicks;
+                 CREATE PRODUCT per_user ORDER BY (user) AS SELECT user, sum(n) AS total FROM raw_clicks GROUP BY user;",
+            ),
+        ],
+    );
+    let produce = |args: &[&str], input: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("produce")
+            .args(args)
+            .current_dir(tmp.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success());
+    };
+    produce(
+        &["clicks", "--partitions", "2"],
+        "{\"user\": \"a\", \"n\": 1}\n{\"user\": \"b\", \"n\": 2}\n{\"n\": 3}\n{\"user\": \"a\", \"n\": 4}\n",
+    );
+    let (code, out, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = kiln(&["query", "SELECT user, total FROM per_user", "--format", "csv"], tmp.path());
+    assert_eq!(out, "user,total\na,5\nb,2\n");
+    // Round-robin: lines 0 and 2 in partition 0, 1 and 3 in partition 1; `{"n": 3}` is
+    // partition 0's offset 1.
+    let rejected = crate::current_manifest(tmp.path(), "raw_clicks__rejected");
+    let rows = crate::read_rows(crate::manifest_files(tmp.path(), &rejected), &["file", "line", "reason"], "line");
+    assert_eq!(rows, ["| log://clicks/0 | 1 | column `user` is NOT NULL but the field is empty |"]);
+
+    produce(&["clicks"], "{\"user\": \"b\", \"n\": 10}\n");
+    let (code, out, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = kiln(&["query", "SELECT user, total FROM per_user", "--format", "csv"], tmp.path());
+    assert_eq!(out, "user,total\na,5\nb,12\n");
+    let manifest = crate::current_manifest(tmp.path(), "raw_clicks");
+    assert_eq!(manifest["positions"]["clicks"]["offsets"], serde_json::json!({"0": 3, "1": 2}));
+    assert_eq!(manifest["totals"]["rows_written"], 4);
+    assert_eq!(manifest["totals"]["rows_rejected"], 1);
+}
