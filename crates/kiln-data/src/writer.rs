@@ -76,7 +76,7 @@ pub const DEFAULT_BASENAME: &str = "part-{partition}-{seq}";
 
 /// Why `template` cannot name data files, if it cannot.
 pub fn check_basename(template: &str) -> Option<String> {
-    let known = ["{partition}", "{seq}", "{build_id}", "{run_id}"];
+    let known = ["{partition}", "{seq}", "{build_id}", "{run_id}", "{batch}"];
     let mut rest = template;
     while let Some(open) = rest.find('{') {
         let Some(close) = rest[open..].find('}') else { return Some("an unclosed `{`".into()) };
@@ -109,12 +109,20 @@ impl WriteSpec {
         }
     }
 
+    /// A micro-batch's files start with `b<batch>-` (unless the template places
+    /// `{batch}` itself), so basenames stay unique across the batches of a dataset.
     fn file_name(&self, partition: usize, seq: usize) -> String {
-        self.basename
+        let name = self
+            .basename
             .replace("{partition}", &format!("{partition:05}"))
             .replace("{seq}", &format!("{seq:05}"))
             .replace("{build_id}", &self.build_id)
-            .replace("{run_id}", &self.run_id)
+            .replace("{run_id}", &self.run_id);
+        match self.batch {
+            Some(b) if self.basename.contains("{batch}") => name.replace("{batch}", &format!("{b:06}")),
+            Some(b) => format!("b{b:06}-{name}"),
+            None => name.replace("{batch}", ""),
+        }
     }
 }
 
@@ -997,6 +1005,7 @@ mod tests {
         assert_eq!(s.file_name(3, 12), "b-r-00003-00012");
         s.batch = Some(7);
         assert_eq!(s.build_dir(), "p/builds/r.000007");
+        assert_eq!(s.file_name(0, 1), "b000007-b-r-00000-00001");
     }
 
     fn stream(values: Vec<Option<i64>>, chunk: usize) -> SendableRecordBatchStream {
