@@ -36,6 +36,7 @@ pub mod product_table;
 pub mod source;
 pub mod tpch;
 pub mod warehouse;
+pub mod window;
 pub mod write_options;
 pub mod writer;
 
