@@ -761,6 +761,7 @@ impl Substrate {
 
         let state = self.ctx.state();
         let mut query = def.query.clone();
+        crate::windows::rewrite_windows(&mut query).map_err(|e| planning_error(e, &def.at, &def.name))?;
         crate::unnest::nest_unnest_joins_in_query(&mut query);
         let statement = DfStatement::Statement(Box::new(SqlStatement::Query(query)));
         let plan = state.statement_to_plan(statement).await.map_err(|e| planning_error(e, &def.at, &def.name))?;

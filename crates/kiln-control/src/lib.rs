@@ -29,6 +29,7 @@ pub mod profile;
 pub mod project;
 pub mod surface;
 pub mod unnest;
+pub mod windows;
 
 pub use compiler::{BUILD_ID_VERSION, CompiledProduct, CompiledSource, Substrate, parse_duration};
 pub use dag::{Graph, NodeKind};

@@ -287,7 +287,7 @@ fn nest_table_with_joins(twj: TableWithJoins) -> TableWithJoins {
 #[derive(Debug, Default)]
 pub struct UnnestPlanner;
 
-fn located(span: datafusion::sql::sqlparser::tokenizer::Span, message: String) -> DataFusionError {
+pub(crate) fn located(span: datafusion::sql::sqlparser::tokenizer::Span, message: String) -> DataFusionError {
     let diagnostic = Diagnostic::new_error(message.clone(), Span::try_from_sqlparser_span(span));
     DataFusionError::Plan(message).with_diagnostic(diagnostic)
 }

@@ -972,3 +972,91 @@ fn products_ingest_log_topics() {
     assert_eq!(manifest["totals"]["rows_written"], 4);
     assert_eq!(manifest["totals"]["rows_rejected"], 1);
 }
+
+/// GROUP BY TUMBLE(...) and HOP(...) with their _START/_END bounds, in batch products
+/// (hand-computed windows: epoch-aligned, half-open), and located errors.
+#[test]
+fn tumble_and_hop_windows_in_products() {
+    let tmp = tempfile::tempdir().unwrap();
+    let events = "ts,user,amount\n2024-01-01T00:00:01,a,1\n2024-01-01T00:00:04,b,2\n2024-01-01T00:00:09,a,3\n\
+                  2024-01-01T00:00:10,a,4\n2024-01-01T00:00:15,b,5\n2024-01-01T00:00:27,a,6\n";
+    crate::write_files(
+        tmp.path(),
+        &[
+            ("kiln.toml", "[project]\nname = \"w\"\n"),
+            ("data/e.csv", events),
+            (
+                "models.sql",
+                "CREATE SOURCE e (ts TIMESTAMP NOT NULL, user VARCHAR, amount BIGINT) WITH (path = 'data/', format = 'csv');
+                 CREATE PRODUCT tumbling ORDER BY (w, user) AS
+                   SELECT TUMBLE_START(ts, INTERVAL '10' SECOND) AS w, TUMBLE_END(ts, INTERVAL '10' SECOND) AS w_end,
+                          user, count(*) AS n, sum(amount) AS total
+                   FROM e GROUP BY TUMBLE(ts, INTERVAL '10' SECOND), user;
+                 CREATE PRODUCT hopping ORDER BY (w) AS
+                   SELECT HOP_START(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND) AS w,
+                          HOP_END(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND) AS w_end, count(*) AS n
+                   FROM e WHERE amount > 0 GROUP BY HOP(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND);",
+            ),
+        ],
+    );
+    let (code, out, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = kiln(&["query", "SELECT w, w_end, user, n, total FROM tumbling", "--format", "csv"], tmp.path());
+    assert_eq!(
+        out,
+        "w,w_end,user,n,total\n\
+         2024-01-01T00:00:00,2024-01-01T00:00:10,a,2,4\n\
+         2024-01-01T00:00:00,2024-01-01T00:00:10,b,1,2\n\
+         2024-01-01T00:00:10,2024-01-01T00:00:20,a,1,4\n\
+         2024-01-01T00:00:10,2024-01-01T00:00:20,b,1,5\n\
+         2024-01-01T00:00:20,2024-01-01T00:00:30,a,1,6\n"
+    );
+    // Each event is in the two 10 s windows starting at multiples of 5 s that hold it.
+    let (_, out, _) = kiln(&["query", "SELECT w, w_end, n FROM hopping", "--format", "csv"], tmp.path());
+    assert_eq!(
+        out,
+        "w,w_end,n\n\
+         2023-12-31T23:59:55,2024-01-01T00:00:05,2\n\
+         2024-01-01T00:00:00,2024-01-01T00:00:10,3\n\
+         2024-01-01T00:00:05,2024-01-01T00:00:15,2\n\
+         2024-01-01T00:00:10,2024-01-01T00:00:20,2\n\
+         2024-01-01T00:00:15,2024-01-01T00:00:25,1\n\
+         2024-01-01T00:00:20,2024-01-01T00:00:30,1\n\
+         2024-01-01T00:00:25,2024-01-01T00:00:35,1\n"
+    );
+
+    for (query, expected) in [
+        (
+            "SELECT TUMBLE_START(ts, INTERVAL '5' SECOND) AS w FROM e GROUP BY TUMBLE(ts, INTERVAL '10' SECOND)",
+            "models.sql:2:30: product `bad`: TUMBLE_START must repeat the arguments of the GROUP BY window",
+        ),
+        (
+            "SELECT count(*) AS n FROM e GROUP BY TUMBLE(ts, INTERVAL '10' SECOND), HOP(ts, INTERVAL '1' SECOND, INTERVAL '2' SECOND)",
+            "models.sql:2:94: product `bad`: one window per SELECT: GROUP BY has two",
+        ),
+        (
+            "SELECT count(*) AS n FROM e GROUP BY TUMBLE(ts)",
+            "models.sql:2:60: product `bad`: expected TUMBLE(ts, size), found 1 argument(s)",
+        ),
+        (
+            "SELECT count(*) AS n FROM e GROUP BY TUMBLE(ts, INTERVAL '0' SECOND)",
+            "models.sql:2:60: product `bad`: window interval `INTERVAL '0' SECOND` must be positive",
+        ),
+        (
+            "SELECT count(*) AS n FROM e GROUP BY HOP(ts, INTERVAL '10' SECOND, INTERVAL '5' SECOND)",
+            "models.sql:2:60: product `bad`: HOP slide `INTERVAL '10' SECOND` exceeds its size `INTERVAL '5' SECOND`",
+        ),
+        (
+            "SELECT count(*) AS n FROM e GROUP BY TUMBLE(user, INTERVAL '10' SECOND)",
+            "kiln_tumble_start: `ts` must be a timestamp, got Utf8View",
+        ),
+    ] {
+        let sql = format!(
+            "CREATE SOURCE e (ts TIMESTAMP NOT NULL, user VARCHAR, amount BIGINT) WITH (path = 'data/', format = 'csv');\nCREATE PRODUCT bad AS {query};\n"
+        );
+        std::fs::write(tmp.path().join("models.sql"), sql).unwrap();
+        let (code, _, err) = kiln(&["build", "."], tmp.path());
+        assert_eq!(code, 1, "{query}");
+        assert!(err.contains(expected), "{query}:\n{err}");
+    }
+}
