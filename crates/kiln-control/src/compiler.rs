@@ -55,6 +55,25 @@ use crate::profile::RuntimeProfile;
 use crate::surface::Surface;
 use kiln_contracts::dialect::KilnDialect;
 
+/// A record source's (Kafka, log) `format`, which must be `json`, and its
+/// `batch_records` (default 10,000).
+fn record_options(def: &SourceDef, connector: &str) -> Result<usize, ControlError> {
+    let option_error = |at: &Location, message: String| ControlError::Option { at: at.clone(), message };
+    if let Some((f, at)) = def.options.get("format")
+        && f != "json"
+    {
+        return Err(option_error(at, format!("format `{f}` (valid for {connector}: json, one object per record)")));
+    }
+    match def.options.get("batch_records") {
+        None => Ok(10_000),
+        Some((v, at)) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| option_error(at, format!("batch_records = '{v}': expected an integer >= 1"))),
+    }
+}
+
 /// A micro-batch source's `on_error`: whether malformed records are rejected.
 fn on_error_reject(def: &SourceDef) -> Result<bool, ControlError> {
     match def.options.get("on_error") {
@@ -519,19 +538,7 @@ impl Substrate {
             Some(("latest", _)) => kiln_data::kafka::StartAt::Latest,
             Some((v, at)) => return Err(option_error(at, format!("start = '{v}' (valid: 'earliest', 'latest')"))),
         };
-        if let Some((f, at)) = def.options.get("format")
-            && f != "json"
-        {
-            return Err(option_error(at, format!("format `{f}` (valid for kafka: json, one object per record)")));
-        }
-        let batch_records = match def.options.get("batch_records") {
-            None => 10_000,
-            Some((v, at)) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| option_error(at, format!("batch_records = '{v}': expected an integer >= 1")))?,
-        };
+        let batch_records = record_options(def, "kafka")?;
         let reject = on_error_reject(def)?;
         let schema = scalar_columns(def, "a kafka source")?;
         Ok(KafkaSource { name: def.name.clone(), brokers, topic, schema, start, batch_records, reject })
@@ -545,19 +552,7 @@ impl Substrate {
             .options
             .get("topic")
             .ok_or_else(|| option_error(&def.at, format!("source `{}` needs a `topic` option", def.name)))?;
-        if let Some((f, at)) = def.options.get("format")
-            && f != "json"
-        {
-            return Err(option_error(at, format!("format `{f}` (valid for log: json, one object per record)")));
-        }
-        let batch_records = match def.options.get("batch_records") {
-            None => 10_000,
-            Some((v, at)) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| option_error(at, format!("batch_records = '{v}': expected an integer >= 1")))?,
-        };
+        let batch_records = record_options(def, "log")?;
         Ok(kiln_data::log::LogSource {
             name: def.name.clone(),
             warehouse: self.warehouse.clone(),

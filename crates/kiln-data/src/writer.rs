@@ -364,14 +364,16 @@ fn route_by_key(
         });
     }
     drop(senders);
-    receivers
-        .into_iter()
-        .map(|rx| {
-            let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-            Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(Arc::clone(&schema), batches))
-                as SendableRecordBatchStream
-        })
-        .collect()
+    receivers.into_iter().map(|rx| channel_stream(Arc::clone(&schema), rx)).collect()
+}
+
+/// The batches arriving on `rx`, as a stream of `schema`.
+fn channel_stream(
+    schema: SchemaRef,
+    rx: tokio::sync::mpsc::Receiver<datafusion::error::Result<RecordBatch>>,
+) -> SendableRecordBatchStream {
+    let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, batches))
 }
 
 /// Runs `stream` on its own task, handing its batches round-robin to `lanes` streams
@@ -391,14 +393,7 @@ fn pipelined(mut stream: SendableRecordBatchStream, lanes: usize) -> Vec<Sendabl
             k += 1;
         }
     });
-    receivers
-        .into_iter()
-        .map(|rx| {
-            let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-            Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(Arc::clone(&schema), batches))
-                as SendableRecordBatchStream
-        })
-        .collect()
+    receivers.into_iter().map(|rx| channel_stream(Arc::clone(&schema), rx)).collect()
 }
 
 /// Every written file's footer, read back through object_store (what a reader sees).
