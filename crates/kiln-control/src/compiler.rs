@@ -173,7 +173,8 @@ pub const STREAM_CONNECTORS: [(&str, &[&str]); 3] = [
 /// Options a materialized view accepts.
 const VIEW_OPTIONS: [&str; 2] = ["late_events", "max_rows_per_file"];
 /// Options a product accepts.
-const PRODUCT_OPTIONS: [&str; 10] = [
+const PRODUCT_OPTIONS: [&str; 11] = [
+    "max_bytes_per_file",
     "existing_data",
     "ordering_tier",
     "max_rows_per_file",

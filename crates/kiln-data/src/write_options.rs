@@ -12,6 +12,9 @@
 //!   file holds the rest; there is no minimum: holding rows back to reach one would
 //!   change file boundaries, which `max_rows_per_file` owns).
 //! - `bloom_filter_columns = 'a, b'`.
+//! - `max_bytes_per_file = '256MiB'`: a file is finished once its written bytes plus its
+//!   open row group's encoded size reach this (checked after each batch, so files end
+//!   near it, not exactly at it); with `max_rows_per_file`, whichever comes first.
 //! - `metadata_sidecars = 'true'`: see crate::writer (`_metadata`, `_common_metadata`).
 
 use std::collections::BTreeMap;
@@ -77,12 +80,37 @@ pub fn apply(
                 }
                 builder
             }
+            "max_bytes_per_file" => match parse_bytes(value) {
+                Some(n) if n > 0 => builder,
+                _ => return Err(bad("a size such as '268435456', '256MiB' or '1GiB'")),
+            },
             "metadata_sidecars" if matches!(value.as_str(), "true" | "false") => builder,
             "metadata_sidecars" => return Err(bad("'true' or 'false'")),
             _ => return Err((key.clone(), format!("unknown write option `{key}`"))),
         };
     }
     Ok(builder)
+}
+
+/// The file size at which the writer rolls to a new file (`max_bytes_per_file`), if set.
+pub fn max_bytes_per_file(options: &BTreeMap<String, String>) -> Option<u64> {
+    options.get("max_bytes_per_file").and_then(|v| parse_bytes(v))
+}
+
+/// `1048576`, `512KiB`, `256MiB`, `1GiB` (also `KB`/`MB`/`GB`, as binary units).
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let scale: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KIB" | "KB" => 1 << 10,
+        "MIB" | "MB" => 1 << 20,
+        "GIB" | "GB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale)
 }
 
 /// Whether a product asked for `_metadata` / `_common_metadata` sidecars.
@@ -182,5 +210,8 @@ mod tests {
         assert!(props(&[("dictionary", "true; false")]).unwrap_err().contains("one default"));
         assert!(props(&[("max_rows_per_row_group", "0")]).unwrap_err().contains("a positive integer"));
         assert!(props(&[("metadata_sidecars", "yes")]).unwrap_err().contains("'true' or 'false'"));
+        assert!(props(&[("max_bytes_per_file", "1TB")]).unwrap_err().contains("a size such as"));
+        assert_eq!(parse_bytes("256MiB"), Some(256 << 20));
+        assert_eq!(parse_bytes("4096"), Some(4096));
     }
 }

@@ -4,7 +4,7 @@
 //! parallel as the plan. Memory is bounded by one open row group per partition (the
 //! `max_row_group_size` of the Parquet properties) plus the object_store upload buffer;
 //! nothing is collected. Files are named `part-<partition>-<seq>.parquet` inside the build's
-//! private directory, rolled at `max_rows_per_file`. Files carry `created_by = "kiln"` and
+//! private directory, rolled at `max_rows_per_file` (and `max_bytes_per_file`). Files carry `created_by = "kiln"` and
 //! no timestamps, so the same batches produce the same bytes.
 
 use std::collections::{BTreeMap, HashMap};
@@ -819,6 +819,7 @@ async fn write_partition(
     let mut by_values: HashMap<Vec<Option<String>>, usize> = HashMap::new();
     let mut clock = 0u64;
     let max = spec.max_rows_per_file.max(1);
+    let max_bytes = crate::write_options::max_bytes_per_file(&spec.write_options).unwrap_or(u64::MAX);
     let partitioned = !target.partition_cols.is_empty();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(DataError::exec(format!("product `{}`", spec.product)))?;
@@ -891,7 +892,8 @@ async fn write_partition(
                 file.rows += take as u64;
                 offset += take;
                 progress.rows.fetch_add(take as u64, Ordering::Relaxed);
-                if file.rows as usize >= max
+                let bytes = (file.writer.bytes_written() + file.writer.in_progress_size()) as u64;
+                if (file.rows as usize >= max || bytes >= max_bytes)
                     && let Some(full) = key.open.take()
                 {
                     done.push(finish_file(wh, full, key.values.clone(), &target.file_schema, spec).await?);
@@ -1033,6 +1035,29 @@ mod tests {
         assert!(wh.current("p").await.unwrap().is_none(), "nothing is visible before commit");
         wh.commit(&m).await.unwrap();
         assert_eq!(wh.current("p").await.unwrap().unwrap(), m);
+    }
+
+    /// `max_bytes_per_file`: files end once their bytes reach the limit (checked after each
+    /// batch), whichever of rows and bytes comes first.
+    #[tokio::test]
+    async fn rolls_files_by_bytes() {
+        let wh = Warehouse::memory();
+        let mut s = spec(schema(false), 1_000_000);
+        s.write_options.insert("compression".into(), "uncompressed".into());
+        s.write_options.insert("dictionary".into(), "false".into());
+        s.write_options.insert("max_bytes_per_file".into(), "16KiB".into());
+        s.properties =
+            crate::write_options::apply(WriterProperties::builder(), &s.write_options, &s.schema).unwrap().build();
+        // 10,000 distinct int64s = 80 KB of plain values, in batches of 500 (4 KB).
+        let m = write_dataset(&wh, vec![stream((0..10_000).map(Some).collect(), 500)], Arc::new(s), Arc::default())
+            .await
+            .unwrap();
+        assert_eq!(m.totals.rows_written, 10_000);
+        assert!(m.files.len() >= 4, "{} files", m.files.len());
+        for f in &m.files[..m.files.len() - 1] {
+            // Each full file holds 16 KiB of values (2,048 rows) rounded up to whole batches.
+            assert_eq!(f.rows, 2_500, "{}", f.path);
+        }
     }
 
     #[tokio::test]
