@@ -982,22 +982,11 @@ pub fn watermark_delay(wm: &Watermark) -> Result<u64, String> {
         SqlExpr::Identifier(i) if normalize(i) == wm.column => Ok(0),
         SqlExpr::BinaryOp { left, op: BinaryOperator::Minus, right } => {
             let SqlExpr::Identifier(i) = left.as_ref() else { return Err(shape()) };
-            let SqlExpr::Interval(interval) = right.as_ref() else { return Err(shape()) };
             if normalize(i) != wm.column {
                 return Err(shape());
             }
-            let text = interval.value.to_string();
-            let amount: u64 = text.trim_matches('\'').trim().parse().map_err(|_| shape())?;
-            let unit = interval.leading_field.as_ref().map(|f| f.to_string().to_ascii_uppercase());
-            let ms = match unit.as_deref() {
-                Some("MILLISECOND") | Some("MILLISECONDS") => 1,
-                Some("SECOND") | Some("SECONDS") | None => 1_000,
-                Some("MINUTE") | Some("MINUTES") => 60_000,
-                Some("HOUR") | Some("HOURS") => 3_600_000,
-                Some("DAY") | Some("DAYS") => 86_400_000,
-                _ => return Err(shape()),
-            };
-            Ok(amount * ms)
+            let ms = crate::windows::interval_ms(right).ok_or_else(shape)?;
+            u64::try_from(ms).map_err(|_| shape())
         }
         _ => Err(shape()),
     }

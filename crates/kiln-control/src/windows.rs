@@ -110,15 +110,18 @@ fn parse_expr(text: &str) -> Result<SqlExpr, DataFusionError> {
         .map_err(|e| DataFusionError::Internal(format!("window rewrite: {e}")))
 }
 
-/// The length of a literal `INTERVAL 'n' UNIT` or `INTERVAL 'n unit'` in milliseconds
-/// (`None` for anything else, which the window functions check themselves).
-fn interval_ms(expr: &SqlExpr) -> Option<i64> {
+/// The length of a literal `INTERVAL 'n' UNIT`, `INTERVAL 'n unit'` or `INTERVAL 'n'`
+/// (seconds) in milliseconds, units from MILLISECOND to DAY; `None` for anything else
+/// (windows leave that to the window functions' own checks; watermarks reject it).
+pub(crate) fn interval_ms(expr: &SqlExpr) -> Option<i64> {
     let SqlExpr::Interval(interval) = expr else { return None };
     let text = interval.value.to_string();
     let text = text.trim_matches('\'').trim();
     let (amount, unit) = match &interval.leading_field {
         Some(field) => (text, field.to_string()),
-        None => text.split_once(char::is_whitespace).map(|(a, u)| (a, u.trim().to_owned()))?,
+        None => {
+            text.split_once(char::is_whitespace).map_or((text, "SECOND".to_owned()), |(a, u)| (a, u.trim().to_owned()))
+        }
     };
     let amount: i64 = amount.trim().parse().ok()?;
     let unit = unit.to_ascii_uppercase();

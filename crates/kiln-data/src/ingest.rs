@@ -104,6 +104,15 @@ pub struct MicroBatch {
     pub exhausted: bool,
 }
 
+/// A micro-batch source's definition version: sha256 over a versioned tag, its schema
+/// fingerprint and the options that give its records their meaning (`text`).
+pub(crate) fn definition_version(tag: &str, schema: &SchemaRef, text: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("{tag}\n{}\n", kiln_contracts::schema_fingerprint(schema)).as_bytes());
+    h.update(text.as_bytes());
+    kiln_contracts::fingerprint::hex(&h.finalize())
+}
+
 /// One fetched page: its records as raw JSON text and the URL of the next page, if any.
 #[derive(Debug, PartialEq, Eq)]
 struct Page {
@@ -121,12 +130,8 @@ impl HttpSource {
     /// schema, error policy), not how fast they are read (batch size, retries, timeout).
     /// Products over it start again from the beginning when it changes.
     pub fn version(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(b"kiln.http_source.v1\n");
-        let schema = kiln_contracts::schema_fingerprint(&self.schema);
-        let text = format!("{}\n{:?}\n{:?}\n{schema}\n{}\n", self.url, self.format, self.pagination, self.reject);
-        h.update(text.as_bytes());
-        kiln_contracts::fingerprint::hex(&h.finalize())
+        let text = format!("{}\n{:?}\n{:?}\n{}\n", self.url, self.format, self.pagination, self.reject);
+        definition_version("kiln.http_source.v1", &self.schema, &text)
     }
 
     /// Reads the next micro-batch after `from`; `None` when the feed has no new records.

@@ -14,7 +14,6 @@
 
 use datafusion::arrow::datatypes::SchemaRef;
 use kiln_artifact::SourcePosition;
-use sha2::{Digest, Sha256};
 
 use crate::ingest::MicroBatch;
 use crate::{DataError, Result};
@@ -56,12 +55,8 @@ impl KafkaSource {
 
     /// The definition version: brokers, topic, schema, start and error policy.
     pub fn version(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(b"kiln.kafka_source.v1\n");
-        let schema = kiln_contracts::schema_fingerprint(&self.schema);
-        let text = format!("{:?}\n{}\n{:?}\n{schema}\n{}\n", self.brokers, self.topic, self.start, self.reject);
-        h.update(text.as_bytes());
-        kiln_contracts::fingerprint::hex(&h.finalize())
+        let text = format!("{:?}\n{}\n{:?}\n{}\n", self.brokers, self.topic, self.start, self.reject);
+        crate::ingest::definition_version("kiln.kafka_source.v1", &self.schema, &text)
     }
 
     fn error(&self, message: String) -> DataError {

@@ -251,9 +251,8 @@ impl LogSource {
 
     /// The definition version: topic, schema and error policy.
     pub fn version(&self) -> String {
-        let schema = kiln_contracts::schema_fingerprint(&self.schema);
-        let text = format!("kiln.log_source.v1\n{}\n{schema}\n{}\n", self.topic, self.reject);
-        kiln_contracts::fingerprint::hex(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))
+        let text = format!("{}\n{}\n", self.topic, self.reject);
+        crate::ingest::definition_version("kiln.log_source.v1", &self.schema, &text)
     }
 
     /// The next micro-batch after `from`: partitions in order, each from its committed

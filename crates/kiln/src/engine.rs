@@ -417,13 +417,7 @@ impl Session {
                     if let Some(table) = self.substrate.product_table(&node.name) {
                         table.bind(&self.warehouse, &manifest)?;
                     }
-                    // Builds recorded before content versions stand for their build id.
-                    let content = manifest.content.clone().unwrap_or_else(|| ContentVersions {
-                        rows: manifest.build_id.clone(),
-                        columns: Default::default(),
-                    });
-                    self.content.insert(i, content);
-                    self.versions.insert(i, manifest.build_id);
+                    self.record_committed(i, &manifest);
                 }
                 None => {
                     let message =
@@ -433,6 +427,18 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Records product `i`'s committed build as what downstream build ids read: its
+    /// content versions (a build recorded before they were kept stands for its build id)
+    /// and its build id.
+    pub(crate) fn record_committed(&mut self, i: usize, manifest: &Manifest) {
+        let content = manifest
+            .content
+            .clone()
+            .unwrap_or_else(|| ContentVersions { rows: manifest.build_id.clone(), columns: Default::default() });
+        self.content.insert(i, content);
+        self.versions.insert(i, manifest.build_id.clone());
     }
 
     /// Registers the table of cached product `i` if it is not yet (its schema decoded from

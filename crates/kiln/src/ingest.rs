@@ -102,12 +102,7 @@ impl Session {
                 {
                     return fail(self, e.to_string());
                 }
-                let content = manifest.content.clone().unwrap_or_else(|| ContentVersions {
-                    rows: manifest.build_id.clone(),
-                    columns: Default::default(),
-                });
-                self.content.insert(i, content);
-                self.versions.insert(i, manifest.build_id.clone());
+                self.record_committed(i, &manifest);
                 if batches > 0 {
                     reasons.push(Reason::Ingested { source: feed.to_owned(), records, batches });
                 }
@@ -160,12 +155,7 @@ impl Session {
         }
         reasons.push(Reason::Polls { source: feed.to_owned() });
         if let Some(m) = &current {
-            let content = m
-                .content
-                .clone()
-                .unwrap_or_else(|| ContentVersions { rows: m.build_id.clone(), columns: Default::default() });
-            self.content.insert(i, content);
-            self.versions.insert(i, m.build_id.clone());
+            self.record_committed(i, m);
         }
         Ok(kiln_artifact::ProductPlan {
             product: self.graph.nodes[i].name.clone(),
