@@ -24,6 +24,7 @@ pub mod store;
 
 pub use manifest::{
     ColumnStats, CurrentPointer, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals, SourcePosition,
+    StreamCheckpoint,
 };
 pub use plan::{
     BaseColumn, BuildFingerprints, BuildPlans, BuildRecord, CachedCompile, CanonicalPlan, ChangeCategory,

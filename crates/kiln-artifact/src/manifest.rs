@@ -58,10 +58,40 @@ pub struct Manifest {
     /// duplicates records.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub positions: BTreeMap<String, SourcePosition>,
+    /// Materialized views (`kiln stream`): the rest of the checkpoint this manifest
+    /// commits together with the rows emitted up to it and `positions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamCheckpoint>,
     /// `_common_metadata` / `_metadata` files of this build that describe exactly the
     /// listed files (`metadata_sidecars = 'true'`), relative to the warehouse root.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sidecars: Vec<String>,
+}
+
+/// A materialized view's checkpoint besides its source position: event time per source
+/// partition, the watermark windows were closed at, and the open windows' state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamCheckpoint {
+    /// The stream's watermark (ms since the epoch): windows ending at or before it have
+    /// been emitted; events only in such windows are late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark_ms: Option<i64>,
+    /// Per source partition, the greatest event time read (ms since the epoch).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub partitions: BTreeMap<i32, i64>,
+    /// The open windows' partial aggregate state (an Arrow IPC file, relative to the
+    /// warehouse root), absent when no window is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    pub state_rows: u64,
+    pub state_bytes: u64,
+    /// Totals since the view started: events read, late events, rejected records, rows
+    /// emitted.
+    pub events: u64,
+    pub late: u64,
+    #[serde(default)]
+    pub rejected: u64,
+    pub emitted: u64,
 }
 
 /// How far a micro-batch source has been read. HTTP: the next request, and how many

@@ -128,6 +128,22 @@ enum Command {
         #[arg(long)]
         key: Option<String>,
     },
+    /// Run the project's materialized views over their streams: micro-batches, windows
+    /// closed by the watermark, checkpoints that make the output exactly-once. SIGINT or
+    /// SIGTERM takes a final checkpoint and exits 0.
+    Stream {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Stop (after a final checkpoint) once no stream has new records.
+        #[arg(long)]
+        until_idle: bool,
+        /// How often to checkpoint (`500ms`, `10s`, `1m`; `0s`: after every micro-batch).
+        #[arg(long, default_value = "10s", value_parser = parse_interval)]
+        checkpoint_interval: std::time::Duration,
+        /// Print the final report as JSON (docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// The function catalog: every Kiln function with its doc and example.
     Functions {
         /// The catalog as JSON (docs/json.md).
@@ -166,10 +182,32 @@ enum Format {
     Json,
 }
 
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    kiln::control::parse_duration(s).ok_or_else(|| format!("expected a duration such as 500ms, 10s or 1m, got `{s}`"))
+}
+
 fn parse_setting(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .ok_or_else(|| format!("expected key=value, got `{s}`"))
+}
+
+/// Sets `stop` on SIGINT or SIGTERM (`kiln stream` then checkpoints and exits 0).
+fn watch_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -306,6 +344,29 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
                 println!("{}", String::from_utf8_lossy(&lineage.to_json()?));
             } else {
                 render::lineage(&lineage);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stream { run, until_idle, checkpoint_interval, json } => {
+            let (dir, build) = run.split();
+            let options = kiln::StreamOptions { build, until_idle, checkpoint_interval, ..Default::default() };
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            watch_signals(std::sync::Arc::clone(&stop))
+                .map_err(|e| KilnError::Io { context: "cannot watch for signals".into(), source: e })?;
+            let observer = progress::CliProgress::new(!json);
+            let report = kiln::stream(&dir, &options, &observer, stop).await?;
+            observer.finish();
+            if json {
+                println!("{}", json_text(&report).map_err(KilnError::Usage)?);
+            } else {
+                let why = match report.stopped {
+                    kiln::stream::Stopped::Idle => "no new records",
+                    kiln::stream::Stopped::Signal => "signal",
+                };
+                println!("stopped ({why}), run {}", report.run_id);
+                for v in &report.views {
+                    println!("{}: {}", v.view, progress::stream_line(v));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -12,12 +12,14 @@ use kiln::artifact::Action;
 pub struct CliProgress {
     multi: MultiProgress,
     bars: Mutex<HashMap<String, ProgressBar>>,
+    /// Whether progress is shown at all (`--json` hides it).
+    enabled: bool,
 }
 
 impl CliProgress {
     pub fn new(enabled: bool) -> Self {
         let target = if enabled { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
-        Self { multi: MultiProgress::with_draw_target(target), bars: Mutex::new(HashMap::new()) }
+        Self { multi: MultiProgress::with_draw_target(target), bars: Mutex::new(HashMap::new()), enabled }
     }
 
     pub fn finish(&self) {
@@ -65,6 +67,31 @@ impl kiln::Observer for CliProgress {
                     }
                 });
             }
+            Event::StreamProgress(views) => {
+                if !self.enabled {
+                    return;
+                }
+                for v in views {
+                    let line = stream_line(&v);
+                    // On a terminal, one live line per view; otherwise (logs) a line per report.
+                    if self.multi.is_hidden() {
+                        eprintln!("{}: {line}", v.view);
+                        continue;
+                    }
+                    let bar = self.bar(&v.view).unwrap_or_else(|| {
+                        let style = ProgressStyle::with_template("{spinner:.cyan} {prefix:<24} {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+                        let bar = self.multi.add(ProgressBar::new_spinner().with_style(style));
+                        bar.set_prefix(v.view.clone());
+                        bar.enable_steady_tick(Duration::from_millis(100));
+                        if let Ok(mut bars) = self.bars.lock() {
+                            bars.insert(v.view.clone(), bar.clone());
+                        }
+                        bar
+                    });
+                    bar.set_message(line);
+                }
+            }
             Event::ProductFinished(run) => {
                 let Some(bar) = self.bar(&run.product) else { return };
                 let msg = match run.action {
@@ -77,4 +104,21 @@ impl kiln::Observer for CliProgress {
             }
         }
     }
+}
+
+/// One view's progress: rate, watermark, lag, open windows, state, late, emitted.
+pub fn stream_line(v: &kiln::ViewStatus) -> String {
+    let lag = v.lag_records.map_or_else(|| "-".to_owned(), |l| l.to_string());
+    format!(
+        "{} events ({:.0}/s), watermark {}, lag {lag} records, {} open windows, state {} B, {} late, {} rejected, {} rows emitted, {} checkpoints",
+        v.events,
+        v.events_per_second,
+        v.watermark.as_deref().unwrap_or("-"),
+        v.open_windows,
+        v.state_bytes,
+        v.late,
+        v.rejected,
+        v.emitted,
+        v.checkpoints
+    )
 }

@@ -164,14 +164,31 @@ impl CompiledSource {
         }
     }
 }
-/// Stream connectors and the options each accepts (`connector` included).
-pub const STREAM_CONNECTORS: [(&str, &[&str]); 3] = [
-    ("log", &["connector", "topic", "format", "on_error", "idle_timeout"]),
-    ("http", &["connector", "url", "poll_interval", "format", "on_error", "idle_timeout"]),
-    ("kafka", &["connector", "brokers", "topic", "group_id", "start", "format", "on_error", "idle_timeout"]),
-];
+/// Options of a `log` source.
+const LOG_SOURCE_OPTIONS: [&str; 5] = ["connector", "topic", "format", "batch_records", "on_error"];
+/// Stream connectors (each takes its source's options, plus `idle_timeout`).
+pub const STREAM_CONNECTORS: [&str; 3] = ["log", "http", "kafka"];
+/// How long a stream partition without new records may hold the watermark back, unless a
+/// stream sets `idle_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What `kiln stream` needs to know of a stream besides how to read it.
+#[derive(Debug, Clone)]
+pub struct CompiledStream {
+    pub name: String,
+    /// The event-time column (`WATERMARK FOR`) and the allowed lateness in milliseconds.
+    pub event_time: Option<(String, i64)>,
+    /// A partition without new records for this long stops holding the watermark back.
+    pub idle_timeout: Duration,
+    /// Malformed records go to `<stream>__rejected` (else they fail the run).
+    pub reject: bool,
+}
+
 /// Options a materialized view accepts.
 const VIEW_OPTIONS: [&str; 2] = ["late_events", "max_rows_per_file"];
+/// Field metadata marking a stream's event-time column: the record reader names a record
+/// without it as such (kiln_data::checked).
+pub const EVENT_TIME_KEY: &str = kiln_data::checked::EVENT_TIME_KEY;
 /// Options a product accepts.
 const PRODUCT_OPTIONS: [&str; 11] = [
     "max_bytes_per_file",
@@ -197,6 +214,7 @@ pub struct Substrate {
     sources: BTreeSet<String>,
     /// Micro-batch sources and the tables their batches are bound to.
     micro_batch: HashMap<String, (MicroBatchSource, Arc<MicroBatchTable>)>,
+    streams: HashMap<String, CompiledStream>,
     runtime_fp: String,
     /// Hash of every explicit setting (semantic or not: optimizer switches change plans).
     settings_fp: String,
@@ -251,6 +269,8 @@ pub struct CompiledProduct {
     /// The micro-batch (HTTP) source this product ingests, if it reads one: it is built
     /// batch by batch and appends (kiln_data::ingest).
     pub ingests: Option<String>,
+    /// The windows its SELECTs group by (`GROUP BY TUMBLE/HOP`), innermost first.
+    pub windows: Vec<crate::windows::WindowDef>,
 }
 
 impl Substrate {
@@ -284,6 +304,7 @@ impl Substrate {
             products: HashMap::new(),
             sources: BTreeSet::new(),
             micro_batch: HashMap::new(),
+            streams: HashMap::new(),
             runtime_fp,
             settings_fp,
             functions_fp,
@@ -547,7 +568,7 @@ impl Substrate {
 
     /// Compiles a `log` source (a topic of the embedded log, kiln_data::log).
     fn log_source(&self, def: &SourceDef) -> Result<kiln_data::log::LogSource, ControlError> {
-        def.options.check_known("a log source", &["connector", "topic", "format", "batch_records", "on_error"])?;
+        def.options.check_known("a log source", &LOG_SOURCE_OPTIONS)?;
         let option_error = |at: &Location, message: String| ControlError::Option { at: at.clone(), message };
         let (topic, _) = def
             .options
@@ -561,6 +582,7 @@ impl Substrate {
             schema: scalar_columns(def, "a log source")?,
             batch_records,
             reject: on_error_reject(def)?,
+            cache: Default::default(),
         })
     }
 
@@ -630,32 +652,49 @@ impl Substrate {
         })
     }
 
-    /// Checks a stream's definition (connector options, column types, watermark) and
-    /// registers its schema so materialized views over it compile. Running it is
-    /// `kiln stream`'s job.
-    pub fn register_stream(&mut self, def: &StreamDef) -> Result<SchemaRef, ControlError> {
+    /// Compiles a stream: its connector (a micro-batch source, like a source's, with the
+    /// same options plus `idle_timeout`), column types and watermark; registers it so
+    /// materialized views over it compile and `kiln stream` can bind its micro-batches.
+    /// The event-time column is NOT NULL for the reader: a record without it is rejected
+    /// (or fails the run) as such.
+    pub fn register_stream(&mut self, def: &StreamDef) -> Result<CompiledStream, ControlError> {
         let option_error = |at: &Location, message: String| ControlError::Option { at: at.clone(), message };
         let connector = def.options.get("connector").map_or("log", |(c, _)| c);
-        let Some((_, valid)) = STREAM_CONNECTORS.iter().find(|(name, _)| *name == connector) else {
+        if !STREAM_CONNECTORS.contains(&connector) {
             let at = def.options.get("connector").map_or(&def.at, |(_, at)| at);
-            let names: Vec<&str> = STREAM_CONNECTORS.iter().map(|(n, _)| *n).collect();
-            return Err(option_error(at, format!("stream connector `{connector}` (valid: {})", names.join(", "))));
-        };
-        def.options.check_known(&format!("a `{connector}` stream"), valid)?;
-        let required: &[&str] = match connector {
-            "http" => &["url"],
-            "kafka" => &["brokers", "topic"],
-            _ => &["topic"],
-        };
-        for key in required {
-            if def.options.get(key).is_none() {
-                return Err(option_error(&def.at, format!("a `{connector}` stream needs a `{key}` option")));
-            }
+            return Err(option_error(
+                at,
+                format!("stream connector `{connector}` (valid: {})", STREAM_CONNECTORS.join(", ")),
+            ));
         }
-        let schema = columns_schema(&def.columns, &def.at)?;
+        let source_options: &[&str] = match connector {
+            "http" => &HTTP_SOURCE_OPTIONS,
+            "kafka" => &KAFKA_SOURCE_OPTIONS,
+            _ => &LOG_SOURCE_OPTIONS,
+        };
+        let valid: Vec<&str> = source_options.iter().copied().chain(["idle_timeout"]).collect();
+        def.options.check_known(&format!("a `{connector}` stream"), &valid)?;
+        let idle_timeout = match def.options.get("idle_timeout") {
+            None => DEFAULT_IDLE_TIMEOUT,
+            Some((v, at)) => parse_duration(v)
+                .ok_or_else(|| option_error(at, format!("idle_timeout `{v}` (expected e.g. 500ms, 10s, 1m)")))?,
+        };
+        let mut options = def.options.clone();
+        options.0.retain(|(k, _, _)| k != "idle_timeout");
+        if connector == "log" && options.get("connector").is_none() {
+            options.0.push(("connector".into(), "log".into(), def.at.clone()));
+        }
+        let as_source = SourceDef { name: def.name.clone(), at: def.at.clone(), columns: def.columns.clone(), options };
+        let mut source = match connector {
+            "http" => MicroBatchSource::Http(self.http_source(&as_source)?),
+            "kafka" => MicroBatchSource::Kafka(self.kafka_source(&as_source)?),
+            _ => MicroBatchSource::Log(self.log_source(&as_source)?),
+        };
+        let mut event_time = None;
         if let Some(wm) = &def.watermark {
             let fail =
                 |message: String| ControlError::Compile { at: wm.at.clone(), product: def.name.clone(), message };
+            let schema = source.schema();
             let field = schema
                 .field_with_name(&wm.column)
                 .map_err(|_| fail(format!("WATERMARK FOR `{}`: no such column", wm.column)))?;
@@ -666,31 +705,127 @@ impl Substrate {
                     field.data_type()
                 )));
             }
-            watermark_delay(wm).map_err(fail)?;
+            let delay = watermark_delay(wm).map_err(fail)?;
+            event_time = Some((wm.column.clone(), i64::try_from(delay).unwrap_or(i64::MAX)));
+            let fields: Vec<datafusion::arrow::datatypes::Field> = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let f = f.as_ref().clone();
+                    if f.name() != &wm.column {
+                        return f;
+                    }
+                    let mut metadata = f.metadata().clone();
+                    metadata.insert(EVENT_TIME_KEY.to_owned(), "true".to_owned());
+                    f.with_nullable(false).with_metadata(metadata)
+                })
+                .collect();
+            let schema = Arc::new(Schema::new(fields));
+            match &mut source {
+                MicroBatchSource::Http(s) => s.schema = schema,
+                MicroBatchSource::Kafka(s) => s.schema = schema,
+                MicroBatchSource::Log(s) => s.schema = schema,
+            }
         }
-        let table = datafusion::datasource::MemTable::try_new(Arc::clone(&schema), vec![vec![]])
-            .map_err(|e| ControlError::Internal(format!("register stream `{}`: {e}", def.name)))?;
-        self.sources.insert(def.name.clone());
-        self.ctx
-            .register_table(def.name.as_str(), Arc::new(table))
-            .map_err(|e| ControlError::Internal(format!("register stream `{}`: {e}", def.name)))?;
-        Ok(schema)
+        let reject = on_error_reject(&as_source)?;
+        self.register_micro_batch(source)?;
+        let compiled = CompiledStream { name: def.name.clone(), event_time, idle_timeout, reject };
+        self.streams.insert(def.name.clone(), compiled.clone());
+        Ok(compiled)
+    }
+
+    /// A compiled stream.
+    pub fn stream(&self, name: &str) -> Option<&CompiledStream> {
+        self.streams.get(name)
     }
 
     /// Compiles a materialized view's query (like a product's: planned, verified, gated
-    /// against its declared columns, fingerprinted) and registers its schema.
+    /// against its declared columns, fingerprinted) and registers its schema. What
+    /// `kiln stream` can run is checked here: a view reads one stream (and nothing else:
+    /// each micro-batch runs its query); a view that aggregates groups by one window
+    /// (TUMBLE or HOP with literal intervals) over the stream's event-time column, so a
+    /// group closes when the watermark passes its end.
     pub async fn compile_view(&mut self, def: &ViewDef) -> Result<CompiledProduct, ControlError> {
         def.options.check_known("a materialized view", &VIEW_OPTIONS)?;
+        if let Some((v, at)) = def.options.get("late_events")
+            && !matches!(v, "drop" | "table")
+        {
+            return Err(ControlError::Option {
+                at: at.clone(),
+                message: format!("late_events = '{v}' (valid: 'drop', 'table': write them to `{}__late`)", def.name),
+            });
+        }
+        let mut options = crate::dialect::Options::default();
+        options.0.extend(def.options.0.iter().filter(|(k, _, _)| k == "max_rows_per_file").cloned());
         let as_product = ProductDef {
             name: def.name.clone(),
             at: def.at.clone(),
             columns: def.columns.clone(),
             partition_by: Vec::new(),
             order_by: Vec::new(),
-            options: crate::dialect::Options::default(),
+            options,
             query: def.query.clone(),
         };
-        self.compile_product(&as_product).await
+        let product = self.compile_product(&as_product).await?;
+        let fail = |at: Location, message: String| ControlError::Compile { at, product: def.name.clone(), message };
+        let Some(stream) = product.ingests.as_ref().and_then(|feed| self.streams.get(feed)) else {
+            return Err(fail(def.at.clone(), "a materialized view reads a stream (CREATE STREAM)".into()));
+        };
+        let mut aggregates = 0;
+        let _ = product.plan.apply_with_subqueries(|node| {
+            aggregates += usize::from(matches!(node, LogicalPlan::Aggregate(_)));
+            Ok(TreeNodeRecursion::Continue)
+        });
+        if aggregates == 0 {
+            return Ok(product);
+        }
+        let at_window = |w: &crate::windows::WindowDef| Location {
+            file: def.at.file.clone(),
+            line: w.span.start.line,
+            column: w.span.start.column,
+        };
+        let window = match product.windows.as_slice() {
+            [w] if aggregates == 1 => w,
+            [] => {
+                return Err(fail(
+                    def.at.clone(),
+                    format!(
+                        "a materialized view that aggregates groups by a window, GROUP BY TUMBLE({0}, ...) or HOP({0}, ...): a group over an unbounded stream never closes",
+                        stream.event_time.as_ref().map_or("ts", |(c, _)| c.as_str())
+                    ),
+                ));
+            }
+            _ => return Err(fail(def.at.clone(), "a materialized view aggregates once, by one window".into())),
+        };
+        let Some((column, _)) = &stream.event_time else {
+            return Err(fail(
+                at_window(window),
+                format!("stream `{}` has no WATERMARK FOR its event time, so its windows never close", stream.name),
+            ));
+        };
+        let time = match &window.time {
+            datafusion::sql::sqlparser::ast::Expr::Identifier(i) => Some(crate::dialect::normalize(i)),
+            datafusion::sql::sqlparser::ast::Expr::CompoundIdentifier(parts) => {
+                parts.last().map(crate::dialect::normalize)
+            }
+            _ => None,
+        };
+        if time.as_deref() != Some(column.as_str()) {
+            return Err(fail(
+                at_window(window),
+                format!(
+                    "the window is over `{}`; a stream's windows are over its event-time column `{column}` (WATERMARK FOR)",
+                    window.time
+                ),
+            ));
+        }
+        if window.size_ms.is_none() || window.slide_ms.is_none() {
+            return Err(fail(
+                at_window(window),
+                "a stream window's intervals are literals (INTERVAL '10' SECOND)".into(),
+            ));
+        }
+        Ok(product)
     }
 
     /// Compiles a product and registers its table for downstream products.
@@ -757,7 +892,7 @@ impl Substrate {
 
         let state = self.ctx.state();
         let mut query = def.query.clone();
-        crate::windows::rewrite_windows(&mut query).map_err(|e| planning_error(e, &def.at, &def.name))?;
+        let windows = crate::windows::rewrite_windows(&mut query).map_err(|e| planning_error(e, &def.at, &def.name))?;
         crate::unnest::nest_unnest_joins_in_query(&mut query);
         let statement = DfStatement::Statement(Box::new(SqlStatement::Query(query)));
         let plan = state.statement_to_plan(statement).await.map_err(|e| planning_error(e, &def.at, &def.name))?;
@@ -884,6 +1019,7 @@ impl Substrate {
             basename,
             ordering_tier,
             ingests,
+            windows,
         })
     }
 

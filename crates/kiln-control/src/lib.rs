@@ -31,7 +31,7 @@ pub mod surface;
 pub mod unnest;
 pub mod windows;
 
-pub use compiler::{BUILD_ID_VERSION, CompiledProduct, CompiledSource, Substrate, parse_duration};
+pub use compiler::{BUILD_ID_VERSION, CompiledProduct, CompiledSource, CompiledStream, Substrate, parse_duration};
 pub use dag::{Graph, NodeKind};
 pub use error::{ControlError, Location};
 pub use profile::RuntimeProfile;

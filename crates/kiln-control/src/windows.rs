@@ -32,28 +32,47 @@ use kiln_contracts::dialect::KilnDialect;
 use crate::unnest::located;
 
 /// The column a HOP window's start is exploded into.
-const HOP_START: &str = "__kiln_hop_start";
+const HOP_START: &str = kiln_data::window::HOP_START_COLUMN;
 
-/// Rewrites every SELECT's window syntax in `query` (see the module docs).
-pub fn rewrite_windows(query: &mut Query) -> Result<(), DataFusionError> {
-    let mut rewriter = Rewriter { error: None };
+/// A window a SELECT groups by, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowDef {
+    /// `true` for HOP.
+    pub hop: bool,
+    /// The time argument, as written (a column name for stream windows).
+    pub time: SqlExpr,
+    /// The window length and (HOP) the slide, in milliseconds, when they are literals.
+    pub size_ms: Option<i64>,
+    pub slide_ms: Option<i64>,
+    /// Where the window is written.
+    pub span: datafusion::sql::sqlparser::tokenizer::Span,
+}
+
+/// Rewrites every SELECT's window syntax in `query` (see the module docs) and returns the
+/// windows found, innermost first.
+pub fn rewrite_windows(query: &mut Query) -> Result<Vec<WindowDef>, DataFusionError> {
+    let mut rewriter = Rewriter { error: None, found: Vec::new() };
     let _ = query.visit(&mut rewriter);
-    rewriter.error.map_or(Ok(()), Err)
+    rewriter.error.map_or(Ok(rewriter.found), Err)
 }
 
 struct Rewriter {
     error: Option<DataFusionError>,
+    found: Vec<WindowDef>,
 }
 
 impl VisitorMut for Rewriter {
     type Break = ();
 
     fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
-        if let SetExpr::Select(select) = query.body.as_mut()
-            && let Err(e) = rewrite_select(select)
-        {
-            self.error = Some(e);
-            return ControlFlow::Break(());
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            match rewrite_select(select) {
+                Ok(found) => self.found.extend(found),
+                Err(e) => {
+                    self.error = Some(e);
+                    return ControlFlow::Break(());
+                }
+            }
         }
         ControlFlow::Continue(())
     }
@@ -136,9 +155,10 @@ pub(crate) fn interval_ms(expr: &SqlExpr) -> Option<i64> {
     amount.checked_mul(ms)
 }
 
-fn rewrite_select(select: &mut Select) -> Result<(), DataFusionError> {
-    let GroupByExpr::Expressions(groups, _) = &mut select.group_by else { return Ok(()) };
+fn rewrite_select(select: &mut Select) -> Result<Option<WindowDef>, DataFusionError> {
+    let GroupByExpr::Expressions(groups, _) = &mut select.group_by else { return Ok(None) };
     let mut window: Option<(Kind, Vec<SqlExpr>)> = None;
+    let mut found = None;
     for group in groups.iter_mut() {
         let Some((f, name)) = window_call(group) else { continue };
         let kind = match name {
@@ -172,13 +192,20 @@ fn rewrite_select(select: &mut Select) -> Result<(), DataFusionError> {
                 format!("HOP slide `{}` exceeds its size `{}` (windows would leave gaps)", a[1], a[2]),
             ));
         }
+        found = Some(WindowDef {
+            hop: kind == Kind::Hop,
+            time: a[0].clone(),
+            size_ms: *sizes.last().unwrap_or(&None),
+            slide_ms: if kind == Kind::Hop { sizes[0] } else { *sizes.last().unwrap_or(&None) },
+            span: span_of(f),
+        });
         *group = match kind {
             Kind::Tumble => renamed(f, "kiln_tumble_start"),
             Kind::Hop => SqlExpr::Identifier(Ident::new(HOP_START)),
         };
         window = Some((kind, a));
     }
-    let Some((kind, window_args)) = window else { return Ok(()) };
+    let Some((kind, window_args)) = window else { return Ok(None) };
     if kind == Kind::Hop {
         let Some(first) = select.from.first_mut() else {
             return Err(DataFusionError::Plan("GROUP BY HOP(...) needs a FROM".into()));
@@ -206,7 +233,7 @@ fn rewrite_select(select: &mut Select) -> Result<(), DataFusionError> {
     if let Some(having) = &mut select.having {
         let _ = having.visit(&mut bounds);
     }
-    bounds.error.map_or(Ok(()), Err)
+    bounds.error.map_or(Ok(found), Err)
 }
 
 struct Bounds {

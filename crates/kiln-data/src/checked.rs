@@ -398,7 +398,11 @@ impl Reader {
                         field.data_type()
                     ));
                 } else if typed.is_null(row) && !field.is_nullable() {
-                    *reason = Some(format!("column `{}` is NOT NULL but the field is empty", field.name()));
+                    *reason = Some(if field.metadata().contains_key(EVENT_TIME_KEY) {
+                        format!("no event time: `{}` is missing or null", field.name())
+                    } else {
+                        format!("column `{}` is NOT NULL but the field is empty", field.name())
+                    });
                 }
             }
             columns.push(typed);
@@ -420,6 +424,10 @@ impl Reader {
         Ok(Some(batch))
     }
 }
+
+/// Field metadata marking a stream's event-time column (NOT NULL for the reader): a
+/// record without it is rejected as having no event time.
+pub const EVENT_TIME_KEY: &str = "kiln.event_time";
 
 /// Parses JSON object records (raw text, with their 1-based position in `origin`) of
 /// source `source` against `schema` by the rules of the module docs: the batches of the

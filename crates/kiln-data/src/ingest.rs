@@ -35,11 +35,16 @@ use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
-use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result as DfResult;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, PlanProperties};
 use kiln_artifact::SourcePosition;
 use sha2::{Digest, Sha256};
 
@@ -95,6 +100,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct MicroBatch {
     /// The records that conform, in feed order.
     pub batches: Vec<RecordBatch>,
+    /// The source partition each of `batches` came from (0 for unpartitioned sources),
+    /// for per-partition watermarks.
+    pub partitions: Vec<i32>,
     pub rejects: Vec<Rejected>,
     /// Records read in this batch (conforming and rejected).
     pub records: u64,
@@ -186,7 +194,8 @@ impl HttpSource {
         }
         position.records += records;
         position.batches += 1;
-        Ok(Some(MicroBatch { batches, rejects, records, position, exhausted }))
+        let partitions = vec![0; batches.len()];
+        Ok(Some(MicroBatch { batches, partitions, rejects, records, position, exhausted }))
     }
 
     fn error(&self, message: String) -> DataError {
@@ -359,20 +368,22 @@ impl MicroBatchSource {
 }
 
 /// The table a micro-batch source is registered as: it holds the current micro-batch,
-/// which the engine binds before planning each batch's execution.
+/// which the engine binds before executing. Its scan ([`MicroBatchExec`]) reads the
+/// batches bound *when it executes*, so a stream's plan is made once and executed per
+/// micro-batch.
 #[derive(Debug)]
 pub struct MicroBatchTable {
     name: String,
     schema: SchemaRef,
-    batches: Mutex<Vec<RecordBatch>>,
+    batches: Arc<Mutex<Vec<RecordBatch>>>,
 }
 
 impl MicroBatchTable {
     pub fn new(name: String, schema: SchemaRef) -> Self {
-        Self { name, schema, batches: Mutex::default() }
+        Self { name, schema, batches: Arc::default() }
     }
 
-    /// Makes `batches` what the next scan reads.
+    /// Makes `batches` what the next execution reads.
     pub fn bind(&self, batches: Vec<RecordBatch>) {
         if let Ok(mut b) = self.batches.lock() {
             *b = batches;
@@ -403,8 +414,72 @@ impl TableProvider for MicroBatchTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => Arc::clone(&self.schema),
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(Arc::new(MicroBatchExec {
+            name: self.name.clone(),
+            batches: Arc::clone(&self.batches),
+            projection: projection.cloned(),
+            properties: Arc::new(properties),
+        }))
+    }
+}
+
+/// The scan of a [`MicroBatchTable`]: one partition, the batches bound when it executes.
+#[derive(Debug)]
+pub struct MicroBatchExec {
+    name: String,
+    batches: Arc<Mutex<Vec<RecordBatch>>>,
+    projection: Option<Vec<usize>>,
+    properties: Arc<PlanProperties>,
+}
+
+impl DisplayAs for MicroBatchExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "MicroBatchExec: source={}", self.name)
+    }
+}
+
+impl ExecutionPlan for MicroBatchExec {
+    fn name(&self) -> &str {
+        "MicroBatchExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn datafusion::physical_expr::PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
         let batches = self.batches.lock().map(|b| b.clone()).unwrap_or_default();
-        Ok(MemorySourceConfig::try_new_exec(&[batches], Arc::clone(&self.schema), projection.cloned())?)
+        let projection = self.projection.clone();
+        let out = batches.into_iter().map(move |b| match &projection {
+            Some(p) => b.project(p).map_err(Into::into),
+            None => Ok(b),
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), futures::stream::iter(out))))
     }
 }
 

@@ -87,6 +87,7 @@ impl KafkaSource {
             .ok_or_else(|| self.error(format!("no topic `{}` on {}", self.topic, self.brokers.join(","))))?;
         let mut position = from.clone();
         let (mut batches, mut rejects, mut records) = (Vec::new(), Vec::new(), 0u64);
+        let mut partitions = Vec::new();
         for partition in topic.partitions {
             if records >= self.batch_records as u64 {
                 break;
@@ -140,6 +141,7 @@ impl KafkaSource {
             position.offsets.insert(partition, offset);
             let (b, r) = parse_json_records(&self.name, &self.schema, &origin, lines, batch_size)
                 .map_err(DataError::exec(format!("source `{}`", self.name)))?;
+            partitions.extend(std::iter::repeat_n(partition, b.len()));
             batches.extend(b);
             rejects.extend(r);
         }
@@ -152,6 +154,6 @@ impl KafkaSource {
         position.records += records;
         position.batches += 1;
         let exhausted = records < self.batch_records as u64;
-        Ok(Some(MicroBatch { batches, rejects, records, position, exhausted }))
+        Ok(Some(MicroBatch { batches, partitions, rejects, records, position, exhausted }))
     }
 }

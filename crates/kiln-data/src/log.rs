@@ -42,9 +42,26 @@ pub struct TopicMeta {
 
 /// One segment of a partition, as listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Segment {
+pub struct Segment {
     base: u64,
     count: u64,
+}
+
+/// The last segment read of each partition (see [`LogTopic::read_cached`]).
+#[derive(Debug, Clone, Default)]
+pub struct SegmentCache(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u32, (Segment, bytes::Bytes)>>>);
+
+impl SegmentCache {
+    fn get(&self, partition: u32, segment: Segment) -> Option<bytes::Bytes> {
+        let map = self.0.lock().ok()?;
+        map.get(&partition).filter(|(s, _)| *s == segment).map(|(_, b)| b.clone())
+    }
+
+    fn put(&self, partition: u32, segment: Segment, bytes: bytes::Bytes) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(partition, (segment, bytes));
+        }
+    }
 }
 
 /// A topic of the embedded log.
@@ -182,6 +199,18 @@ impl LogTopic {
 
     /// Up to `max` records of `partition` from offset `from`, in offset order.
     pub async fn read(&self, partition: u32, from: u64, max: usize) -> Result<Vec<LogRecord>> {
+        self.read_cached(partition, from, max, &SegmentCache::default()).await
+    }
+
+    /// [`LogTopic::read`], keeping the last segment read of each partition in `cache`: a
+    /// reader that takes a large segment in several batches fetches it once.
+    pub async fn read_cached(
+        &self,
+        partition: u32,
+        from: u64,
+        max: usize,
+        cache: &SegmentCache,
+    ) -> Result<Vec<LogRecord>> {
         let mut out = Vec::new();
         for segment in self.segments(partition).await? {
             if segment.base + segment.count <= from {
@@ -190,26 +219,26 @@ impl LogTopic {
             if out.len() >= max {
                 break;
             }
-            let path = self.partition_dir(partition).join(format!("{:020}-{}.ndjson", segment.base, segment.count));
-            let bytes = self
-                .warehouse
-                .store()
-                .get(&path)
-                .await
-                .map_err(DataError::store(format!("cannot read topic `{}`", self.name)))?
-                .bytes()
-                .await
-                .map_err(DataError::store(format!("cannot read topic `{}`", self.name)))?;
-            let text = String::from_utf8_lossy(&bytes);
-            for (k, line) in text.split_terminator('\n').enumerate() {
-                let offset = segment.base + k as u64;
-                if offset < from {
-                    continue;
+            let cached = cache.get(partition, segment);
+            let bytes = match cached {
+                Some(bytes) => bytes,
+                None => {
+                    let path =
+                        self.partition_dir(partition).join(format!("{:020}-{}.ndjson", segment.base, segment.count));
+                    let failed = || DataError::store(format!("cannot read topic `{}`", self.name));
+                    let bytes =
+                        self.warehouse.store().get(&path).await.map_err(failed())?.bytes().await.map_err(failed())?;
+                    cache.put(partition, segment, bytes.clone());
+                    bytes
                 }
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            let skip = from.saturating_sub(segment.base) as usize;
+            for (k, line) in text.split_terminator('\n').enumerate().skip(skip) {
                 if out.len() >= max {
                     break;
                 }
-                out.push(LogRecord { partition, offset, line: line.to_owned() });
+                out.push(LogRecord { partition, offset: segment.base + k as u64, line: line.to_owned() });
             }
         }
         Ok(out)
@@ -236,6 +265,7 @@ pub struct LogSource {
     pub schema: arrow_schema::SchemaRef,
     pub batch_records: usize,
     pub reject: bool,
+    pub cache: SegmentCache,
 }
 
 impl LogSource {
@@ -255,9 +285,12 @@ impl LogSource {
         crate::ingest::definition_version("kiln.log_source.v1", &self.schema, &text)
     }
 
-    /// The next micro-batch after `from`: partitions in order, each from its committed
-    /// offset (0 when none), until `batch_records`; `None` when nothing is new. Rejected
-    /// records name `log://<topic>/<partition>` as their file and the offset as their line.
+    /// The next micro-batch after `from`, up to `batch_records` records: each partition
+    /// from its committed offset (0 when none), an equal share each, then what is left
+    /// of the batch from the partitions that had more (in partition order), so a backlog
+    /// is read evenly and per-partition watermarks advance together. `None` when nothing
+    /// is new. Rejected records name `log://<topic>/<partition>` as their file and the
+    /// offset as their line.
     pub async fn next_batch(
         &self,
         from: &kiln_artifact::SourcePosition,
@@ -268,22 +301,35 @@ impl LogSource {
             return Err(fail(format!("no topic `{}` yet (kiln produce {} creates it)", self.topic, self.topic)));
         };
         let mut position = from.clone();
-        let (mut batches, mut rejects, mut records) = (Vec::new(), Vec::new(), 0u64);
-        for partition in 0..topic.partitions() {
-            let left = self.batch_records.saturating_sub(records as usize);
-            if left == 0 {
-                break;
+        let partitions = topic.partitions().max(1);
+        let share = self.batch_records.div_ceil(partitions as usize).max(1);
+        let mut taken: BTreeMap<u32, Vec<LogRecord>> = BTreeMap::new();
+        let mut total = 0usize;
+        for pass in 0..2 {
+            for partition in 0..partitions {
+                let left = self.batch_records.saturating_sub(total);
+                let had = taken.get(&partition).map_or(0, Vec::len);
+                // The second pass only goes back to partitions that filled their share.
+                if left == 0 || (pass == 1 && had < share) {
+                    continue;
+                }
+                let want = if pass == 0 { share.min(left) } else { left };
+                let offset = position.offsets.get(&(partition as i32)).copied().unwrap_or(0).max(0) as u64;
+                let read = topic.read_cached(partition, offset + had as u64, want, &self.cache).await?;
+                total += read.len();
+                taken.entry(partition).or_default().extend(read);
             }
-            let key = partition as i32;
-            let offset = position.offsets.get(&key).copied().unwrap_or(0).max(0) as u64;
-            let read = topic.read(partition, offset, left).await?;
+        }
+        let (mut batches, mut parts, mut rejects, mut records) = (Vec::new(), Vec::new(), Vec::new(), 0u64);
+        for (partition, read) in taken {
             let Some(last) = read.last().map(|r| r.offset) else { continue };
             records += read.len() as u64;
-            position.offsets.insert(key, last as i64 + 1);
+            position.offsets.insert(partition as i32, last as i64 + 1);
             let origin = format!("log://{}/{partition}", self.topic);
             let lines = read.into_iter().map(|r| (r.offset, r.line));
             let (b, r) = crate::checked::parse_json_records(&self.name, &self.schema, &origin, lines, batch_size)
                 .map_err(DataError::exec(format!("source `{}`", self.name)))?;
+            parts.extend(std::iter::repeat_n(partition as i32, b.len()));
             batches.extend(b);
             rejects.extend(r);
         }
@@ -296,7 +342,7 @@ impl LogSource {
         position.records += records;
         position.batches += 1;
         let exhausted = records < self.batch_records as u64;
-        Ok(Some(crate::ingest::MicroBatch { batches, rejects, records, position, exhausted }))
+        Ok(Some(crate::ingest::MicroBatch { batches, partitions: parts, rejects, records, position, exhausted }))
     }
 }
 

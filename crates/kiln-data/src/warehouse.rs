@@ -124,6 +124,17 @@ impl Warehouse {
         Ok(())
     }
 
+    /// Writes one object (atomically, as `put` is) at `relative`.
+    pub async fn put(&self, relative: &str, bytes: Vec<u8>) -> Result<()> {
+        put_bytes(&self.store, &self.path(relative), bytes).await
+    }
+
+    /// Reads one object.
+    pub async fn get(&self, relative: &str) -> Result<bytes::Bytes> {
+        let failed = || DataError::store(format!("cannot read {relative}"));
+        self.store.get(&self.path(relative)).await.map_err(failed())?.bytes().await.map_err(failed())
+    }
+
     /// The products with a directory in the warehouse, sorted. Maintenance only (`gc`):
     /// readers never list.
     pub async fn products(&self) -> Result<Vec<String>> {

@@ -28,6 +28,20 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
+/// The column a HOP window's start is exploded into (kiln_control::windows).
+pub const HOP_START_COLUMN: &str = "__kiln_hop_start";
+
+/// Units of a timestamp per millisecond (seconds: 0, treated as 1/1000 by callers
+/// that divide; windows are whole milliseconds).
+pub fn units_per_ms(unit: datafusion::arrow::datatypes::TimeUnit) -> i64 {
+    use datafusion::arrow::datatypes::TimeUnit;
+    match unit {
+        TimeUnit::Second | TimeUnit::Millisecond => 1,
+        TimeUnit::Microsecond => 1_000,
+        TimeUnit::Nanosecond => 1_000_000,
+    }
+}
+
 /// The aggregation of a windowed view, taken apart from a planned query.
 #[derive(Debug, Clone)]
 pub struct WindowSpec {
@@ -45,6 +59,38 @@ pub struct WindowSpec {
 }
 
 impl WindowSpec {
+    /// [`WindowSpec::from_plan`] for a plan Kiln's window syntax made
+    /// (kiln_control::windows): the window is the group expression calling
+    /// `kiln_tumble_start` or reading the HOP start column, `size_ms` its length. The
+    /// window start's unit is its timestamp type's.
+    pub fn from_window_plan(plan: &Arc<dyn ExecutionPlan>, size_ms: i64) -> Option<(Self, Arc<dyn ExecutionPlan>)> {
+        let (mut spec, input) = Self::from_plan(plan, 0, size_ms)?;
+        let schema = Arc::clone(&spec.input_schema);
+        let (window, unit) = spec.group_by.expr().iter().enumerate().find_map(|(i, (expr, _))| {
+            let is_window = expr
+                .downcast_ref::<datafusion::physical_expr::ScalarFunctionExpr>()
+                .is_some_and(|f| f.name() == "kiln_tumble_start")
+                || expr
+                    .downcast_ref::<datafusion::physical_expr::expressions::Column>()
+                    .is_some_and(|c| c.name() == HOP_START_COLUMN);
+            match expr.data_type(&schema) {
+                Ok(DataType::Timestamp(unit, _)) if is_window => Some((i, unit)),
+                _ => None,
+            }
+        })?;
+        spec.window = window;
+        spec.size = size_ms.checked_mul(units_per_ms(unit))?;
+        Some((spec, input))
+    }
+
+    /// Units of the window start column per millisecond.
+    pub fn units_per_ms(&self) -> i64 {
+        match self.group_by.expr().get(self.window).map(|(e, _)| e.data_type(&self.input_schema)) {
+            Some(Ok(DataType::Timestamp(unit, _))) => units_per_ms(unit),
+            _ => 1,
+        }
+    }
+
     /// The aggregation of `plan` (its topmost `AggregateExec`, seen through a
     /// `Final`/`Partial` pair as DataFusion plans it) and the plan below it (the stateless
     /// part), or `None` when the plan does not aggregate.
@@ -108,6 +154,31 @@ impl WindowAggregate {
         self.state = state.filter(|s| s.num_rows() > 0);
     }
 
+    /// The state as an Arrow IPC file (what a checkpoint stores); `None` when empty.
+    pub fn state_ipc(&self) -> DfResult<Option<Vec<u8>>> {
+        let Some(state) = &self.state else { return Ok(None) };
+        let mut out = Vec::new();
+        let mut writer = datafusion::arrow::ipc::writer::FileWriter::try_new(&mut out, &state.schema())?;
+        writer.write(state)?;
+        writer.finish()?;
+        drop(writer);
+        Ok(Some(out))
+    }
+
+    /// Restores the state from an Arrow IPC file [`WindowAggregate::state_ipc`] wrote.
+    pub fn restore_ipc(&mut self, bytes: bytes::Bytes) -> DfResult<()> {
+        let reader = datafusion::arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)?;
+        let schema = reader.schema();
+        let batches = reader.collect::<Result<Vec<_>, _>>()?;
+        self.restore(Some(concat_batches(&schema, &batches)?));
+        Ok(())
+    }
+
+    /// Bytes held by the open windows' state.
+    pub fn state_bytes(&self) -> usize {
+        self.state.as_ref().map_or(0, RecordBatch::get_array_memory_size)
+    }
+
     /// Open (window, key) groups.
     pub fn open_groups(&self) -> usize {
         self.state.as_ref().map_or(0, RecordBatch::num_rows)
@@ -143,10 +214,17 @@ impl WindowAggregate {
 
     /// Adds a batch of input rows (the stateless part's output) to the open windows.
     pub async fn push(&mut self, batch: RecordBatch) -> DfResult<()> {
-        if batch.num_rows() == 0 {
+        self.push_all(vec![batch]).await
+    }
+
+    /// Adds the batches of one micro-batch to the open windows (one partial aggregation
+    /// and one merge with the state for all of them).
+    pub async fn push_all(&mut self, batches: Vec<RecordBatch>) -> DfResult<()> {
+        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+        if batches.is_empty() {
             return Ok(());
         }
-        let partial = self.stage(AggregateMode::Partial, vec![batch], Arc::clone(&self.spec.input_schema))?;
+        let partial = self.stage(AggregateMode::Partial, batches, Arc::clone(&self.spec.input_schema))?;
         let state_schema = partial.schema();
         let Some(partial) = self.run(partial).await? else { return Ok(()) };
         let mut inputs = vec![partial];

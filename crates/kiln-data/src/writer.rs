@@ -302,6 +302,7 @@ pub async fn write_dataset(
         fingerprints: None,
         content: None,
         positions: Default::default(),
+        stream: None,
         sidecars,
     })
 }

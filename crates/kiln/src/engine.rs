@@ -58,6 +58,8 @@ pub enum Event {
     ProductFinished(ProductRun),
     /// Something the user should know that does not fail the build.
     Warning(String),
+    /// `kiln stream`: each view's progress, about once a second.
+    StreamProgress(Vec<crate::stream::ViewStatus>),
 }
 
 /// Receives build events; implemented by the CLI's progress display.
@@ -370,8 +372,10 @@ impl Session {
                     Err(e) => Err(e.to_string()),
                 },
                 Statement::Stream(def) => match self.substrate.register_stream(def) {
-                    Ok(schema) => {
-                        schema_fps.insert(i, kiln_contracts::schema_fingerprint(&schema));
+                    Ok(stream) => {
+                        if let Some((source, _)) = self.substrate.micro_batch_source(&stream.name) {
+                            schema_fps.insert(i, kiln_contracts::schema_fingerprint(source.schema()));
+                        }
                         Ok(())
                     }
                     Err(e) => {
@@ -486,16 +490,63 @@ impl Session {
     /// Binds every product's table to its committed build (for reading: `query`,
     /// `explain --analyze`); products never built stay unreadable.
     pub(crate) async fn bind_all_committed(&mut self) -> Result<(), KilnError> {
-        let products: Vec<usize> =
-            self.order.iter().copied().filter(|&i| self.graph.nodes[i].kind == NodeKind::Product).collect();
+        let products: Vec<usize> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&i| matches!(self.graph.nodes[i].kind, NodeKind::Product | NodeKind::View))
+            .collect();
         let currents = self.currents(&products).await?;
-        for i in products {
+        for &i in &products {
             let Some(Some(manifest)) = currents.get(&i) else { continue };
             if self.ensure_registered(i).await.is_err() {
                 continue;
             }
             if let Some(table) = self.substrate.product_table(&self.graph.nodes[i].name) {
                 table.bind(&self.warehouse, manifest)?;
+            }
+        }
+        self.bind_side_datasets().await
+    }
+
+    /// Registers and binds the committed side datasets: `<product>__rejected`,
+    /// `<stream>__rejected` and `<view>__late` (their schemas are Kiln's, not declared).
+    async fn bind_side_datasets(&mut self) -> Result<(), KilnError> {
+        let exec = |e: datafusion::error::DataFusionError| {
+            KilnError::Data(kiln_data::DataError::Execution { context: "side datasets".into(), source: e })
+        };
+        let rejects = kiln_data::checked::rejects_batch(&[]).map_err(exec)?.schema();
+        let mut side = Vec::new();
+        for node in &self.graph.nodes {
+            match node.kind {
+                NodeKind::Product | NodeKind::Stream => {
+                    side.push((format!("{}__rejected", node.name), Arc::clone(&rejects)));
+                }
+                NodeKind::View => {
+                    let stream = self
+                        .compiled
+                        .get(&self.graph.get(&node.name).unwrap_or(usize::MAX))
+                        .and_then(|c| c.ingests.clone());
+                    if let Some((source, _)) = stream.as_deref().and_then(|s| self.substrate.micro_batch_source(s)) {
+                        side.push((format!("{}__late", node.name), crate::stream::late_schema(source.schema())));
+                    }
+                }
+                NodeKind::Source => {}
+            }
+        }
+        let reads = side.into_iter().map(|(name, schema)| {
+            let warehouse = self.warehouse.clone();
+            async move { warehouse.current(&name).await.map(|m| (name, schema, m)) }
+        });
+        let found: Vec<_> = futures::stream::iter(reads).buffer_unordered(32).try_collect().await?;
+        for (name, schema, manifest) in found {
+            let Some(manifest) = manifest else { continue };
+            if self.graph.get(&name).is_some() {
+                continue; // a user's own product of that name wins
+            }
+            self.substrate.register_product_schema(&name, schema)?;
+            if let Some(table) = self.substrate.product_table(&name) {
+                table.bind(&self.warehouse, &manifest)?;
             }
         }
         Ok(())
@@ -1161,8 +1212,21 @@ pub(crate) async fn execute_into(
         .map(|p| physical.execute(p, Arc::clone(&task)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(exec_err)?;
+    let spec = Arc::new(write_spec(substrate, product, build_id, run_id, batch)?);
+    let manifest = write_dataset(substrate.warehouse(), streams, spec, progress).await?;
+    Ok((manifest, physical, phases))
+}
+
+/// How `product`'s rows are written into build `build_id` (micro-batch `batch`).
+pub(crate) fn write_spec(
+    substrate: &Substrate,
+    product: &CompiledProduct,
+    build_id: &str,
+    run_id: &str,
+    batch: Option<u64>,
+) -> Result<WriteSpec, KilnError> {
     let tier = product.ordering_tier;
-    let spec = Arc::new(WriteSpec {
+    Ok(WriteSpec {
         product: product.name.clone(),
         build_id: build_id.to_owned(),
         run_id: run_id.to_owned(),
@@ -1183,13 +1247,11 @@ pub(crate) async fn execute_into(
         write_options: product.write_options.clone(),
         basename: product.basename.clone(),
         batch,
-    });
-    let manifest = write_dataset(substrate.warehouse(), streams, spec, progress).await?;
-    Ok((manifest, physical, phases))
+    })
 }
 
 /// The session's Parquet writer properties with a product's write options applied.
-fn writer_properties(
+pub(crate) fn writer_properties(
     substrate: &Substrate,
     options: &std::collections::BTreeMap<String, String>,
     schema: &datafusion::arrow::datatypes::Schema,
@@ -1262,7 +1324,7 @@ async fn timed<T>(future: impl std::future::Future<Output = T>, report: impl FnO
 }
 
 /// `YYYYMMDDTHHMMSS-<pid>-<nanos>`: sortable by time, unique per process and run.
-fn new_run_id() -> String {
+pub(crate) fn new_run_id() -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -1279,7 +1341,7 @@ fn new_run_id() -> String {
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
 /// (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -203,6 +203,7 @@ async fn ingest_batches(
             // definition), so the product no longer shows the old one's data.
             None if restart && batches == 0 => MicroBatch {
                 batches: Vec::new(),
+                partitions: Vec::new(),
                 rejects: Vec::new(),
                 records: 0,
                 position: source.start(),

@@ -22,6 +22,7 @@ pub mod init;
 pub mod inspect;
 pub mod maintain;
 pub mod produce;
+pub mod stream;
 
 pub use engine::{BuildOptions, BuildReport, Event, Observer, Quiet, build, lineage, plan};
 pub use inspect::{QueryFormat, diff, explain, query};
@@ -34,6 +35,7 @@ pub use kiln_explode as explode;
 pub use kiln_functions as functions;
 pub use maintain::{gc, rollback};
 pub use produce::{ProduceReport, produce};
+pub use stream::{StreamOptions, StreamReport, ViewStatus, stream};
 
 /// The facade's error: which layer failed, with that layer's typed error.
 #[derive(Debug, thiserror::Error)]

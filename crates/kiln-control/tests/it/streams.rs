@@ -21,7 +21,7 @@ async fn stream_options_are_checked_per_connector() {
         stream(&mut t, "CREATE STREAM b (ts TIMESTAMP) WITH (connector = 'log', topic = 'b', url = 'x')").unwrap_err();
     assert_eq!(
         e,
-        "s.sql:1:70: invalid option: unknown option `url` for a `log` stream (valid: connector, topic, format, on_error, idle_timeout)"
+        "s.sql:1:70: invalid option: unknown option `url` for a `log` stream (valid: connector, topic, format, batch_records, on_error, idle_timeout)"
     );
     let e = stream(&mut t, "CREATE STREAM c (ts TIMESTAMP) WITH (connector = 'kafka', topic = 'c')").unwrap_err();
     assert!(e.contains("needs a `brokers` option"), "{e}");
@@ -113,14 +113,48 @@ fn watermark_delays_in_milliseconds() {
 #[tokio::test]
 async fn materialized_views_compile_over_streams() {
     let mut t = Tpch::new();
-    stream(&mut t, "CREATE STREAM clicks (user_id BIGINT NOT NULL, ts TIMESTAMP NOT NULL) WITH (topic = 'c')").unwrap();
-    let text = "CREATE MATERIALIZED VIEW per_minute AS SELECT kiln_tumble_start(ts, INTERVAL '1' MINUTE) AS w, count(*) AS n FROM clicks GROUP BY 1";
+    stream(
+        &mut t,
+        "CREATE STREAM clicks (user_id BIGINT NOT NULL, ts TIMESTAMP NOT NULL, at2 TIMESTAMP,\n\
+         WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (topic = 'c')",
+    )
+    .unwrap();
+    stream(&mut t, "CREATE STREAM raw (ts TIMESTAMP NOT NULL) WITH (topic = 'r')").unwrap();
+    let text = "CREATE MATERIALIZED VIEW per_minute AS SELECT TUMBLE_START(ts, INTERVAL '1' MINUTE) AS w, count(*) AS n FROM clicks GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE)";
     let Statement::View(def) = parse_file("v.sql", text).unwrap().remove(0) else { panic!("not a view") };
     let view = t.substrate.compile_view(&def).await.unwrap();
     assert_eq!(view.schema.fields().len(), 2);
     assert_eq!(view.lineage[1].group.iter().map(ToString::to_string).collect::<Vec<_>>(), ["clicks.ts"]);
-    let bad = "CREATE MATERIALIZED VIEW v WITH (emit = 'sometimes') AS SELECT * FROM clicks";
-    let Statement::View(def) = parse_file("v.sql", bad).unwrap().remove(0) else { panic!("not a view") };
-    let e = t.substrate.compile_view(&def).await.unwrap_err().to_string();
-    assert!(e.contains("unknown option `emit` for a materialized view"), "{e}");
+    assert_eq!(view.windows.len(), 1);
+    assert_eq!(view.windows[0].size_ms, Some(60_000));
+    let compile = |sql: &str| {
+        let Statement::View(def) = parse_file("v.sql", sql).unwrap().remove(0) else { panic!("not a view") };
+        def
+    };
+    for (sql, expected) in [
+        (
+            "CREATE MATERIALIZED VIEW v WITH (emit = 'sometimes') AS SELECT * FROM clicks",
+            "unknown option `emit` for a materialized view",
+        ),
+        (
+            "CREATE MATERIALIZED VIEW v WITH (late_events = 'keep') AS SELECT * FROM clicks",
+            "v.sql:1:34: invalid option: late_events = 'keep' (valid: 'drop', 'table'",
+        ),
+        (
+            "CREATE MATERIALIZED VIEW v AS SELECT user_id, count(*) FROM clicks GROUP BY user_id",
+            "v.sql:1:26: v: a materialized view that aggregates groups by a window, GROUP BY TUMBLE(ts, ...)",
+        ),
+        (
+            "CREATE MATERIALIZED VIEW v AS SELECT count(*) FROM clicks GROUP BY TUMBLE(at2, INTERVAL '1' MINUTE)",
+            "v.sql:1:68: v: the window is over `at2`; a stream's windows are over its event-time column `ts`",
+        ),
+        (
+            "CREATE MATERIALIZED VIEW v AS SELECT count(*) FROM raw GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE)",
+            "v.sql:1:65: v: stream `raw` has no WATERMARK FOR its event time",
+        ),
+        ("CREATE MATERIALIZED VIEW v AS SELECT 1 AS one", "a materialized view reads a stream"),
+    ] {
+        let e = t.substrate.compile_view(&compile(sql)).await.unwrap_err().to_string();
+        assert!(e.contains(expected), "{sql}: {e}");
+    }
 }
