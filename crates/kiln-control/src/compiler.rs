@@ -964,7 +964,23 @@ impl Substrate {
             LogicalPlanBuilder::from(plan).sort(keys).and_then(|b| b.build()).map_err(|e| fail(e.strip_backtrace()))?
         };
         let logical = plan.clone();
-        let plan = state.optimize(&plan).map_err(|e| fail(e.strip_backtrace()))?;
+        // A view's aggregate runs as one windowed aggregation (kiln_data::window): the
+        // rewrite of DISTINCT aggregates into two nested GROUP BYs is left out for views
+        // (DataFusion's distinct accumulators keep their values as partial state).
+        let streaming = ingests.as_ref().is_some_and(|feed| self.streams.contains_key(feed));
+        let plan = if streaming {
+            let rules: Vec<_> = state
+                .optimizers()
+                .iter()
+                .filter(|r| r.name() != "single_distinct_aggregation_to_group_by")
+                .cloned()
+                .collect();
+            let view_state = SessionStateBuilder::new_from_existing(state.clone()).with_optimizer_rules(rules).build();
+            view_state.optimize(&plan)
+        } else {
+            state.optimize(&plan)
+        };
+        let plan = plan.map_err(|e| fail(e.strip_backtrace()))?;
         let analysis = analyze(&plan);
         let query_fp = analysis.query_fp();
         let shape = analysis.shape(&schema);

@@ -9,6 +9,7 @@ mod http_source;
 mod interop;
 #[cfg(feature = "s3")]
 mod s3;
+mod streams;
 use std::path::Path;
 use std::process::Command;
 

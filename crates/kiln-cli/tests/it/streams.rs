@@ -1,0 +1,501 @@
+//! `kiln stream`: windows against a reference, restarts (SIGKILL, failpoints), golden views
+//! straight through and with a checkpoint/restore in the middle, watermarks across
+//! partitions with an idle timeout.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use crate::{kiln, write_files};
+
+const KILN_TOML: &str = "[project]\nname = \"s\"\n[storage]\nwarehouse = \"warehouse\"\nartifacts = \".kiln\"\n";
+
+/// One event: event time (ms), user, amount.
+type Ev = (i64, i64, i64);
+
+fn line((ts, user, amount): Ev) -> String {
+    format!(r#"{{"ts": "{}", "user_id": {user}, "amount": {amount}}}"#, chrono_ms(ts))
+}
+
+/// A project with stream `events` (ms timestamps, `delay_ms` allowed lateness, micro-batches
+/// of `batch` records) and `views` (SQL text).
+fn project(delay_ms: i64, batch: usize, idle: &str, views: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = format!(
+        "CREATE STREAM events (ts TIMESTAMP(3) NOT NULL, user_id BIGINT NOT NULL, amount BIGINT,\n\
+         WATERMARK FOR ts AS ts - INTERVAL '{delay_ms}' MILLISECOND)\n\
+         WITH (connector = 'log', topic = 'events', batch_records = '{batch}', idle_timeout = '{idle}', on_error = 'reject');\n"
+    );
+    write_files(dir.path(), &[("kiln.toml", KILN_TOML), ("stream.sql", &stream), ("views.sql", views)]);
+    dir
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+async fn produce(dir: &Path, events: &[Ev]) {
+    let text: String = events.iter().map(|e| line(*e) + "\n").collect();
+    kiln::produce(dir, "events", Some(1), None, std::io::Cursor::new(text)).await.unwrap();
+}
+
+async fn run_until_idle(dir: &Path) -> kiln::StreamReport {
+    let options =
+        kiln::StreamOptions { until_idle: true, checkpoint_interval: Duration::from_millis(1), ..Default::default() };
+    kiln::stream(dir, &options, &kiln::engine::Quiet, Arc::new(AtomicBool::new(false))).await.unwrap()
+}
+
+/// A query's rows, one `a|b|c` line each.
+async fn rows(dir: &Path, sql: &str) -> Vec<String> {
+    let batches = kiln::inspect::query_batches(dir, sql).await.unwrap();
+    let mut out = Vec::new();
+    for b in &batches {
+        for r in 0..b.num_rows() {
+            let cells: Vec<String> = b
+                .columns()
+                .iter()
+                .map(|c| datafusion::arrow::util::display::array_value_to_string(c, r).unwrap())
+                .collect();
+            out.push(cells.join("|"));
+        }
+    }
+    out
+}
+
+/// Windows (start, end) containing `t`: starts at multiples of `slide`, length `size`
+/// (brute force over candidate starts).
+fn windows_of(t: i64, size: i64, slide: i64) -> Vec<i64> {
+    let mut s = (t - size - slide).div_euclid(slide) * slide;
+    let mut out = Vec::new();
+    while s <= t {
+        if s <= t && t < s + size {
+            out.push(s);
+        }
+        s += slide;
+    }
+    out
+}
+
+/// The reference: single partition, micro-batches of `batch` events in order. The
+/// watermark after a batch is the greatest event time so far minus `delay`; an event is
+/// late when any window containing it ended at or before the watermark before its batch.
+/// Returns the late count and, per (window start, user), (count, sum, max) of the rest,
+/// for windows ending at or before the final watermark.
+fn reference(
+    events: &[Ev],
+    batch: usize,
+    delay: i64,
+    size: i64,
+    slide: i64,
+) -> (u64, BTreeMap<(i64, i64), (i64, i64, i64)>) {
+    let mut watermark = i64::MIN;
+    let mut max_seen = i64::MIN;
+    let mut late = 0;
+    let mut groups: BTreeMap<(i64, i64), (i64, i64, i64)> = BTreeMap::new();
+    for chunk in events.chunks(batch) {
+        for &(ts, user, amount) in chunk {
+            let starts = windows_of(ts, size, slide);
+            if starts.iter().any(|s| s + size <= watermark) {
+                late += 1;
+                continue;
+            }
+            for s in starts {
+                let g = groups.entry((s, user)).or_insert((0, 0, i64::MIN));
+                g.0 += 1;
+                g.1 += amount;
+                g.2 = g.2.max(amount);
+            }
+        }
+        max_seen = max_seen.max(chunk.iter().map(|e| e.0).max().unwrap_or(i64::MIN));
+        watermark = watermark.max(max_seen - delay);
+    }
+    groups.retain(|(s, _), _| s + size <= watermark);
+    (late, groups)
+}
+
+fn window_view(name: &str, window: &str) -> String {
+    let start = if window.starts_with("TUMBLE") { "TUMBLE_START" } else { "HOP_START" };
+    let args = &window[window.find('(').unwrap()..];
+    format!(
+        "CREATE MATERIALIZED VIEW {name} AS SELECT {start}{args} AS w, user_id, count(*) AS n, sum(amount) AS total, max(amount) AS top\n\
+         FROM events GROUP BY {window}, user_id;\n"
+    )
+}
+
+fn expected_rows(groups: &BTreeMap<(i64, i64), (i64, i64, i64)>) -> Vec<String> {
+    groups
+        .iter()
+        .map(|((s, user), (n, total, top))| {
+            let w = chrono_ms(*s);
+            format!("{w}|{user}|{n}|{total}|{top}")
+        })
+        .collect()
+}
+
+/// `ms` since the epoch as Arrow displays a TIMESTAMP(3).
+fn chrono_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let milli = ms.rem_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil(days);
+    let frac = if milli == 0 { String::new() } else { format!(".{milli:03}") };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+fn civil(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { era * 400 + yoe + 1 } else { era * 400 + yoe }, m, d)
+}
+
+/// Events in [0, 60 s), each displaced backwards by up to `disorder` ms, then a sentinel
+/// far ahead that closes every window of the others.
+fn stream_of(raw: &[(u16, u8, u8)], disorder: i64) -> Vec<Ev> {
+    let n = raw.len().max(1) as i64;
+    let mut events: Vec<Ev> = raw
+        .iter()
+        .enumerate()
+        .map(|(i, &(jitter, user, amount))| {
+            // Quarter-second event times, so window ends and watermarks often coincide.
+            let base = i as i64 * 240 / n * 250;
+            let shift = i64::from(jitter) % (disorder + 1) / 250 * 250;
+            ((base - shift).max(0), i64::from(user % 3), i64::from(amount))
+        })
+        .collect();
+    events.push((1_000_000, 0, 0));
+    events
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// The oracle: random out-of-order events through a TUMBLE and a HOP view give, once
+    /// the watermark has passed their windows, exactly the reference's groups over the
+    /// events that were not late, and the same late count.
+    #[test]
+    fn windows_equal_a_batch_group_by_minus_late_events(
+        raw in proptest::collection::vec((0u16..20_000, 0u8..3, 0u8..100), 1..120),
+        disorder in 0i64..8_000,
+        delay in (0i64..16).prop_map(|q| q * 250),
+        batch in 1usize..25,
+        (size, slide) in prop_oneof![Just((1_000i64, 1_000i64)), Just((5_000, 5_000)), Just((4_000, 2_000)), Just((5_000, 2_000))],
+    ) {
+        let events = stream_of(&raw, disorder);
+        let tumble = format!("TUMBLE(ts, INTERVAL '{size}' MILLISECOND)");
+        let hop = format!("HOP(ts, INTERVAL '{slide}' MILLISECOND, INTERVAL '{size}' MILLISECOND)");
+        let views = window_view("t", &tumble) + &window_view("h", &hop);
+        let dir = project(delay, batch, "1h", &views);
+        let rt = rt();
+        let (report, t_rows, h_rows) = rt.block_on(async {
+            produce(dir.path(), &events).await;
+            let report = run_until_idle(dir.path()).await;
+            let t = rows(dir.path(), "SELECT * FROM t ORDER BY w, user_id").await;
+            let h = rows(dir.path(), "SELECT * FROM h ORDER BY w, user_id").await;
+            (report, t, h)
+        });
+        let (t_late, t_groups) = reference(&events, batch, delay, size, size);
+        let (h_late, h_groups) = reference(&events, batch, delay, size, slide);
+        prop_assert_eq!(t_rows, expected_rows(&t_groups));
+        prop_assert_eq!(h_rows, expected_rows(&h_groups));
+        let late: BTreeMap<&str, u64> = report.views.iter().map(|v| (v.view.as_str(), v.late)).collect();
+        prop_assert_eq!(late["t"], t_late);
+        prop_assert_eq!(late["h"], h_late);
+    }
+}
+
+/// Golden views: run straight through, and again in two halves (a checkpoint with open
+/// windows, a new process state, a restore), both give the same hand-computed rows.
+#[test]
+fn golden_views_straight_and_restored() {
+    let views = "\
+CREATE MATERIALIZED VIEW big_spenders AS
+SELECT TUMBLE_START(ts, INTERVAL '10' SECOND) AS w, TUMBLE_END(ts, INTERVAL '10' SECOND) AS w_end,
+       user_id, count(*) AS n, sum(amount) AS total, avg(CAST(amount AS DOUBLE)) AS mean
+FROM events WHERE amount >= 10
+GROUP BY TUMBLE(ts, INTERVAL '10' SECOND), user_id
+HAVING sum(amount) > 20;
+
+CREATE MATERIALIZED VIEW busy AS
+SELECT HOP_START(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND) AS w,
+       HOP_END(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND) AS w_end,
+       count(DISTINCT user_id) AS users, min(amount) AS low
+FROM events
+GROUP BY HOP(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND);
+
+CREATE MATERIALIZED VIEW tagged AS
+SELECT user_id * 10 AS u10, upper(CAST(amount AS VARCHAR)) AS a, ts FROM events WHERE amount > 40;
+";
+    // (ts ms, user, amount); delay 1 s; batches of 3.
+    let events: Vec<Ev> = vec![
+        (1_000, 1, 15),
+        (2_000, 2, 50),
+        (4_000, 1, 9),
+        (6_000, 1, 12),
+        (3_000, 2, 30),
+        (11_000, 1, 25),
+        (12_500, 2, 5),
+        (9_500, 1, 41), // late for busy's [0,10) and big_spenders' [0,10)? watermark is 11 s - 1 s = 10 s after batch 2
+        (15_000, 2, 60),
+        (21_000, 1, 1),
+        (26_000, 2, 2),
+        (40_000, 1, 3),
+    ];
+    let expected_big = [
+        "1970-01-01T00:00:00|1970-01-01T00:00:10|1|2|27|13.5",
+        "1970-01-01T00:00:00|1970-01-01T00:00:10|2|2|80|40.0",
+        "1970-01-01T00:00:10|1970-01-01T00:00:20|2|1|60|60.0",
+        "1970-01-01T00:00:10|1970-01-01T00:00:20|1|1|25|25.0",
+    ];
+    let expected_busy = [
+        "1969-12-31T23:59:55|1970-01-01T00:00:05|2|9",
+        "1970-01-01T00:00:00|1970-01-01T00:00:10|2|9",
+        "1970-01-01T00:00:05|1970-01-01T00:00:15|2|5",
+        "1970-01-01T00:00:10|1970-01-01T00:00:20|2|5",
+        "1970-01-01T00:00:15|1970-01-01T00:00:25|2|1",
+        "1970-01-01T00:00:20|1970-01-01T00:00:30|2|1",
+        "1970-01-01T00:00:25|1970-01-01T00:00:35|1|2",
+    ];
+    let expected_tagged = ["20|50|1970-01-01T00:00:02", "10|41|1970-01-01T00:00:09.500", "20|60|1970-01-01T00:00:15"];
+    // Splits at micro-batch boundaries (lateness depends on where batches end).
+    for split in [events.len(), 6, 9] {
+        let dir = project(1_000, 3, "1h", views);
+        let rt = rt();
+        let (big, busy, tagged, late) = rt.block_on(async {
+            produce(dir.path(), &events[..split]).await;
+            run_until_idle(dir.path()).await;
+            if split < events.len() {
+                produce(dir.path(), &events[split..]).await;
+                run_until_idle(dir.path()).await;
+            }
+            let report = run_until_idle(dir.path()).await;
+            let big = rows(dir.path(), "SELECT * FROM big_spenders ORDER BY w, w_end").await;
+            let busy = rows(dir.path(), "SELECT * FROM busy ORDER BY w").await;
+            let tagged = rows(dir.path(), "SELECT * FROM tagged ORDER BY ts").await;
+            let late: BTreeMap<String, u64> = report.views.iter().map(|v| (v.view.clone(), v.late)).collect();
+            (big, busy, tagged, late)
+        });
+        let mut big_sorted = big.clone();
+        big_sorted.sort_by_key(|r| (r[..19].to_owned(), r.split('|').nth(2).map(str::to_owned)));
+        let mut expected_big_sorted = expected_big.map(str::to_owned).to_vec();
+        expected_big_sorted.sort_by_key(|r| (r[..19].to_owned(), r.split('|').nth(2).map(str::to_owned)));
+        assert_eq!(big_sorted, expected_big_sorted, "big_spenders, split at {split}");
+        assert_eq!(busy, expected_busy, "busy, split at {split}");
+        assert_eq!(tagged, expected_tagged, "tagged, split at {split}");
+        assert_eq!(late["big_spenders"], 1, "the 9.5 s event arrives after [0, 10) closed");
+        assert_eq!(late["busy"], 1);
+        assert_eq!(late["tagged"], 0, "a view without windows has no late events");
+    }
+}
+
+/// The stream's watermark is the least over partitions until one goes idle: a partition
+/// that stops sending holds windows open until `idle_timeout` passes.
+#[test]
+fn idle_partitions_stop_holding_the_watermark_back() {
+    let views = window_view("t", "TUMBLE(ts, INTERVAL '10' SECOND)");
+    let dir = project(0, 100, "300ms", &views);
+    let rt = rt();
+    rt.block_on(async {
+        let warehouse = kiln::data::Warehouse::local(&dir.path().join("warehouse")).unwrap();
+        let topic = kiln::data::log::LogTopic::open_or_create(&warehouse, "events", Some(2)).await.unwrap();
+        // Partition 0 runs to 45 s; partition 1 stops at 12 s.
+        let p0: Vec<String> = (0..10).map(|k| line((k * 5_000, 0, 1))).collect();
+        let p1: Vec<String> = (0..5).map(|k| line((k * 3_000, 1, 1))).collect();
+        topic.append(0, &p0).await.unwrap();
+        topic.append(1, &p1).await.unwrap();
+        run_until_idle(dir.path()).await;
+        // Watermark min(45, 12) = 12 s: only [0, 10) is out.
+        let first = rows(dir.path(), "SELECT w, user_id, n FROM t ORDER BY w, user_id").await;
+        assert_eq!(first, ["1970-01-01T00:00:00|0|2", "1970-01-01T00:00:00|1|4"]);
+        // Running on, partition 1 goes idle after 300 ms and partition 0 alone moves the
+        // watermark to 45 s.
+        let stop = Arc::new(AtomicBool::new(false));
+        let options = kiln::StreamOptions {
+            checkpoint_interval: Duration::from_millis(50),
+            poll_interval: Duration::from_millis(20),
+            ..Default::default()
+        };
+        let flag = Arc::clone(&stop);
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let report = kiln::stream(dir.path(), &options, &kiln::engine::Quiet, stop).await.unwrap();
+        stopper.await.unwrap();
+        assert_eq!(report.stopped, kiln::stream::Stopped::Signal);
+        assert_eq!(report.views[0].watermark.as_deref(), Some("1970-01-01T00:00:45.000Z"));
+        let all = rows(dir.path(), "SELECT w, user_id, n FROM t ORDER BY w, user_id").await;
+        assert_eq!(
+            all,
+            [
+                "1970-01-01T00:00:00|0|2",
+                "1970-01-01T00:00:00|1|4",
+                "1970-01-01T00:00:10|0|2",
+                "1970-01-01T00:00:10|1|1",
+                "1970-01-01T00:00:20|0|2",
+                "1970-01-01T00:00:30|0|2",
+            ]
+        );
+    });
+}
+
+/// The binary killed with SIGKILL at random points, and at each failpoint, then
+/// restarted until a run finishes: the view and its late events equal an uninterrupted
+/// run's: nothing lost, nothing emitted twice.
+#[test]
+fn killed_streams_restart_exactly_once() {
+    let views = "CREATE MATERIALIZED VIEW t WITH (late_events = 'table') AS \
+                 SELECT TUMBLE_START(ts, INTERVAL '1' SECOND) AS w, user_id, count(*) AS n, sum(amount) AS total \
+                 FROM events GROUP BY TUMBLE(ts, INTERVAL '1' SECOND), user_id;\n\
+                 CREATE MATERIALIZED VIEW h AS \
+                 SELECT HOP_START(ts, INTERVAL '1' SECOND, INTERVAL '3' SECOND) AS w, count(*) AS n \
+                 FROM events GROUP BY HOP(ts, INTERVAL '1' SECOND, INTERVAL '3' SECOND);\n";
+    let raw: Vec<(u16, u8, u8)> = (0..3_000u32)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) % 3_000) as u16, (i % 7) as u8, (i % 100) as u8))
+        .collect();
+    let mut events = stream_of(&raw, 2_500);
+    // A malformed record and one without event time, rejected by the stream.
+    events.truncate(events.len() - 1);
+    let mut text: String = events.iter().map(|e| line(*e) + "\n").collect();
+    text.push_str("{\"ts\": \"soon\", \"user_id\": 1}\n{\"user_id\": 2, \"amount\": 3}\n");
+    text.push_str(&(line((1_000_000, 0, 0)) + "\n"));
+    let setup = || {
+        let dir = project(1_000, 37, "1h", views);
+        let input = dir.path().join("events.ndjson");
+        std::fs::write(&input, &text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["produce", "events", "--partitions", "1"])
+            .current_dir(dir.path())
+            .stdin(std::fs::File::open(&input).unwrap())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        dir
+    };
+    let snapshot = |dir: &Path| {
+        let rt = rt();
+        rt.block_on(async {
+            (
+                rows(dir, "SELECT * FROM t ORDER BY w, user_id").await,
+                rows(dir, "SELECT * FROM h ORDER BY w").await,
+                rows(dir, "SELECT user_id, amount, ts FROM t__late ORDER BY ts, user_id, amount").await,
+                rows(dir, "SELECT file, line, reason FROM events__rejected ORDER BY line").await,
+            )
+        })
+    };
+    let straight = setup();
+    let (code, out, err) = kiln(&["stream", "--until-idle", "--checkpoint-interval", "0s"], straight.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let expected = snapshot(straight.path());
+    assert!(expected.0.len() > 100 && !expected.2.is_empty(), "the run emits windows and late events");
+    assert_eq!(expected.3.len(), 2, "{:?}", expected.3);
+
+    // Failpoints: a kill after data files, before the manifest, before the pointer
+    // switch and after a checkpoint, each then restarted to the end.
+    for point in ["after_file", "before_manifest", "before_pointer", "after_checkpoint"] {
+        let dir = setup();
+        let killed = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["stream", "--until-idle", "--checkpoint-interval", "0s"])
+            .env("KILN_FAILPOINT", point)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(!killed.status.success(), "{point}: the failpoint aborts the run");
+        let (code, out, err) = kiln(&["stream", "--until-idle", "--checkpoint-interval", "0s"], dir.path());
+        assert_eq!(code, 0, "{point}: {out}{err}");
+        assert_eq!(snapshot(dir.path()), expected, "failpoint {point}");
+    }
+
+    // SIGKILL at pseudo-random moments.
+    let dir = setup();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut kills = 0;
+    for _ in 0..40 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["stream", "--until-idle", "--checkpoint-interval", "0s"])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(150 + seed % 900));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+    }
+    let (code, out, err) = kiln(&["stream", "--until-idle", "--checkpoint-interval", "0s"], dir.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(kills > 0, "at least one run was killed");
+    assert_eq!(snapshot(dir.path()), expected, "after {kills} kills");
+}
+
+/// SIGTERM takes a final checkpoint and exits 0; the next run resumes from it.
+#[test]
+fn sigterm_checkpoints_and_exits_zero() {
+    let views = window_view("t", "TUMBLE(ts, INTERVAL '1' SECOND)");
+    let dir = project(0, 10, "1h", &views);
+    let events: String = (0..50).map(|k| line((k * 100, 1, 1)) + "\n").collect();
+    write_files(dir.path(), &[("e.ndjson", &events)]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["produce", "events"])
+        .current_dir(dir.path())
+        .stdin(std::fs::File::open(dir.path().join("e.ndjson")).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["stream", "--checkpoint-interval", "1h"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until its progress says it has read everything (nothing is committed yet: the
+    // interval is an hour), then terminate it.
+    // (A reader thread keeps draining stderr, so the child never writes to a closed pipe.)
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut seen = Vec::new();
+    while let Ok(l) = lines.recv_timeout(Duration::from_secs(60)) {
+        let done = l.contains(" 50 events") && l.contains("lag 0 records");
+        seen.push(l);
+        if done {
+            break;
+        }
+    }
+    assert!(seen.last().is_some_and(|l| l.contains("lag 0 records")), "{seen:?}");
+    assert!(!dir.path().join("warehouse/t/_current.json").exists(), "no checkpoint before the signal");
+    let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    let out = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("stopped (signal)"), "{stdout}");
+    let manifest = crate::current_manifest(dir.path(), "t");
+    assert_eq!(manifest["positions"]["events"]["records"], 50);
+    assert_eq!(manifest["stream"]["watermark_ms"], 4_900);
+    // Windows [0,1) .. [3,4) are out; [4,5) is open in the state.
+    assert_eq!(manifest["totals"]["rows_written"], 4);
+    assert_eq!(manifest["stream"]["state_rows"], 1);
+}
