@@ -98,7 +98,7 @@ pub struct StreamCheckpoint {
 /// records of its response are already committed (the last page of an append-only feed
 /// grows; it is fetched again and its first `skip` records passed over). Kafka: the next
 /// offset of each partition (`url` names the topic).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourcePosition {
     /// The URL of the next request (for cursor pagination, with the cursor in it).
     pub url: String,
@@ -110,6 +110,9 @@ pub struct SourcePosition {
     /// Kafka sources: per partition, the offset of the next record to read.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub offsets: BTreeMap<i32, i64>,
+    /// File streams: the files already read (names relative to the stream's directory).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub files: std::collections::BTreeSet<String>,
 }
 
 /// One data file of a build.

@@ -167,7 +167,9 @@ impl CompiledSource {
 /// Options of a `log` source.
 const LOG_SOURCE_OPTIONS: [&str; 5] = ["connector", "topic", "format", "batch_records", "on_error"];
 /// Stream connectors (each takes its source's options, plus `idle_timeout`).
-pub const STREAM_CONNECTORS: [&str; 3] = ["log", "http", "kafka"];
+pub const STREAM_CONNECTORS: [&str; 4] = ["log", "files", "http", "kafka"];
+/// Options of a `files` stream (besides `idle_timeout`).
+const FILES_STREAM_OPTIONS: [&str; 5] = ["connector", "path", "format", "batch_records", "on_error"];
 /// How long a stream partition without new records may hold the watermark back, unless a
 /// stream sets `idle_timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -566,6 +568,41 @@ impl Substrate {
         Ok(KafkaSource { name: def.name.clone(), brokers, topic, schema, start, batch_records, reject })
     }
 
+    /// Compiles a `files` stream: a directory (relative to the project) whose arriving
+    /// files are read once each (kiln_data::files_stream).
+    fn files_stream(&self, def: &SourceDef) -> Result<kiln_data::files_stream::FilesSource, ControlError> {
+        use kiln_data::files_stream::FileFormat;
+        let option_error = |at: &Location, message: String| ControlError::Option { at: at.clone(), message };
+        let (path, _) = def
+            .options
+            .get("path")
+            .ok_or_else(|| option_error(&def.at, format!("stream `{}` needs a `path` option", def.name)))?;
+        let format = match def.options.get("format") {
+            None | Some(("json", _)) => FileFormat::Json,
+            Some(("csv", _)) => FileFormat::Csv,
+            Some(("arrow", _)) => FileFormat::Arrow,
+            Some((f, at)) => {
+                return Err(option_error(at, format!("format `{f}` (valid for files streams: json, csv, arrow)")));
+            }
+        };
+        let batch_records = match def.options.get("batch_records") {
+            None => 10_000,
+            Some((v, at)) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| option_error(at, format!("batch_records = '{v}': expected an integer >= 1")))?,
+        };
+        Ok(kiln_data::files_stream::FilesSource {
+            name: def.name.clone(),
+            dir: self.root.join(path),
+            schema: scalar_columns(def, "a files stream")?,
+            format,
+            batch_records,
+            reject: on_error_reject(def)?,
+        })
+    }
+
     /// Compiles a `log` source (a topic of the embedded log, kiln_data::log).
     fn log_source(&self, def: &SourceDef) -> Result<kiln_data::log::LogSource, ControlError> {
         def.options.check_known("a log source", &LOG_SOURCE_OPTIONS)?;
@@ -668,6 +705,7 @@ impl Substrate {
             ));
         }
         let source_options: &[&str] = match connector {
+            "files" => &FILES_STREAM_OPTIONS,
             "http" => &HTTP_SOURCE_OPTIONS,
             "kafka" => &KAFKA_SOURCE_OPTIONS,
             _ => &LOG_SOURCE_OPTIONS,
@@ -686,6 +724,7 @@ impl Substrate {
         }
         let as_source = SourceDef { name: def.name.clone(), at: def.at.clone(), columns: def.columns.clone(), options };
         let mut source = match connector {
+            "files" => MicroBatchSource::Files(self.files_stream(&as_source)?),
             "http" => MicroBatchSource::Http(self.http_source(&as_source)?),
             "kafka" => MicroBatchSource::Kafka(self.kafka_source(&as_source)?),
             _ => MicroBatchSource::Log(self.log_source(&as_source)?),
@@ -722,6 +761,7 @@ impl Substrate {
                 .collect();
             let schema = Arc::new(Schema::new(fields));
             match &mut source {
+                MicroBatchSource::Files(s) => s.schema = schema,
                 MicroBatchSource::Http(s) => s.schema = schema,
                 MicroBatchSource::Kafka(s) => s.schema = schema,
                 MicroBatchSource::Log(s) => s.schema = schema,

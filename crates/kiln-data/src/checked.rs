@@ -250,12 +250,15 @@ impl Reader {
     fn read_file(&self, file: &CheckedFile) -> DfResult<Vec<RecordBatch>> {
         let bytes = std::fs::read(&file.path).map_err(|e| DataFusionError::External(Box::new(e)))?;
         let shown = file.path.display().to_string();
-        let partition = file.partition.as_slice();
+        self.read_bytes(&bytes, &shown, file.partition.as_slice())
+    }
+
+    fn read_bytes(&self, bytes: &[u8], shown: &str, partition: &[Option<String>]) -> DfResult<Vec<RecordBatch>> {
         if self.format == CheckedFormat::Json {
             return self.read_json(&bytes, &shown, partition);
         }
         let width = self.schema.fields().len() - partition.len();
-        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(bytes.as_slice());
+        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(bytes);
         let mut out = Vec::new();
         let mut pending = self.pending();
         let mut record = csv::ByteRecord::new();
@@ -423,6 +426,31 @@ impl Reader {
         };
         Ok(Some(batch))
     }
+}
+
+/// Parses a whole file's records (CSV with a header, or NDJSON) of source `source`
+/// against `schema` by the rules of the module docs: the batches of the records that
+/// conform and the records set aside (`shown` names the file in them).
+pub fn parse_file_records(
+    source: &str,
+    schema: &SchemaRef,
+    format: CheckedFormat,
+    bytes: &[u8],
+    shown: &str,
+    batch_size: usize,
+) -> DfResult<(Vec<RecordBatch>, Vec<Rejected>)> {
+    let reader = Reader {
+        format,
+        name: source.to_owned(),
+        schema: Arc::clone(schema),
+        nullable: nullable_twin(schema),
+        projection: None,
+        rejects: Arc::default(),
+        batch_size: batch_size.max(1),
+    };
+    let batches = reader.read_bytes(bytes, shown, &[])?;
+    let rejects = reader.rejects.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+    Ok((batches, rejects))
 }
 
 /// Field metadata marking a stream's event-time column (NOT NULL for the reader): a

@@ -131,7 +131,7 @@ struct Page {
 impl HttpSource {
     /// Where a never-ingested product starts.
     pub fn start(&self) -> SourcePosition {
-        SourcePosition { url: self.url.clone(), skip: 0, records: 0, batches: 0, offsets: Default::default() }
+        SourcePosition { url: self.url.clone(), skip: 0, records: 0, batches: 0, ..Default::default() }
     }
 
     /// The source's definition version: what its records mean (URL, format, paging,
@@ -320,6 +320,7 @@ pub enum MicroBatchSource {
     Http(HttpSource),
     Kafka(crate::kafka::KafkaSource),
     Log(crate::log::LogSource),
+    Files(crate::files_stream::FilesSource),
 }
 
 impl MicroBatchSource {
@@ -328,6 +329,7 @@ impl MicroBatchSource {
             Self::Http(s) => &s.name,
             Self::Kafka(s) => &s.name,
             Self::Log(s) => &s.name,
+            Self::Files(s) => &s.name,
         }
     }
 
@@ -336,6 +338,7 @@ impl MicroBatchSource {
             Self::Http(s) => &s.schema,
             Self::Kafka(s) => &s.schema,
             Self::Log(s) => &s.schema,
+            Self::Files(s) => &s.schema,
         }
     }
 
@@ -345,6 +348,7 @@ impl MicroBatchSource {
             Self::Http(s) => s.start(),
             Self::Kafka(s) => s.start(),
             Self::Log(s) => s.start(),
+            Self::Files(s) => s.start(),
         }
     }
 
@@ -354,6 +358,7 @@ impl MicroBatchSource {
             Self::Http(s) => s.version(),
             Self::Kafka(s) => s.version(),
             Self::Log(s) => s.version(),
+            Self::Files(s) => s.version(),
         }
     }
 
@@ -363,6 +368,7 @@ impl MicroBatchSource {
             Self::Http(s) => s.next_batch(from, batch_size).await,
             Self::Kafka(s) => s.next_batch(from, batch_size).await,
             Self::Log(s) => s.next_batch(from, batch_size).await,
+            Self::Files(s) => s.next_batch(from, batch_size).await,
         }
     }
 }

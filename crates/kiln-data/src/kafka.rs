@@ -50,6 +50,7 @@ impl KafkaSource {
             records: 0,
             batches: 0,
             offsets: Default::default(),
+            files: Default::default(),
         }
     }
 

@@ -29,6 +29,7 @@
 
 pub mod checked;
 pub mod explode_exec;
+pub mod files_stream;
 pub mod ingest;
 pub mod kafka;
 pub mod log;

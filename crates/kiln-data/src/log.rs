@@ -276,6 +276,7 @@ impl LogSource {
             records: 0,
             batches: 0,
             offsets: Default::default(),
+            files: Default::default(),
         }
     }
 

@@ -499,3 +499,97 @@ fn sigterm_checkpoints_and_exits_zero() {
     assert_eq!(manifest["totals"]["rows_written"], 4);
     assert_eq!(manifest["stream"]["state_rows"], 1);
 }
+
+/// A `files` stream reads each arriving file once, whatever its name sorts as, in JSON,
+/// CSV or Arrow IPC; malformed records and rows without event time are rejected with
+/// their file and line.
+#[test]
+fn files_streams_read_each_arriving_file_once() {
+    use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let dir = tempfile::tempdir().unwrap();
+    let mut sql = String::new();
+    for format in ["json", "csv", "arrow"] {
+        sql.push_str(&format!(
+            "CREATE STREAM s_{format} (ts TIMESTAMP(3) NOT NULL, user_id BIGINT NOT NULL, amount BIGINT,\n\
+             WATERMARK FOR ts AS ts) WITH (connector = 'files', path = 'in_{format}', format = '{format}', on_error = 'reject');\n\
+             CREATE MATERIALIZED VIEW v_{format} AS SELECT TUMBLE_START(ts, INTERVAL '1' SECOND) AS w, count(*) AS n, sum(amount) AS total\n\
+             FROM s_{format} GROUP BY TUMBLE(ts, INTERVAL '1' SECOND);\n"
+        ));
+    }
+    write_files(dir.path(), &[("kiln.toml", KILN_TOML), ("s.sql", &sql)]);
+    // (ts ms, amount); the first file's second record is malformed, the third has no time.
+    let first = [(100, "1"), (200, "x"), (-1, "5"), (1_300, "2")];
+    let second = [(2_100, "4"), (900, "100")]; // 900 is late: [0, 1 s) closed at 1.3 s
+    let write = |name: &str, rows: &[(i64, &str)]| {
+        for format in ["json", "csv", "arrow"] {
+            let d = dir.path().join(format!("in_{format}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let path = d.join(format!("{name}.{format}"));
+            match format {
+                "json" => {
+                    let text: String = rows
+                        .iter()
+                        .map(|(ts, a)| {
+                            let t = if *ts < 0 { String::new() } else { format!(r#""ts": "{}", "#, chrono_ms(*ts)) };
+                            format!("{{{t}\"user_id\": 1, \"amount\": \"{a}\"}}\n")
+                        })
+                        .collect();
+                    std::fs::write(path, text).unwrap();
+                }
+                "csv" => {
+                    let text: String = rows
+                        .iter()
+                        .map(|(ts, a)| format!("{},1,{a}\n", if *ts < 0 { String::new() } else { chrono_ms(*ts) }))
+                        .collect();
+                    std::fs::write(path, format!("ts,user_id,amount\n{text}")).unwrap();
+                }
+                _ => {
+                    // Arrow: amounts that are not numbers cannot be written as Int64;
+                    // the row carries NULL instead (a nullable column: it stays).
+                    let schema = Arc::new(Schema::new(vec![
+                        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+                        Field::new("user_id", DataType::Int64, false),
+                        Field::new("amount", DataType::Int64, true),
+                    ]));
+                    let ts: TimestampMillisecondArray = rows.iter().map(|(t, _)| (*t >= 0).then_some(*t)).collect();
+                    let amount: Int64Array = rows.iter().map(|(_, a)| a.parse::<i64>().ok()).collect();
+                    let batch = datafusion::arrow::array::RecordBatch::try_new(
+                        Arc::clone(&schema),
+                        vec![Arc::new(ts), Arc::new(Int64Array::from(vec![1; rows.len()])), Arc::new(amount)],
+                    )
+                    .unwrap();
+                    let mut file = std::fs::File::create(path).unwrap();
+                    let mut w = datafusion::arrow::ipc::writer::FileWriter::try_new(&mut file, &schema).unwrap();
+                    w.write(&batch).unwrap();
+                    w.finish().unwrap();
+                }
+            }
+        }
+    };
+    write("b-first", &first);
+    let rt = rt();
+    rt.block_on(run_until_idle(dir.path()));
+    // A file whose name sorts before the one already read is still new.
+    write("a-second", &second);
+    let report = rt.block_on(run_until_idle(dir.path()));
+    for format in ["json", "csv", "arrow"] {
+        let got = rt.block_on(rows(dir.path(), &format!("SELECT * FROM v_{format} ORDER BY w")));
+        let rejected =
+            rt.block_on(rows(dir.path(), &format!("SELECT line, reason FROM s_{format}__rejected ORDER BY line")));
+        let status = report.views.iter().find(|v| v.view == format!("v_{format}")).unwrap();
+        assert_eq!(status.late, 1, "{format}");
+        if format == "arrow" {
+            // [0,1): 100 and 200 (amount NULL); [1,2): 1300.
+            assert_eq!(got, ["1970-01-01T00:00:00|2|1", "1970-01-01T00:00:01|1|2"], "{format}");
+            assert_eq!(rejected, ["3|no event time: `ts` is missing or null"], "{format}");
+        } else {
+            assert_eq!(got, ["1970-01-01T00:00:00|1|1", "1970-01-01T00:00:01|1|2"], "{format}");
+            let lines: Vec<&str> = rejected.iter().map(|r| r.split('|').next().unwrap()).collect();
+            let (bad, missing) = if format == "csv" { ("3", "4") } else { ("2", "3") };
+            assert_eq!(lines, [bad, missing], "{format}: {rejected:?}");
+            assert!(rejected[0].contains("column `amount`: cannot read `x`"), "{rejected:?}");
+            assert!(rejected[1].ends_with("no event time: `ts` is missing or null"), "{rejected:?}");
+        }
+    }
+}

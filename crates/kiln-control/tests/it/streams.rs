@@ -27,7 +27,7 @@ async fn stream_options_are_checked_per_connector() {
     let expected = if kiln_data::kafka::ENABLED { "needs a `brokers` option" } else { "the `kafka` cargo feature" };
     assert!(e.contains(expected), "{e}");
     let e = stream(&mut t, "CREATE STREAM d (ts TIMESTAMP) WITH (connector = 'mqtt')").unwrap_err();
-    assert!(e.contains("stream connector `mqtt` (valid: log, http, kafka)"), "{e}");
+    assert!(e.contains("stream connector `mqtt` (valid: log, files, http, kafka)"), "{e}");
 }
 
 fn source(t: &mut Tpch, text: &str) -> Result<kiln_control::CompiledSource, String> {
