@@ -255,7 +255,7 @@ impl Reader {
 
     fn read_bytes(&self, bytes: &[u8], shown: &str, partition: &[Option<String>]) -> DfResult<Vec<RecordBatch>> {
         if self.format == CheckedFormat::Json {
-            return self.read_json(&bytes, &shown, partition);
+            return self.read_json(bytes, shown, partition);
         }
         let width = self.schema.fields().len() - partition.len();
         let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(bytes);
@@ -269,7 +269,7 @@ impl Reader {
                 Err(e) => {
                     // A record the CSV grammar cannot read (e.g. an unterminated quote).
                     let line = e.position().map_or(start.line(), csv::Position::line);
-                    self.reject(&shown, line, String::new(), format!("unreadable CSV: {e}"));
+                    self.reject(shown, line, String::new(), format!("unreadable CSV: {e}"));
                     break;
                 }
             };
@@ -282,7 +282,7 @@ impl Reader {
                 .to_owned();
             let line = record.position().map_or(start.line(), csv::Position::line);
             if record.len() != width {
-                self.reject(&shown, line, raw, format!("expected {width} fields, found {}", record.len()));
+                self.reject(shown, line, raw, format!("expected {width} fields, found {}", record.len()));
                 continue;
             }
             for (builder, field) in pending.fields.iter_mut().zip(record.iter()) {
@@ -297,10 +297,10 @@ impl Reader {
             }
             pending.raw.push((line, raw));
             if pending.raw.len() >= self.batch_size {
-                out.extend(self.finish(std::mem::replace(&mut pending, self.pending()), &shown)?);
+                out.extend(self.finish(std::mem::replace(&mut pending, self.pending()), shown)?);
             }
         }
-        out.extend(self.finish(pending, &shown)?);
+        out.extend(self.finish(pending, shown)?);
         Ok(out)
     }
 
