@@ -16,6 +16,8 @@ const KILN_TOML: &str = "[project]\nname = \"s\"\n[storage]\nwarehouse = \"wareh
 
 /// One event: event time (ms), user, amount.
 type Ev = (i64, i64, i64);
+/// Per (window start, user): count, sum, max.
+type Groups = BTreeMap<(i64, i64), (i64, i64, i64)>;
 
 fn line((ts, user, amount): Ev) -> String {
     format!(r#"{{"ts": "{}", "user_id": {user}, "amount": {amount}}}"#, chrono_ms(ts))
@@ -91,11 +93,11 @@ fn reference(
     delay: i64,
     size: i64,
     slide: i64,
-) -> (u64, BTreeMap<(i64, i64), (i64, i64, i64)>) {
+) -> (u64, Groups) {
     let mut watermark = i64::MIN;
     let mut max_seen = i64::MIN;
     let mut late = 0;
-    let mut groups: BTreeMap<(i64, i64), (i64, i64, i64)> = BTreeMap::new();
+    let mut groups = Groups::new();
     for chunk in events.chunks(batch) {
         for &(ts, user, amount) in chunk {
             let starts = windows_of(ts, size, slide);
@@ -126,7 +128,7 @@ fn window_view(name: &str, window: &str) -> String {
     )
 }
 
-fn expected_rows(groups: &BTreeMap<(i64, i64), (i64, i64, i64)>) -> Vec<String> {
+fn expected_rows(groups: &Groups) -> Vec<String> {
     groups
         .iter()
         .map(|((s, user), (n, total, top))| {
