@@ -10,6 +10,7 @@
 //! - `plan`: `kiln plan` cold, no-op and after one edit on generated projects of 1,000 and
 //!   10,000 products (see the module).
 //! - `incremental`: a no-op `kiln build` on the example and on 1,000 generated products.
+//! - `stream`: Nexmark bids through q7-like and q5-like views (see the module).
 //!
 //! Results are merged into `<out>/results.json` (keyed by suite) and `<out>/results.md`.
 
@@ -36,6 +37,7 @@ mod explode;
 mod functions;
 mod incremental;
 mod plan;
+mod stream;
 mod write;
 
 #[derive(Debug, Parser)]
@@ -69,7 +71,7 @@ enum Cmd {
     },
 }
 
-const SUITES: [&str; 6] = ["build", "functions", "explode", "plan", "incremental", "write"];
+const SUITES: [&str; 7] = ["build", "functions", "explode", "plan", "incremental", "write", "stream"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -93,6 +95,7 @@ async fn main() -> Result<()> {
                     "plan" => plan::suite(&out, runs.max(1), &products).await?,
                     "incremental" => incremental::suite(&out, sf, runs.max(1)).await?,
                     "write" => write::suite(&out, sf, runs.max(1)).await?,
+                    "stream" => stream::suite(&out, runs.max(1)).await?,
                     _ => build_suite(&out, sf, runs.max(1)).await?,
                 };
                 record(&out, s, result)?;

@@ -87,13 +87,7 @@ fn windows_of(t: i64, size: i64, slide: i64) -> Vec<i64> {
 /// late when any window containing it ended at or before the watermark before its batch.
 /// Returns the late count and, per (window start, user), (count, sum, max) of the rest,
 /// for windows ending at or before the final watermark.
-fn reference(
-    events: &[Ev],
-    batch: usize,
-    delay: i64,
-    size: i64,
-    slide: i64,
-) -> (u64, Groups) {
+fn reference(events: &[Ev], batch: usize, delay: i64, size: i64, slide: i64) -> (u64, Groups) {
     let mut watermark = i64::MIN;
     let mut max_seen = i64::MIN;
     let mut late = 0;
