@@ -122,7 +122,9 @@ async fn example_products_equal_plain_datafusion() {
                 assert_eq!(manifest.totals.rows_written, want_rows as u64);
                 assert_eq!(manifest.totals.rows_read, manifest.totals.rows_written + manifest.totals.rows_rejected);
             }
-            Statement::Stream(_) | Statement::View(_) => panic!("the example has no streams"),
+            // Run by `kiln stream`, not `kiln build`: kiln-cli's readme_stream_walkthrough
+            // checks the example's views.
+            Statement::Stream(_) | Statement::View(_) => {}
         }
     }
 }

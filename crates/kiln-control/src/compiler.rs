@@ -397,7 +397,7 @@ impl Substrate {
         let state = self.ctx.state();
         let dialect = KilnDialect::default();
         let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| err(e.to_string()))?;
-        let mut statements = DFParserBuilder::new(crate::unnest::normalize_tokens(tokens))
+        let mut statements = DFParserBuilder::new(crate::windows::window_tvfs(crate::unnest::normalize_tokens(tokens)))
             .with_dialect(&dialect)
             .build()
             .and_then(|mut p| p.parse_statements())

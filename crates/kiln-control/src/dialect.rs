@@ -152,7 +152,8 @@ pub fn parse_file(file: &str, text: &str) -> Result<Vec<Statement>, ControlError
     let tokens = Tokenizer::new(&dialect, text)
         .tokenize_with_location()
         .map_err(|e| syntax(e.into(), SqlLocation { line: 1, column: 1 }))?;
-    let mut parser = Parser::new(&dialect).with_tokens_with_locations(crate::unnest::normalize_tokens(tokens));
+    let mut parser = Parser::new(&dialect)
+        .with_tokens_with_locations(crate::windows::window_tvfs(crate::unnest::normalize_tokens(tokens)));
     let mut out = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}

@@ -65,15 +65,15 @@ use kiln_data::{ExplodeExec, ExplodeMode};
 // ---------------------------------------------------------------------------------------
 // 1. Tokens
 
-fn is_ws(t: &TokenWithSpan) -> bool {
+pub(crate) fn is_ws(t: &TokenWithSpan) -> bool {
     matches!(t.token, Token::Whitespace(_))
 }
 
-fn is_keyword(t: &TokenWithSpan, k: Keyword) -> bool {
+pub(crate) fn is_keyword(t: &TokenWithSpan, k: Keyword) -> bool {
     matches!(&t.token, Token::Word(w) if w.keyword == k)
 }
 
-fn next_solid(tokens: &[TokenWithSpan], mut i: usize) -> usize {
+pub(crate) fn next_solid(tokens: &[TokenWithSpan], mut i: usize) -> usize {
     while i < tokens.len() && is_ws(&tokens[i]) {
         i += 1;
     }
@@ -81,7 +81,7 @@ fn next_solid(tokens: &[TokenWithSpan], mut i: usize) -> usize {
 }
 
 /// The index just past the parenthesis that closes the one at `open`.
-fn close_paren(tokens: &[TokenWithSpan], open: usize) -> Option<usize> {
+pub(crate) fn close_paren(tokens: &[TokenWithSpan], open: usize) -> Option<usize> {
     let mut depth = 0usize;
     for (i, t) in tokens.iter().enumerate().skip(open) {
         match t.token {

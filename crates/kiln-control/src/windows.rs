@@ -18,6 +18,16 @@
 //! - `*_START` / `*_END` must repeat the GROUP BY window's arguments; one window per
 //!   SELECT. Interval checks (positive, slide <= size) and the timestamp type are the
 //!   window functions' own, reported at their position.
+//! - The table-valued form (Flink's), rewritten on the tokens before parsing:
+//!   `FROM TUMBLE(TABLE t, DESCRIPTOR(ts), size)` is
+//!   `FROM (SELECT *, kiln_tumble_start(ts, size) AS window_start,
+//!   kiln_tumble_start(ts, size) + size AS window_end FROM t)`, and
+//!   `FROM HOP(TABLE t, DESCRIPTOR(ts), slide, size)` the same over
+//!   `t CROSS JOIN UNNEST(kiln_hop_starts(ts, slide, size))`; the query then groups by
+//!   `window_start, window_end`.
+//!
+//! [`rewrite_windows`] returns every window the query ends up with, whichever form
+//! made it: each distinct `kiln_tumble_start` / `kiln_hop_starts` call.
 
 use std::ops::ControlFlow;
 
@@ -27,6 +37,7 @@ use datafusion::sql::sqlparser::ast::{
     ObjectNamePart, Query, Select, SetExpr, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use kiln_contracts::dialect::KilnDialect;
 
 use crate::unnest::located;
@@ -51,28 +62,150 @@ pub struct WindowDef {
 /// Rewrites every SELECT's window syntax in `query` (see the module docs) and returns the
 /// windows found, innermost first.
 pub fn rewrite_windows(query: &mut Query) -> Result<Vec<WindowDef>, DataFusionError> {
-    let mut rewriter = Rewriter { error: None, found: Vec::new() };
+    let mut rewriter = Rewriter { error: None };
     let _ = query.visit(&mut rewriter);
-    rewriter.error.map_or(Ok(rewriter.found), Err)
+    if let Some(e) = rewriter.error {
+        return Err(e);
+    }
+    let mut calls = WindowCalls(Vec::new());
+    let _ = query.visit(&mut calls);
+    Ok(calls.0)
+}
+
+/// Collects the distinct window-function calls of a query.
+struct WindowCalls(Vec<WindowDef>);
+
+impl VisitorMut for WindowCalls {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<()> {
+        let SqlExpr::Function(f) = expr else { return ControlFlow::Continue(()) };
+        let [ObjectNamePart::Identifier(name)] = f.name.0.as_slice() else { return ControlFlow::Continue(()) };
+        let a = args(f);
+        let def = match (name.value.to_ascii_lowercase().as_str(), a.as_slice()) {
+            ("kiln_tumble_start", [time, size]) => WindowDef {
+                hop: false,
+                time: time.clone(),
+                size_ms: interval_ms(size),
+                slide_ms: interval_ms(size),
+                span: span_of(f),
+            },
+            ("kiln_hop_starts", [time, slide, size]) => WindowDef {
+                hop: true,
+                time: time.clone(),
+                size_ms: interval_ms(size),
+                slide_ms: interval_ms(slide),
+                span: span_of(f),
+            },
+            _ => return ControlFlow::Continue(()),
+        };
+        let same = |w: &WindowDef| {
+            w.hop == def.hop
+                && w.time.to_string() == def.time.to_string()
+                && w.size_ms == def.size_ms
+                && w.slide_ms == def.slide_ms
+        };
+        if !self.0.iter().any(same) {
+            self.0.push(def);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Rewrites the table-valued window forms on the tokens (see the module docs); spans of
+/// the new tokens are the window keyword's, so errors point at it.
+pub fn window_tvfs(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    use crate::unnest::{close_paren, is_keyword, is_ws, next_solid};
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let kind = match &tokens[i].token {
+            Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("TUMBLE") => Kind::Tumble,
+            Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("HOP") => Kind::Hop,
+            _ => {
+                out.push(tokens[i].clone());
+                i += 1;
+                continue;
+            }
+        };
+        let open = next_solid(&tokens, i + 1);
+        let table = next_solid(&tokens, open + 1);
+        let is_tvf = open < tokens.len()
+            && tokens[open].token == Token::LParen
+            && table < tokens.len()
+            && is_keyword(&tokens[table], Keyword::TABLE);
+        let end = if is_tvf { close_paren(&tokens, open) } else { None };
+        let Some(end) = end else {
+            out.push(tokens[i].clone());
+            i += 1;
+            continue;
+        };
+        // The arguments, split at top-level commas, as text.
+        let mut parts: Vec<String> = vec![String::new()];
+        let mut depth = 0i32;
+        for t in &tokens[open + 1..end - 1] {
+            match t.token {
+                Token::LParen => depth += 1,
+                Token::RParen => depth -= 1,
+                Token::Comma if depth == 0 => {
+                    parts.push(String::new());
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some(last) = parts.last_mut() {
+                last.push_str(&if is_ws(t) { " ".to_owned() } else { t.token.to_string() });
+            }
+        }
+        let parts: Vec<&str> = parts.iter().map(|p| p.trim()).collect();
+        let name = parts.first().and_then(|p| p.get(5..)).map(str::trim);
+        let time = parts.get(1).and_then(|p| {
+            let inner = p.strip_prefix("DESCRIPTOR").or_else(|| p.strip_prefix("descriptor"))?.trim();
+            inner.strip_prefix('(')?.strip_suffix(')').map(str::trim)
+        });
+        let text = match (kind, name, time, &parts[2..]) {
+            (Kind::Tumble, Some(t), Some(ts), [size]) => Some(format!(
+                "(SELECT *, kiln_tumble_start({ts}, {size}) AS window_start, kiln_tumble_start({ts}, {size}) + {size} AS window_end FROM {t})"
+            )),
+            (Kind::Hop, Some(t), Some(ts), [slide, size]) => Some(format!(
+                "(SELECT *, {HOP_START} AS window_start, {HOP_START} + {size} AS window_end FROM {t} \
+                 CROSS JOIN UNNEST(kiln_hop_starts({ts}, {slide}, {size})) AS __kiln_hop({HOP_START}))"
+            )),
+            _ => None,
+        };
+        let replaced = text.and_then(|text| {
+            datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&KilnDialect::default(), &text).tokenize().ok()
+        });
+        match replaced {
+            Some(new) => {
+                let span = tokens[i].span;
+                out.extend(new.into_iter().map(|t| TokenWithSpan::new(t, span)));
+                i = end;
+            }
+            // Not the table-valued form as Kiln knows it: leave it to the parser.
+            None => {
+                out.push(tokens[i].clone());
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 struct Rewriter {
     error: Option<DataFusionError>,
-    found: Vec<WindowDef>,
 }
 
 impl VisitorMut for Rewriter {
     type Break = ();
 
     fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
-        if let SetExpr::Select(select) = query.body.as_mut() {
-            match rewrite_select(select) {
-                Ok(found) => self.found.extend(found),
-                Err(e) => {
-                    self.error = Some(e);
-                    return ControlFlow::Break(());
-                }
-            }
+        if let SetExpr::Select(select) = query.body.as_mut()
+            && let Err(e) = rewrite_select(select)
+        {
+            self.error = Some(e);
+            return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
     }
@@ -155,10 +288,9 @@ pub(crate) fn interval_ms(expr: &SqlExpr) -> Option<i64> {
     amount.checked_mul(ms)
 }
 
-fn rewrite_select(select: &mut Select) -> Result<Option<WindowDef>, DataFusionError> {
-    let GroupByExpr::Expressions(groups, _) = &mut select.group_by else { return Ok(None) };
+fn rewrite_select(select: &mut Select) -> Result<(), DataFusionError> {
+    let GroupByExpr::Expressions(groups, _) = &mut select.group_by else { return Ok(()) };
     let mut window: Option<(Kind, Vec<SqlExpr>)> = None;
-    let mut found = None;
     for group in groups.iter_mut() {
         let Some((f, name)) = window_call(group) else { continue };
         let kind = match name {
@@ -192,20 +324,13 @@ fn rewrite_select(select: &mut Select) -> Result<Option<WindowDef>, DataFusionEr
                 format!("HOP slide `{}` exceeds its size `{}` (windows would leave gaps)", a[1], a[2]),
             ));
         }
-        found = Some(WindowDef {
-            hop: kind == Kind::Hop,
-            time: a[0].clone(),
-            size_ms: *sizes.last().unwrap_or(&None),
-            slide_ms: if kind == Kind::Hop { sizes[0] } else { *sizes.last().unwrap_or(&None) },
-            span: span_of(f),
-        });
         *group = match kind {
             Kind::Tumble => renamed(f, "kiln_tumble_start"),
             Kind::Hop => SqlExpr::Identifier(Ident::new(HOP_START)),
         };
         window = Some((kind, a));
     }
-    let Some((kind, window_args)) = window else { return Ok(None) };
+    let Some((kind, window_args)) = window else { return Ok(()) };
     if kind == Kind::Hop {
         let Some(first) = select.from.first_mut() else {
             return Err(DataFusionError::Plan("GROUP BY HOP(...) needs a FROM".into()));
@@ -233,7 +358,7 @@ fn rewrite_select(select: &mut Select) -> Result<Option<WindowDef>, DataFusionEr
     if let Some(having) = &mut select.having {
         let _ = having.visit(&mut bounds);
     }
-    bounds.error.map_or(Ok(found), Err)
+    bounds.error.map_or(Ok(()), Err)
 }
 
 struct Bounds {

@@ -42,6 +42,30 @@ pub fn units_per_ms(unit: datafusion::arrow::datatypes::TimeUnit) -> i64 {
     }
 }
 
+/// Whether `expr` (over `input`'s output) is a window start: a `kiln_tumble_start` call,
+/// the HOP start column, or a column that projections (and operators that keep their
+/// input's columns) carry from one of those — the table-valued window forms group by
+/// such a column.
+fn is_window_start(expr: &Arc<dyn PhysicalExpr>, input: &Arc<dyn ExecutionPlan>) -> bool {
+    use datafusion::physical_expr::ScalarFunctionExpr;
+    use datafusion::physical_expr::expressions::Column;
+    use datafusion::physical_plan::projection::ProjectionExec;
+    if expr.downcast_ref::<ScalarFunctionExpr>().is_some_and(|f| f.name() == "kiln_tumble_start") {
+        return true;
+    }
+    let Some(column) = expr.downcast_ref::<Column>() else { return false };
+    if column.name() == HOP_START_COLUMN {
+        return true;
+    }
+    if let Some(projection) = input.downcast_ref::<ProjectionExec>() {
+        return projection.expr().get(column.index()).is_some_and(|p| is_window_start(&p.expr, projection.input()));
+    }
+    // Filters, exchanges and batch coalescing keep their input's columns.
+    let same_columns = input.children().len() == 1
+        && input.children().first().is_some_and(|c| c.schema().fields() == input.schema().fields());
+    same_columns && input.children().first().is_some_and(|c| is_window_start(expr, c))
+}
+
 /// The aggregation of a windowed view, taken apart from a planned query.
 #[derive(Debug, Clone)]
 pub struct WindowSpec {
@@ -66,18 +90,11 @@ impl WindowSpec {
     pub fn from_window_plan(plan: &Arc<dyn ExecutionPlan>, size_ms: i64) -> Option<(Self, Arc<dyn ExecutionPlan>)> {
         let (mut spec, input) = Self::from_plan(plan, 0, size_ms)?;
         let schema = Arc::clone(&spec.input_schema);
-        let (window, unit) = spec.group_by.expr().iter().enumerate().find_map(|(i, (expr, _))| {
-            let is_window = expr
-                .downcast_ref::<datafusion::physical_expr::ScalarFunctionExpr>()
-                .is_some_and(|f| f.name() == "kiln_tumble_start")
-                || expr
-                    .downcast_ref::<datafusion::physical_expr::expressions::Column>()
-                    .is_some_and(|c| c.name() == HOP_START_COLUMN);
-            match expr.data_type(&schema) {
-                Ok(DataType::Timestamp(unit, _)) if is_window => Some((i, unit)),
+        let (window, unit) =
+            spec.group_by.expr().iter().enumerate().find_map(|(i, (expr, _))| match expr.data_type(&schema) {
+                Ok(DataType::Timestamp(unit, _)) if is_window_start(expr, &input) => Some((i, unit)),
                 _ => None,
-            }
-        })?;
+            })?;
         spec.window = window;
         spec.size = size_ms.checked_mul(units_per_ms(unit))?;
         Some((spec, input))

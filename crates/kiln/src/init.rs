@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::KilnError;
 
 /// The files of the TPC-H example, embedded from `examples/tpch/` at compile time.
-pub const TPCH_EXAMPLE: [(&str, &str); 8] = [
+pub const TPCH_EXAMPLE: [(&str, &str); 10] = [
     ("kiln.toml", include_str!("../../../examples/tpch/kiln.toml")),
     ("sources.sql", include_str!("../../../examples/tpch/sources.sql")),
     ("staging/customer_clean.sql", include_str!("../../../examples/tpch/staging/customer_clean.sql")),
@@ -14,6 +14,8 @@ pub const TPCH_EXAMPLE: [(&str, &str); 8] = [
     ("marts/segment_value.sql", include_str!("../../../examples/tpch/marts/segment_value.sql")),
     ("nested/orders_nested.sql", include_str!("../../../examples/tpch/nested/orders_nested.sql")),
     ("nested/order_items.sql", include_str!("../../../examples/tpch/nested/order_items.sql")),
+    ("streams/order_events.sql", include_str!("../../../examples/tpch/streams/order_events.sql")),
+    ("streams/order_events.ndjson", include_str!("../../../examples/tpch/streams/order_events.ndjson")),
 ];
 
 const EMPTY_TOML: &str = "[project]\nname = \"NAME\"\n\n[storage]\nwarehouse = \"warehouse\"\nartifacts = \".kiln\"\n\n[profile]\ndefault = \"prod_fast\"\n";

@@ -146,8 +146,11 @@ pub async fn stream(
     stop: Arc<AtomicBool>,
 ) -> Result<StreamReport, KilnError> {
     let mut session = Session::open(dir, &options.build, Need::Versions, observer).await?;
-    if let Some(problem) = session.problems.first() {
-        return Err(KilnError::Usage(problem.to_string()));
+    // Problems elsewhere in the project (a product's source not generated yet, a file
+    // that does not parse) do not stop views that compiled; a view that did not is an
+    // error below.
+    for problem in &session.problems {
+        observer.event(Event::Warning(problem.to_string()));
     }
     let graph = Arc::clone(&session.graph);
     let views: Vec<usize> = session

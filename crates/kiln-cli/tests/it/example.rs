@@ -1051,3 +1051,101 @@ fn tumble_and_hop_windows_in_products() {
         assert!(err.contains(expected), "{query}:\n{err}");
     }
 }
+
+/// README.md's "Streams" walk-through, run as written: the example's stream and views,
+/// `kiln produce`, `kiln stream --until-idle`, and the tables it shows (hand-checked).
+#[test]
+fn readme_stream_walkthrough() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shop = tmp.path().join("shop");
+    let shop_s = shop.to_str().unwrap();
+    let (code, _, err) = kiln(&["init", "--example", "tpch", shop_s], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    let produce = |input: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["produce", "order_events", "-C", shop_s])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(input.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let events = std::fs::read_to_string(shop.join("streams/order_events.ndjson")).unwrap();
+    assert_eq!(produce(&events).trim(), "appended 13 records to topic `order_events` (partition 0: offsets 0..=12)");
+    let (code, out, err) = kiln(&["stream", shop_s, "--until-idle"], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("revenue_per_minute: 12 events") && out.contains("0 late, 1 rejected, 7 rows emitted"),
+        "{out}"
+    );
+    let query = |sql: &str| {
+        let (code, out, err) = kiln(&["query", sql, "-C", shop_s], tmp.path());
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_owned()
+    };
+    let revenue = query("SELECT * FROM revenue_per_minute ORDER BY window_start, status");
+    let expected = "\
++---------------------+---------------------+-----------+--------+---------+
+| window_start        | window_end          | status    | events | revenue |
++---------------------+---------------------+-----------+--------+---------+
+| 2026-11-20T12:00:00 | 2026-11-20T12:01:00 | paid      | 1      | 120.00  |
+| 2026-11-20T12:00:00 | 2026-11-20T12:01:00 | placed    | 4      | 1740.50 |
+| 2026-11-20T12:01:00 | 2026-11-20T12:02:00 | paid      | 2      | 1580.50 |
+| 2026-11-20T12:02:00 | 2026-11-20T12:03:00 | cancelled | 1      | 40.00   |
+| 2026-11-20T12:02:00 | 2026-11-20T12:03:00 | placed    | 1      | 2200.00 |
+| 2026-11-20T12:03:00 | 2026-11-20T12:04:00 | paid      | 1      | 2200.00 |
+| 2026-11-20T12:04:00 | 2026-11-20T12:05:00 | placed    | 1      | 300.00  |
++---------------------+---------------------+-----------+--------+---------+";
+    assert_eq!(revenue, expected);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    assert!(readme.contains(expected), "README.md shows this table");
+    let rejected = query("SELECT line, reason FROM order_events__rejected");
+    assert!(rejected.contains("| 9    | no event time: `event_time` is missing or null |"), "{rejected}");
+    // Five-minute windows every minute, closed up to 12:05:55 (hand-counted).
+    let active = query("SELECT window_start, customers, events FROM active_customers ORDER BY window_start");
+    let lines: Vec<String> = active
+        .lines()
+        .skip(3)
+        .filter(|l| l.starts_with("| "))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "| 2026-11-20T11:56:00 | 3 | 5 |",
+            "| 2026-11-20T11:57:00 | 3 | 7 |",
+            "| 2026-11-20T11:58:00 | 4 | 9 |",
+            "| 2026-11-20T11:59:00 | 4 | 10 |",
+            "| 2026-11-20T12:00:00 | 5 | 11 |",
+        ]
+    );
+    let large = query("SELECT order_id, status FROM large_orders ORDER BY event_time");
+    assert_eq!(large.lines().filter(|l| l.contains("placed") || l.contains("paid")).count(), 4, "{large}");
+
+    produce(
+        "{\"order_id\": 9, \"customer_id\": 2, \"status\": \"placed\", \"amount\": 10.00, \"event_time\": \"2026-11-20T12:00:30Z\"}\n\
+         {\"order_id\": 7, \"customer_id\": 1, \"status\": \"paid\", \"amount\": 55.00, \"event_time\": \"2026-11-20T12:07:10Z\"}\n",
+    );
+    let (code, _, err) = kiln(&["stream", shop_s, "--until-idle"], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    let late = query("SELECT order_id, event_time, kiln_watermark FROM revenue_per_minute__late");
+    let expected_late = "\
++----------+---------------------+---------------------+
+| order_id | event_time          | kiln_watermark      |
++----------+---------------------+---------------------+
+| 9        | 2026-11-20T12:00:30 | 2026-11-20T12:05:55 |
++----------+---------------------+---------------------+";
+    assert_eq!(late, expected_late);
+    assert!(readme.contains(expected_late), "README.md shows this table");
+    let newest = query(
+        "SELECT status, events, revenue FROM revenue_per_minute WHERE window_start = TIMESTAMP '2026-11-20 12:06:00'",
+    );
+    assert!(newest.contains("| placed | 1      | 55.00   |"), "{newest}");
+    assert!(!query("SELECT * FROM revenue_per_minute WHERE events > 4").contains("2026"), "order 9 counted nowhere");
+}

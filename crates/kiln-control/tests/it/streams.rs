@@ -128,6 +128,16 @@ async fn materialized_views_compile_over_streams() {
     assert_eq!(view.lineage[1].group.iter().map(ToString::to_string).collect::<Vec<_>>(), ["clicks.ts"]);
     assert_eq!(view.windows.len(), 1);
     assert_eq!(view.windows[0].size_ms, Some(60_000));
+    // The table-valued form: the same window, found in the derived table it becomes.
+    let text = "CREATE MATERIALIZED VIEW hops AS SELECT window_start, window_end, count(*) AS n \
+                FROM HOP(TABLE clicks, DESCRIPTOR(ts), INTERVAL '10' SECOND, INTERVAL '1' MINUTE) GROUP BY window_start, window_end";
+    let Statement::View(def) = parse_file("v.sql", text).unwrap().remove(0) else { panic!("not a view") };
+    let view = t.substrate.compile_view(&def).await.unwrap();
+    assert_eq!(
+        view.schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(),
+        ["window_start", "window_end", "n"]
+    );
+    assert_eq!((view.windows.len(), view.windows[0].hop, view.windows[0].slide_ms), (1, true, Some(10_000)));
     let compile = |sql: &str| {
         let Statement::View(def) = parse_file("v.sql", sql).unwrap().remove(0) else { panic!("not a view") };
         def
@@ -154,6 +164,10 @@ async fn materialized_views_compile_over_streams() {
             "v.sql:1:65: product `v`: stream `raw` has no WATERMARK FOR its event time",
         ),
         ("CREATE MATERIALIZED VIEW v AS SELECT 1 AS one", "a materialized view reads a stream"),
+        (
+            "CREATE MATERIALIZED VIEW v AS SELECT window_start, count(*) AS n FROM TUMBLE(TABLE clicks, DESCRIPTOR(at2), INTERVAL '1' MINUTE) GROUP BY window_start",
+            "v.sql:1:71: product `v`: the window is over `at2`",
+        ),
     ] {
         // A fresh substrate each: a view that fails its checks has registered its name.
         let mut t = Tpch::new();
