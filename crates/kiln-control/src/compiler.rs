@@ -55,14 +55,21 @@ use crate::profile::RuntimeProfile;
 use crate::surface::Surface;
 use kiln_contracts::dialect::KilnDialect;
 
-/// A record source's (Kafka, log) `format`, which must be `json`, and its
-/// `batch_records` (default 10,000).
+/// A record source's (Kafka, log) `format`, which must be `json` (or, for log topics,
+/// `csv`: one record per line in the declared column order), and its `batch_records`
+/// (default 10,000).
 fn record_options(def: &SourceDef, connector: &str) -> Result<usize, ControlError> {
     let option_error = |at: &Location, message: String| ControlError::Option { at: at.clone(), message };
     if let Some((f, at)) = def.options.get("format")
         && f != "json"
+        && !(connector == "log" && f == "csv")
     {
-        return Err(option_error(at, format!("format `{f}` (valid for {connector}: json, one object per record)")));
+        let valid = if connector == "log" {
+            "json, one object per record; csv, one line per record in column order"
+        } else {
+            "json, one object per record"
+        };
+        return Err(option_error(at, format!("format `{f}` (valid for {connector}: {valid})")));
     }
     match def.options.get("batch_records") {
         None => Ok(10_000),
@@ -166,7 +173,8 @@ impl CompiledSource {
 }
 /// Options of a `log` source.
 const LOG_SOURCE_OPTIONS: [&str; 5] = ["connector", "topic", "format", "batch_records", "on_error"];
-/// Stream connectors (each takes its source's options, plus `idle_timeout`).
+/// Stream connectors (each takes its source's options, plus `idle_timeout` and
+/// `poll_interval`).
 pub const STREAM_CONNECTORS: [&str; 4] = ["log", "files", "http", "kafka"];
 /// Options of a `files` stream (besides `idle_timeout`).
 const FILES_STREAM_OPTIONS: [&str; 5] = ["connector", "path", "format", "batch_records", "on_error"];
@@ -184,6 +192,8 @@ pub struct CompiledStream {
     pub idle_timeout: Duration,
     /// Malformed records go to `<stream>__rejected` (else they fail the run).
     pub reject: bool,
+    /// How long to wait before polling the source again after it had nothing new.
+    pub poll_interval: Duration,
 }
 
 /// Options a materialized view accepts.
@@ -619,6 +629,7 @@ impl Substrate {
             schema: scalar_columns(def, "a log source")?,
             batch_records,
             reject: on_error_reject(def)?,
+            csv: def.options.get("format").is_some_and(|(f, _)| f == "csv"),
             cache: Default::default(),
         })
     }
@@ -710,15 +721,22 @@ impl Substrate {
             "kafka" => &KAFKA_SOURCE_OPTIONS,
             _ => &LOG_SOURCE_OPTIONS,
         };
-        let valid: Vec<&str> = source_options.iter().copied().chain(["idle_timeout"]).collect();
+        let valid: Vec<&str> = source_options.iter().copied().chain(["idle_timeout", "poll_interval"]).collect();
         def.options.check_known(&format!("a `{connector}` stream"), &valid)?;
         let idle_timeout = match def.options.get("idle_timeout") {
             None => DEFAULT_IDLE_TIMEOUT,
             Some((v, at)) => parse_duration(v)
                 .ok_or_else(|| option_error(at, format!("idle_timeout `{v}` (expected e.g. 500ms, 10s, 1m)")))?,
         };
+        let poll_interval = match def.options.get("poll_interval") {
+            // An HTTP feed is someone's API: poll it gently by default.
+            None if connector == "http" => Duration::from_secs(1),
+            None => Duration::from_millis(100),
+            Some((v, at)) => parse_duration(v)
+                .ok_or_else(|| option_error(at, format!("poll_interval `{v}` (expected e.g. 500ms, 10s, 1m)")))?,
+        };
         let mut options = def.options.clone();
-        options.0.retain(|(k, _, _)| k != "idle_timeout");
+        options.0.retain(|(k, _, _)| k != "idle_timeout" && k != "poll_interval");
         if connector == "log" && options.get("connector").is_none() {
             options.0.push(("connector".into(), "log".into(), def.at.clone()));
         }
@@ -769,7 +787,7 @@ impl Substrate {
         }
         let reject = on_error_reject(&as_source)?;
         self.register_micro_batch(source)?;
-        let compiled = CompiledStream { name: def.name.clone(), event_time, idle_timeout, reject };
+        let compiled = CompiledStream { name: def.name.clone(), event_time, idle_timeout, reject, poll_interval };
         self.streams.insert(def.name.clone(), compiled.clone());
         Ok(compiled)
     }

@@ -265,6 +265,8 @@ pub struct LogSource {
     pub schema: arrow_schema::SchemaRef,
     pub batch_records: usize,
     pub reject: bool,
+    /// Records are CSV lines in the declared column order (else JSON objects).
+    pub csv: bool,
     pub cache: SegmentCache,
 }
 
@@ -282,7 +284,7 @@ impl LogSource {
 
     /// The definition version: topic, schema and error policy.
     pub fn version(&self) -> String {
-        let text = format!("{}\n{}\n", self.topic, self.reject);
+        let text = format!("{}\n{}\n{}\n", self.topic, self.reject, if self.csv { "csv" } else { "json" });
         crate::ingest::definition_version("kiln.log_source.v1", &self.schema, &text)
     }
 
@@ -327,9 +329,13 @@ impl LogSource {
             records += read.len() as u64;
             position.offsets.insert(partition as i32, last as i64 + 1);
             let origin = format!("log://{}/{partition}", self.topic);
-            let lines = read.into_iter().map(|r| (r.offset, r.line));
-            let (b, r) = crate::checked::parse_json_records(&self.name, &self.schema, &origin, lines, batch_size)
-                .map_err(DataError::exec(format!("source `{}`", self.name)))?;
+            let (b, r) = if self.csv {
+                self.csv_records(read, &origin, batch_size)?
+            } else {
+                let lines = read.into_iter().map(|r| (r.offset, r.line));
+                crate::checked::parse_json_records(&self.name, &self.schema, &origin, lines, batch_size)
+                    .map_err(DataError::exec(format!("source `{}`", self.name)))?
+            };
             parts.extend(std::iter::repeat_n(partition as i32, b.len()));
             batches.extend(b);
             rejects.extend(r);
@@ -344,6 +350,40 @@ impl LogSource {
         position.batches += 1;
         let exhausted = records < self.batch_records as u64;
         Ok(Some(crate::ingest::MicroBatch { batches, partitions: parts, rejects, records, position, exhausted }))
+    }
+}
+
+impl LogSource {
+    /// CSV records (one per line, contiguous offsets) read by the checked reader behind a
+    /// header of the declared names; rejects name their offset as their line.
+    fn csv_records(
+        &self,
+        read: Vec<LogRecord>,
+        origin: &str,
+        batch_size: usize,
+    ) -> Result<(Vec<datafusion::arrow::array::RecordBatch>, Vec<crate::checked::Rejected>)> {
+        let Some(first) = read.first().map(|r| r.offset) else { return Ok((Vec::new(), Vec::new())) };
+        let header: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let mut text = header.join(",");
+        for r in &read {
+            text.push('\n');
+            text.push_str(&r.line);
+        }
+        text.push('\n');
+        let (batches, mut rejects) = crate::checked::parse_file_records(
+            &self.name,
+            &self.schema,
+            crate::checked::CheckedFormat::Csv,
+            text.as_bytes(),
+            origin,
+            batch_size,
+        )
+        .map_err(DataError::exec(format!("source `{}`", self.name)))?;
+        for r in &mut rejects {
+            // Line 1 is the header; line k + 2 is record k.
+            r.line = first + r.line.saturating_sub(2);
+        }
+        Ok((batches, rejects))
     }
 }
 

@@ -77,7 +77,8 @@ pub struct StreamOptions {
     pub until_idle: bool,
     /// How often a checkpoint is taken; zero: after every micro-batch.
     pub checkpoint_interval: Duration,
-    /// How long to wait before polling again when no stream had new records.
+    /// How long the loop sleeps when no stream had new records (each stream's own
+    /// `poll_interval` decides when its source is polled again).
     pub poll_interval: Duration,
     /// How often progress is reported.
     pub progress_interval: Duration,
@@ -89,7 +90,7 @@ impl Default for StreamOptions {
             build: BuildOptions::default(),
             until_idle: false,
             checkpoint_interval: Duration::from_secs(10),
-            poll_interval: Duration::from_millis(200),
+            poll_interval: Duration::from_millis(50),
             progress_interval: Duration::from_secs(1),
         }
     }
@@ -297,6 +298,8 @@ struct ViewRun {
     checkpoints: u64,
     /// Events at the last progress report.
     reported_events: u64,
+    /// When the source may be polled again (after a poll found nothing new).
+    next_poll: Option<Instant>,
 }
 
 impl ViewRun {
@@ -380,6 +383,7 @@ impl ViewRun {
             totals: StreamCheckpoint::default(),
             checkpoints: 0,
             reported_events: 0,
+            next_poll: None,
         };
         if continues && let Some(manifest) = committed {
             run.resume(session, manifest).await?;
@@ -412,14 +416,21 @@ impl ViewRun {
         KilnError::Data(kiln_data::DataError::Execution { context: format!("view `{}`", self.product.name), source: e })
     }
 
-    /// Reads and processes one micro-batch; `false` when the stream had nothing new.
+    /// Reads and processes one micro-batch; `false` when the stream had nothing new (or
+    /// its `poll_interval` has not passed since it last had nothing new).
     async fn step(&mut self, session: &Session) -> Result<bool, KilnError> {
+        if self.next_poll.is_some_and(|t| Instant::now() < t) {
+            self.advance().await?;
+            return Ok(false);
+        }
         let batch_size = session.substrate.context().state().config().batch_size();
         let Some(micro) = self.source.next_batch(&self.position, batch_size).await? else {
+            self.next_poll = Some(Instant::now() + self.stream.poll_interval);
             // Idle partitions may let the watermark advance.
             self.advance().await?;
             return Ok(false);
         };
+        self.next_poll = None;
         let rejected = micro.rejects.len() as u64;
         self.totals.rejected += rejected;
         if self.owns_rejects {

@@ -612,3 +612,30 @@ fn files_streams_read_each_arriving_file_once() {
         }
     }
 }
+
+/// A log stream of CSV lines (`format = 'csv'`, declared column order); a malformed line is
+/// rejected with its offset.
+#[test]
+fn csv_log_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "CREATE STREAM s (ts TIMESTAMP(3) NOT NULL, user_id BIGINT NOT NULL, amount BIGINT,\n\
+               WATERMARK FOR ts AS ts) WITH (connector = 'log', topic = 's', format = 'csv', on_error = 'reject', poll_interval = '20ms');\n\
+               CREATE MATERIALIZED VIEW v AS SELECT TUMBLE_START(ts, INTERVAL '1' SECOND) AS w, sum(amount) AS total\n\
+               FROM s GROUP BY TUMBLE(ts, INTERVAL '1' SECOND);\n";
+    write_files(dir.path(), &[("kiln.toml", KILN_TOML), ("s.sql", sql)]);
+    let lines = "1970-01-01T00:00:00.100,1,5\n1970-01-01T00:00:00.200,1,seven\n1970-01-01T00:00:00.900,2,\n\
+                 1970-01-01T00:00:01.500,1,1\n1970-01-01T00:00:02.000,1,1\n";
+    let rt = rt();
+    rt.block_on(async {
+        kiln::produce(dir.path(), "s", None, None, std::io::Cursor::new(lines)).await.unwrap();
+        run_until_idle(dir.path()).await;
+        // [0, 1): 5 + NULL; [1, 2): 1; [2, 3) is open (watermark 2 s).
+        let got = rows(dir.path(), "SELECT * FROM v ORDER BY w").await;
+        assert_eq!(got, ["1970-01-01T00:00:00|5", "1970-01-01T00:00:01|1"]);
+        let rejected = rows(dir.path(), "SELECT file, line, raw, reason FROM s__rejected").await;
+        assert_eq!(
+            rejected,
+            ["log://s/0|1|1970-01-01T00:00:00.200,1,seven|column `amount`: cannot read `seven` as Int64"]
+        );
+    });
+}
