@@ -21,7 +21,7 @@ async fn stream_options_are_checked_per_connector() {
         stream(&mut t, "CREATE STREAM b (ts TIMESTAMP) WITH (connector = 'log', topic = 'b', url = 'x')").unwrap_err();
     assert_eq!(
         e,
-        "s.sql:1:70: invalid option: unknown option `url` for a `log` stream (valid: connector, topic, format, batch_records, on_error, idle_timeout)"
+        "s.sql:1:70: invalid option: unknown option `url` for a `log` stream (valid: connector, topic, format, batch_records, on_error, idle_timeout, poll_interval)"
     );
     let e = stream(&mut t, "CREATE STREAM c (ts TIMESTAMP) WITH (connector = 'kafka', topic = 'c')").unwrap_err();
     let expected = if kiln_data::kafka::ENABLED { "needs a `brokers` option" } else { "the `kafka` cargo feature" };
