@@ -366,6 +366,7 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
                 println!("stopped ({why}), run {}", report.run_id);
                 for v in &report.views {
                     println!("{}: {}", v.view, progress::stream_line(v));
+                    println!("  {}", v.started);
                 }
             }
             Ok(ExitCode::SUCCESS)

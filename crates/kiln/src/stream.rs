@@ -118,6 +118,9 @@ pub struct ViewStatus {
     pub emitted: u64,
     /// Checkpoints committed by this run.
     pub checkpoints: u64,
+    /// Where this run started: from the committed checkpoint, or why from the stream's
+    /// beginning.
+    pub started: String,
 }
 
 /// Why a run ended.
@@ -166,6 +169,7 @@ pub async fn stream(
     let run_id = crate::engine::new_run_id();
     let mut runs = Vec::new();
     let mut reject_owners = std::collections::BTreeSet::new();
+    let events_seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
     for i in views {
         let name = graph.nodes[i].name.clone();
         if let Some(e) = session.failed.get(&i) {
@@ -189,9 +193,16 @@ pub async fn stream(
             return Err(KilnError::Product { product: name, message: "not compiled".into() });
         };
         let owns_rejects = stream.reject && reject_owners.insert(feed.clone());
-        let run =
-            ViewRun::start(&session, product, stream, (source, table), (fps, definition), owns_rejects, run_id.clone())
-                .await?;
+        let run = ViewRun::start(
+            &session,
+            product,
+            stream,
+            (source, table),
+            (fps, definition),
+            owns_rejects,
+            (run_id.clone(), Arc::clone(&events_seq)),
+        )
+        .await?;
         runs.push(run);
     }
 
@@ -237,7 +248,12 @@ pub async fn stream(
         run.checkpoint(&session).await?;
         views.push(run.status(elapsed).await);
     }
-    Ok(StreamReport { run_id, views, stopped })
+    let report = StreamReport { run_id, views, stopped };
+    // The run's record: its report, and one event per checkpoint (written as they commit).
+    let summary = serde_json::to_vec_pretty(&report).map_err(|e| KilnError::Usage(format!("stream summary: {e}")))?;
+    session.store.put_run_file(&report.run_id, "stream_summary.json", summary).await?;
+    session.store.finish_events(&report.run_id).await?;
+    Ok(report)
 }
 
 /// The event time of each source partition, as far as read.
@@ -300,6 +316,9 @@ struct ViewRun {
     reported_events: u64,
     /// When the source may be polled again (after a poll found nothing new).
     next_poll: Option<Instant>,
+    started: String,
+    /// The run's next event part number (shared by its views).
+    events_seq: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ViewRun {
@@ -312,7 +331,7 @@ impl ViewRun {
         (source, table): (MicroBatchSource, Arc<MicroBatchTable>),
         (fps, definition): (BuildFingerprints, String),
         owns_rejects: bool,
-        run_id: String,
+        (run_id, events_seq): (String, Arc<std::sync::atomic::AtomicU64>),
     ) -> Result<Self, KilnError> {
         let substrate = &session.substrate;
         let exec_err = |e: datafusion::error::DataFusionError| {
@@ -359,6 +378,14 @@ impl ViewRun {
         let warehouse = substrate.warehouse();
         let committed = warehouse.current(&product.name).await?;
         let continues = committed.as_ref().is_some_and(|m| m.fingerprints.as_ref() == Some(&fps) && m.stream.is_some());
+        let started = match committed.as_ref().and_then(|m| m.fingerprints.as_ref().map(|f| (m, f))) {
+            None if committed.is_none() => "first run: from the beginning of the stream".to_owned(),
+            None => "no checkpoint: from the beginning of the stream".to_owned(),
+            Some((m, _)) if continues => format!("resumed from checkpoint {}", short(&m.build_id)),
+            Some((_, old)) => {
+                format!("definition changed ({}): from the beginning of the stream, replacing", changed(old, &fps))
+            }
+        };
         let late_table = matches!(product_option(session, &product.name, "late_events").as_deref(), Some("table"));
         let mut run = Self {
             position: source.start(),
@@ -384,6 +411,8 @@ impl ViewRun {
             checkpoints: 0,
             reported_events: 0,
             next_poll: None,
+            started,
+            events_seq,
         };
         if continues && let Some(manifest) = committed {
             run.resume(session, manifest).await?;
@@ -602,6 +631,21 @@ impl ViewRun {
         manifest.stream = Some(checkpoint);
         warehouse.commit(&manifest).await?;
         kiln_data::failpoint("after_checkpoint");
+        let event = serde_json::json!({
+            "event": "checkpoint",
+            "view": self.product.name,
+            "build_id": manifest.build_id,
+            "build_dir": manifest.build_dir,
+            "records": self.position.records,
+            "batches": self.position.batches,
+            "watermark_ms": self.watermark_ms,
+            "rows_emitted": self.totals.emitted,
+            "late": self.totals.late,
+            "state_rows": manifest.stream.as_ref().map_or(0, |c| c.state_rows),
+            "unix_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        });
+        let seq = self.events_seq.fetch_add(1, Ordering::Relaxed);
+        session.store.put_event_part(&self.run_id, seq, format!("{event}\n").into_bytes()).await?;
         self.current = Some(manifest);
         self.checkpoints += 1;
         Ok(())
@@ -688,8 +732,33 @@ impl ViewRun {
             rejected: self.totals.rejected,
             emitted: self.totals.emitted,
             checkpoints: self.checkpoints,
+            started: self.started.clone(),
         }
     }
+}
+
+fn short(id: &str) -> &str {
+    &id[..12.min(id.len())]
+}
+
+/// Which fingerprints differ between a committed checkpoint's definition and this one.
+fn changed(old: &BuildFingerprints, new: &BuildFingerprints) -> String {
+    let mut what = Vec::new();
+    for (name, a, b) in [
+        ("query", &old.query_fp, &new.query_fp),
+        ("schema", &old.schema_fp, &new.schema_fp),
+        ("settings", &old.runtime_fp, &new.runtime_fp),
+        ("functions", &old.func_fp, &new.func_fp),
+    ] {
+        if a != b {
+            what.push(name.to_owned());
+        }
+    }
+    if old.upstream != new.upstream {
+        let streams: Vec<String> = new.upstream.keys().map(|s| format!("stream `{s}`")).collect();
+        what.push(streams.join(", "));
+    }
+    what.join(", ")
 }
 
 /// A view option's value, from its definition.

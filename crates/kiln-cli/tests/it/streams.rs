@@ -639,3 +639,36 @@ fn csv_log_streams() {
         );
     });
 }
+
+/// A run says where it started: first run, resumed from its checkpoint, or replaying the
+/// stream because the view's definition changed; each run records its summary and one
+/// event per checkpoint in the artifact store.
+#[test]
+fn runs_say_where_they_started_and_are_recorded() {
+    let views = window_view("t", "TUMBLE(ts, INTERVAL '1' SECOND)");
+    let dir = project(0, 10, "1h", &views);
+    let rt = rt();
+    let events: Vec<Ev> = (0..30).map(|k| (k * 100, 1, 1)).collect();
+    rt.block_on(produce(dir.path(), &events));
+    let first = rt.block_on(run_until_idle(dir.path()));
+    assert_eq!(first.views[0].started, "first run: from the beginning of the stream");
+    let second = rt.block_on(run_until_idle(dir.path()));
+    assert!(second.views[0].started.starts_with("resumed from checkpoint "), "{}", second.views[0].started);
+    assert_eq!(second.views[0].events, 30, "nothing read twice");
+    let changed = window_view("t", "TUMBLE(ts, INTERVAL '2' SECOND)");
+    write_files(dir.path(), &[("views.sql", &changed)]);
+    let third = rt.block_on(run_until_idle(dir.path()));
+    assert_eq!(third.views[0].started, "definition changed (query): from the beginning of the stream, replacing");
+    assert_eq!(third.views[0].events, 30);
+    // [0, 2) is the only window closed at watermark 2.9 s; the 1 s windows are gone.
+    let got = rt.block_on(rows(dir.path(), "SELECT w, n FROM t ORDER BY w"));
+    assert_eq!(got, ["1970-01-01T00:00:00|20"]);
+    let run_dir = dir.path().join(".kiln/runs").join(&first.run_id);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("stream_summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["views"][0]["events"], 30);
+    let events = std::fs::read_to_string(run_dir.join("events.jsonl")).unwrap();
+    let checkpoints: Vec<serde_json::Value> = events.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(checkpoints.len() >= 3, "one per micro-batch here: {events}");
+    assert_eq!(checkpoints.last().unwrap()["records"], 30);
+}
