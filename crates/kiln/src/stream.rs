@@ -585,16 +585,26 @@ impl ViewRun {
         // The emitted rows, into a new build directory.
         let spec =
             Arc::new(crate::engine::write_spec(substrate, &self.product, &build_id, &self.run_id, Some(number))?);
-        let schema = Arc::clone(&self.product.schema);
-        let rows: datafusion::execution::SendableRecordBatchStream =
-            Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-                Arc::clone(&schema),
-                futures::stream::iter(pending.emitted.into_iter().map(Ok)),
-            ));
-        let new =
-            kiln_data::write_dataset(warehouse, vec![rows], Arc::clone(&spec), Arc::new(WriteProgress::default()))
-                .await?;
-        let mut manifest = kiln_data::merge_existing(new, self.current.as_ref(), ExistingData::Append)?;
+        let mut manifest = match &self.current {
+            // Nothing emitted since the last checkpoint: no data file, the same file list
+            // under a new build (whose directory holds the state).
+            Some(current) if pending.emitted.is_empty() => Manifest {
+                build_id: build_id.clone(),
+                run_id: self.run_id.clone(),
+                build_dir: spec.build_dir(),
+                ..current.clone()
+            },
+            _ => {
+                let rows: datafusion::execution::SendableRecordBatchStream =
+                    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                        Arc::clone(&self.product.schema),
+                        futures::stream::iter(pending.emitted.into_iter().map(Ok)),
+                    ));
+                let progress = Arc::new(WriteProgress::default());
+                let new = kiln_data::write_dataset(warehouse, vec![rows], Arc::clone(&spec), progress).await?;
+                kiln_data::merge_existing(new, self.current.as_ref(), ExistingData::Append)?
+            }
+        };
 
         // The open windows' state, next to them.
         let mut checkpoint = self.totals.clone();

@@ -655,12 +655,20 @@ fn runs_say_where_they_started_and_are_recorded() {
     let second = rt.block_on(run_until_idle(dir.path()));
     assert!(second.views[0].started.starts_with("resumed from checkpoint "), "{}", second.views[0].started);
     assert_eq!(second.views[0].events, 30, "nothing read twice");
+    // gc keeps what the checkpoint needs: the next run resumes with the open window's state.
+    rt.block_on(kiln::gc(dir.path())).unwrap();
+    let more: Vec<Ev> = (30..40).map(|k| (k * 100, 1, 1)).collect();
+    rt.block_on(produce(dir.path(), &more));
+    let after_gc = rt.block_on(run_until_idle(dir.path()));
+    assert!(after_gc.views[0].started.starts_with("resumed from checkpoint "));
+    let got = rt.block_on(rows(dir.path(), "SELECT w, n FROM t ORDER BY w"));
+    assert_eq!(got, ["1970-01-01T00:00:00|10", "1970-01-01T00:00:01|10", "1970-01-01T00:00:02|10"]);
     let changed = window_view("t", "TUMBLE(ts, INTERVAL '2' SECOND)");
     write_files(dir.path(), &[("views.sql", &changed)]);
     let third = rt.block_on(run_until_idle(dir.path()));
     assert_eq!(third.views[0].started, "definition changed (query): from the beginning of the stream, replacing");
-    assert_eq!(third.views[0].events, 30);
-    // [0, 2) is the only window closed at watermark 2.9 s; the 1 s windows are gone.
+    assert_eq!(third.views[0].events, 40);
+    // [0, 2) is the only window closed at watermark 3.9 s; the 1 s windows are gone.
     let got = rt.block_on(rows(dir.path(), "SELECT w, n FROM t ORDER BY w"));
     assert_eq!(got, ["1970-01-01T00:00:00|20"]);
     let run_dir = dir.path().join(".kiln/runs").join(&first.run_id);
