@@ -13,7 +13,7 @@ use crate::{current_manifest, kiln, manifest_files, read_rows, write_files};
 
 /// How the feed links its pages.
 #[derive(Clone, Copy, PartialEq)]
-enum Paging {
+pub(crate) enum Paging {
     /// `Link: </feed?page=N>; rel="next"`, body a JSON array.
     LinkHeader,
     /// `{"data": [...], "next": "/feed?page=N"}`.
@@ -26,8 +26,8 @@ enum Paging {
 type Victim = Arc<Mutex<Option<Child>>>;
 
 /// An append-only feed of JSON records served in pages of `page_size`.
-struct Feed {
-    records: Mutex<Vec<String>>,
+pub(crate) struct Feed {
+    pub(crate) records: Mutex<Vec<String>>,
     page_size: usize,
     paging: Paging,
     /// Requests served so far (every attempt counts).
@@ -39,7 +39,7 @@ struct Feed {
 }
 
 impl Feed {
-    fn new(records: Vec<String>, page_size: usize, paging: Paging) -> Arc<Self> {
+    pub(crate) fn new(records: Vec<String>, page_size: usize, paging: Paging) -> Arc<Self> {
         Arc::new(Feed {
             records: Mutex::new(records),
             page_size,
@@ -51,7 +51,7 @@ impl Feed {
     }
 
     /// Serves the feed on 127.0.0.1; returns its base URL.
-    fn serve(self: &Arc<Self>) -> String {
+    pub(crate) fn serve(self: &Arc<Self>) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let feed = Arc::clone(self);

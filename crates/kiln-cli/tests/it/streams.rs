@@ -680,3 +680,36 @@ fn runs_say_where_they_started_and_are_recorded() {
     assert!(checkpoints.len() >= 3, "one per micro-batch here: {events}");
     assert_eq!(checkpoints.last().unwrap()["records"], 30);
 }
+
+/// An `http` stream (a paged feed served on 127.0.0.1) through a windowed view; records
+/// appended to the feed later are read by the next run, once.
+#[test]
+fn http_streams_poll_a_feed() {
+    use crate::http_source::{Feed, Paging};
+    let record = |(ts, user, amount): Ev| line((ts, user, amount));
+    let feed = Feed::new((0..25).map(|k| record((k * 100, k % 2, 1))).collect(), 10, Paging::LinkHeader);
+    let url = feed.serve();
+    let dir = tempfile::tempdir().unwrap();
+    let sql = format!(
+        "CREATE STREAM s (ts TIMESTAMP(3) NOT NULL, user_id BIGINT NOT NULL, amount BIGINT,\n\
+         WATERMARK FOR ts AS ts) WITH (connector = 'http', url = '{url}/feed', batch_records = '10');\n\
+         CREATE MATERIALIZED VIEW v AS SELECT TUMBLE_START(ts, INTERVAL '1' SECOND) AS w, user_id, count(*) AS n\n\
+         FROM s GROUP BY TUMBLE(ts, INTERVAL '1' SECOND), user_id;\n"
+    );
+    write_files(dir.path(), &[("kiln.toml", KILN_TOML), ("s.sql", &sql)]);
+    let rt = rt();
+    let first = rt.block_on(run_until_idle(dir.path()));
+    assert_eq!(first.views[0].events, 25);
+    // Watermark 2.4 s: [0, 1) and [1, 2) are out, 5 events per user each.
+    let got = rt.block_on(rows(dir.path(), "SELECT * FROM v ORDER BY w, user_id"));
+    assert_eq!(
+        got,
+        ["1970-01-01T00:00:00|0|5", "1970-01-01T00:00:00|1|5", "1970-01-01T00:00:01|0|5", "1970-01-01T00:00:01|1|5"]
+    );
+    feed.records.lock().unwrap().extend((25..40).map(|k| record((k * 100, k % 2, 1))));
+    let second = rt.block_on(run_until_idle(dir.path()));
+    assert_eq!(second.views[0].events, 40, "the last page is read again without its first records");
+    let got =
+        rt.block_on(rows(dir.path(), "SELECT * FROM v WHERE w = TIMESTAMP '1970-01-01 00:00:02' ORDER BY user_id"));
+    assert_eq!(got, ["1970-01-01T00:00:02|0|5", "1970-01-01T00:00:02|1|5"]);
+}
