@@ -5,7 +5,8 @@
 //! example data if the project asks for it, compile every product, execute each as a
 //! stream of record batches and write it through the dataset writer (data plane), commit
 //! it atomically, and record a run summary (artifact plane). Progress is reported through
-//! an [`Observer`]; this crate never prints.
+//! an [`Observer`]; this crate never prints. [`stream`] runs the project's materialized
+//! views over their streams with checkpointed, exactly-once output.
 //!
 //! The layers are re-exported for library users: [`contracts`], [`explode`], [`functions`],
 //! [`artifact`], [`data`], [`control`].
