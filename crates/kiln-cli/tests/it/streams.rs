@@ -336,20 +336,23 @@ fn idle_partitions_stop_holding_the_watermark_back() {
         let first = rows(dir.path(), "SELECT w, user_id, n FROM t ORDER BY w, user_id").await;
         assert_eq!(first, ["1970-01-01T00:00:00|0|2", "1970-01-01T00:00:00|1|4"]);
         // Running on, partition 1 goes idle after 300 ms and partition 0 alone moves the
-        // watermark to 45 s.
+        // watermark to 45 s; the observer stops the run once progress shows it (or after
+        // 60 s, which fails below).
         let stop = Arc::new(AtomicBool::new(false));
         let options = kiln::StreamOptions {
             checkpoint_interval: Duration::from_millis(50),
             poll_interval: Duration::from_millis(20),
+            progress_interval: Duration::from_millis(50),
             ..Default::default()
         };
+        let observer = StopAt { watermark_ms: 45_000, stop: Arc::clone(&stop) };
         let flag = Arc::clone(&stop);
         let stopper = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
             flag.store(true, std::sync::atomic::Ordering::Relaxed);
         });
-        let report = kiln::stream(dir.path(), &options, &kiln::engine::Quiet, stop).await.unwrap();
-        stopper.await.unwrap();
+        let report = kiln::stream(dir.path(), &options, &observer, stop).await.unwrap();
+        stopper.abort();
         assert_eq!(report.stopped, kiln::stream::Stopped::Signal);
         assert_eq!(report.views[0].watermark.as_deref(), Some("1970-01-01T00:00:45.000Z"));
         let all = rows(dir.path(), "SELECT w, user_id, n FROM t ORDER BY w, user_id").await;
@@ -365,6 +368,22 @@ fn idle_partitions_stop_holding_the_watermark_back() {
             ]
         );
     });
+}
+
+/// Stops a run once its first view's watermark reaches `watermark_ms`.
+struct StopAt {
+    watermark_ms: i64,
+    stop: Arc<AtomicBool>,
+}
+
+impl kiln::Observer for StopAt {
+    fn event(&self, event: kiln::Event) {
+        if let kiln::Event::StreamProgress(views) = event
+            && views.first().is_some_and(|v| v.watermark_ms >= Some(self.watermark_ms))
+        {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// The binary killed with SIGKILL at random points, and at each failpoint, then
