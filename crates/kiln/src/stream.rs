@@ -280,8 +280,10 @@ struct Windowed {
 #[derive(Default)]
 struct Pending {
     emitted: Vec<RecordBatch>,
-    late: Vec<RecordBatch>,
-    rejects: Vec<Rejected>,
+    /// Late rows and rejected records, each with the number of the micro-batch that read
+    /// them (`SourcePosition::batches` after it).
+    late: Vec<(u64, RecordBatch)>,
+    rejects: Vec<(u64, Rejected)>,
     /// Micro-batches read since the last checkpoint.
     batches: u64,
 }
@@ -460,10 +462,11 @@ impl ViewRun {
             return Ok(false);
         };
         self.next_poll = None;
+        let number = micro.position.batches;
         let rejected = micro.rejects.len() as u64;
         self.totals.rejected += rejected;
         if self.owns_rejects {
-            self.pending.rejects.extend(micro.rejects);
+            self.pending.rejects.extend(micro.rejects.into_iter().map(|r| (number, r)));
         }
         let mut kept = Vec::with_capacity(micro.batches.len());
         let now = Instant::now();
@@ -488,9 +491,8 @@ impl ViewRun {
                     if n > 0 {
                         self.totals.late += n as u64;
                         if self.late_table {
-                            self.pending
-                                .late
-                                .push(late_rows(&batch, &late, watermark).map_err(|e| self.exec_error(e))?);
+                            let rows = late_rows(&batch, &late, watermark).map_err(|e| self.exec_error(e))?;
+                            self.pending.late.push((number, rows));
                         }
                         let on_time = datafusion::arrow::compute::not(&late).map_err(|e| self.exec_error(e.into()))?;
                         kept.push(filter_record_batch(&batch, &on_time).map_err(|e| self.exec_error(e.into()))?);
@@ -630,9 +632,15 @@ impl ViewRun {
             self.commit_side(session, &name, pending.late, &build_id, number).await?;
         }
         if !pending.rejects.is_empty() {
-            let batch = kiln_data::checked::rejects_batch(&pending.rejects).map_err(|e| self.exec_error(e))?;
+            let mut tagged = Vec::new();
+            // One batch of rejects per micro-batch, so a replay can drop whole ones.
+            for chunk in pending.rejects.chunk_by(|a, b| a.0 == b.0) {
+                let records: Vec<Rejected> = chunk.iter().map(|(_, r)| r.clone()).collect();
+                let batch = kiln_data::checked::rejects_batch(&records).map_err(|e| self.exec_error(e))?;
+                tagged.push((chunk[0].0, batch));
+            }
             let name = format!("{feed}__rejected");
-            self.commit_side(session, &name, vec![batch], &build_id, number).await?;
+            self.commit_side(session, &name, tagged, &build_id, number).await?;
         }
 
         manifest.fingerprints = Some(self.fps.clone());
@@ -661,13 +669,16 @@ impl ViewRun {
         Ok(())
     }
 
-    /// Appends `batches` to dataset `name` (`<view>__late`, `<stream>__rejected`) with the
-    /// current position, unless its committed manifest already has that position.
+    /// Appends the rows of `tagged` (each batch with the number of the micro-batch that
+    /// read it) to dataset `name` (`<view>__late`, `<stream>__rejected`) with the current
+    /// position. Rows of micro-batches its committed position already covers are left
+    /// out: after a crash between this commit and the view's, the replay (which may
+    /// checkpoint at other batches) adds each row once.
     async fn commit_side(
         &self,
         session: &Session,
         name: &str,
-        batches: Vec<RecordBatch>,
+        tagged: Vec<(u64, RecordBatch)>,
         build_id: &str,
         number: u64,
     ) -> Result<(), KilnError> {
@@ -675,9 +686,9 @@ impl ViewRun {
         let feed = &self.stream.name;
         let committed = warehouse.current(name).await?;
         let fresh = committed.as_ref().filter(|m| m.fingerprints.as_ref() == Some(&self.fps));
-        if fresh.is_some_and(|m| m.positions.get(feed) == Some(&self.position)) {
-            return Ok(());
-        }
+        let covered = fresh.and_then(|m| m.positions.get(feed)).map_or(0, |p| p.batches);
+        let batches: Vec<RecordBatch> =
+            tagged.into_iter().filter(|(n, _)| *n > covered).map(|(_, batch)| batch).collect();
         let Some(schema) = batches.first().map(RecordBatch::schema) else { return Ok(()) };
         let spec = Arc::new(kiln_data::WriteSpec {
             product: name.to_owned(),
@@ -706,6 +717,7 @@ impl ViewRun {
         new.fingerprints = Some(self.fps.clone());
         new.positions.insert(feed.clone(), self.position.clone());
         warehouse.commit(&new).await?;
+        kiln_data::failpoint("after_side_commit");
         Ok(())
     }
 
