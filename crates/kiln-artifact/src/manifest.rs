@@ -62,6 +62,12 @@ pub struct Manifest {
     /// commits together with the rows emitted up to it and `positions`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamCheckpoint>,
+    /// Materialized views: the manifests of the datasets this checkpoint also commits
+    /// (`<view>__late`, `<stream>__rejected`), all files so far. The view's manifest is
+    /// their commit point; their own pointers are switched after it and repaired from
+    /// here when a run was killed in between.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub side: BTreeMap<String, Manifest>,
     /// `_common_metadata` / `_metadata` files of this build that describe exactly the
     /// listed files (`metadata_sidecars = 'true'`), relative to the warehouse root.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

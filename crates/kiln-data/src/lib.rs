@@ -57,8 +57,9 @@ use datafusion::error::DataFusionError;
 /// the process aborts here, as abruptly as a kill (no unwinding, no cleanup). Points:
 /// `after_file` (a data file was finished), `before_manifest`, `before_pointer` (the
 /// manifest is written, the pointer not yet), `after_pointer`; ingest's `after_batch`;
-/// `kiln stream`'s `after_side_commit` (late events or rejects committed, the view not
-/// yet) and `after_checkpoint`. Unset, it costs one
+/// `kiln stream`'s `after_checkpoint` (the view's manifest committed),
+/// `before_side_publish` and `after_side_commit` (around switching a late-events or
+/// rejects dataset's pointer to what the checkpoint committed). Unset, it costs one
 /// cached lookup.
 pub fn failpoint(name: &str) {
     static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();

@@ -303,6 +303,7 @@ pub async fn write_dataset(
         content: None,
         positions: Default::default(),
         stream: None,
+        side: Default::default(),
         sidecars,
     })
 }

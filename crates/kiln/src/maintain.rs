@@ -62,8 +62,24 @@ pub async fn gc(dir: &Path) -> Result<GcReport, KilnError> {
     let mut report = GcReport { format_version: REPORT_FORMAT_VERSION, ..GcReport::default() };
     let mut plans_in_use = BTreeSet::new();
     let mut current_builds = BTreeSet::new();
-    for product in warehouse.products().await? {
-        let current = warehouse.current(&product).await?;
+    let products = warehouse.products().await?;
+    let mut currents = std::collections::BTreeMap::new();
+    for product in &products {
+        currents.insert(product.clone(), warehouse.current(product).await?);
+    }
+    // Manifests whose directories and files stay, per dataset: its current one, and the
+    // side datasets' manifests a materialized view's checkpoint commits (their own
+    // pointers may not have been switched yet when a run was killed).
+    let mut keep: std::collections::BTreeMap<String, Vec<kiln_artifact::Manifest>> = Default::default();
+    for (product, current) in &currents {
+        let Some(m) = current else { continue };
+        keep.entry(product.clone()).or_default().push(m.clone());
+        for (name, side) in &m.side {
+            keep.entry(name.clone()).or_default().push(side.clone());
+        }
+    }
+    for product in products {
+        let current = currents.get(&product).cloned().flatten();
         if let Some(m) = &current {
             report.kept += 1;
             current_builds.insert((product.clone(), m.build_id.clone()));
@@ -71,14 +87,12 @@ pub async fn gc(dir: &Path) -> Result<GcReport, KilnError> {
                 plans_in_use.insert(f.query_fp.clone());
             }
         }
+        let kept = keep.get(&product).map(Vec::as_slice).unwrap_or_default();
         for (build_dir, manifest) in warehouse.builds(&product).await? {
             // The current build's directory, and earlier ones whose files it still lists
-            // (existing_data = 'append' / 'delete_matching'), stay.
+            // (existing_data = 'append' / 'delete_matching', streams), stay.
             let prefix = format!("{build_dir}/");
-            if current
-                .as_ref()
-                .is_some_and(|c| c.build_dir == build_dir || c.files.iter().any(|f| f.path.starts_with(&prefix)))
-            {
+            if kept.iter().any(|c| c.build_dir == build_dir || c.files.iter().any(|f| f.path.starts_with(&prefix))) {
                 continue;
             }
             let (files, bytes) = warehouse.delete_dir(&build_dir).await?;

@@ -27,15 +27,17 @@
 //!
 //! A checkpoint (every `--checkpoint-interval`, and when the run ends, by idleness or by
 //! SIGINT/SIGTERM) writes the buffered rows into a new build directory of the view, the
-//! open windows' state next to them (`_state.arrow`, Arrow IPC), commits late events and
-//! rejected records with the same source position, and then commits the view's manifest:
-//! all files so far, the source position, per-partition event times, the watermark and
-//! the state file (`Manifest::stream`). That manifest is the commit point: a process
-//! killed anywhere restarts from the last one, re-reads from its position with its state,
-//! and emits exactly what the uninterrupted run would have (late-event decisions depend
-//! on the watermark, which depends only on the records read, as long as no partition goes
-//! idle). Late events and rejects committed before a crash are not added twice: their
-//! datasets record the position they were committed at.
+//! open windows' state next to them (`_state.arrow`, Arrow IPC), the late events and
+//! rejected records into new builds of `<view>__late` / `<stream>__rejected`, and then
+//! commits the view's manifest: all files so far, the source position, per-partition
+//! event times, the watermark, the state file (`Manifest::stream`) and the side datasets'
+//! manifests (`Manifest::side`). That manifest is the one commit point: a process killed
+//! anywhere restarts from the last one, re-reads from its position with its state, and
+//! emits exactly what the uninterrupted run would have (late-event decisions depend on
+//! the watermark, which depends only on the records read, as long as no partition goes
+//! idle). The side datasets' own pointers are switched after it, and again on restart
+//! when a run was killed in between (`kiln gc` keeps the files a view's manifest lists
+//! for them).
 //!
 //! Rejected records of a stream read by several views are written by the first of them
 //! (by name); the others count them.
@@ -280,10 +282,8 @@ struct Windowed {
 #[derive(Default)]
 struct Pending {
     emitted: Vec<RecordBatch>,
-    /// Late rows and rejected records, each with the number of the micro-batch that read
-    /// them (`SourcePosition::batches` after it).
-    late: Vec<(u64, RecordBatch)>,
-    rejects: Vec<(u64, Rejected)>,
+    late: Vec<RecordBatch>,
+    rejects: Vec<Rejected>,
     /// Micro-batches read since the last checkpoint.
     batches: u64,
 }
@@ -439,6 +439,8 @@ impl ViewRun {
             w.agg.restore_ipc(bytes).map_err(|e| self.exec_error(e))?;
         }
         self.totals = checkpoint;
+        // A run killed between its checkpoint and the side datasets' pointers.
+        publish_sides(session.substrate.warehouse(), &manifest).await?;
         self.current = Some(manifest);
         Ok(())
     }
@@ -462,11 +464,10 @@ impl ViewRun {
             return Ok(false);
         };
         self.next_poll = None;
-        let number = micro.position.batches;
         let rejected = micro.rejects.len() as u64;
         self.totals.rejected += rejected;
         if self.owns_rejects {
-            self.pending.rejects.extend(micro.rejects.into_iter().map(|r| (number, r)));
+            self.pending.rejects.extend(micro.rejects);
         }
         let mut kept = Vec::with_capacity(micro.batches.len());
         let now = Instant::now();
@@ -492,7 +493,7 @@ impl ViewRun {
                         self.totals.late += n as u64;
                         if self.late_table {
                             let rows = late_rows(&batch, &late, watermark).map_err(|e| self.exec_error(e))?;
-                            self.pending.late.push((number, rows));
+                            self.pending.late.push(rows);
                         }
                         let on_time = datafusion::arrow::compute::not(&late).map_err(|e| self.exec_error(e.into()))?;
                         kept.push(filter_record_batch(&batch, &on_time).map_err(|e| self.exec_error(e.into()))?);
@@ -625,22 +626,16 @@ impl ViewRun {
             checkpoint.state = Some(path);
         }
 
-        // Late events and rejects first, with the same position: replayed after a crash
-        // before the view's commit, they are not added twice.
+        // Late events and rejects: written now, committed by the view's manifest.
+        manifest.side = self.current.as_ref().map(|m| m.side.clone()).unwrap_or_default();
         if !pending.late.is_empty() {
             let name = format!("{}__late", self.product.name);
-            self.commit_side(session, &name, pending.late, &build_id, number).await?;
+            self.write_side(session, &mut manifest, &name, pending.late, &build_id, number).await?;
         }
         if !pending.rejects.is_empty() {
-            let mut tagged = Vec::new();
-            // One batch of rejects per micro-batch, so a replay can drop whole ones.
-            for chunk in pending.rejects.chunk_by(|a, b| a.0 == b.0) {
-                let records: Vec<Rejected> = chunk.iter().map(|(_, r)| r.clone()).collect();
-                let batch = kiln_data::checked::rejects_batch(&records).map_err(|e| self.exec_error(e))?;
-                tagged.push((chunk[0].0, batch));
-            }
+            let batch = kiln_data::checked::rejects_batch(&pending.rejects).map_err(|e| self.exec_error(e))?;
             let name = format!("{feed}__rejected");
-            self.commit_side(session, &name, tagged, &build_id, number).await?;
+            self.write_side(session, &mut manifest, &name, vec![batch], &build_id, number).await?;
         }
 
         manifest.fingerprints = Some(self.fps.clone());
@@ -649,6 +644,7 @@ impl ViewRun {
         manifest.stream = Some(checkpoint);
         warehouse.commit(&manifest).await?;
         kiln_data::failpoint("after_checkpoint");
+        publish_sides(warehouse, &manifest).await?;
         let event = serde_json::json!({
             "event": "checkpoint",
             "view": self.product.name,
@@ -669,30 +665,22 @@ impl ViewRun {
         Ok(())
     }
 
-    /// Appends the rows of `tagged` (each batch with the number of the micro-batch that
-    /// read it) to dataset `name` (`<view>__late`, `<stream>__rejected`) with the current
-    /// position. Rows of micro-batches its committed position already covers are left
-    /// out: after a crash between this commit and the view's, the replay (which may
-    /// checkpoint at other batches) adds each row once.
-    async fn commit_side(
+    /// Writes `batches` into a new build of side dataset `name` (`<view>__late`,
+    /// `<stream>__rejected`) and puts its manifest — the files so far, the position — in
+    /// the view's `manifest`, which commits it.
+    async fn write_side(
         &self,
         session: &Session,
+        manifest: &mut Manifest,
         name: &str,
-        tagged: Vec<(u64, RecordBatch)>,
+        batches: Vec<RecordBatch>,
         build_id: &str,
         number: u64,
     ) -> Result<(), KilnError> {
-        let warehouse = session.substrate.warehouse();
-        let feed = &self.stream.name;
-        let committed = warehouse.current(name).await?;
-        let fresh = committed.as_ref().filter(|m| m.fingerprints.as_ref() == Some(&self.fps));
-        let covered = fresh.and_then(|m| m.positions.get(feed)).map_or(0, |p| p.batches);
-        let batches: Vec<RecordBatch> =
-            tagged.into_iter().filter(|(n, _)| *n > covered).map(|(_, batch)| batch).collect();
         let Some(schema) = batches.first().map(RecordBatch::schema) else { return Ok(()) };
         let spec = Arc::new(kiln_data::WriteSpec {
             product: name.to_owned(),
-            build_id: build_id.to_owned(),
+            build_id: sha256_hex(format!("{build_id}\n{name}\n").as_bytes()),
             run_id: self.run_id.clone(),
             schema_fp: kiln_contracts::schema_fingerprint(&schema),
             schema: Arc::clone(&schema),
@@ -712,12 +700,12 @@ impl ViewRun {
                 schema,
                 futures::stream::iter(batches.into_iter().map(Ok)),
             ));
+        let warehouse = session.substrate.warehouse();
         let new = kiln_data::write_dataset(warehouse, vec![rows], spec, Arc::default()).await?;
-        let mut new = kiln_data::merge_existing(new, fresh, ExistingData::Append)?;
+        let mut new = kiln_data::merge_existing(new, manifest.side.get(name), ExistingData::Append)?;
         new.fingerprints = Some(self.fps.clone());
-        new.positions.insert(feed.clone(), self.position.clone());
-        warehouse.commit(&new).await?;
-        kiln_data::failpoint("after_side_commit");
+        new.positions.insert(self.stream.name.clone(), self.position.clone());
+        manifest.side.insert(name.to_owned(), new);
         Ok(())
     }
 
@@ -781,6 +769,20 @@ fn changed(old: &BuildFingerprints, new: &BuildFingerprints) -> String {
         what.push(streams.join(", "));
     }
     what.join(", ")
+}
+
+/// Makes the side datasets a view checkpoint committed visible (their pointers), where
+/// they are not already.
+async fn publish_sides(warehouse: &kiln_data::Warehouse, manifest: &Manifest) -> Result<(), KilnError> {
+    for (name, side) in &manifest.side {
+        let visible = warehouse.current(name).await?;
+        if visible.as_ref().map(|m| &m.build_id) != Some(&side.build_id) {
+            kiln_data::failpoint("before_side_publish");
+            warehouse.commit(side).await?;
+            kiln_data::failpoint("after_side_commit");
+        }
+    }
+    Ok(())
 }
 
 /// A view option's value, from its definition.

@@ -441,7 +441,14 @@ fn killed_streams_restart_exactly_once() {
     // switch and after a checkpoint, each then restarted to the end.
     // The restart checkpoints only at its end, so it replays from the last checkpoint
     // with other checkpoint boundaries than the killed run.
-    for point in ["after_file", "before_manifest", "before_pointer", "after_side_commit", "after_checkpoint"] {
+    for point in [
+        "after_file",
+        "before_manifest",
+        "before_pointer",
+        "after_checkpoint",
+        "before_side_publish",
+        "after_side_commit",
+    ] {
         let dir = setup();
         let killed = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
             .args(["stream", "--until-idle", "--checkpoint-interval", "0s"])
@@ -450,6 +457,11 @@ fn killed_streams_restart_exactly_once() {
             .output()
             .unwrap();
         assert!(!killed.status.success(), "{point}: the failpoint aborts the run");
+        if point == "before_side_publish" {
+            // Killed before the side datasets' pointers moved: gc must keep their files.
+            let (code, out, err) = kiln(&["gc"], dir.path());
+            assert_eq!(code, 0, "{out}{err}");
+        }
         let (code, out, err) = kiln(&["stream", "--until-idle", "--checkpoint-interval", "1h"], dir.path());
         assert_eq!(code, 0, "{point}: {out}{err}");
         assert_eq!(snapshot(dir.path()), expected, "failpoint {point}");
