@@ -158,55 +158,8 @@ pub async fn stream(
     for problem in &session.problems {
         observer.event(Event::Warning(problem.to_string()));
     }
-    let graph = Arc::clone(&session.graph);
-    let views: Vec<usize> = session
-        .order
-        .iter()
-        .copied()
-        .filter(|&i| session.selected.contains(&i) && graph.nodes[i].kind == NodeKind::View)
-        .collect();
-    if views.is_empty() {
-        return Err(KilnError::Usage("no materialized views to run (CREATE MATERIALIZED VIEW ... AS ...)".into()));
-    }
     let run_id = crate::engine::new_run_id();
-    let mut runs = Vec::new();
-    let mut reject_owners = std::collections::BTreeSet::new();
-    let events_seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    for i in views {
-        let name = graph.nodes[i].name.clone();
-        if let Some(e) = session.failed.get(&i) {
-            return Err(KilnError::Product { product: name, message: e.clone() });
-        }
-        session.ensure_compiled(i).await.map_err(|message| KilnError::Product { product: name.clone(), message })?;
-        let Some(product) = session.compiled.get(&i).cloned() else {
-            return Err(KilnError::Product { product: name, message: "not compiled".into() });
-        };
-        let feed = product.ingests.clone().unwrap_or_default();
-        let (Some(stream), Some((source, table))) =
-            (session.substrate.stream(&feed).cloned(), session.substrate.micro_batch_source(&feed))
-        else {
-            return Err(KilnError::Product { product: name, message: format!("`{feed}` is not a stream") });
-        };
-        let (source, table) = (source.clone(), Arc::clone(table));
-        if let Some(d) = graph.get(&feed) {
-            session.versions.insert(d, source.version());
-        }
-        let Some((fps, definition)) = session.identity(i) else {
-            return Err(KilnError::Product { product: name, message: "not compiled".into() });
-        };
-        let owns_rejects = stream.reject && reject_owners.insert(feed.clone());
-        let run = ViewRun::start(
-            &session,
-            product,
-            stream,
-            (source, table),
-            (fps, definition),
-            owns_rejects,
-            (run_id.clone(), Arc::clone(&events_seq)),
-        )
-        .await?;
-        runs.push(run);
-    }
+    let mut runs = start_views(&mut session, &run_id).await?;
 
     let mut last_checkpoint = Instant::now();
     let mut last_progress = Instant::now();
@@ -256,6 +209,60 @@ pub async fn stream(
     session.store.put_run_file(&report.run_id, "stream_summary.json", summary).await?;
     session.store.finish_events(&report.run_id).await?;
     Ok(report)
+}
+
+/// Plans every selected view and takes up its checkpoint (see [`ViewRun::start`]).
+async fn start_views(session: &mut Session, run_id: &str) -> Result<Vec<ViewRun>, KilnError> {
+    let graph = Arc::clone(&session.graph);
+    let views: Vec<usize> = session
+        .order
+        .iter()
+        .copied()
+        .filter(|&i| session.selected.contains(&i) && graph.nodes[i].kind == NodeKind::View)
+        .collect();
+    if views.is_empty() {
+        return Err(KilnError::Usage("no materialized views to run (CREATE MATERIALIZED VIEW ... AS ...)".into()));
+    }
+    let mut runs = Vec::new();
+    let mut reject_owners = std::collections::BTreeSet::new();
+    let events_seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for i in views {
+        let name = graph.nodes[i].name.clone();
+        if let Some(e) = session.failed.get(&i) {
+            return Err(KilnError::Product { product: name, message: e.clone() });
+        }
+        session.ensure_compiled(i).await.map_err(|message| KilnError::Product { product: name.clone(), message })?;
+        let Some(product) = session.compiled.get(&i).cloned() else {
+            return Err(KilnError::Product { product: name, message: "not compiled".into() });
+        };
+        let feed = product.ingests.clone().unwrap_or_default();
+        let (Some(stream), Some((source, table))) =
+            (session.substrate.stream(&feed).cloned(), session.substrate.micro_batch_source(&feed))
+        else {
+            return Err(KilnError::Product { product: name, message: format!("`{feed}` is not a stream") });
+        };
+        let (source, table) = (source.clone(), Arc::clone(table));
+        if let Some(d) = graph.get(&feed) {
+            session.versions.insert(d, source.version());
+        }
+        let Some((fps, definition)) = session.identity(i) else {
+            return Err(KilnError::Product { product: name, message: "not compiled".into() });
+        };
+        let owns_rejects = stream.reject && reject_owners.insert(feed.clone());
+        let run = ViewRun::start(
+            session,
+            product,
+            stream,
+            (source, table),
+            (fps, definition),
+            owns_rejects,
+            (run_id.to_owned(), Arc::clone(&events_seq)),
+        )
+        .await?;
+        runs.push(run);
+    }
+
+    Ok(runs)
 }
 
 /// The event time of each source partition, as far as read.
