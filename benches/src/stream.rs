@@ -142,29 +142,13 @@ fn schema() -> SchemaRef {
     ]))
 }
 
-fn json_line(b: &Bid) -> String {
-    let t = b.date_time_ms;
-    let (secs, ms) = (t.div_euclid(1000), t.rem_euclid(1000));
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil(days);
-    let ts = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}", rem / 3600, rem / 60 % 60, rem % 60);
+/// A bid as the JSON record `kiln produce` appends; `date_time` as Arrow displays it.
+fn json_line(b: &Bid, date_time: &str) -> String {
     json!({
         "auction": b.auction, "bidder": b.bidder, "price": b.price, "channel": b.channel,
-        "url": b.url, "date_time": ts, "extra": b.extra,
+        "url": b.url, "date_time": date_time, "extra": b.extra,
     })
     .to_string()
-}
-
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { era * 400 + yoe + 1 } else { era * 400 + yoe }, m, d)
 }
 
 fn arrow_batch(bids: &[Bid]) -> Result<RecordBatch> {
@@ -225,9 +209,14 @@ async fn setup(dir: &Path, events: usize) -> Result<()> {
     while written < events {
         let n = CHUNK.min(events - written);
         let bids: Vec<Bid> = (0..n).map(|_| generator.next_bid()).collect();
-        let lines: Vec<String> = bids.iter().map(json_line).collect();
-        topic.append(0, &lines).await?;
         let batch = arrow_batch(&bids)?;
+        let times = batch.column(5);
+        let lines = bids
+            .iter()
+            .enumerate()
+            .map(|(k, b)| Ok(json_line(b, &datafusion::arrow::util::display::array_value_to_string(times, k)?)))
+            .collect::<Result<Vec<String>>>()?;
+        topic.append(0, &lines).await?;
         let mut file = std::fs::File::create(dir.join("bids_arrow").join(format!("part-{part:05}.arrow")))?;
         let mut w = datafusion::arrow::ipc::writer::FileWriter::try_new(&mut file, &batch.schema())?;
         w.write(&batch)?;

@@ -247,6 +247,23 @@ struct Pending {
 }
 
 impl Reader {
+    /// A reader outside a scan (micro-batch sources): its own reject list, no projection.
+    fn standalone(source: &str, schema: &SchemaRef, format: CheckedFormat, batch_size: usize) -> Self {
+        Reader {
+            format,
+            name: source.to_owned(),
+            schema: Arc::clone(schema),
+            nullable: nullable_twin(schema),
+            projection: None,
+            rejects: Arc::default(),
+            batch_size: batch_size.max(1),
+        }
+    }
+
+    fn take_rejects(&self) -> Vec<Rejected> {
+        self.rejects.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
+    }
+
     fn read_file(&self, file: &CheckedFile) -> DfResult<Vec<RecordBatch>> {
         let bytes = std::fs::read(&file.path).map_err(|e| DataFusionError::External(Box::new(e)))?;
         let shown = file.path.display().to_string();
@@ -439,18 +456,9 @@ pub fn parse_file_records(
     shown: &str,
     batch_size: usize,
 ) -> DfResult<(Vec<RecordBatch>, Vec<Rejected>)> {
-    let reader = Reader {
-        format,
-        name: source.to_owned(),
-        schema: Arc::clone(schema),
-        nullable: nullable_twin(schema),
-        projection: None,
-        rejects: Arc::default(),
-        batch_size: batch_size.max(1),
-    };
+    let reader = Reader::standalone(source, schema, format, batch_size);
     let batches = reader.read_bytes(bytes, shown, &[])?;
-    let rejects = reader.rejects.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
-    Ok((batches, rejects))
+    Ok((batches, reader.take_rejects()))
 }
 
 /// Field metadata marking a stream's event-time column (NOT NULL for the reader): a
@@ -467,18 +475,9 @@ pub fn parse_json_records(
     records: impl IntoIterator<Item = (u64, String)>,
     batch_size: usize,
 ) -> DfResult<(Vec<RecordBatch>, Vec<Rejected>)> {
-    let reader = Reader {
-        format: CheckedFormat::Json,
-        name: source.to_owned(),
-        schema: Arc::clone(schema),
-        nullable: nullable_twin(schema),
-        projection: None,
-        rejects: Arc::default(),
-        batch_size: batch_size.max(1),
-    };
+    let reader = Reader::standalone(source, schema, CheckedFormat::Json, batch_size);
     let batches = reader.json_records(records, origin, &[])?;
-    let rejects = reader.rejects.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
-    Ok((batches, rejects))
+    Ok((batches, reader.take_rejects()))
 }
 
 fn nullable_twin(schema: &SchemaRef) -> SchemaRef {

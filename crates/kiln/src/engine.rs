@@ -1282,14 +1282,34 @@ pub(crate) async fn write_rejects(
         KilnError::Data(kiln_data::DataError::Execution { context: format!("product `{}`", product.name), source: e })
     })?;
     let schema = batch_of_rejects.schema();
-    let spec = Arc::new(WriteSpec {
-        product: format!("{}__rejected", product.name),
+    let name = format!("{}__rejected", product.name);
+    let spec =
+        Arc::new(side_write_spec(substrate, &name, &schema, (build_id, run_id, batch), product.max_rows_per_file)?);
+    let stream: datafusion::execution::SendableRecordBatchStream =
+        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter([Ok(batch_of_rejects)]),
+        ));
+    Ok(write_dataset(substrate.warehouse(), vec![stream], spec, Arc::default()).await?)
+}
+
+/// How a dataset Kiln derives (`<product>__rejected`, `<view>__late`, ...) is written:
+/// its own schema, producer order, no options.
+pub(crate) fn side_write_spec(
+    substrate: &Substrate,
+    name: &str,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    (build_id, run_id, batch): (&str, &str, Option<u64>),
+    max_rows_per_file: usize,
+) -> Result<WriteSpec, KilnError> {
+    Ok(WriteSpec {
+        product: name.to_owned(),
         build_id: build_id.to_owned(),
         run_id: run_id.to_owned(),
-        schema_fp: kiln_contracts::schema_fingerprint(&schema),
-        schema: Arc::clone(&schema),
-        max_rows_per_file: product.max_rows_per_file,
-        properties: writer_properties(substrate, &Default::default(), &schema)?,
+        schema_fp: kiln_contracts::schema_fingerprint(schema),
+        schema: Arc::clone(schema),
+        max_rows_per_file,
+        properties: writer_properties(substrate, &Default::default(), schema)?,
         ordering_tier: 2,
         verify_contract: true,
         sort_keys: Vec::new(),
@@ -1298,13 +1318,7 @@ pub(crate) async fn write_rejects(
         write_options: Default::default(),
         basename: kiln_data::DEFAULT_BASENAME.into(),
         batch,
-    });
-    let stream: datafusion::execution::SendableRecordBatchStream =
-        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-            schema,
-            futures::stream::iter([Ok(batch_of_rejects)]),
-        ));
-    Ok(write_dataset(substrate.warehouse(), vec![stream], spec, Arc::default()).await?)
+    })
 }
 
 /// What executing a product produced besides its data.

@@ -685,23 +685,11 @@ impl ViewRun {
         number: u64,
     ) -> Result<(), KilnError> {
         let Some(schema) = batches.first().map(RecordBatch::schema) else { return Ok(()) };
-        let spec = Arc::new(kiln_data::WriteSpec {
-            product: name.to_owned(),
-            build_id: sha256_hex(format!("{build_id}\n{name}\n").as_bytes()),
-            run_id: self.run_id.clone(),
-            schema_fp: kiln_contracts::schema_fingerprint(&schema),
-            schema: Arc::clone(&schema),
-            max_rows_per_file: self.product.max_rows_per_file,
-            properties: crate::engine::writer_properties(&session.substrate, &Default::default(), &schema)?,
-            ordering_tier: 2,
-            verify_contract: true,
-            sort_keys: Vec::new(),
-            verify_order: Vec::new(),
-            partition_by: Vec::new(),
-            write_options: Default::default(),
-            basename: kiln_data::DEFAULT_BASENAME.into(),
-            batch: Some(number),
-        });
+        let side_id = sha256_hex(format!("{build_id}\n{name}\n").as_bytes());
+        let ids = (side_id.as_str(), self.run_id.as_str(), Some(number));
+        let spec =
+            crate::engine::side_write_spec(&session.substrate, name, &schema, ids, self.product.max_rows_per_file)?;
+        let spec = Arc::new(spec);
         let rows: datafusion::execution::SendableRecordBatchStream =
             Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
                 schema,

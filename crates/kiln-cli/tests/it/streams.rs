@@ -132,26 +132,10 @@ fn expected_rows(groups: &Groups) -> Vec<String> {
         .collect()
 }
 
-/// `ms` since the epoch as Arrow displays a TIMESTAMP(3).
+/// `ms` since the epoch as Arrow displays a TIMESTAMP(3) (and parses it back).
 fn chrono_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let milli = ms.rem_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil(days);
-    let frac = if milli == 0 { String::new() } else { format!(".{milli:03}") };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}", rem / 3600, rem / 60 % 60, rem % 60)
-}
-
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { era * 400 + yoe + 1 } else { era * 400 + yoe }, m, d)
+    let value = datafusion::arrow::array::TimestampMillisecondArray::from(vec![ms]);
+    datafusion::arrow::util::display::array_value_to_string(&value, 0).unwrap()
 }
 
 /// Events in [0, 60 s), each displaced backwards by up to `disorder` ms, then a sentinel

@@ -111,8 +111,9 @@ fn watermark_delays_in_milliseconds() {
     }
 }
 
-#[tokio::test]
-async fn materialized_views_compile_over_streams() {
+/// A substrate with streams `clicks` (event time `ts`, one second late at most; `at2` another
+/// timestamp) and `raw` (no watermark).
+fn with_streams() -> Tpch {
     let mut t = Tpch::new();
     stream(
         &mut t,
@@ -121,6 +122,12 @@ async fn materialized_views_compile_over_streams() {
     )
     .unwrap();
     stream(&mut t, "CREATE STREAM raw (ts TIMESTAMP NOT NULL) WITH (topic = 'r')").unwrap();
+    t
+}
+
+#[tokio::test]
+async fn materialized_views_compile_over_streams() {
+    let mut t = with_streams();
     let text = "CREATE MATERIALIZED VIEW per_minute AS SELECT TUMBLE_START(ts, INTERVAL '1' MINUTE) AS w, count(*) AS n FROM clicks GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE)";
     let Statement::View(def) = parse_file("v.sql", text).unwrap().remove(0) else { panic!("not a view") };
     let view = t.substrate.compile_view(&def).await.unwrap();
@@ -170,14 +177,7 @@ async fn materialized_views_compile_over_streams() {
         ),
     ] {
         // A fresh substrate each: a view that fails its checks has registered its name.
-        let mut t = Tpch::new();
-        stream(
-            &mut t,
-            "CREATE STREAM clicks (user_id BIGINT NOT NULL, ts TIMESTAMP NOT NULL, at2 TIMESTAMP,\n\
-             WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (topic = 'c')",
-        )
-        .unwrap();
-        stream(&mut t, "CREATE STREAM raw (ts TIMESTAMP NOT NULL) WITH (topic = 'r')").unwrap();
+        let mut t = with_streams();
         let e = t.substrate.compile_view(&compile(sql)).await.unwrap_err().to_string();
         assert!(e.contains(expected), "{sql}: {e}");
     }
