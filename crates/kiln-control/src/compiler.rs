@@ -792,6 +792,35 @@ impl Substrate {
         Ok(compiled)
     }
 
+    /// Makes every stream an unbounded table (kiln_data::StreamTable) for ad-hoc queries
+    /// (`kiln query`), in place of the micro-batch table views are planned over.
+    pub fn follow_streams(&mut self) -> Result<(), ControlError> {
+        for (name, stream) in &self.streams {
+            let Some((source, _)) = self.micro_batch.get(name) else { continue };
+            let table = kiln_data::ingest::StreamTable::new(source.clone(), stream.poll_interval);
+            let failed =
+                |e: datafusion::error::DataFusionError| ControlError::Internal(format!("stream `{name}`: {e}"));
+            self.ctx.deregister_table(name.as_str()).map_err(failed)?;
+            self.ctx.register_table(name.as_str(), Arc::new(table)).map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `plan` reads a stream.
+    pub fn reads_stream(&self, plan: &LogicalPlan) -> bool {
+        let mut found = false;
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node
+                && self.streams.contains_key(scan.table_name.table())
+            {
+                found = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        found
+    }
+
     /// A compiled stream.
     pub fn stream(&self, name: &str) -> Option<&CompiledStream> {
         self.streams.get(name)

@@ -489,6 +489,152 @@ impl ExecutionPlan for MicroBatchExec {
     }
 }
 
+/// A stream read as an unbounded table (`kiln query` over a stream): its scan
+/// ([`StreamScanExec`]) reads the source from its beginning, micro-batch after
+/// micro-batch, and waits (the stream is `Pending`) while nothing is new, so
+/// `SELECT ... LIMIT n` returns once n records have arrived and a plain `SELECT` follows
+/// the stream until interrupted. DataFusion rejects what cannot run over unbounded input
+/// (an aggregate, a sort). Records that do not conform follow the stream's `on_error`:
+/// `fail` ends the query naming the record, `reject` skips them (the views' runs set them
+/// aside).
+#[derive(Debug)]
+pub struct StreamTable {
+    source: MicroBatchSource,
+    poll_interval: Duration,
+}
+
+impl StreamTable {
+    pub fn new(source: MicroBatchSource, poll_interval: Duration) -> Self {
+        Self { source, poll_interval }
+    }
+}
+
+#[async_trait]
+impl TableProvider for StreamTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(self.source.schema())
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = match projection {
+            Some(p) => Arc::new(self.source.schema().project(p)?),
+            None => Arc::clone(self.source.schema()),
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Unbounded { requires_infinite_memory: false },
+        );
+        Ok(Arc::new(StreamScanExec {
+            source: self.source.clone(),
+            projection: projection.cloned(),
+            poll_interval: self.poll_interval,
+            properties: Arc::new(properties),
+        }))
+    }
+}
+
+/// The unbounded scan of a [`StreamTable`].
+#[derive(Debug)]
+pub struct StreamScanExec {
+    source: MicroBatchSource,
+    projection: Option<Vec<usize>>,
+    poll_interval: Duration,
+    properties: Arc<PlanProperties>,
+}
+
+impl DisplayAs for StreamScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "StreamScanExec: stream={}", self.source.name())
+    }
+}
+
+impl ExecutionPlan for StreamScanExec {
+    fn name(&self) -> &str {
+        "StreamScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn datafusion::physical_expr::PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, _partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        struct Follow {
+            source: MicroBatchSource,
+            position: SourcePosition,
+            pending: std::collections::VecDeque<RecordBatch>,
+            done: bool,
+        }
+        // Records are read in batches of the usual size whatever the session's (a query
+        // that follows a stream runs with tiny batches so its rows show as they arrive).
+        let _ = context;
+        let batch_size = 8192;
+        let (projection, poll) = (self.projection.clone(), self.poll_interval);
+        let start = Follow {
+            position: self.source.start(),
+            source: self.source.clone(),
+            pending: Default::default(),
+            done: false,
+        };
+        let batches = futures::stream::unfold(start, move |mut s| {
+            let projection = projection.clone();
+            async move {
+                loop {
+                    if s.done {
+                        return None;
+                    }
+                    if let Some(batch) = s.pending.pop_front() {
+                        let batch = match &projection {
+                            Some(p) => batch.project(p).map_err(Into::into),
+                            None => Ok(batch),
+                        };
+                        return Some((batch, s));
+                    }
+                    match s.source.next_batch(&s.position, batch_size).await {
+                        Ok(Some(micro)) => {
+                            s.position = micro.position;
+                            s.pending.extend(micro.batches);
+                        }
+                        // Nothing new: wait (the stream is pending), then poll again.
+                        Ok(None) => tokio::time::sleep(poll).await,
+                        Err(e) => {
+                            s.done = true;
+                            return Some((Err(datafusion::error::DataFusionError::External(Box::new(e))), s));
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), batches)))
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

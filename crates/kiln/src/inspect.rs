@@ -131,14 +131,38 @@ pub enum QueryFormat {
 }
 
 /// `kiln query "SQL"`: one read-only query over the committed builds of the project's
-/// products (and its sources), checked by the untrusted surface before anything runs.
+/// products and views (and its sources), checked by the untrusted surface before anything
+/// runs. Streams read as unbounded tables from their beginning (`LIMIT n` returns once n
+/// records are there; without a limit the query follows the stream).
 pub async fn query(dir: &Path, sql: &str) -> Result<(SchemaRef, SendableRecordBatchStream), KilnError> {
     let mut session = Session::open(dir, &BuildOptions::default(), Need::Versions, &Quiet).await?;
     session.bind_all_committed().await?;
+    session.substrate.follow_streams()?;
     let plan = session.substrate.plan_sql(Surface::Untrusted, sql).await?;
-    let frame = session.substrate.context().execute_logical_plan(plan).await.map_err(exec_error("query"))?;
+    // A query that follows a stream passes rows on one by one (operators otherwise hold
+    // rows back until a batch fills, which a slow stream may never do).
+    let ctx = if session.substrate.reads_stream(&plan) {
+        let state = session.substrate.context().state();
+        let config = state.config().clone().with_batch_size(1);
+        let state = datafusion::execution::SessionStateBuilder::new_from_existing(state).with_config(config).build();
+        datafusion::prelude::SessionContext::new_with_state(state)
+    } else {
+        session.substrate.context().clone()
+    };
+    let frame = ctx.execute_logical_plan(plan).await.map_err(exec_error("query"))?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-    let stream = frame.execute_stream().await.map_err(exec_error("query"))?;
+    let stream = frame.execute_stream().await.map_err(|e| {
+        if e.to_string().contains("Cannot execute pipeline breaking queries") {
+            return KilnError::Usage(
+                "this query would never finish: it reads a stream (unbounded) through an operator that needs all of its \
+                 input (an aggregate, a sort, a join build side); aggregate streams with a materialized view (GROUP BY \
+                 TUMBLE/HOP, run by `kiln stream`) and query the view, or read the stream with filters, projections \
+                 and LIMIT"
+                    .into(),
+            );
+        }
+        exec_error("query")(e)
+    })?;
     Ok((schema, stream))
 }
 
@@ -166,22 +190,28 @@ pub async fn write_result(
             let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).map_err(arrow)?;
             writeln!(out, "{table}").map_err(io)?;
         }
+        // Row formats write each batch as it comes (and flush it): a query that follows a
+        // stream shows its rows as they arrive.
         QueryFormat::Csv => {
-            let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut *out);
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(exec_error("query"))?;
+                let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(rows == 0).build(&mut *out);
                 rows += batch.num_rows() as u64;
                 writer.write(&batch).map_err(arrow)?;
+                drop(writer);
+                out.flush().map_err(io)?;
             }
         }
         QueryFormat::Json => {
-            let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut *out);
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(exec_error("query"))?;
                 rows += batch.num_rows() as u64;
+                let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut *out);
                 writer.write(&batch).map_err(arrow)?;
+                writer.finish().map_err(arrow)?;
+                drop(writer);
+                out.flush().map_err(io)?;
             }
-            writer.finish().map_err(arrow)?;
         }
     }
     Ok(rows)

@@ -730,3 +730,44 @@ fn http_streams_poll_a_feed() {
         rt.block_on(rows(dir.path(), "SELECT * FROM v WHERE w = TIMESTAMP '1970-01-01 00:00:02' ORDER BY user_id"));
     assert_eq!(got, ["1970-01-01T00:00:02|0|5", "1970-01-01T00:00:02|1|5"]);
 }
+
+/// `kiln query` reads a stream as an unbounded table: LIMIT returns, a plain SELECT follows
+/// the stream (waiting while nothing is new, then showing what arrives), an aggregate is
+/// refused with a way forward.
+#[test]
+fn queries_follow_streams() {
+    let views = window_view("t", "TUMBLE(ts, INTERVAL '1' SECOND)");
+    let dir = project(0, 10, "1h", &views);
+    let rt = rt();
+    rt.block_on(produce(dir.path(), &[(100, 1, 5), (200, 2, 6), (300, 3, 7)]));
+    let (code, out, err) =
+        kiln(&["query", "SELECT user_id, amount FROM events LIMIT 2", "--format", "csv"], dir.path());
+    assert_eq!((code, out.as_str()), (0, "user_id,amount\n1,5\n2,6\n"), "{err}");
+    let (code, _, err) = kiln(&["query", "SELECT count(*) FROM events"], dir.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("this query would never finish: it reads a stream"), "{err}");
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["query", "SELECT user_id FROM events WHERE amount > 5", "--format", "csv"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(stdout).map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let next = || lines.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!([next(), next(), next()], ["user_id", "2", "3"]);
+    // Nothing new: the query waits; a record produced now shows up.
+    assert!(lines.recv_timeout(Duration::from_millis(300)).is_err());
+    rt.block_on(produce(dir.path(), &[(400, 4, 9), (500, 5, 1)]));
+    assert_eq!(next(), "4");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reader.join().unwrap();
+}
