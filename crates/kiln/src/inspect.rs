@@ -193,9 +193,14 @@ pub async fn write_result(
         // Row formats write each batch as it comes (and flush it): a query that follows a
         // stream shows its rows as they arrive.
         QueryFormat::Csv => {
+            let mut header = true;
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(exec_error("query"))?;
-                let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(rows == 0).build(&mut *out);
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(header).build(&mut *out);
+                header = false;
                 rows += batch.num_rows() as u64;
                 writer.write(&batch).map_err(arrow)?;
                 drop(writer);
