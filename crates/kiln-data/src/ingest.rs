@@ -420,83 +420,19 @@ impl TableProvider for MicroBatchTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let schema = match projection {
-            Some(p) => Arc::new(self.schema.project(p)?),
-            None => Arc::clone(&self.schema),
-        };
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
-        Ok(Arc::new(MicroBatchExec {
-            name: self.name.clone(),
-            batches: Arc::clone(&self.batches),
-            projection: projection.cloned(),
-            properties: Arc::new(properties),
-        }))
-    }
-}
-
-/// The scan of a [`MicroBatchTable`]: one partition, the batches bound when it executes.
-#[derive(Debug)]
-pub struct MicroBatchExec {
-    name: String,
-    batches: Arc<Mutex<Vec<RecordBatch>>>,
-    projection: Option<Vec<usize>>,
-    properties: Arc<PlanProperties>,
-}
-
-impl DisplayAs for MicroBatchExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "MicroBatchExec: source={}", self.name)
-    }
-}
-
-impl ExecutionPlan for MicroBatchExec {
-    fn name(&self) -> &str {
-        "MicroBatchExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        Vec::new()
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn datafusion::physical_expr::PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
-        let batches = self.batches.lock().map(|b| b.clone()).unwrap_or_default();
-        let projection = self.projection.clone();
-        let out = batches.into_iter().map(move |b| match &projection {
-            Some(p) => b.project(p).map_err(Into::into),
-            None => Ok(b),
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), futures::stream::iter(out))))
+        let feed = Feed::Bound { name: self.name.clone(), batches: Arc::clone(&self.batches) };
+        Ok(Arc::new(MicroBatchExec::try_new(feed, &self.schema, projection)?))
     }
 }
 
 /// A stream read as an unbounded table (`kiln query` over a stream): its scan
-/// ([`StreamScanExec`]) reads the source from its beginning, micro-batch after
-/// micro-batch, and waits (the stream is `Pending`) while nothing is new, so
-/// `SELECT ... LIMIT n` returns once n records have arrived and a plain `SELECT` follows
-/// the stream until interrupted. DataFusion rejects what cannot run over unbounded input
-/// (an aggregate, a sort). Records that do not conform follow the stream's `on_error`:
-/// `fail` ends the query naming the record, `reject` skips them (the views' runs set them
-/// aside).
+/// ([`MicroBatchExec`] following the source) reads the source from its beginning,
+/// micro-batch after micro-batch, and waits (the stream is `Pending`) while nothing is
+/// new, so `SELECT ... LIMIT n` returns once n records have arrived and a plain `SELECT`
+/// follows the stream until interrupted. DataFusion rejects what cannot run over
+/// unbounded input (an aggregate, a sort). Records that do not conform follow the
+/// stream's `on_error`: `fail` ends the query naming the record, `reject` skips them (the
+/// views' runs set them aside).
 #[derive(Debug)]
 pub struct StreamTable {
     source: MicroBatchSource,
@@ -526,43 +462,90 @@ impl TableProvider for StreamTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let schema = match projection {
-            Some(p) => Arc::new(self.source.schema().project(p)?),
-            None => Arc::clone(self.source.schema()),
-        };
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Unbounded { requires_infinite_memory: false },
-        );
-        Ok(Arc::new(StreamScanExec {
-            source: self.source.clone(),
-            projection: projection.cloned(),
-            poll_interval: self.poll_interval,
-            properties: Arc::new(properties),
-        }))
+        let feed = Feed::Follow { source: self.source.clone(), poll_interval: self.poll_interval };
+        Ok(Arc::new(MicroBatchExec::try_new(feed, self.source.schema(), projection)?))
     }
 }
 
-/// The unbounded scan of a [`StreamTable`].
+/// Where a [`MicroBatchExec`] takes its batches from.
+#[derive(Debug, Clone)]
+enum Feed {
+    /// The batches bound to a [`MicroBatchTable`] when the plan executes (bounded).
+    Bound { name: String, batches: Arc<Mutex<Vec<RecordBatch>>> },
+    /// The source itself, from its beginning, waiting while nothing is new (unbounded).
+    Follow { source: MicroBatchSource, poll_interval: Duration },
+}
+
+/// The scan of a micro-batch source: one partition, fed as [`Feed`] says.
 #[derive(Debug)]
-pub struct StreamScanExec {
-    source: MicroBatchSource,
+pub struct MicroBatchExec {
+    feed: Feed,
     projection: Option<Vec<usize>>,
-    poll_interval: Duration,
     properties: Arc<PlanProperties>,
 }
 
-impl DisplayAs for StreamScanExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "StreamScanExec: stream={}", self.source.name())
+impl MicroBatchExec {
+    fn try_new(feed: Feed, schema: &SchemaRef, projection: Option<&Vec<usize>>) -> DfResult<Self> {
+        let schema = match projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => Arc::clone(schema),
+        };
+        let boundedness = match feed {
+            Feed::Bound { .. } => Boundedness::Bounded,
+            Feed::Follow { .. } => Boundedness::Unbounded { requires_infinite_memory: false },
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            boundedness,
+        );
+        Ok(Self { feed, projection: projection.cloned(), properties: Arc::new(properties) })
+    }
+
+    /// The batches a following scan reads: the source's micro-batches from its start;
+    /// while none is new it sleeps `poll` (the stream is pending); a read error ends it.
+    fn follow(source: MicroBatchSource, poll: Duration) -> impl futures::Stream<Item = DfResult<RecordBatch>> {
+        /// Records are read in batches of the usual size whatever the session's (a query
+        /// that follows a stream runs with tiny batches so its rows show as they arrive).
+        const READ_BATCH: usize = 8192;
+        let start = (source.start(), source, std::collections::VecDeque::new(), false);
+        futures::stream::unfold(start, move |(mut position, source, mut pending, done)| async move {
+            loop {
+                if done {
+                    return None;
+                }
+                if let Some(batch) = pending.pop_front() {
+                    return Some((Ok(batch), (position, source, pending, false)));
+                }
+                match source.next_batch(&position, READ_BATCH).await {
+                    Ok(Some(micro)) => {
+                        position = micro.position;
+                        pending.extend(micro.batches);
+                    }
+                    Ok(None) => tokio::time::sleep(poll).await,
+                    Err(e) => {
+                        let e = datafusion::error::DataFusionError::External(Box::new(e));
+                        return Some((Err(e), (position, source, pending, true)));
+                    }
+                }
+            }
+        })
     }
 }
 
-impl ExecutionPlan for StreamScanExec {
+impl DisplayAs for MicroBatchExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        match &self.feed {
+            Feed::Bound { name, .. } => write!(f, "MicroBatchExec: source={name}"),
+            Feed::Follow { source, .. } => write!(f, "MicroBatchExec: follows stream={}", source.name()),
+        }
+    }
+}
+
+impl ExecutionPlan for MicroBatchExec {
     fn name(&self) -> &str {
-        "StreamScanExec"
+        "MicroBatchExec"
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
@@ -584,54 +567,21 @@ impl ExecutionPlan for StreamScanExec {
         Ok(self)
     }
 
-    fn execute(&self, _partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
-        struct Follow {
-            source: MicroBatchSource,
-            position: SourcePosition,
-            pending: std::collections::VecDeque<RecordBatch>,
-            done: bool,
-        }
-        // Records are read in batches of the usual size whatever the session's (a query
-        // that follows a stream runs with tiny batches so its rows show as they arrive).
-        let _ = context;
-        let batch_size = 8192;
-        let (projection, poll) = (self.projection.clone(), self.poll_interval);
-        let start = Follow {
-            position: self.source.start(),
-            source: self.source.clone(),
-            pending: Default::default(),
-            done: false,
+    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let projection = self.projection.clone();
+        let project = move |batch: DfResult<RecordBatch>| match (&projection, batch) {
+            (Some(p), Ok(b)) => b.project(p).map_err(Into::into),
+            (_, batch) => batch,
         };
-        let batches = futures::stream::unfold(start, move |mut s| {
-            let projection = projection.clone();
-            async move {
-                loop {
-                    if s.done {
-                        return None;
-                    }
-                    if let Some(batch) = s.pending.pop_front() {
-                        let batch = match &projection {
-                            Some(p) => batch.project(p).map_err(Into::into),
-                            None => Ok(batch),
-                        };
-                        return Some((batch, s));
-                    }
-                    match s.source.next_batch(&s.position, batch_size).await {
-                        Ok(Some(micro)) => {
-                            s.position = micro.position;
-                            s.pending.extend(micro.batches);
-                        }
-                        // Nothing new: wait (the stream is pending), then poll again.
-                        Ok(None) => tokio::time::sleep(poll).await,
-                        Err(e) => {
-                            s.done = true;
-                            return Some((Err(datafusion::error::DataFusionError::External(Box::new(e))), s));
-                        }
-                    }
-                }
+        let batches: futures::stream::BoxStream<'static, DfResult<RecordBatch>> = match &self.feed {
+            Feed::Bound { batches, .. } => {
+                let bound = batches.lock().map(|b| b.clone()).unwrap_or_default();
+                Box::pin(futures::stream::iter(bound.into_iter().map(Ok)))
             }
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), batches)))
+            Feed::Follow { source, poll_interval } => Box::pin(Self::follow(source.clone(), *poll_interval)),
+        };
+        let schema = self.schema();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::StreamExt::map(batches, project))))
     }
 }
 

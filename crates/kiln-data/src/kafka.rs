@@ -44,14 +44,7 @@ pub struct KafkaSource {
 
 impl KafkaSource {
     pub fn start(&self) -> SourcePosition {
-        SourcePosition {
-            url: format!("kafka://{}/{}", self.brokers.join(","), self.topic),
-            skip: 0,
-            records: 0,
-            batches: 0,
-            offsets: Default::default(),
-            files: Default::default(),
-        }
+        SourcePosition { url: format!("kafka://{}/{}", self.brokers.join(","), self.topic), ..Default::default() }
     }
 
     /// The definition version: brokers, topic, schema, start and error policy.

@@ -272,14 +272,7 @@ pub struct LogSource {
 
 impl LogSource {
     pub fn start(&self) -> kiln_artifact::SourcePosition {
-        kiln_artifact::SourcePosition {
-            url: format!("log://{}", self.topic),
-            skip: 0,
-            records: 0,
-            batches: 0,
-            offsets: Default::default(),
-            files: Default::default(),
-        }
+        kiln_artifact::SourcePosition { url: format!("log://{}", self.topic), ..Default::default() }
     }
 
     /// The definition version: topic, schema and error policy.

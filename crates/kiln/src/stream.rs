@@ -169,7 +169,7 @@ pub async fn stream(
         }
         let mut any = false;
         for run in &mut runs {
-            any |= run.step(&session).await?;
+            any |= run.step().await?;
         }
         let due = options.checkpoint_interval.is_zero() || last_checkpoint.elapsed() >= options.checkpoint_interval;
         if due {
@@ -305,6 +305,8 @@ struct ViewRun {
     definition: String,
     run_id: String,
     task: Arc<TaskContext>,
+    /// The session's batch size (records are parsed into batches of it).
+    batch_size: usize,
     /// The view's whole plan (executed per micro-batch when it does not aggregate).
     plan: Arc<dyn ExecutionPlan>,
     window: Option<Windowed>,
@@ -349,6 +351,7 @@ impl ViewRun {
         // One partition per micro-batch: a micro-batch is small, and a view's throughput
         // per core is what matters (several views run side by side).
         let state = substrate.context().state();
+        let batch_size = state.config().batch_size();
         let config = state.config().clone().with_target_partitions(1);
         let state = datafusion::execution::SessionStateBuilder::new_from_existing(state).with_config(config).build();
         let plan = state.query_planner().create_physical_plan(&product.plan, &state).await.map_err(exec_err)?;
@@ -406,6 +409,7 @@ impl ViewRun {
             definition,
             run_id,
             task,
+            batch_size,
             plan,
             window,
             event_time,
@@ -458,13 +462,12 @@ impl ViewRun {
 
     /// Reads and processes one micro-batch; `false` when the stream had nothing new (or
     /// its `poll_interval` has not passed since it last had nothing new).
-    async fn step(&mut self, session: &Session) -> Result<bool, KilnError> {
+    async fn step(&mut self) -> Result<bool, KilnError> {
         if self.next_poll.is_some_and(|t| Instant::now() < t) {
             self.advance().await?;
             return Ok(false);
         }
-        let batch_size = session.substrate.context().state().config().batch_size();
-        let Some(micro) = self.source.next_batch(&self.position, batch_size).await? else {
+        let Some(micro) = self.source.next_batch(&self.position, self.batch_size).await? else {
             self.next_poll = Some(Instant::now() + self.stream.poll_interval);
             // Idle partitions may let the watermark advance.
             self.advance().await?;
