@@ -245,7 +245,7 @@ fn cpu_seconds() -> Result<f64> {
 }
 
 /// Runs view `view` from the start of its stream to the end; (wall s, CPU s, report).
-async fn run(dir: &Path, view: &str) -> Result<(f64, f64, kiln::ViewStatus)> {
+async fn run(dir: &Path, view: &str) -> Result<(f64, f64, kiln::artifact::ViewStatus)> {
     for side in ["", "__late"] {
         let _ = std::fs::remove_dir_all(dir.join("warehouse").join(format!("{view}{side}")));
     }
@@ -275,7 +275,8 @@ pub async fn suite(out: &Path, runs: usize) -> Result<Value> {
         ("q7_json", "q7-like from JSON", 100_000.0, 12_300.0),
         ("q5_json", "q5-like from JSON", 100_000.0, 22_100.0),
     ];
-    let mut samples: Vec<(Vec<f64>, Vec<f64>, Option<kiln::ViewStatus>)> = vec![(Vec::new(), Vec::new(), None); 4];
+    let mut samples: Vec<(Vec<f64>, Vec<f64>, Option<kiln::artifact::ViewStatus>)> =
+        vec![(Vec::new(), Vec::new(), None); 4];
     for _ in 0..runs {
         for (k, (view, ..)) in cases.iter().enumerate() {
             let (wall, cpu, status) = run(&dir, view).await?;

@@ -16,23 +16,30 @@
 //!   records and never invent their own JSON.
 //! - No DataFusion: records are data, not plans. (Plan text arrives as strings.)
 
+pub mod catalog;
+pub mod identity;
 pub mod manifest;
 pub mod plan;
 pub mod remote;
 pub mod run;
 pub mod store;
+pub mod time;
 
+pub use catalog::{FunctionArg, FunctionCatalog, FunctionEntry};
 pub use manifest::{
     ColumnStats, CurrentPointer, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals, SourcePosition,
     StreamCheckpoint,
 };
 pub use plan::{
     BaseColumn, BuildFingerprints, BuildPlans, BuildRecord, CachedCompile, CanonicalPlan, ChangeCategory,
-    ColumnLineage, ColumnShape, CompileCache, ContentVersions, Decision, DeletedBuild, Edit, EditOp, EffectiveSettings,
-    ExplainReport, GcReport, Lineage, OperatorMetrics, ParseCache, ParsedRef, ParsedStatement, PlanDiff, PlanItem,
-    PlanNode, PlanReport, ProductDiff, ProductPlan, ProductShape, Reason, RollbackReport, TelemetryEvent,
+    CheckpointStats, ColumnLineage, ColumnShape, CompileCache, ContentVersions, Decision, DeletedBuild, Edit, EditOp,
+    EffectiveSettings, ExplainReport, GcReport, Lineage, OperatorMetrics, ParseCache, ParsedRef, ParsedStatement,
+    PlanDiff, PlanItem, PlanNode, PlanReport, ProductDiff, ProductPlan, ProductShape, Reason, RollbackReport,
+    TelemetryEvent,
 };
-pub use run::{Action, ProductRun, RunSummary, SchemaPromotion};
+pub use run::{
+    Action, ProductRun, RunSummary, STREAM_REPORT_VERSION, SchemaPromotion, Stopped, StreamReport, ViewStatus,
+};
 pub use store::ArtifactStore;
 
 /// The one error type of this crate.

@@ -72,9 +72,9 @@ impl CanonicalPlan {
         out
     }
 
-    /// `query_fp`: sha256 of [`Self::encode`], lower-case hex.
+    /// `query_fp` ([`crate::identity::query_fp`] of [`Self::encode`]).
     pub fn fingerprint(&self) -> String {
-        sha256_hex(self.encode().as_bytes())
+        crate::identity::query_fp(&self.encode())
     }
 
     pub fn to_json(&self) -> Result<Vec<u8>, ArtifactError> {
@@ -603,7 +603,7 @@ pub struct TelemetryEvent {
     /// Milliseconds since the Unix epoch.
     pub ts_ms: u64,
     pub run_id: String,
-    /// `run_started`, `product_finished`, `run_finished`.
+    /// `run_started`, `product_finished`, `run_finished`; `checkpoint` (`kiln stream`).
     pub kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub product: Option<String>,
@@ -621,4 +621,51 @@ pub struct TelemetryEvent {
     pub seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `checkpoint` events (`kiln stream`, `product` is the view): what it committed.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointStats>,
+}
+
+impl TelemetryEvent {
+    /// An event of `kind` in run `run_id`, now, with no other field set.
+    pub fn new(run_id: &str, kind: &str) -> Self {
+        Self {
+            format_version: BUILD_RECORD_VERSION,
+            ts_ms: crate::time::now_ms(),
+            run_id: run_id.to_owned(),
+            kind: kind.to_owned(),
+            product: None,
+            action: None,
+            build_id: None,
+            fingerprints: None,
+            ordering_tier: None,
+            rows: None,
+            seconds: None,
+            error: None,
+            checkpoint: None,
+        }
+    }
+
+    /// The event as one line of `events.jsonl`.
+    pub fn to_line(&self) -> Result<Vec<u8>, ArtifactError> {
+        let mut line = serde_json::to_vec(self).map_err(|source| ArtifactError::Encode { what: "event", source })?;
+        line.push(b'\n');
+        Ok(line)
+    }
+}
+
+/// What a materialized view's checkpoint committed (a `checkpoint` event's fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointStats {
+    /// The checkpoint's build directory (its state file, its new rows).
+    pub build_dir: String,
+    /// Records and micro-batches read from the stream so far.
+    pub records: u64,
+    pub batches: u64,
+    pub watermark_ms: Option<i64>,
+    /// Rows emitted, and events found late, since the view started.
+    pub rows_emitted: u64,
+    pub late: u64,
+    /// Open (window, key) groups in the checkpointed state.
+    pub state_rows: u64,
 }

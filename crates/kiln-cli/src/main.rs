@@ -239,7 +239,7 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
         Command::Functions { json } => {
             let registry = kiln::functions::Registry::builtin(kiln::functions::Secrets::default());
             if json {
-                println!("{}", json_text(&registry.catalog_json()).map_err(KilnError::Usage)?);
+                println!("{}", String::from_utf8_lossy(&kiln::inspect::catalog().to_json()?));
             } else {
                 print!("{}", registry.catalog_markdown());
             }
@@ -262,7 +262,7 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
         Command::Diff { product, dir, json } => {
             let diff = kiln::diff(&dir, &product, &BuildOptions::default()).await?;
             if json {
-                println!("{}", json_text(&diff).map_err(KilnError::Usage)?);
+                println!("{}", json_text(&diff).map_err(KilnError::Internal)?);
             } else {
                 render::diff(&diff);
             }
@@ -271,7 +271,7 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
         Command::Explain { product, analyze, dir, json } => {
             let report = kiln::explain(&dir, &product, analyze, &BuildOptions::default()).await?;
             if json {
-                println!("{}", json_text(&report).map_err(KilnError::Usage)?);
+                println!("{}", json_text(&report).map_err(KilnError::Internal)?);
             } else {
                 render::explain(&report);
             }
@@ -294,7 +294,7 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
         Command::Rollback { product, dir, json } => {
             let r = kiln::rollback(&dir, &product).await?;
             if json {
-                println!("{}", json_text(&r).map_err(KilnError::Usage)?);
+                println!("{}", json_text(&r).map_err(KilnError::Internal)?);
             } else {
                 println!(
                     "{}: now build {} (run {}), was {} (run {})",
@@ -319,7 +319,7 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
         Command::Gc { dir, json } => {
             let r = kiln::gc(&dir.unwrap_or_else(|| PathBuf::from("."))).await?;
             if json {
-                println!("{}", json_text(&r).map_err(KilnError::Usage)?);
+                println!("{}", json_text(&r).map_err(KilnError::Internal)?);
             } else {
                 for d in &r.deleted {
                     let what = if d.committed { "superseded" } else { "uncommitted" };
@@ -357,11 +357,11 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             let report = kiln::stream(&dir, &options, &observer, stop).await?;
             observer.finish();
             if json {
-                println!("{}", json_text(&report).map_err(KilnError::Usage)?);
+                println!("{}", json_text(&report).map_err(KilnError::Internal)?);
             } else {
                 let why = match report.stopped {
-                    kiln::stream::Stopped::Idle => "no new records",
-                    kiln::stream::Stopped::Signal => "signal",
+                    kiln::artifact::Stopped::Idle => "no new records",
+                    kiln::artifact::Stopped::Signal => "signal",
                 };
                 println!("stopped ({why}), run {}", report.run_id);
                 for v in &report.views {
@@ -377,7 +377,7 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             let report = kiln::build(&dir, &options, &observer).await?;
             observer.finish();
             if json {
-                println!("{}", json_text(&report.summary).map_err(KilnError::Usage)?);
+                println!("{}", json_text(&report.summary).map_err(KilnError::Internal)?);
             } else {
                 print_summary(&report.summary);
             }
@@ -400,11 +400,7 @@ fn report(e: &KilnError) -> ExitCode {
         KilnError::Control(c) => print_error(c),
         other => eprintln!("error: {other}"),
     }
-    ExitCode::from(match e {
-        KilnError::Usage(_) => 2,
-        e if e.is_user_error() => 1,
-        _ => 3,
-    })
+    ExitCode::from(e.exit_code())
 }
 
 fn json_text(value: &impl serde::Serialize) -> Result<String, String> {

@@ -107,7 +107,7 @@ impl kiln::Observer for CliProgress {
 }
 
 /// One view's progress: rate, watermark, lag, open windows, state, late, emitted.
-pub fn stream_line(v: &kiln::ViewStatus) -> String {
+pub fn stream_line(v: &kiln::artifact::ViewStatus) -> String {
     let lag = v.lag_records.map_or_else(|| "-".to_owned(), |l| l.to_string());
     format!(
         "{} events ({:.0}/s), watermark {}, lag {lag} records, {} open windows, state {} B, {} late, {} rejected, {} rows emitted, {} checkpoints",

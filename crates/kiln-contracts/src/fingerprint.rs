@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, IntervalUnit, Schema, TimeUnit, UnionMode};
 use sha2::{Digest, Sha256};
 
 /// Version of the canonical schema encoding.
@@ -138,11 +138,58 @@ fn data_type(out: &mut String, t: &DataType) {
             // A dictionary is an encoding of its value type.
             data_type(out, value);
         }
-        // Every remaining type is fully named by its Debug form (Int64, Date32, Interval(..)).
-        other => {
-            let _ = write!(out, "{other:?}");
+        DataType::FixedSizeBinary(n) => {
+            let _ = write!(out, "FixedSizeBinary({n})");
         }
+        DataType::Interval(unit) => out.push_str(match unit {
+            IntervalUnit::YearMonth => "Interval(YearMonth)",
+            IntervalUnit::DayTime => "Interval(DayTime)",
+            IntervalUnit::MonthDayNano => "Interval(MonthDayNano)",
+        }),
+        DataType::Union(fields, mode) => {
+            out.push_str(match mode {
+                UnionMode::Sparse => "union(sparse",
+                UnionMode::Dense => "union(dense",
+            });
+            for (id, f) in fields.iter() {
+                let _ = write!(out, ",{id}=");
+                field(out, f);
+            }
+            out.push(')');
+        }
+        DataType::RunEndEncoded(run_ends, values) => {
+            out.push_str("run_end_encoded(");
+            field(out, run_ends);
+            out.push(',');
+            field(out, values);
+            out.push(')');
+        }
+        // The rest are named by their Arrow names, written out here so an Arrow upgrade
+        // that changes how types print cannot change a fingerprint.
+        DataType::Null => out.push_str("Null"),
+        DataType::Boolean => out.push_str("Boolean"),
+        DataType::Int8 => out.push_str("Int8"),
+        DataType::Int16 => out.push_str("Int16"),
+        DataType::Int32 => out.push_str("Int32"),
+        DataType::Int64 => out.push_str("Int64"),
+        DataType::UInt8 => out.push_str("UInt8"),
+        DataType::UInt16 => out.push_str("UInt16"),
+        DataType::UInt32 => out.push_str("UInt32"),
+        DataType::UInt64 => out.push_str("UInt64"),
+        DataType::Float16 => out.push_str("Float16"),
+        DataType::Float32 => out.push_str("Float32"),
+        DataType::Float64 => out.push_str("Float64"),
+        DataType::Date32 => out.push_str("Date32"),
+        DataType::Date64 => out.push_str("Date64"),
     }
+}
+
+/// The canonical encoding of one type (as in [`canonical_schema_bytes`]): logical, with
+/// precision, scale, units, time zones and nested fields.
+pub fn canonical_type(t: &DataType) -> String {
+    let mut out = String::new();
+    data_type(&mut out, t);
+    out
 }
 
 #[cfg(test)]

@@ -1,26 +1,10 @@
 //! The project graph: sources and products, the references between them, their order.
 
 use std::collections::{BTreeSet, HashMap};
-use std::ops::ControlFlow;
 
-use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::resolve::resolve_table_references;
-use datafusion::sql::sqlparser::ast::{Spanned, Statement as SqlStatement, visit_relations};
-
-use crate::dialect::Statement;
 use crate::error::{ControlError, Location};
-use crate::project::SqlFile;
-use kiln_artifact::{ParsedRef, ParsedStatement};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeKind {
-    Source,
-    Product,
-    /// An unbounded source (`CREATE STREAM`), run by `kiln stream`.
-    Stream,
-    /// A continuous query over streams (`CREATE MATERIALIZED VIEW`), run by `kiln stream`.
-    View,
-}
+pub use crate::sqlfile::NodeKind;
+use crate::sqlfile::SqlFile;
 
 /// A source or product with the nodes it reads.
 #[derive(Debug, Clone)]
@@ -225,126 +209,6 @@ impl Graph {
             }
         }
     }
-}
-
-/// What the graph needs from one statement: cheap to cache (kiln-artifact's
-/// `ParsedStatement`) so unchanged files need no parsing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Summary {
-    pub kind: NodeKind,
-    pub name: String,
-    pub at: Location,
-    /// The tables the statement's query reads (CTE names excluded), each at its first
-    /// reference, in a stable order.
-    pub refs: Vec<(String, Location)>,
-    /// A problem resolving the references (a malformed reference).
-    pub problem: Option<String>,
-}
-
-impl Summary {
-    /// Summarizes a parsed statement of file `file`.
-    pub fn of(statement: &Statement, file: &str) -> Self {
-        let kind = match statement {
-            Statement::Source(_) => NodeKind::Source,
-            Statement::Product(_) => NodeKind::Product,
-            Statement::Stream(_) => NodeKind::Stream,
-            Statement::View(_) => NodeKind::View,
-        };
-        let mut summary = Summary {
-            kind,
-            name: statement.name().to_owned(),
-            at: statement.at().clone(),
-            refs: Vec::new(),
-            problem: None,
-        };
-        let Some(query) = statement.query() else { return summary };
-        let wrapped = DfStatement::Statement(Box::new(SqlStatement::Query(Box::new(query.clone()))));
-        match resolve_table_references(&wrapped, true) {
-            Ok((refs, _ctes)) => {
-                let spans = relation_locations(query, file);
-                let names: BTreeSet<String> = refs.iter().map(|r| r.table().to_owned()).collect();
-                summary.refs = names
-                    .into_iter()
-                    .map(|name| {
-                        let at = spans.get(&name).cloned().unwrap_or_else(|| summary.at.clone());
-                        (name, at)
-                    })
-                    .collect();
-            }
-            Err(e) => {
-                summary.problem = Some(
-                    ControlError::Compile {
-                        at: summary.at.clone(),
-                        product: summary.name.clone(),
-                        message: e.to_string(),
-                    }
-                    .to_string(),
-                );
-            }
-        }
-        summary
-    }
-
-    /// The cacheable record of this summary (file paths are not stored: a renamed file
-    /// keeps its entry).
-    pub fn to_record(&self) -> ParsedStatement {
-        ParsedStatement {
-            kind: self.kind.as_str().to_owned(),
-            name: self.name.clone(),
-            line: self.at.line,
-            column: self.at.column,
-            refs: self
-                .refs
-                .iter()
-                .map(|(name, at)| ParsedRef { name: name.clone(), line: at.line, column: at.column })
-                .collect(),
-            problem: self.problem.clone(),
-        }
-    }
-
-    /// A summary from its record, located in `file`; `None` for an unknown kind.
-    pub fn from_record(record: &ParsedStatement, file: &str) -> Option<Self> {
-        let at = |line, column| Location { file: file.to_owned(), line, column };
-        Some(Summary {
-            kind: NodeKind::parse(&record.kind)?,
-            name: record.name.clone(),
-            at: at(record.line, record.column),
-            refs: record.refs.iter().map(|r| (r.name.clone(), at(r.line, r.column))).collect(),
-            problem: record.problem.clone(),
-        })
-    }
-}
-
-impl NodeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeKind::Source => "source",
-            NodeKind::Product => "product",
-            NodeKind::Stream => "stream",
-            NodeKind::View => "view",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [NodeKind::Source, NodeKind::Product, NodeKind::Stream, NodeKind::View].into_iter().find(|k| k.as_str() == text)
-    }
-}
-
-/// The location of the first reference to each (normalized) table name in a query.
-fn relation_locations(query: &datafusion::sql::sqlparser::ast::Query, file: &str) -> HashMap<String, Location> {
-    let mut out = HashMap::new();
-    let _ = visit_relations(query, |name| {
-        if let Some(last) = name.0.last().and_then(|p| p.as_ident()) {
-            let span = name.span();
-            out.entry(crate::dialect::normalize(last)).or_insert(Location {
-                file: file.to_owned(),
-                line: span.start.line.max(1),
-                column: span.start.column.max(1),
-            });
-        }
-        ControlFlow::<()>::Continue(())
-    });
-    out
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

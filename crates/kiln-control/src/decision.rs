@@ -11,28 +11,19 @@
 //! # Column-scoped upstream versions
 //!
 //! A product's build id does not take an upstream product's build id but a version of
-//! exactly what it reads from it ([`scoped_version`]): the upstream's row version and the
-//! versions of the columns it uses. Versions are computed per build ([`content_versions`],
-//! version 1, recorded in each manifest):
-//!
-//! ```text
-//! rows(P)    = sha256("kiln.rows.v1\n" rows_fp "\n" runtime_fp "\n" func_fp "\n"
-//!                     ("table " t " " rows(t) "\n")* ("ref " t.c " " col(t.c) "\n")*)
-//! col(P, c)  = sha256("kiln.column.v1\n" rows(P) "\n" fp(c) "\n" ("ref " t.c " " col(t.c) "\n")*)
-//! scoped(P)  = sha256("kiln.upstream.v1\n" rows(P) "\n" (c " " col(P, c) "\n")*)   for the columns used
-//! ```
-//!
-//! where `rows_fp` hashes the canonical plan without its column-level items, the first
-//! `ref` list is every column that shapes rows (filter, join, group, order), the second the
-//! columns `c` is computed from or shaped by, `fp(c)` hashes `c`'s identity and type, and
-//! for a source both `rows` and `col` are its data version. So adding a column, or
+//! exactly what it reads from it (kiln_artifact::identity::scoped_upstream): the
+//! upstream's row version and the versions of the columns it uses. Versions are computed
+//! per build (kiln_artifact::identity::content_versions, recorded in each manifest): the
+//! rows' version hashes what shapes rows (the canonical plan without its column-level
+//! items, the settings, the functions, the inputs' rows and the columns that filter, join,
+//! group or order), each column's version the rows' version, the column's definition and
+//! the columns it is computed from; for a source both are its data version. So adding a column, or
 //! changing one nobody downstream reads, leaves the downstream build ids unchanged (their
 //! committed data is still exactly right); anything that can change a row or a read value
 //! changes them.
 use std::collections::BTreeSet;
 
-use kiln_artifact::plan::sha256_hex;
-use kiln_artifact::{BuildFingerprints, CanonicalPlan, ContentVersions, Decision, Manifest, ProductShape, Reason};
+use kiln_artifact::{BuildFingerprints, CanonicalPlan, Decision, Manifest, Reason};
 
 use crate::compiler::CompiledProduct;
 use crate::diff::diff;
@@ -95,72 +86,4 @@ pub fn columns_read(product: &CompiledProduct, table: &str) -> Vec<String> {
         columns.extend(c.all().into_iter().filter(|b| b.table == table).map(|b| b.column.clone()));
     }
     columns.into_iter().collect()
-}
-
-/// The content versions of a build of a product with `shape` (see the module docs).
-/// `upstream` gives each input table's versions (a source's: its data version as `rows`).
-pub fn content_versions<'a>(
-    shape: &ProductShape,
-    runtime_fp: &str,
-    func_fp: &str,
-    upstream: &dyn Fn(&str) -> Option<&'a ContentVersions>,
-) -> ContentVersions {
-    let col = |b: &kiln_artifact::BaseColumn| -> &'a str {
-        upstream(&b.table).map_or("", |v| v.columns.get(&b.column).unwrap_or(&v.rows).as_str())
-    };
-    let line = |text: &mut String, parts: &[&str]| {
-        for p in parts {
-            text.push_str(p);
-        }
-        text.push('\n');
-    };
-    let mut rows = String::with_capacity(256);
-    line(&mut rows, &["kiln.rows.v1"]);
-    line(&mut rows, &[&shape.rows_fp]);
-    line(&mut rows, &[runtime_fp]);
-    line(&mut rows, &[func_fp]);
-    for t in &shape.tables {
-        line(&mut rows, &["table ", t, " ", upstream(t).map_or("", |v| v.rows.as_str())]);
-    }
-    let mut row_refs: Vec<&kiln_artifact::BaseColumn> = shape.columns.iter().flat_map(|c| &c.others).collect();
-    row_refs.sort();
-    row_refs.dedup();
-    for b in row_refs {
-        line(&mut rows, &["ref ", &b.table, ".", &b.column, " ", col(b)]);
-    }
-    let rows = sha256_hex(rows.as_bytes());
-    let columns = shape
-        .columns
-        .iter()
-        .map(|c| {
-            let mut text = String::with_capacity(256);
-            line(&mut text, &["kiln.column.v1"]);
-            line(&mut text, &[&rows]);
-            line(&mut text, &[&c.fp]);
-            let mut refs: Vec<&kiln_artifact::BaseColumn> = c.values.iter().chain(&c.others).collect();
-            refs.sort();
-            refs.dedup();
-            for b in refs {
-                line(&mut text, &["ref ", &b.table, ".", &b.column, " ", col(b)]);
-            }
-            (c.name.clone(), sha256_hex(text.as_bytes()))
-        })
-        .collect();
-    ContentVersions { rows, columns }
-}
-
-/// The version of what a downstream product reads from an upstream product with content
-/// `upstream`: its rows and the `used` columns (see the module docs).
-pub fn scoped_version(upstream: &ContentVersions, used: &[String]) -> String {
-    let mut text = String::with_capacity(64 + used.len() * 96);
-    text.push_str("kiln.upstream.v1\n");
-    text.push_str(&upstream.rows);
-    text.push('\n');
-    for c in used {
-        text.push_str(c);
-        text.push(' ');
-        text.push_str(upstream.columns.get(c).unwrap_or(&upstream.rows));
-        text.push('\n');
-    }
-    sha256_hex(text.as_bytes())
 }

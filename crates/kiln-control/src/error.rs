@@ -51,6 +51,12 @@ pub enum ControlError {
     Query { surface: &'static str, message: String },
     #[error("profile: {0}")]
     Profile(String),
+    /// A compiled query could not be planned for execution (physical planning).
+    #[error("{message}")]
+    Plan { message: String },
+    /// Installing the function registry failed.
+    #[error(transparent)]
+    Functions(#[from] kiln_functions::FunctionError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -88,7 +94,8 @@ impl ControlError {
     pub fn is_user_error(&self) -> bool {
         match self {
             ControlError::Io { .. } | ControlError::Internal(_) => false,
-            ControlError::Data(e) => !matches!(e, kiln_data::DataError::Io { .. } | kiln_data::DataError::Store { .. }),
+            ControlError::Functions(e) => matches!(e, kiln_functions::FunctionError::Secret(_)),
+            ControlError::Data(e) => e.is_user_error(),
             ControlError::Many(all) => all.iter().all(ControlError::is_user_error),
             _ => true,
         }

@@ -1,22 +1,60 @@
 //! The control plane: it reads a project, decides what each product is, and programs the
 //! data plane. It never moves data itself.
 //!
-//! - [`project`]: `kiln.toml`, SQL file discovery, and the parsed project.
-//! - [`dialect`]: the Kiln SQL dialect on sqlparser (`CREATE SOURCE`, `CREATE PRODUCT`);
-//!   errors carry file, line:column and a caret snippet.
+//! Loading a project:
+//! - [`project`]: `kiln.toml` (serde, unknown keys rejected with line:column) and SQL
+//!   discovery; [`sqlfile`]: one SQL file, parsed on first use, and the [`sqlfile::Summary`]
+//!   of each statement the graph needs (cached so unchanged files are not parsed);
+//! - [`dialect`]: the Kiln SQL dialect on sqlparser (`CREATE SOURCE`, `CREATE PRODUCT`,
+//!   `CREATE STREAM`, `CREATE MATERIALIZED VIEW`); errors carry file, line:column and a
+//!   caret snippet;
 //! - [`dag`]: resolving table references to sources and products, cycle detection,
 //!   topological order, selection (`name`, `+name`, `name+`).
-//! - [`profile`]: runtime profiles (dev, prod_fast, prod_safe, memory_limited) and validated
-//!   overrides, yielding DataFusion's `SessionConfig` and `RuntimeEnv`.
+//!
+//! Compiling:
+//! - [`profile`]: runtime profiles (dev, prod_fast, prod_safe, memory_limited) and
+//!   validated overrides, yielding DataFusion's `SessionConfig` and `RuntimeEnv`, with
+//!   every setting classified semantic or performance;
 //! - [`compiler`]: the [`Substrate`] (one SessionContext with sources and product tables
-//!   registered) and the compilation of a product into an optimized logical plan, its
-//!   contract (checked against the plan: the compile-time contract gate), fingerprints and
-//!   the build id.
+//!   registered) and the compilation of sources, streams, products and views into the
+//!   data plane's programs;
+//! - [`layout`]: a product's file layout from its options (kiln-data's `WriteLayout`);
+//! - [`units`]: the one parser of sizes and durations;
+//! - [`surface`]: the SQL surfaces (project, untrusted, admin), enforced on the plan;
+//! - [`unnest`] and [`windows`]: Kiln's SQL beyond DataFusion's (lateral UNNEST with
+//!   OFFSET/ORDINALITY, TUMBLE/HOP windows), rewritten and planned;
+//! - [`canonical`]: the canonical plan (hashed into `query_fp`, with its explicit
+//!   encoders in [`canonical::encode`]) and column lineage, from one walk;
+//! - [`diff`]: the semantic diff of two canonical plans;
+//! - [`decision`]: fresh or build, with reasons.
+//!
+//! Every identity (build ids, fingerprints, versions) is computed by
+//! `kiln_artifact::identity` from what this crate compiles.
 //!
 //! Architecture invariants:
-//! - Depends on the data plane to *describe* work (FileSource, ProductTable, WriteSpec), and
-//!   calls it only to register tables; executing and writing is the engine's job (crate kiln).
+//! - Depends on the data plane to *describe* work (typed programs: `WriteLayout`,
+//!   `FileSource`, `MicroBatchSource`, `ViewProgram`, plans) and calls it only to register
+//!   tables; executing and writing is the engine's and the data plane's job.
 //! - Every user-facing error names a file and line:column, or the products involved.
+//!
+//! Compiling a product and reading its fingerprints:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use kiln_control::dialect::{Statement, parse_file};
+//! use kiln_control::{RuntimeProfile, Substrate};
+//!
+//! let profile = RuntimeProfile::resolve("dev", &Default::default(), &[])?;
+//! let functions = kiln_functions::Registry::builtin(Default::default());
+//! let mut substrate = Substrate::new(&profile, kiln_data::Warehouse::memory(), std::path::Path::new("."), functions)?;
+//! let sql = "CREATE PRODUCT evens AS SELECT v FROM (VALUES (1), (2), (4)) t(v) WHERE v % 2 = 0;";
+//! let Statement::Product(def) = &parse_file("evens.sql", sql)?[0] else { unreachable!() };
+//! let product = substrate.compile_product(def).await?;
+//! assert_eq!(product.query_fp.len(), 64);
+//! assert_eq!(product.lineage[0].column, "v");
+//! assert!(product.canonical.encode().contains("Filter"));
+//! # Ok(()) }
+//! ```
 
 pub mod canonical;
 pub mod compiler;
@@ -25,14 +63,19 @@ pub mod decision;
 pub mod dialect;
 pub mod diff;
 pub mod error;
+pub mod layout;
 pub mod profile;
 pub mod project;
+pub mod sqlfile;
 pub mod surface;
+pub mod units;
 pub mod unnest;
 pub mod windows;
 
-pub use compiler::{BUILD_ID_VERSION, CompiledProduct, CompiledSource, CompiledStream, Substrate, parse_duration};
+pub use compiler::{CompiledProduct, CompiledSource, Substrate};
 pub use dag::{Graph, NodeKind};
 pub use error::{ControlError, Location};
+pub use kiln_data::stream::StreamProgram;
 pub use profile::RuntimeProfile;
 pub use project::{Project, ProjectConfig};
+pub use units::parse_duration;

@@ -25,7 +25,8 @@
 //! every Parquet writer setting, catalog defaults, ANSI mode), and so is any key this table
 //! does not know: an unclassified key costs a rebuild, never a wrong cache hit.
 //!
-//! `runtime_fp` is sha256 over `kiln.runtime.v1\n` and `key=value\n` for every semantic
+//! `runtime_fp` (kiln_artifact::identity::runtime_fp) is sha256 over `kiln.runtime.v1\n`
+//! and `key=value\n` for every semantic
 //! setting, defaults included (so a DataFusion upgrade that changes a semantic default
 //! changes it), sorted by key. Performance settings are recorded in each run's artifacts
 //! but stay out of the build identity, so a 2-core laptop and a 64-core server agree on
@@ -49,9 +50,6 @@ pub const BUILTIN: [&str; 4] = ["dev", "prod_fast", "prod_safe", "memory_limited
 /// Settings every profile starts from: spans for error locations, zstd Parquet.
 const BASE: [(&str, &str); 2] =
     [("datafusion.sql_parser.collect_spans", "true"), ("datafusion.execution.parquet.compression", "zstd(3)")];
-
-/// Version of the runtime fingerprint encoding (see the module docs).
-pub const RUNTIME_FP_VERSION: u32 = 1;
 
 /// How a setting relates to build identity (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,16 +111,6 @@ const PERFORMANCE_KEYS: [&str; 44] = [
     "datafusion.execution.parquet.maximum_parallel_row_group_writers",
     "datafusion.execution.parquet.maximum_buffered_record_batches_per_stream",
 ];
-
-/// `runtime_fp` of a map of semantic settings: sha256 over `kiln.runtime.v1\n` and
-/// `key=value\n` per entry in key order.
-pub fn runtime_fp_of(semantic: &BTreeMap<String, String>) -> String {
-    let mut text = format!("kiln.runtime.v{RUNTIME_FP_VERSION}\n");
-    for (key, value) in semantic {
-        text.push_str(&format!("{key}={value}\n"));
-    }
-    kiln_artifact::plan::sha256_hex(text.as_bytes())
-}
 
 /// The class of a setting key.
 pub fn classify(key: &str) -> KeyClass {
@@ -227,7 +215,8 @@ impl RuntimeProfile {
 
     fn memory_limit(&self) -> Result<Option<usize>, ControlError> {
         let Some(text) = self.settings.get("kiln.memory_limit") else { return Ok(None) };
-        parse_bytes(text).map(Some).ok_or_else(|| {
+        let bytes = crate::units::parse_bytes(text).and_then(|n| usize::try_from(n).ok());
+        bytes.map(Some).ok_or_else(|| {
             ControlError::Profile(format!("setting `kiln.memory_limit` = `{text}`: expected bytes like 512MiB or 2GiB"))
         })
     }
@@ -249,7 +238,7 @@ impl RuntimeProfile {
 
     /// `runtime_fp` (see the module docs).
     pub fn runtime_fp(&self) -> Result<String, ControlError> {
-        Ok(runtime_fp_of(&self.effective()?.semantic))
+        Ok(kiln_artifact::identity::runtime_fp(&self.effective()?.semantic))
     }
 
     /// The runtime environment: memory pool and spill directory.
@@ -274,21 +263,4 @@ impl RuntimeProfile {
         }
         builder.build_arc().map_err(|e| ControlError::Profile(format!("profile `{}`: {e}", self.name)))
     }
-}
-
-/// `123`, `512KiB`, `512MiB`, `2GiB` (also KB/MB/GB as powers of 1024).
-pub fn parse_bytes(text: &str) -> Option<usize> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    let bytes = n * mult;
-    (bytes.is_finite() && bytes >= 1.0).then_some(bytes as usize)
 }

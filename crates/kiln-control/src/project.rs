@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use std::sync::OnceLock;
-
 use kiln_artifact::plan::sha256_hex;
 use kiln_artifact::{ArtifactStore, ParseCache};
 
-use crate::dag::{Graph, Summary};
-use crate::dialect::{self, Statement};
+use crate::dag::Graph;
+pub use crate::sqlfile::SqlFile;
+use crate::sqlfile::Summary;
+
 use crate::error::ControlError;
 
 /// `kiln.toml`, as documented in docs/project.md.
@@ -130,56 +130,6 @@ fn default_sf() -> f64 {
 }
 fn default_data() -> String {
     "data".into()
-}
-
-/// One SQL file: its text, the summaries the graph needs, and its statements, parsed on
-/// first use (a file whose summaries came from the parse cache is parsed only if one of
-/// its statements must be compiled).
-#[derive(Debug)]
-pub struct SqlFile {
-    /// Path relative to the project root, with `/` separators (shown in errors).
-    pub path: String,
-    pub text: String,
-    /// sha256 of `text`: the parse cache's key and part of the compile cache's.
-    pub fp: String,
-    pub summaries: Vec<Summary>,
-    parsed: OnceLock<Result<Vec<Statement>, String>>,
-}
-
-impl SqlFile {
-    /// Parses `text` now.
-    pub fn parse(path: &str, text: &str) -> Result<Self, ControlError> {
-        let statements = dialect::parse_file(path, text)?;
-        let summaries = statements.iter().map(|s| Summary::of(s, path)).collect();
-        Ok(Self {
-            path: path.to_owned(),
-            text: text.to_owned(),
-            fp: sha256_hex(text.as_bytes()),
-            summaries,
-            parsed: OnceLock::from(Ok(statements)),
-        })
-    }
-
-    /// A file whose summaries are known (from the parse cache); parsed on demand.
-    pub fn summarized(path: &str, text: String, fp: String, summaries: Vec<Summary>) -> Self {
-        Self { path: path.to_owned(), text, fp, summaries, parsed: OnceLock::new() }
-    }
-
-    /// The file's statements, parsing it on first use.
-    pub fn statements(&self) -> Result<&[Statement], ControlError> {
-        let parsed = self.parsed.get_or_init(|| dialect::parse_file(&self.path, &self.text).map_err(|e| e.to_string()));
-        match parsed {
-            Ok(statements) => Ok(statements),
-            Err(message) => Err(ControlError::Internal(format!("{} no longer parses: {message}", self.path))),
-        }
-    }
-
-    /// Statement `index` of the file.
-    pub fn statement(&self, index: usize) -> Result<&Statement, ControlError> {
-        self.statements()?
-            .get(index)
-            .ok_or_else(|| ControlError::Internal(format!("{}: statement {index} changed while loading", self.path)))
-    }
 }
 
 /// A loaded project: configuration, parsed files and the resolved graph.

@@ -20,6 +20,18 @@ use datafusion::logical_expr::LogicalPlan;
 /// Table functions the untrusted surface may call: they generate rows and read nothing.
 pub const SAFE_TABLE_FUNCTIONS: [&str; 2] = ["generate_series", "range"];
 
+/// Why a surface refused a plan.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// DDL, DML, COPY or another statement (DataFusion's own check, its message).
+    #[error("{0}")]
+    Statement(String),
+    #[error("reading `{0}` is not allowed here: only the project's sources and products can be read")]
+    Table(String),
+    #[error("plan node `{0}` is not allowed here")]
+    Node(String),
+}
+
 /// Where a piece of SQL comes from, which decides what it may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Surface {
@@ -38,7 +50,7 @@ impl Surface {
     }
 
     /// Checks a plan against this surface; `tables` are the registered sources and products.
-    pub fn verify(self, plan: &LogicalPlan, tables: &BTreeSet<String>) -> Result<(), String> {
+    pub fn verify(self, plan: &LogicalPlan, tables: &BTreeSet<String>) -> Result<(), Refused> {
         if self == Surface::Admin {
             return Ok(());
         }
@@ -47,8 +59,8 @@ impl Surface {
             .with_allow_dml(false)
             .with_allow_statements(false)
             .verify_plan(plan)
-            .map_err(|e| e.strip_backtrace())?;
-        let mut problem: Option<String> = None;
+            .map_err(|e| Refused::Statement(e.strip_backtrace()))?;
+        let mut problem: Option<Refused> = None;
         let _ = plan.apply_with_subqueries(|node| {
             match node {
                 LogicalPlan::TableScan(scan) => {
@@ -60,17 +72,14 @@ impl Surface {
                         && (tables.contains(name)
                             || (self == Surface::Untrusted && SAFE_TABLE_FUNCTIONS.contains(&function)));
                     if !allowed {
-                        problem = Some(format!(
-                            "reading `{}` is not allowed here: only the project's sources and products can be read",
-                            scan.table_name
-                        ));
+                        problem = Some(Refused::Table(scan.table_name.to_string()));
                         return Ok(TreeNodeRecursion::Stop);
                     }
                 }
                 // Kiln's own nodes only read their input (`Explode`: crate::unnest).
                 LogicalPlan::Extension(e) if e.node.as_any().is::<crate::unnest::ExplodeNode>() => {}
                 LogicalPlan::Extension(e) => {
-                    problem = Some(format!("plan node `{}` is not allowed here", e.node.name()));
+                    problem = Some(Refused::Node(e.node.name().to_owned()));
                     return Ok(TreeNodeRecursion::Stop);
                 }
                 _ => {}

@@ -31,7 +31,10 @@
 
 use std::ops::ControlFlow;
 
+use datafusion::common::Column;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName,
     ObjectNamePart, Query, Select, SetExpr, VisitMut, VisitorMut,
@@ -43,7 +46,7 @@ use kiln_contracts::dialect::KilnDialect;
 use crate::unnest::located;
 
 /// The column a HOP window's start is exploded into.
-const HOP_START: &str = kiln_data::window::HOP_START_COLUMN;
+pub const HOP_START: &str = "__kiln_hop_start";
 
 /// A window a SELECT groups by, as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,31 +265,7 @@ fn parse_expr(text: &str) -> Result<SqlExpr, DataFusionError> {
         .map_err(|e| DataFusionError::Internal(format!("window rewrite: {e}")))
 }
 
-/// The length of a literal `INTERVAL 'n' UNIT`, `INTERVAL 'n unit'` or `INTERVAL 'n'`
-/// (seconds) in milliseconds, units from MILLISECOND to DAY; `None` for anything else
-/// (windows leave that to the window functions' own checks; watermarks reject it).
-pub(crate) fn interval_ms(expr: &SqlExpr) -> Option<i64> {
-    let SqlExpr::Interval(interval) = expr else { return None };
-    let text = interval.value.to_string();
-    let text = text.trim_matches('\'').trim();
-    let (amount, unit) = match &interval.leading_field {
-        Some(field) => (text, field.to_string()),
-        None => {
-            text.split_once(char::is_whitespace).map_or((text, "SECOND".to_owned()), |(a, u)| (a, u.trim().to_owned()))
-        }
-    };
-    let amount: i64 = amount.trim().parse().ok()?;
-    let unit = unit.to_ascii_uppercase();
-    let ms = match unit.trim_end_matches('S') {
-        "MILLISECOND" => 1,
-        "SECOND" => 1_000,
-        "MINUTE" => 60_000,
-        "HOUR" => 3_600_000,
-        "DAY" => 86_400_000,
-        _ => return None,
-    };
-    amount.checked_mul(ms)
-}
+use crate::units::interval_ms;
 
 fn rewrite_select(select: &mut Select) -> Result<(), DataFusionError> {
     let GroupByExpr::Expressions(groups, _) = &mut select.group_by else { return Ok(()) };
@@ -409,3 +388,54 @@ impl VisitorMut for Bounds {
         }
     }
 }
+
+/// The index, among the group expressions of `plan`'s (first) aggregate, of the window
+/// start this module's rewrite made: a `kiln_tumble_start` call, the HOP start column, or
+/// a column that projections (and nodes that keep their input's columns) carry from one
+/// of those, as the table-valued forms group by. DataFusion plans the group expressions
+/// in this order, which is how kiln-data finds the window (kiln_data::stream::WindowProgram).
+pub fn window_group_index(plan: &LogicalPlan) -> Option<usize> {
+    let mut found = None;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::Aggregate(a) = node {
+            found = a.group_expr.iter().position(|g| is_window_start(g, &a.input));
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// Whether `expr`, over `input`'s output, is a window start (see [`window_group_index`]).
+fn is_window_start(expr: &Expr, input: &LogicalPlan) -> bool {
+    match expr {
+        Expr::Alias(a) => is_window_start(&a.expr, input),
+        Expr::ScalarFunction(f) => f.name() == TUMBLE_START_FN,
+        Expr::Column(c) if c.name == HOP_START => true,
+        Expr::Column(c) => {
+            let Some(index) = column_index(input, c) else { return false };
+            match input {
+                LogicalPlan::Projection(p) => p.expr.get(index).is_some_and(|e| is_window_start(e, &p.input)),
+                LogicalPlan::SubqueryAlias(a) => {
+                    let inner = Expr::Column(Column::new_unqualified(input.schema().field(index).name()));
+                    is_window_start(&inner, &a.input)
+                }
+                // Filters, sorts, limits and exchanges keep their input's columns.
+                LogicalPlan::Filter(_) | LogicalPlan::Sort(_) | LogicalPlan::Limit(_) | LogicalPlan::Repartition(_) => {
+                    input.inputs().first().is_some_and(|child| is_window_start(expr, child))
+                }
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// The index of column `c` in `plan`'s output (by qualified name, else by name alone).
+fn column_index(plan: &LogicalPlan, c: &Column) -> Option<usize> {
+    let schema = plan.schema();
+    schema.maybe_index_of_column(c).or_else(|| schema.fields().iter().position(|f| f.name() == &c.name))
+}
+
+/// The function the TUMBLE rewrite groups by.
+const TUMBLE_START_FN: &str = "kiln_tumble_start";

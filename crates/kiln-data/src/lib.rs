@@ -1,55 +1,92 @@
 //! The data plane: Kiln's programs run here as streams of Arrow record batches.
 //!
 //! The control plane (kiln-control) compiles SQL into the types this crate executes: a
-//! DataFusion physical plan plus a [`WriteSpec`], a [`FileSource`] for each source, a
-//! [`ProductTable`] for each product read downstream. This crate moves the data:
+//! DataFusion physical plan plus a [`WriteSpec`] (whose [`WriteLayout`] is the typed
+//! layout of a product's files), a [`FileSource`] for each file source, a
+//! [`MicroBatchSource`] for each ingested source or stream, a [`ProductTable`] for each
+//! product read downstream, and a [`stream::ViewProgram`] for each materialized view.
+//! This crate moves the data:
 //!
-//! - [`warehouse`]: where datasets live (object_store: local files or memory), the layout of
-//!   builds, manifests and the current-build pointer, and the atomic commit.
-//! - [`writer`]: the one materialization primitive. It consumes every output partition of a
-//!   plan concurrently, conforms batches to the product's contract (casts between encodings
-//!   of one logical type, enforces NOT NULL on the data), rolls files by rows, writes Parquet
-//!   through object_store and returns the [`kiln_artifact::Manifest`] to commit.
-//! - [`source`]: file sources (parquet, csv, ndjson) with an explicit schema, and their data
-//!   version (a hash of the file listing).
-//! - [`ingest`]: micro-batch ingest from HTTP sources, each batch committed with the
-//!   source position after it.
-//! - [`log`]: the embedded log (topics of NDJSON records in segments, with partitions and
-//!   offsets) behind `connector = 'log'` streams and `kiln produce`.
+//! - [`warehouse`]: where datasets live (object_store: local files, memory, cloud), the
+//!   layout of builds, manifests and the current-build pointer, and the atomic commit.
+//! - [`layout`]: the typed layout of a dataset's files (ordering tier, partitioning, file
+//!   sizing, Parquet options, existing-data policy, file names).
+//! - [`writer`]: the one materialization primitive. It consumes every output partition of
+//!   a plan concurrently, conforms batches to the product's contract (casts between
+//!   encodings of one logical type, enforces NOT NULL on the data), rolls files by rows
+//!   and bytes, writes Parquet through object_store, reads every footer back against the
+//!   contract, and returns the [`kiln_artifact::Manifest`] to commit.
+//! - [`source`]: file sources (parquet, csv, json, arrow) with an explicit schema,
+//!   reconciled with the files' own schemas, and their data version (the listing);
+//!   [`checked`]: CSV and NDJSON read with every malformed record rejected with its
+//!   file, line and reason.
+//! - [`feed`]: micro-batch sources (HTTP, Kafka, files arriving in a directory, the
+//!   embedded [`log`]) and the tables they are registered as.
+//! - [`stream`]: the streaming runtime (watermarks, late events, windowed aggregation
+//!   over Arrow state, checkpoints).
 //! - [`product_table`]: a DataFusion table provider that reads a product's committed build
-//!   from its manifest's file list, never by listing directories.
+//!   from its manifest's file list, never by listing directories; [`explode_exec`]: the
+//!   operator behind Kiln's `UNNEST`.
 //! - [`tpch`]: TPC-H data generation (tpchgen) for the example project and benchmarks.
 //!
 //! Architecture invariants:
-//! - Never parses SQL and holds no policy: it runs what it is given.
-//! - Never collects a whole result: batches flow from the plan to the file writers.
+//! - Never parses SQL or option text and holds no policy: it runs what it is given.
+//! - Never collects a whole result: batches flow from the plan to the file writers (the
+//!   documented exceptions are a stream's micro-batch and its rows between checkpoints).
 //! - A build becomes visible only through [`warehouse::Warehouse::commit`], which writes the
 //!   manifest and then swaps the pointer; a crash before that leaves the previous build
 //!   visible and the new files unreferenced.
+//!
+//! Writing a dataset from any stream of record batches and committing it:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use datafusion::arrow::array::{Int64Array, RecordBatch};
+//! use datafusion::arrow::datatypes::{DataType, Field, Schema};
+//! use datafusion::common::config::TableParquetOptions;
+//! use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+//! use kiln_data::{BuildIds, Warehouse, WriteLayout, WriteSpec, write_dataset};
+//!
+//! let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+//! let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2, 3]))])?;
+//! let rows = Box::pin(RecordBatchStreamAdapter::new(schema.clone(), futures::stream::iter([Ok(batch)])));
+//!
+//! let warehouse = Warehouse::memory();
+//! let ids = BuildIds { build_id: "b1".into(), run_id: "r1".into(), batch: None };
+//! let schema_fp = kiln_contracts::schema_fingerprint(&schema);
+//! let spec = WriteSpec::new("numbers", ids, (schema, schema_fp), WriteLayout::derived(1_000_000), &TableParquetOptions::default())?;
+//! let manifest = write_dataset(&warehouse, vec![rows], Arc::new(spec), Arc::default()).await?;
+//! assert!(warehouse.current("numbers").await?.is_none(), "written, not yet visible");
+//! warehouse.commit(&manifest).await?;
+//! assert_eq!(warehouse.current("numbers").await?.map(|m| m.totals.rows_written), Some(3));
+//! # Ok(()) }
+//! ```
 
 pub mod checked;
 pub mod explode_exec;
-pub mod files_stream;
-pub mod ingest;
-pub mod kafka;
+pub mod feed;
+pub mod layout;
 pub mod log;
 pub mod product_table;
 pub mod source;
+pub mod stream;
 pub mod tpch;
 pub mod warehouse;
-pub mod window;
-pub mod write_options;
 pub mod writer;
 
 pub use explode_exec::{ExplodeExec, ExplodeMode};
-pub use ingest::{HttpFormat, HttpSource, MicroBatch, MicroBatchSource, MicroBatchTable, Pagination};
-pub use kafka::KafkaSource;
+pub use feed::{
+    FilesSource, HttpFormat, HttpSource, KafkaSource, MicroBatch, MicroBatchSource, MicroBatchTable, Pagination,
+    StreamTable,
+};
+pub use layout::{
+    Basename, ColumnSetting, ExistingData, FileSizing, NamePart, Ordering, ParquetOptions, SortKey, WriteLayout,
+};
 pub use product_table::ProductTable;
 pub use source::{FileFormat, FileSource, Promotion};
 pub use warehouse::Warehouse;
-pub use writer::{
-    DEFAULT_BASENAME, ExistingData, WriteProgress, WriteSpec, check_basename, merge_existing, write_dataset,
-};
+pub use writer::{BuildIds, WriteProgress, WriteSpec, merge_existing, write_dataset};
 
 use datafusion::error::DataFusionError;
 
@@ -124,6 +161,17 @@ pub enum DataError {
     /// A product was read before it had any committed build.
     #[error("product `{0}` has no committed build yet")]
     NotBuilt(String),
+    /// Something that cannot happen did (a bug in Kiln, or a task that died).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl DataError {
+    /// Whether the user's input (query, data, options) is at fault: not the environment
+    /// (storage, files) and not Kiln itself.
+    pub fn is_user_error(&self) -> bool {
+        !matches!(self, DataError::Io { .. } | DataError::Store { .. } | DataError::Internal(_))
+    }
 }
 
 impl DataError {

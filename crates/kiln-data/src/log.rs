@@ -254,7 +254,7 @@ impl LogTopic {
     }
 }
 
-/// A log topic read as a source, in micro-batches (crate::ingest): a product over it
+/// A log topic read as a source, in micro-batches (crate::feed): a product over it
 /// ingests records from the offsets its manifest committed, like a Kafka source.
 #[derive(Debug, Clone)]
 pub struct LogSource {
@@ -278,7 +278,7 @@ impl LogSource {
     /// The definition version: topic, schema and error policy.
     pub fn version(&self) -> String {
         let text = format!("{}\n{}\n{}\n", self.topic, self.reject, if self.csv { "csv" } else { "json" });
-        crate::ingest::definition_version("kiln.log_source.v1", &self.schema, &text)
+        crate::feed::batch::definition_version(kiln_artifact::identity::SourceKind::Log, &self.schema, &text)
     }
 
     /// The next micro-batch after `from`, up to `batch_records` records: each partition
@@ -291,7 +291,7 @@ impl LogSource {
         &self,
         from: &kiln_artifact::SourcePosition,
         batch_size: usize,
-    ) -> Result<Option<crate::ingest::MicroBatch>> {
+    ) -> Result<Option<crate::feed::MicroBatch>> {
         let fail = |message: String| DataError::Source { name: self.name.clone(), message };
         let Some(topic) = LogTopic::open(&self.warehouse, &self.topic).await? else {
             return Err(fail(format!("no topic `{}` yet (kiln produce {} creates it)", self.topic, self.topic)));
@@ -342,7 +342,7 @@ impl LogSource {
         position.records += records;
         position.batches += 1;
         let exhausted = records < self.batch_records as u64;
-        Ok(Some(crate::ingest::MicroBatch { batches, partitions: parts, rejects, records, position, exhausted }))
+        Ok(Some(crate::feed::MicroBatch { batches, partitions: parts, rejects, records, position, exhausted }))
     }
 }
 

@@ -76,7 +76,7 @@ impl ProductTable {
         } else {
             Bound::Partitioned(Arc::new(self.partitioned(warehouse, manifest)?))
         };
-        let mut slot = self.bound.write().map_err(|_| DataError::Config("product table lock poisoned".into()))?;
+        let mut slot = self.bound.write().map_err(|_| DataError::Internal("product table lock poisoned".into()))?;
         *slot = Some(bound);
         Ok(())
     }

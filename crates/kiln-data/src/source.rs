@@ -10,7 +10,6 @@ use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use sha2::{Digest, Sha256};
 
 use crate::{DataError, Result};
 
@@ -266,12 +265,7 @@ impl FileSource {
             )));
         }
         entries.sort();
-        let mut h = Sha256::new();
-        h.update(b"kiln.source_version.v1\n");
-        for (path, size, mtime) in entries {
-            h.update(format!("{}:{path} {size} {mtime}\n", path.len()).as_bytes());
-        }
-        Ok(kiln_contracts::fingerprint::hex(&h.finalize()))
+        Ok(kiln_artifact::identity::listing_version(&entries))
     }
 }
 

@@ -89,7 +89,7 @@ pub fn generate(out: &Path, scale_factor: f64, tables: &[&str], threads: usize) 
             });
         }
     });
-    let rows = total.into_inner().map_err(|_| DataError::Config("tpch generator thread panicked".into()))??;
+    let rows = total.into_inner().map_err(|_| DataError::Internal("tpch generator thread panicked".into()))??;
     std::fs::write(out.join("_tpch.json"), format!("{{\"scale_factor\": {scale_factor}}}\n"))
         .map_err(DataError::io(format!("cannot write {}", out.join("_tpch.json").display())))?;
     Ok(rows)

@@ -26,7 +26,7 @@ pub mod secrets;
 pub mod spec;
 
 pub use registry::Registry;
-pub use secrets::{SecretSource, Secrets};
+pub use secrets::{SecretError, SecretSource, Secrets};
 pub use spec::{FunctionKind, FunctionSpec};
 
 /// The one error type of this crate.
@@ -39,4 +39,7 @@ pub enum FunctionError {
     /// A registration inside DataFusion failed (internal).
     #[error("cannot install `{name}`: {reason}")]
     Install { name: String, reason: String },
+    /// A secret a function is keyed with has no value (the user's configuration).
+    #[error(transparent)]
+    Secret(#[from] SecretError),
 }

@@ -79,12 +79,12 @@ impl Registry {
     /// "function " + canonical spec + "\n" + for each secret in name order
     /// "secret <name> <keyed digest>\n"). A spec change, an implementation-version bump or
     /// a rotated secret changes it; nothing else does.
-    pub fn fingerprint(&self, used: &BTreeSet<String>, secrets: &BTreeSet<String>) -> Result<String, String> {
+    pub fn fingerprint(&self, used: &BTreeSet<String>, secrets: &BTreeSet<String>) -> Result<String, FunctionError> {
         let specs: Vec<&FunctionSpec> = used.iter().filter_map(|n| self.by_name(n)).collect();
         let digests = secrets
             .iter()
             .map(|name| Ok((name.clone(), self.secrets.keyed_digest(name)?)))
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, FunctionError>>()?;
         Ok(fingerprint_of(&specs, &digests))
     }
 
@@ -99,11 +99,6 @@ impl Registry {
             .map(|n| (n.to_owned(), self.secrets.keyed_digest(n).unwrap_or_else(|_| "unresolved".into())))
             .collect();
         fingerprint_of(&specs, &digests)
-    }
-
-    /// The catalog as JSON: `{"functions": [FunctionSpec...]}` (docs/functions.md).
-    pub fn catalog_json(&self) -> serde_json::Value {
-        serde_json::json!({ "format_version": 1, "functions": self.specs().collect::<Vec<_>>() })
     }
 
     /// The catalog as Markdown, one section per function.

@@ -40,10 +40,21 @@ impl fmt::Debug for SecretValue {
     }
 }
 
+/// Why a secret has no value (the user's configuration or environment).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret `{name}`: environment variable {var} is not set")]
+    Unset { name: String, var: String },
+    #[error("secret `{name}`: environment variable {var} is empty")]
+    Empty { name: String, var: String },
+    #[error("secret `{name}` is not declared in kiln.toml [secrets] (declared: {declared})")]
+    Undeclared { name: String, declared: String },
+}
+
 /// The project's secrets by name: each resolved, or the reason it could not be.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Secrets {
-    entries: BTreeMap<String, Result<SecretValue, String>>,
+    entries: BTreeMap<String, Result<SecretValue, SecretError>>,
     /// Names resolved from their fallback value rather than the environment.
     fallbacks: Vec<String>,
 }
@@ -71,8 +82,8 @@ impl Secrets {
                             fallbacks.push(name.clone());
                             Ok(SecretValue(f.clone().into_bytes()))
                         }
-                        (Ok(_), _) => Err(format!("environment variable {var} is empty")),
-                        (Err(_), _) => Err(format!("environment variable {var} is not set")),
+                        (Ok(_), _) => Err(SecretError::Empty { name: name.clone(), var: var.clone() }),
+                        (Err(_), _) => Err(SecretError::Unset { name: name.clone(), var: var.clone() }),
                     },
                 };
                 (name.clone(), value)
@@ -98,26 +109,29 @@ impl Secrets {
     }
 
     /// The value of a secret, or an error that names it (and never an empty key).
-    pub fn get(&self, name: &str) -> Result<&SecretValue, String> {
+    pub fn get(&self, name: &str) -> Result<&SecretValue, SecretError> {
         match self.entries.get(name) {
             Some(Ok(v)) => Ok(v),
-            Some(Err(reason)) => Err(format!("secret `{name}`: {reason}")),
-            None => Err(format!(
-                "secret `{name}` is not declared in kiln.toml [secrets] (declared: {})",
-                if self.entries.is_empty() {
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(SecretError::Undeclared {
+                name: name.to_owned(),
+                declared: if self.entries.is_empty() {
                     "none".to_owned()
                 } else {
                     self.entries.keys().cloned().collect::<Vec<_>>().join(", ")
-                }
-            )),
+                },
+            }),
         }
     }
 
     /// A digest keyed by the secret: HMAC-SHA256(key = value, "kiln.secret_digest.v1:" +
     /// name), hex. It changes when the value rotates and reveals nothing usable about it.
-    pub fn keyed_digest(&self, name: &str) -> Result<String, String> {
+    pub fn keyed_digest(&self, name: &str) -> Result<String, SecretError> {
         let value = self.get(name)?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(value.expose()).map_err(|e| e.to_string())?;
+        // HMAC takes keys of any length: `new_from_slice` cannot fail for SHA-256.
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(value.expose()) else {
+            return Err(SecretError::Empty { name: name.to_owned(), var: String::new() });
+        };
         mac.update(format!("kiln.secret_digest.v{SECRET_DIGEST_VERSION}:{name}").as_bytes());
         Ok(crate::hex::to_hex(&mac.finalize().into_bytes()))
     }

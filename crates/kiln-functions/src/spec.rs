@@ -1,10 +1,7 @@
 //! Function specifications and their canonical encoding.
 
-use serde::Serialize;
-
 /// What kind of function DataFusion sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FunctionKind {
     Scalar,
     Aggregate,
@@ -12,8 +9,30 @@ pub enum FunctionKind {
     Table,
 }
 
+impl FunctionKind {
+    /// The kind's name in the canonical spec text (and so in `func_fp`).
+    pub fn canonical(self) -> &'static str {
+        match self {
+            FunctionKind::Scalar => "Scalar",
+            FunctionKind::Aggregate => "Aggregate",
+            FunctionKind::Window => "Window",
+            FunctionKind::Table => "Table",
+        }
+    }
+
+    /// The kind's name in the catalog (`scalar`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            FunctionKind::Scalar => "scalar",
+            FunctionKind::Aggregate => "aggregate",
+            FunctionKind::Window => "window",
+            FunctionKind::Table => "table",
+        }
+    }
+}
+
 /// One argument: its name (usable with `name => value`) and the Arrow types it accepts.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ArgSpec {
     pub name: &'static str,
     pub types: &'static str,
@@ -22,7 +41,7 @@ pub struct ArgSpec {
 }
 
 /// The specification of a Kiln function. Every field is part of the function fingerprint.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FunctionSpec {
     /// Stable id with the major version: `kiln.pii_hash.v1`.
     pub id: &'static str,
@@ -52,10 +71,10 @@ impl FunctionSpec {
     pub fn canonical(&self) -> String {
         let s = |v: &str| format!("{}:{v}", v.len());
         let mut out = format!(
-            "id={}\nname={}\nkind={:?}\nvariadic={}\nreturns={}\nvolatility={}\ndeterministic={}\nnulls={}\ntransparent={}\nimpl={}\ndoc={}\nexample={}\n",
+            "id={}\nname={}\nkind={}\nvariadic={}\nreturns={}\nvolatility={}\ndeterministic={}\nnulls={}\ntransparent={}\nimpl={}\ndoc={}\nexample={}\n",
             s(self.id),
             s(self.name),
-            self.kind,
+            self.kind.canonical(),
             self.variadic,
             s(self.returns),
             s(self.volatility),

@@ -18,13 +18,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use kiln_artifact::plan::sha256_hex;
-use kiln_artifact::{Action, BuildFingerprints, ContentVersions, Manifest, ProductRun, Reason};
+use kiln_artifact::identity::ingest_batch_id;
+use kiln_artifact::{Action, BuildFingerprints, ContentVersions, Manifest, ProductPlan, ProductRun, Reason};
 use kiln_control::CompiledProduct;
-use kiln_data::{ExistingData, MicroBatch, WriteProgress};
+use kiln_data::{BuildIds, ExistingData, MicroBatch, WriteProgress, merge_existing};
 
 use crate::KilnError;
-use crate::engine::{Event, Observer, Session, execute_into, product_run, write_rejects};
+use crate::decide::Decided;
+use crate::events::{Event, Observer};
+use crate::execute::{Built, built, execute_into, product_run, write_rejects};
+use crate::record::{Recorded, record_build};
+use crate::session::Session;
 
 /// What an ingest run did.
 struct Ingested {
@@ -33,21 +37,10 @@ struct Ingested {
     records: u64,
     batches: u64,
     /// The last batch's execution, for the build record.
-    last: Option<crate::engine::Built>,
+    last: Option<Built>,
 }
 
 impl Session {
-    /// The micro-batch source product `i` ingests, if any.
-    pub(crate) fn ingest_feed(&self, i: usize) -> Option<String> {
-        let graph = &self.graph;
-        graph.nodes[i]
-            .deps
-            .iter()
-            .map(|&d| &graph.nodes[d].name)
-            .find(|name| self.substrate.micro_batch_source(name).is_some())
-            .cloned()
-    }
-
     /// Builds ingest product `i` (see the module docs) and returns its line in the
     /// summary. Its content versions (for downstream build ids) are its last commit's.
     pub(crate) async fn ingest(
@@ -61,11 +54,11 @@ impl Session {
         let t = Instant::now();
         let name = self.graph.nodes[i].name.clone();
         let fail = |session: &mut Session, e: String| {
-            session.failed.insert(i, e.clone());
+            session.nodes[i].failed = Some(e.clone());
             product_run(&name, Action::Failed, Some(e), t)
         };
         if let Err(e) = self.ensure_compiled(i).await {
-            return fail(self, e);
+            return fail(self, e.to_string());
         }
         let Some((fps, definition)) = self.identity(i) else { return fail(self, "not compiled".into()) };
         // Continue the committed data, or start again (and say why).
@@ -74,7 +67,7 @@ impl Session {
         if !continues {
             let previous = current.clone();
             match self.decide(i, current.clone()).await {
-                Ok(crate::engine::Decided::Build { reasons: r, .. }) => reasons = r,
+                Ok(Decided::Build { reasons: r, .. }) => reasons = r,
                 Ok(_) => {}
                 Err(e) => return fail(self, e.to_string()),
             }
@@ -82,7 +75,7 @@ impl Session {
                 reasons.push(Reason::NoRecord);
             }
         }
-        let Some(product) = self.compiled.get(&i) else { return fail(self, "not compiled".into()) };
+        let Some(product) = &self.nodes[i].compiled else { return fail(self, "not compiled".into()) };
         let outcome = ingest_batches(
             self,
             product,
@@ -107,15 +100,13 @@ impl Session {
                     reasons.push(Reason::Ingested { source: feed.to_owned(), records, batches });
                 }
                 let mut phases = Default::default();
-                if let (Some(built), Some(product)) = (last, self.compiled.get(&i)) {
-                    let job = crate::engine::Job {
-                        i,
-                        id: manifest.build_id.clone(),
-                        fps: fps.clone(),
-                        reasons: reasons.clone(),
-                        content: manifest.content.clone(),
+                if let (Some(built), Some(product)) = (last, &self.nodes[i].compiled) {
+                    let recorded = Recorded {
+                        id: &manifest.build_id,
+                        fps: &fps,
+                        compile_seconds: self.nodes[i].compile_seconds.unwrap_or(0.0),
                     };
-                    match crate::engine::record_build(self, product, &job, run_id, built).await {
+                    match record_build(self, product, recorded, run_id, built).await {
                         Ok((_, p)) => phases = p,
                         Err(e) => return fail(self, e.to_string()),
                     }
@@ -143,13 +134,13 @@ impl Session {
         i: usize,
         feed: &str,
         current: Option<Manifest>,
-    ) -> Result<kiln_artifact::ProductPlan, String> {
+    ) -> Result<ProductPlan, KilnError> {
         self.ensure_compiled(i).await?;
-        let (fps, _) = self.identity(i).ok_or("not compiled")?;
+        let (fps, _) =
+            self.identity(i).ok_or_else(|| KilnError::Internal("an ingest product did not compile".into()))?;
         let mut reasons = Vec::new();
         if current.as_ref().and_then(|m| m.fingerprints.as_ref()) != Some(&fps)
-            && let crate::engine::Decided::Build { reasons: r, .. } =
-                self.decide(i, current.clone()).await.map_err(|e| e.to_string())?
+            && let Decided::Build { reasons: r, .. } = self.decide(i, current.clone()).await?
         {
             reasons = r;
         }
@@ -157,7 +148,7 @@ impl Session {
         if let Some(m) = &current {
             self.record_committed(i, m);
         }
-        Ok(kiln_artifact::ProductPlan {
+        Ok(ProductPlan {
             product: self.graph.nodes[i].name.clone(),
             decision: kiln_artifact::Decision::Build,
             build_id: None,
@@ -183,7 +174,7 @@ async fn ingest_batches(
     let substrate = &session.substrate;
     let warehouse = substrate.warehouse();
     let Some((source, table)) = substrate.micro_batch_source(feed) else {
-        return Err(KilnError::Usage(format!("`{feed}` is not a micro-batch source")));
+        return Err(KilnError::Internal(format!("`{feed}` is not a micro-batch source")));
     };
     let restart = current.is_none();
     let mut position = current.as_ref().and_then(|m| m.positions.get(feed).cloned()).unwrap_or_else(|| source.start());
@@ -212,22 +203,20 @@ async fn ingest_batches(
             None => break,
         };
         let number = batch.position.batches;
-        let build_id = sha256_hex(
-            format!("kiln.ingest.v1\n{definition}\n{}\n{}\n{}\n", batch.position.url, batch.position.skip, number)
-                .as_bytes(),
-        );
+        let build_id = ingest_batch_id(definition, &batch.position.url, batch.position.skip, number);
+        let ids = BuildIds { build_id: build_id.clone(), run_id: run_id.to_owned(), batch: Some(number) };
         table.bind(batch.batches);
-        let executed = execute_into(substrate, product, &build_id, run_id, Some(number), Arc::clone(&progress)).await;
+        let executed = execute_into(substrate, product, ids.clone(), Arc::clone(&progress)).await;
         table.bind(Vec::new());
         let (manifest, physical, mut phases) = executed?;
         let t = Instant::now();
-        let mut manifest = kiln_data::merge_existing(manifest, current.as_ref(), ExistingData::Append)?;
+        let mut manifest = merge_existing(manifest, current.as_ref(), ExistingData::Append)?;
         if !batch.rejects.is_empty() || stale {
             stale = false;
             let done = rejected.as_ref().is_some_and(|m| m.positions.get(feed) == Some(&batch.position));
             if !done {
-                let new = write_rejects(substrate, product, &batch.rejects, (&build_id, run_id, Some(number))).await?;
-                let mut new = kiln_data::merge_existing(new, rejected.as_ref(), ExistingData::Append)?;
+                let new = write_rejects(substrate, product, &batch.rejects, ids).await?;
+                let mut new = merge_existing(new, rejected.as_ref(), ExistingData::Append)?;
                 new.fingerprints = Some(fps.clone());
                 new.positions.insert(feed.to_owned(), batch.position.clone());
                 warehouse.commit(&new).await?;
@@ -243,7 +232,7 @@ async fn ingest_batches(
         warehouse.commit(&manifest).await?;
         kiln_data::failpoint("after_batch");
         phases.insert("commit".to_owned(), t.elapsed().as_secs_f64());
-        last = Some(crate::engine::built(manifest.clone(), &physical, phases));
+        last = Some(built(manifest.clone(), &physical, phases));
         records += batch.records;
         batches += u64::from(batch.records > 0);
         position = batch.position;

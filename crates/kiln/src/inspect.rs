@@ -1,4 +1,5 @@
-//! `kiln diff`, `kiln explain`, `kiln query`: looking at a project without building it.
+//! Looking at a project without building it: `kiln lineage`, `kiln diff`,
+//! `kiln explain`, `kiln query`, `kiln functions`.
 
 use std::io::Write;
 use std::path::Path;
@@ -7,16 +8,16 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use futures::StreamExt;
 use kiln_artifact::plan::REPORT_FORMAT_VERSION;
-use kiln_artifact::{ExplainReport, OperatorMetrics, ProductDiff};
+use kiln_artifact::{ExplainReport, FunctionArg, FunctionCatalog, FunctionEntry, Lineage, ProductDiff};
 use kiln_control::diff::diff as plan_diff;
 use kiln_control::surface::Surface;
 
-use crate::engine::{Need, Session};
-use crate::{BuildOptions, KilnError, Quiet};
+use crate::KilnError;
+use crate::events::{BuildOptions, Quiet};
+use crate::session::{Need, Session};
 
 fn exec_error(context: &str) -> impl Fn(datafusion::error::DataFusionError) -> KilnError + '_ {
     move |e| KilnError::Data(kiln_data::DataError::Execution { context: context.to_owned(), source: e })
@@ -91,32 +92,9 @@ pub async fn explain(
             }
         }
         report.analyzed = Some(DisplayableExecutionPlan::with_metrics(physical.as_ref()).indent(true).to_string());
-        operator_metrics(&physical, 0, &mut report.operators);
+        crate::record::operator_metrics(&physical, 0, &mut report.operators);
     }
     Ok(report)
-}
-
-/// Appends `plan`'s operators and their metrics (summed over partitions), depth first.
-pub(crate) fn operator_metrics(plan: &Arc<dyn ExecutionPlan>, depth: usize, out: &mut Vec<OperatorMetrics>) {
-    let metrics = plan.metrics();
-    let get = |f: &dyn Fn(&datafusion::physical_plan::metrics::MetricsSet) -> Option<usize>| {
-        metrics.as_ref().and_then(f).map(|v| v as u64)
-    };
-    out.push(OperatorMetrics {
-        depth,
-        operator: plan.name().to_owned(),
-        output_rows: get(&|m| m.output_rows()),
-        output_bytes: get(&|m| {
-            m.sum(|x| matches!(x.value(), datafusion::physical_plan::metrics::MetricValue::OutputBytes(_)))
-                .map(|v| v.as_usize())
-        }),
-        elapsed_compute_ns: get(&|m| m.elapsed_compute()),
-        spill_count: get(&|m| m.spill_count()),
-        spilled_bytes: get(&|m| m.spilled_bytes()),
-    });
-    for child in plan.children() {
-        operator_metrics(child, depth + 1, out);
-    }
 }
 
 /// How `kiln query` writes its result.
@@ -149,20 +127,24 @@ pub async fn query(dir: &Path, sql: &str) -> Result<(SchemaRef, SendableRecordBa
     } else {
         session.substrate.context().clone()
     };
-    let frame = ctx.execute_logical_plan(plan).await.map_err(exec_error("query"))?;
+    let follows = session.substrate.reads_stream(&plan);
+    let frame = ctx.execute_logical_plan(plan.clone()).await.map_err(exec_error("query"))?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-    let stream = frame.execute_stream().await.map_err(|e| {
-        if e.to_string().contains("Cannot execute pipeline breaking queries") {
-            return KilnError::Usage(
-                "this query would never finish: it reads a stream (unbounded) through an operator that needs all of its \
-                 input (an aggregate, a sort, a join build side); aggregate streams with a materialized view (GROUP BY \
-                 TUMBLE/HOP, run by `kiln stream`) and query the view, or read the stream with filters, projections \
-                 and LIMIT"
-                    .into(),
-            );
+    let stream = match frame.execute_stream().await {
+        Ok(stream) => stream,
+        Err(e) => {
+            let breaker = if follows { session.substrate.unbounded_breaker(&plan).await } else { None };
+            return Err(match breaker {
+                Some(operator) => KilnError::Query(format!(
+                    "this query would never finish: it reads a stream (unbounded) through an operator that needs all of \
+                     its input ({operator}: an aggregate, a sort, a join build side); aggregate streams with a \
+                     materialized view (GROUP BY TUMBLE/HOP, run by `kiln stream`) and query the view, or read the \
+                     stream with filters, projections and LIMIT"
+                )),
+                None => exec_error("query")(e),
+            });
         }
-        exec_error("query")(e)
-    })?;
+    };
     Ok((schema, stream))
 }
 
@@ -174,7 +156,7 @@ pub async fn write_result(
     out: &mut dyn Write,
 ) -> Result<u64, KilnError> {
     let io = |e: std::io::Error| KilnError::Io { context: "cannot write the result".into(), source: e };
-    let arrow = |e: datafusion::arrow::error::ArrowError| KilnError::Usage(format!("cannot render the result: {e}"));
+    let arrow = |e: datafusion::arrow::error::ArrowError| KilnError::Internal(format!("cannot render the result: {e}"));
     let mut rows = 0u64;
     match format {
         QueryFormat::Table => {
@@ -226,4 +208,57 @@ pub async fn write_result(
 pub async fn query_batches(dir: &Path, sql: &str) -> Result<Vec<RecordBatch>, KilnError> {
     let (_, stream) = query(dir, sql).await?;
     datafusion::physical_plan::common::collect(stream).await.map_err(exec_error("query"))
+}
+
+/// `kiln lineage PRODUCT[.COLUMN]`: the column lineage of a product (one column of it when
+/// `target` names one). Compiles the project; reads no data.
+pub async fn lineage(dir: &Path, target: &str, options: &BuildOptions) -> Result<Lineage, KilnError> {
+    let mut session = Session::open(dir, options, Need::Plans, &Quiet).await?;
+    // `a.b` is product a, column b (product names contain no dots).
+    let (name, column) = match target.split_once('.') {
+        Some((p, c)) => (p, Some(c)),
+        None => (target, None),
+    };
+    let i = session.product_index(name)?;
+    let product = session.compiled_product(i).await?;
+    let mut columns = product.lineage.clone();
+    if let Some(column) = column {
+        columns.retain(|c| c.column == column);
+        if columns.is_empty() {
+            let known: Vec<&str> = product.lineage.iter().map(|c| c.column.as_str()).collect();
+            return Err(KilnError::Usage(format!(
+                "product `{name}` has no column `{column}` (columns: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(Lineage { format_version: REPORT_FORMAT_VERSION, product: name.to_owned(), columns })
+}
+
+/// `kiln functions --json`: every builtin function with its documentation.
+pub fn catalog() -> FunctionCatalog {
+    let registry = kiln_functions::Registry::builtin(kiln_functions::Secrets::default());
+    let functions = registry
+        .specs()
+        .map(|s| FunctionEntry {
+            id: s.id.to_owned(),
+            name: s.name.to_owned(),
+            kind: s.kind.name().to_owned(),
+            args: s
+                .args
+                .iter()
+                .map(|a| FunctionArg { name: a.name.to_owned(), types: a.types.to_owned(), literal: a.literal })
+                .collect(),
+            variadic: s.variadic,
+            returns: s.returns.to_owned(),
+            volatility: s.volatility.to_owned(),
+            deterministic: s.deterministic,
+            null_semantics: s.null_semantics.to_owned(),
+            optimizer_transparent: s.optimizer_transparent,
+            implementation_version: s.implementation_version,
+            doc: s.doc.to_owned(),
+            example: s.example.to_owned(),
+        })
+        .collect();
+    FunctionCatalog { format_version: kiln_artifact::catalog::CATALOG_FORMAT_VERSION, functions }
 }

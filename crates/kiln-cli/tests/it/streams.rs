@@ -48,7 +48,7 @@ async fn produce(dir: &Path, events: &[Ev]) {
 async fn run_until_idle(dir: &Path) -> kiln::StreamReport {
     let options =
         kiln::StreamOptions { until_idle: true, checkpoint_interval: Duration::from_millis(1), ..Default::default() };
-    kiln::stream(dir, &options, &kiln::engine::Quiet, Arc::new(AtomicBool::new(false))).await.unwrap()
+    kiln::stream(dir, &options, &kiln::Quiet, Arc::new(AtomicBool::new(false))).await.unwrap()
 }
 
 /// A query's rows, one `a|b|c` line each.

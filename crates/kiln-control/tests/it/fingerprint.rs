@@ -318,7 +318,7 @@ fn build_id_encoding_is_pinned() {
         upstream: [("b".to_owned(), "2".to_owned()), ("a".to_owned(), "1".to_owned())].into_iter().collect(),
     };
     assert_eq!(
-        kiln_control::compiler::build_id("p", &fps),
+        kiln_artifact::identity::build_id("p", &fps),
         sha256("kiln.build.v1\np\ns\nq\nr\nf\nupstream a 1\nupstream b 2\n")
     );
 }
@@ -327,5 +327,5 @@ fn build_id_encoding_is_pinned() {
 #[test]
 fn runtime_fp_encoding_is_pinned() {
     let semantic = [("b".to_owned(), "2".to_owned()), ("a".to_owned(), "x=y".to_owned())].into_iter().collect();
-    assert_eq!(kiln_control::profile::runtime_fp_of(&semantic), sha256("kiln.runtime.v1\na=x=y\nb=2\n"));
+    assert_eq!(kiln_artifact::identity::runtime_fp(&semantic), sha256("kiln.runtime.v1\na=x=y\nb=2\n"));
 }

@@ -15,7 +15,7 @@ async fn partition_columns_are_checked() {
     let ok = compile(&mut t, "CREATE PRODUCT a PARTITIONED BY (n_regionkey) AS SELECT n_name, n_regionkey FROM nation")
         .await
         .unwrap();
-    assert_eq!(ok.partition_by, ["n_regionkey"]);
+    assert_eq!(ok.layout.partition_by, ["n_regionkey"]);
     for (text, message) in [
         (
             "CREATE PRODUCT b PARTITIONED BY (nope) AS SELECT n_name FROM nation",

@@ -8,7 +8,7 @@ use crate::Tpch;
 fn stream(t: &mut Tpch, text: &str) -> Result<(), String> {
     let Statement::Stream(def) = parse_file("s.sql", text).unwrap().remove(0) else { panic!("not a stream") };
     if let Some(wm) = &def.watermark {
-        watermark_delay(wm)?;
+        watermark_delay(wm).map_err(|e| e.to_string())?;
     }
     t.substrate.register_stream(&def).map(|_| ()).map_err(|e| e.to_string())
 }
@@ -24,7 +24,8 @@ async fn stream_options_are_checked_per_connector() {
         "s.sql:1:70: invalid option: unknown option `url` for a `log` stream (valid: connector, topic, format, batch_records, on_error, idle_timeout, poll_interval)"
     );
     let e = stream(&mut t, "CREATE STREAM c (ts TIMESTAMP) WITH (connector = 'kafka', topic = 'c')").unwrap_err();
-    let expected = if kiln_data::kafka::ENABLED { "needs a `brokers` option" } else { "the `kafka` cargo feature" };
+    let expected =
+        if kiln_data::feed::kafka::ENABLED { "needs a `brokers` option" } else { "the `kafka` cargo feature" };
     assert!(e.contains(expected), "{e}");
     let e = stream(&mut t, "CREATE STREAM d (ts TIMESTAMP) WITH (connector = 'mqtt')").unwrap_err();
     assert!(e.contains("stream connector `mqtt` (valid: log, files, http, kafka)"), "{e}");
@@ -75,7 +76,7 @@ async fn micro_batch_source_options_are_checked() {
     assert!(e.contains("an http source reads scalar columns; `xs` is List"), "{e}");
     let kafka =
         source(&mut t, "CREATE SOURCE k (id BIGINT) WITH (connector = 'kafka', brokers = 'b:9092', topic = 't')");
-    if kiln_data::kafka::ENABLED {
+    if kiln_data::feed::kafka::ENABLED {
         assert!(kafka.is_ok());
         let e = source(&mut t, "CREATE SOURCE k2 (id BIGINT) WITH (connector = 'kafka', topic = 't')").unwrap_err();
         assert!(e.contains("needs a `brokers` option"), "{e}");

@@ -1,7 +1,7 @@
 //! Content versions: what a downstream build id sees of an upstream product.
 
 use kiln_artifact::ContentVersions;
-use kiln_control::decision::{content_versions, scoped_version};
+use kiln_artifact::identity::{content_versions, scoped_upstream as scoped_version};
 
 use crate::Tpch;
 

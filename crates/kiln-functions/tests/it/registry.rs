@@ -34,7 +34,6 @@ fn every_builtin_is_prefixed_documented_and_found_by_id_and_name() {
         assert_eq!(r.by_id(s.id).unwrap().name, s.name);
         assert_eq!(r.by_name(s.name).unwrap().id, s.id);
     }
-    assert_eq!(r.catalog_json()["functions"].as_array().unwrap().len(), names.len());
 }
 
 #[test]
@@ -82,5 +81,5 @@ fn fingerprint_changes_with_specs_versions_and_secrets_only() {
     redoc.null_semantics = "NULL in, empty string out";
     assert_ne!(fingerprint_of(&[&redoc], &[]), base);
     // A secret that cannot be resolved is an error naming it.
-    assert!(a.fingerprint(&used, &set(&["missing"])).unwrap_err().contains("secret `missing`"));
+    assert!(a.fingerprint(&used, &set(&["missing"])).unwrap_err().to_string().contains("secret `missing`"));
 }

@@ -1,4 +1,4 @@
-//! Kafka sources, read in micro-batches like HTTP sources (crate::ingest), with rskafka
+//! Kafka sources, read in micro-batches like HTTP sources (crate::feed), with rskafka
 //! (a pure-Rust client) behind the `kafka` cargo feature.
 //!
 //! Kiln does not use consumer groups: the offsets it has committed are the ones in the
@@ -15,7 +15,9 @@
 use datafusion::arrow::datatypes::SchemaRef;
 use kiln_artifact::SourcePosition;
 
-use crate::ingest::MicroBatch;
+use kiln_artifact::identity::SourceKind;
+
+use super::batch::{MicroBatch, definition_version, quoted};
 use crate::{DataError, Result};
 
 /// Whether this build can read Kafka sources.
@@ -49,8 +51,13 @@ impl KafkaSource {
 
     /// The definition version: brokers, topic, schema, start and error policy.
     pub fn version(&self) -> String {
-        let text = format!("{:?}\n{}\n{:?}\n{}\n", self.brokers, self.topic, self.start, self.reject);
-        crate::ingest::definition_version("kiln.kafka_source.v1", &self.schema, &text)
+        let brokers: Vec<String> = self.brokers.iter().map(|b| quoted(b)).collect();
+        let start = match self.start {
+            StartAt::Earliest => "Earliest",
+            StartAt::Latest => "Latest",
+        };
+        let text = format!("[{}]\n{}\n{start}\n{}\n", brokers.join(", "), self.topic, self.reject);
+        definition_version(SourceKind::Kafka, &self.schema, &text)
     }
 
     fn error(&self, message: String) -> DataError {

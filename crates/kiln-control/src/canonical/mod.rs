@@ -41,12 +41,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, JoinType, NullEquality};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Distinct, Expr, ExprSchemable, LogicalPlan, SortExpr};
 
+pub mod encode;
+
 use crate::unnest::ExplodeNode;
+use kiln_artifact::identity::{column_def_fp, row_shape_fp};
 use kiln_artifact::plan::{CANONICAL_PLAN_VERSION, REPORT_FORMAT_VERSION, sha256_hex};
 use kiln_artifact::{BaseColumn, CanonicalPlan, ColumnLineage, ColumnShape, Lineage, PlanItem, PlanNode, ProductShape};
 
@@ -77,7 +80,7 @@ impl Analysis {
     pub fn shape(&self, schema: &datafusion::arrow::datatypes::Schema) -> ProductShape {
         let mut skeleton = self.plan.clone();
         strip_column_items(&mut skeleton.root);
-        let rows_fp = sha256_hex(format!("kiln.rows.v1\n{}", skeleton.encode()).as_bytes());
+        let rows_fp = row_shape_fp(&skeleton.encode());
         let mut tables = BTreeSet::new();
         collect_tables(&self.plan.root, &mut tables);
         let identities: Vec<&str> = self
@@ -93,7 +96,11 @@ impl Analysis {
             .iter()
             .enumerate()
             .map(|(k, l)| {
-                let data_type = schema.fields().get(k).map(|f| f.data_type().to_string()).unwrap_or_default();
+                let data_type = schema
+                    .fields()
+                    .get(k)
+                    .map(|f| kiln_contracts::fingerprint::canonical_type(f.data_type()))
+                    .unwrap_or_default();
                 let identity = identities.get(k).copied().unwrap_or_default();
                 let mut others: Vec<BaseColumn> =
                     l.filter.iter().chain(&l.join).chain(&l.group).chain(&l.order).cloned().collect();
@@ -101,7 +108,7 @@ impl Analysis {
                 others.dedup();
                 ColumnShape {
                     name: l.column.clone(),
-                    fp: sha256_hex(format!("{identity}\n{data_type}").as_bytes()),
+                    fp: column_def_fp(identity, &data_type),
                     values: l.value.clone(),
                     others,
                 }
@@ -264,29 +271,19 @@ impl Scope {
         self.schema.index_of_column(column).ok().filter(|&i| i < self.ids.len())
     }
 
-    /// The expression with aliases removed and columns replaced by their identities.
+    /// A column's identity, `?<name>` when the scope does not have it.
+    fn column_text(&self, c: &Column) -> String {
+        self.index(c).map_or_else(|| format!("?{}", c.flat_name()), |i| self.ids[i].clone())
+    }
+
+    /// The expression with aliases removed and columns replaced by their identities
+    /// ([`encode::expr`]).
     fn render(&self, expr: &Expr) -> String {
-        let expr = expr.clone().unalias_nested().data;
-        let rewritten = expr.transform_up(|e| match e {
-            Expr::Column(c) => {
-                let id = self.index(&c).map_or_else(|| format!("?{}", c.flat_name()), |i| self.ids[i].clone());
-                Ok(Transformed::yes(Expr::Column(Column::new_unqualified(id))))
-            }
-            other => Ok(Transformed::no(other)),
-        });
-        match rewritten {
-            Ok(t) => t.data.to_string(),
-            Err(_) => "?".into(),
-        }
+        encode::expr(expr, &|c| self.column_text(c))
     }
 
     fn render_sort(&self, sort: &SortExpr) -> String {
-        format!(
-            "{} {} {}",
-            self.render(&sort.expr),
-            if sort.asc { "ASC" } else { "DESC" },
-            if sort.nulls_first { "NULLS FIRST" } else { "NULLS LAST" }
-        )
+        encode::sort(sort, &|c| self.column_text(c))
     }
 
     /// The identity of a column computed by `expr`: its input's when it is one, else its
@@ -505,7 +502,7 @@ impl Walker {
                 if swap {
                     children.reverse();
                 }
-                node_items.push(PlanItem::new("type", format!("{join_type}")));
+                node_items.push(PlanItem::new("type", join_type_name(join_type)));
                 let on: Vec<String> =
                     j.on.iter()
                         .map(|(l, r)| {
@@ -606,7 +603,7 @@ impl Walker {
                     "column",
                     u.exec_columns.iter().map(|c| scope.render(&Expr::Column(c.clone()))).collect(),
                 ));
-                node_items.push(PlanItem::new("options", format!("{:?}", u.options)));
+                node_items.push(PlanItem::new("options", unnest_options(&u.options, &scope)));
                 let unnested: BTreeSet<usize> =
                     u.list_type_columns.iter().map(|(i, _)| *i).chain(u.struct_type_columns.iter().copied()).collect();
                 let mut seen: HashMap<usize, usize> = HashMap::new();
@@ -666,14 +663,21 @@ impl Walker {
                 lins = Some(out_lins);
                 sub(self, &x.args.iter().collect::<Vec<_>>());
             }
+            LogicalPlan::RecursiveQuery(r) => {
+                // Its inputs (the static and the recursive term) are its children.
+                kind = "RecursiveQuery".into();
+                node_items.push(PlanItem::new("distinct", r.is_distinct.to_string()));
+                conservative(&scope, plan, &mut ids, &mut lins);
+            }
             LogicalPlan::Extension(e) => {
+                // Kiln's only extension node is Explode (above); anything else is refused
+                // by the surfaces before it gets here, so its name says enough.
                 kind = format!("Extension:{}", e.node.name());
-                node_items.push(PlanItem::new("node", format!("{}", plan.display())));
                 conservative(&scope, plan, &mut ids, &mut lins);
             }
             other => {
-                kind = format!("{other:?}").split(['(', ' ', '{']).next().unwrap_or("Plan").to_owned();
-                node_items.push(PlanItem::new("node", format!("{}", other.display())));
+                // Statements (DDL, DML, EXPLAIN, ...) never reach a product's plan.
+                kind = statement_kind(other).to_owned();
                 conservative(&scope, plan, &mut ids, &mut lins);
             }
         }
@@ -713,13 +717,7 @@ impl Walker {
                 for c in f.column_refs() {
                     rows.filter.insert(base(&c.name));
                 }
-                let rendered = f.clone().unalias_nested().data.transform_up(|e| match e {
-                    Expr::Column(c) => {
-                        Ok(Transformed::yes(Expr::Column(Column::new_unqualified(format!("{name}.{}", c.name)))))
-                    }
-                    other => Ok(Transformed::no(other)),
-                });
-                rendered.map_or_else(|_| "?".into(), |t| t.data.to_string())
+                encode::expr(f, &|c| format!("{name}.{}", c.name))
             })
             .collect();
         items.extend(self::items("filter", sorted(filters)));
@@ -786,4 +784,58 @@ fn conservative(scope: &Scope, plan: &LogicalPlan, ids: &mut Option<Vec<String>>
     }
     *lins = Some(vec![all; plan.schema().fields().len()]);
     let _ = ids;
+}
+
+/// A join type as the canonical plan writes it.
+fn join_type_name(t: JoinType) -> &'static str {
+    match t {
+        JoinType::Inner => "Inner",
+        JoinType::Left => "Left",
+        JoinType::Right => "Right",
+        JoinType::Full => "Full",
+        JoinType::LeftSemi => "LeftSemi",
+        JoinType::RightSemi => "RightSemi",
+        JoinType::LeftAnti => "LeftAnti",
+        JoinType::RightAnti => "RightAnti",
+        JoinType::LeftMark => "LeftMark",
+        JoinType::RightMark => "RightMark",
+    }
+}
+
+/// DataFusion's UNNEST options: `UnnestOptions { null_handling: Preserve, recursions: [] }`
+/// (recursions with their columns' identities).
+fn unnest_options(o: &datafusion::common::UnnestOptions, scope: &Scope) -> String {
+    use datafusion::common::NullHandling;
+    let nulls = match o.null_handling {
+        NullHandling::Drop => "Drop",
+        NullHandling::Preserve => "Preserve",
+        NullHandling::PreserveAndExpandEmpty => "PreserveAndExpandEmpty",
+    };
+    let recursions: Vec<String> = o
+        .recursions
+        .iter()
+        .map(|r| {
+            format!(
+                "RecursionUnnestOption {{ input: {}, output: {}, depth: {} }}",
+                scope.column_text(&r.input_column),
+                r.output_column.name,
+                r.depth
+            )
+        })
+        .collect();
+    format!("UnnestOptions {{ null_handling: {nulls}, recursions: [{}] }}", recursions.join(", "))
+}
+
+/// The kind of a plan node that is not a query operator.
+fn statement_kind(plan: &LogicalPlan) -> &'static str {
+    match plan {
+        LogicalPlan::Statement(_) => "Statement",
+        LogicalPlan::Explain(_) => "Explain",
+        LogicalPlan::Analyze(_) => "Analyze",
+        LogicalPlan::Dml(_) => "Dml",
+        LogicalPlan::Ddl(_) => "Ddl",
+        LogicalPlan::Copy(_) => "Copy",
+        LogicalPlan::DescribeTable(_) => "DescribeTable",
+        _ => "Plan",
+    }
 }

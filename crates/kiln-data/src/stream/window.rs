@@ -28,8 +28,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
-/// The column a HOP window's start is exploded into (kiln_control::windows).
-pub const HOP_START_COLUMN: &str = "__kiln_hop_start";
+use super::program::WindowProgram;
 
 /// Units of a timestamp per millisecond (seconds: 0, treated as 1/1000 by callers
 /// that divide; windows are whole milliseconds).
@@ -40,30 +39,6 @@ pub fn units_per_ms(unit: datafusion::arrow::datatypes::TimeUnit) -> i64 {
         TimeUnit::Microsecond => 1_000,
         TimeUnit::Nanosecond => 1_000_000,
     }
-}
-
-/// Whether `expr` (over `input`'s output) is a window start: a `kiln_tumble_start` call,
-/// the HOP start column, or a column that projections (and operators that keep their
-/// input's columns) carry from one of those — the table-valued window forms group by
-/// such a column.
-fn is_window_start(expr: &Arc<dyn PhysicalExpr>, input: &Arc<dyn ExecutionPlan>) -> bool {
-    use datafusion::physical_expr::ScalarFunctionExpr;
-    use datafusion::physical_expr::expressions::Column;
-    use datafusion::physical_plan::projection::ProjectionExec;
-    if expr.downcast_ref::<ScalarFunctionExpr>().is_some_and(|f| f.name() == "kiln_tumble_start") {
-        return true;
-    }
-    let Some(column) = expr.downcast_ref::<Column>() else { return false };
-    if column.name() == HOP_START_COLUMN {
-        return true;
-    }
-    if let Some(projection) = input.downcast_ref::<ProjectionExec>() {
-        return projection.expr().get(column.index()).is_some_and(|p| is_window_start(&p.expr, projection.input()));
-    }
-    // Filters, exchanges and batch coalescing keep their input's columns.
-    let same_columns = input.children().len() == 1
-        && input.children().first().is_some_and(|c| c.schema().fields() == input.schema().fields());
-    same_columns && input.children().first().is_some_and(|c| is_window_start(expr, c))
 }
 
 /// The aggregation of a windowed view, taken apart from a planned query.
@@ -83,20 +58,15 @@ pub struct WindowSpec {
 }
 
 impl WindowSpec {
-    /// [`WindowSpec::from_plan`] for a plan Kiln's window syntax made
-    /// (kiln_control::windows): the window is the group expression calling
-    /// `kiln_tumble_start` or reading the HOP start column, `size_ms` its length. The
-    /// window start's unit is its timestamp type's.
-    pub fn from_window_plan(plan: &Arc<dyn ExecutionPlan>, size_ms: i64) -> Option<(Self, Arc<dyn ExecutionPlan>)> {
-        let (mut spec, input) = Self::from_plan(plan, 0, size_ms)?;
-        let schema = Arc::clone(&spec.input_schema);
-        let (window, unit) =
-            spec.group_by.expr().iter().enumerate().find_map(|(i, (expr, _))| match expr.data_type(&schema) {
-                Ok(DataType::Timestamp(unit, _)) if is_window_start(expr, &input) => Some((i, unit)),
-                _ => None,
-            })?;
-        spec.window = window;
-        spec.size = size_ms.checked_mul(units_per_ms(unit))?;
+    /// [`WindowSpec::from_plan`] for a view's plan and its [`WindowProgram`]: the window
+    /// start is the program's group expression, which must be a timestamp; the window's
+    /// length is converted to that timestamp's unit. `None` when the plan does not
+    /// aggregate or that group expression is not a timestamp.
+    pub fn for_view(plan: &Arc<dyn ExecutionPlan>, window: &WindowProgram) -> Option<(Self, Arc<dyn ExecutionPlan>)> {
+        let (mut spec, input) = Self::from_plan(plan, window.group_index, window.size_ms)?;
+        let (expr, _) = spec.group_by.expr().get(window.group_index)?;
+        let DataType::Timestamp(unit, _) = expr.data_type(&spec.input_schema).ok()? else { return None };
+        spec.size = window.size_ms.checked_mul(units_per_ms(unit))?;
         Some((spec, input))
     }
 

@@ -25,7 +25,9 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use kiln_artifact::SourcePosition;
 
 use crate::checked::{CheckedFormat, EVENT_TIME_KEY, Rejected, parse_file_records};
-use crate::ingest::MicroBatch;
+use kiln_artifact::identity::SourceKind;
+
+use super::batch::{MicroBatch, definition_version};
 use crate::{DataError, Result};
 
 /// The format of a file stream's files.
@@ -54,8 +56,13 @@ impl FilesSource {
 
     /// The definition version: directory, format, schema and error policy.
     pub fn version(&self) -> String {
-        let text = format!("{}\n{:?}\n{}\n", self.dir.display(), self.format, self.reject);
-        crate::ingest::definition_version("kiln.files_stream.v1", &self.schema, &text)
+        let format = match self.format {
+            FileFormat::Json => "Json",
+            FileFormat::Csv => "Csv",
+            FileFormat::Arrow => "Arrow",
+        };
+        let text = format!("{}\n{format}\n{}\n", self.dir.display(), self.reject);
+        definition_version(SourceKind::FilesStream, &self.schema, &text)
     }
 
     fn error(&self, message: String) -> DataError {

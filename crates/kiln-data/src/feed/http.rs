@@ -1,4 +1,4 @@
-//! Micro-batch ingest for sources that are not files: an HTTP polling source.
+//! An HTTP polling source, read in micro-batches.
 //!
 //! A product over an HTTP source is built batch by batch: [`HttpSource::next_batch`] reads
 //! pages from the source's committed [`SourcePosition`] until it has `batch_records`
@@ -27,28 +27,14 @@
 //!   (URL, record number, reason) or, with `on_error = 'reject'`, goes to
 //!   `<product>__rejected` with the page URL as its file and its 1-based index as its line.
 
-use std::fmt;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::catalog::Session;
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::datasource::{TableProvider, TableType};
-use datafusion::error::Result as DfResult;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::Expr;
-use datafusion::physical_expr::{EquivalenceProperties, Partitioning};
-use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, PlanProperties};
 use kiln_artifact::SourcePosition;
-use sha2::{Digest, Sha256};
+use kiln_artifact::identity::SourceKind;
 
-use crate::checked::{Rejected, parse_json_records};
+use super::batch::{MicroBatch, definition_version, quoted};
+use crate::checked::parse_json_records;
 use crate::{DataError, Result};
 
 /// The body format of an HTTP source.
@@ -60,6 +46,16 @@ pub enum HttpFormat {
     Ndjson,
 }
 
+impl HttpFormat {
+    /// The format in the source's definition text: `Json { records_field: "data" }`, `Ndjson`.
+    pub fn canonical(&self) -> String {
+        match self {
+            HttpFormat::Json { records_field } => format!("Json {{ records_field: {} }}", quoted(records_field)),
+            HttpFormat::Ndjson => "Ndjson".to_owned(),
+        }
+    }
+}
+
 /// How an HTTP source finds its next page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pagination {
@@ -69,6 +65,20 @@ pub enum Pagination {
     Link { next_field: String },
     /// This field of the body is sent back as query parameter `param`.
     Cursor { param: String, field: String },
+}
+
+impl Pagination {
+    /// The paging in the source's definition text: `None`, `Link { next_field: "next" }`,
+    /// `Cursor { param: "cursor", field: "next_cursor" }`.
+    pub fn canonical(&self) -> String {
+        match self {
+            Pagination::None => "None".to_owned(),
+            Pagination::Link { next_field } => format!("Link {{ next_field: {} }}", quoted(next_field)),
+            Pagination::Cursor { param, field } => {
+                format!("Cursor {{ param: {}, field: {} }}", quoted(param), quoted(field))
+            }
+        }
+    }
 }
 
 /// A compiled HTTP polling source (see the module docs).
@@ -95,32 +105,6 @@ const MAX_BODY_BYTES: u64 = 256 << 20;
 /// Longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The records of one micro-batch and the position after them.
-#[derive(Debug)]
-pub struct MicroBatch {
-    /// The records that conform, in feed order.
-    pub batches: Vec<RecordBatch>,
-    /// The source partition each of `batches` came from (0 for unpartitioned sources),
-    /// for per-partition watermarks.
-    pub partitions: Vec<i32>,
-    pub rejects: Vec<Rejected>,
-    /// Records read in this batch (conforming and rejected).
-    pub records: u64,
-    pub position: SourcePosition,
-    /// The batch ended because the feed has no next page (polling again now would
-    /// only fetch the last page again).
-    pub exhausted: bool,
-}
-
-/// A micro-batch source's definition version: sha256 over a versioned tag, its schema
-/// fingerprint and the options that give its records their meaning (`text`).
-pub(crate) fn definition_version(tag: &str, schema: &SchemaRef, text: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(format!("{tag}\n{}\n", kiln_contracts::schema_fingerprint(schema)).as_bytes());
-    h.update(text.as_bytes());
-    kiln_contracts::fingerprint::hex(&h.finalize())
-}
-
 /// One fetched page: its records as raw JSON text and the URL of the next page, if any.
 #[derive(Debug, PartialEq, Eq)]
 struct Page {
@@ -138,8 +122,9 @@ impl HttpSource {
     /// schema, error policy), not how fast they are read (batch size, retries, timeout).
     /// Products over it start again from the beginning when it changes.
     pub fn version(&self) -> String {
-        let text = format!("{}\n{:?}\n{:?}\n{}\n", self.url, self.format, self.pagination, self.reject);
-        definition_version("kiln.http_source.v1", &self.schema, &text)
+        let text =
+            format!("{}\n{}\n{}\n{}\n", self.url, self.format.canonical(), self.pagination.canonical(), self.reject);
+        definition_version(SourceKind::Http, &self.schema, &text)
     }
 
     /// Reads the next micro-batch after `from`; `None` when the feed has no new records.
@@ -279,7 +264,10 @@ impl HttpSource {
             Pagination::None => None,
             Pagination::Link { next_field } => link.or_else(|| field(next_field).and_then(|n| resolve(url, &n))),
             Pagination::Cursor { param, field: name } => match field(name) {
-                Some(cursor) => Some(with_query(&self.url, param, &cursor).map_err(|e| self.error(e))?),
+                Some(cursor) => Some(
+                    with_query(&self.url, param, &cursor)
+                        .map_err(|e| self.error(format!("bad url {}: {e}", self.url)))?,
+                ),
                 None => None,
             },
         };
@@ -305,284 +293,12 @@ fn resolve(base: &str, target: &str) -> Option<String> {
 }
 
 /// `url` with query parameter `param` set to `value` (replacing it if present).
-fn with_query(url: &str, param: &str, value: &str) -> std::result::Result<String, String> {
-    let mut parsed = url::Url::parse(url).map_err(|e| format!("bad url {url}: {e}"))?;
+fn with_query(url: &str, param: &str, value: &str) -> std::result::Result<String, url::ParseError> {
+    let mut parsed = url::Url::parse(url)?;
     let kept: Vec<(String, String)> =
         parsed.query_pairs().filter(|(k, _)| k != param).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     parsed.query_pairs_mut().clear().extend_pairs(kept).append_pair(param, value);
     Ok(parsed.into())
-}
-
-/// A source read in micro-batches (see the module docs): HTTP, or Kafka
-/// (crate::kafka; reading it needs the `kafka` cargo feature).
-#[derive(Debug, Clone)]
-pub enum MicroBatchSource {
-    Http(HttpSource),
-    Kafka(crate::kafka::KafkaSource),
-    Log(crate::log::LogSource),
-    Files(crate::files_stream::FilesSource),
-}
-
-impl MicroBatchSource {
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Http(s) => &s.name,
-            Self::Kafka(s) => &s.name,
-            Self::Log(s) => &s.name,
-            Self::Files(s) => &s.name,
-        }
-    }
-
-    pub fn schema(&self) -> &SchemaRef {
-        match self {
-            Self::Http(s) => &s.schema,
-            Self::Kafka(s) => &s.schema,
-            Self::Log(s) => &s.schema,
-            Self::Files(s) => &s.schema,
-        }
-    }
-
-    /// Where a never-ingested product starts.
-    pub fn start(&self) -> SourcePosition {
-        match self {
-            Self::Http(s) => s.start(),
-            Self::Kafka(s) => s.start(),
-            Self::Log(s) => s.start(),
-            Self::Files(s) => s.start(),
-        }
-    }
-
-    /// The definition version (what the records mean, not how fast they are read).
-    pub fn version(&self) -> String {
-        match self {
-            Self::Http(s) => s.version(),
-            Self::Kafka(s) => s.version(),
-            Self::Log(s) => s.version(),
-            Self::Files(s) => s.version(),
-        }
-    }
-
-    /// The next micro-batch after `from`; `None` when there is nothing new.
-    pub async fn next_batch(&self, from: &SourcePosition, batch_size: usize) -> Result<Option<MicroBatch>> {
-        match self {
-            Self::Http(s) => s.next_batch(from, batch_size).await,
-            Self::Kafka(s) => s.next_batch(from, batch_size).await,
-            Self::Log(s) => s.next_batch(from, batch_size).await,
-            Self::Files(s) => s.next_batch(from, batch_size).await,
-        }
-    }
-}
-
-/// The table a micro-batch source is registered as: it holds the current micro-batch,
-/// which the engine binds before executing. Its scan ([`MicroBatchExec`]) reads the
-/// batches bound *when it executes*, so a stream's plan is made once and executed per
-/// micro-batch.
-#[derive(Debug)]
-pub struct MicroBatchTable {
-    name: String,
-    schema: SchemaRef,
-    batches: Arc<Mutex<Vec<RecordBatch>>>,
-}
-
-impl MicroBatchTable {
-    pub fn new(name: String, schema: SchemaRef) -> Self {
-        Self { name, schema, batches: Arc::default() }
-    }
-
-    /// Makes `batches` what the next execution reads.
-    pub fn bind(&self, batches: Vec<RecordBatch>) {
-        if let Ok(mut b) = self.batches.lock() {
-            *b = batches;
-        }
-    }
-}
-
-impl fmt::Display for MicroBatchTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "micro-batch source `{}`", self.name)
-    }
-}
-
-#[async_trait]
-impl TableProvider for MicroBatchTable {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let feed = Feed::Bound { name: self.name.clone(), batches: Arc::clone(&self.batches) };
-        Ok(Arc::new(MicroBatchExec::try_new(feed, &self.schema, projection)?))
-    }
-}
-
-/// A stream read as an unbounded table (`kiln query` over a stream): its scan
-/// ([`MicroBatchExec`] following the source) reads the source from its beginning,
-/// micro-batch after micro-batch, and waits (the stream is `Pending`) while nothing is
-/// new, so `SELECT ... LIMIT n` returns once n records have arrived and a plain `SELECT`
-/// follows the stream until interrupted. DataFusion rejects what cannot run over
-/// unbounded input (an aggregate, a sort). Records that do not conform follow the
-/// stream's `on_error`: `fail` ends the query naming the record, `reject` skips them (the
-/// views' runs set them aside).
-#[derive(Debug)]
-pub struct StreamTable {
-    source: MicroBatchSource,
-    poll_interval: Duration,
-}
-
-impl StreamTable {
-    pub fn new(source: MicroBatchSource, poll_interval: Duration) -> Self {
-        Self { source, poll_interval }
-    }
-}
-
-#[async_trait]
-impl TableProvider for StreamTable {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(self.source.schema())
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let feed = Feed::Follow { source: self.source.clone(), poll_interval: self.poll_interval };
-        Ok(Arc::new(MicroBatchExec::try_new(feed, self.source.schema(), projection)?))
-    }
-}
-
-/// Where a [`MicroBatchExec`] takes its batches from.
-#[derive(Debug, Clone)]
-enum Feed {
-    /// The batches bound to a [`MicroBatchTable`] when the plan executes (bounded).
-    Bound { name: String, batches: Arc<Mutex<Vec<RecordBatch>>> },
-    /// The source itself, from its beginning, waiting while nothing is new (unbounded).
-    Follow { source: MicroBatchSource, poll_interval: Duration },
-}
-
-/// The scan of a micro-batch source: one partition, fed as [`Feed`] says.
-#[derive(Debug)]
-pub struct MicroBatchExec {
-    feed: Feed,
-    projection: Option<Vec<usize>>,
-    properties: Arc<PlanProperties>,
-}
-
-impl MicroBatchExec {
-    fn try_new(feed: Feed, schema: &SchemaRef, projection: Option<&Vec<usize>>) -> DfResult<Self> {
-        let schema = match projection {
-            Some(p) => Arc::new(schema.project(p)?),
-            None => Arc::clone(schema),
-        };
-        let boundedness = match feed {
-            Feed::Bound { .. } => Boundedness::Bounded,
-            Feed::Follow { .. } => Boundedness::Unbounded { requires_infinite_memory: false },
-        };
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            boundedness,
-        );
-        Ok(Self { feed, projection: projection.cloned(), properties: Arc::new(properties) })
-    }
-
-    /// The batches a following scan reads: the source's micro-batches from its start;
-    /// while none is new it sleeps `poll` (the stream is pending); a read error ends it.
-    fn follow(source: MicroBatchSource, poll: Duration) -> impl futures::Stream<Item = DfResult<RecordBatch>> {
-        /// Records are read in batches of the usual size whatever the session's (a query
-        /// that follows a stream runs with tiny batches so its rows show as they arrive).
-        const READ_BATCH: usize = 8192;
-        let start = (source.start(), source, std::collections::VecDeque::new(), false);
-        futures::stream::unfold(start, move |(mut position, source, mut pending, done)| async move {
-            loop {
-                if done {
-                    return None;
-                }
-                if let Some(batch) = pending.pop_front() {
-                    return Some((Ok(batch), (position, source, pending, false)));
-                }
-                match source.next_batch(&position, READ_BATCH).await {
-                    Ok(Some(micro)) => {
-                        position = micro.position;
-                        pending.extend(micro.batches);
-                    }
-                    Ok(None) => tokio::time::sleep(poll).await,
-                    Err(e) => {
-                        let e = datafusion::error::DataFusionError::External(Box::new(e));
-                        return Some((Err(e), (position, source, pending, true)));
-                    }
-                }
-            }
-        })
-    }
-}
-
-impl DisplayAs for MicroBatchExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        match &self.feed {
-            Feed::Bound { name, .. } => write!(f, "MicroBatchExec: source={name}"),
-            Feed::Follow { source, .. } => write!(f, "MicroBatchExec: follows stream={}", source.name()),
-        }
-    }
-}
-
-impl ExecutionPlan for MicroBatchExec {
-    fn name(&self) -> &str {
-        "MicroBatchExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        Vec::new()
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn datafusion::physical_expr::PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
-        let projection = self.projection.clone();
-        let project = move |batch: DfResult<RecordBatch>| match (&projection, batch) {
-            (Some(p), Ok(b)) => b.project(p).map_err(Into::into),
-            (_, batch) => batch,
-        };
-        let batches: futures::stream::BoxStream<'static, DfResult<RecordBatch>> = match &self.feed {
-            Feed::Bound { batches, .. } => {
-                let bound = batches.lock().map(|b| b.clone()).unwrap_or_default();
-                Box::pin(futures::stream::iter(bound.into_iter().map(Ok)))
-            }
-            Feed::Follow { source, poll_interval } => Box::pin(Self::follow(source.clone(), *poll_interval)),
-        };
-        let schema = self.schema();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::StreamExt::map(batches, project))))
-    }
 }
 
 #[cfg(test)]
@@ -590,6 +306,7 @@ impl ExecutionPlan for MicroBatchExec {
 mod tests {
     use super::*;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
 
     fn source(format: HttpFormat, pagination: Pagination) -> HttpSource {
         HttpSource {
@@ -639,6 +356,27 @@ mod tests {
         let page = s.parse_page("{\"id\": 1}\r\n\n{\"id\": 2}\n", Some("http://h/2".into()), "http://h/").unwrap();
         assert_eq!(page.records.len(), 2);
         assert_eq!(page.next.as_deref(), Some("http://h/2"));
+    }
+
+    /// The definition text is written out explicitly (never through `Debug`), in the form
+    /// that the first versions of these sources wrote, so their ids stay what they were.
+    #[test]
+    fn definition_text_is_pinned() {
+        let json = HttpFormat::Json { records_field: "da\"ta".into() };
+        assert_eq!(json.canonical(), r#"Json { records_field: "da\"ta" }"#);
+        assert_eq!(HttpFormat::Ndjson.canonical(), "Ndjson");
+        assert_eq!(Pagination::None.canonical(), "None");
+        assert_eq!(Pagination::Link { next_field: "next".into() }.canonical(), r#"Link { next_field: "next" }"#);
+        let cursor = Pagination::Cursor { param: "cursor".into(), field: "it's".into() };
+        assert_eq!(cursor.canonical(), r#"Cursor { param: "cursor", field: "it's" }"#);
+        let s = source(HttpFormat::Ndjson, Pagination::None);
+        let text = "http://h/feed?since=1\nNdjson\nNone\nfalse\n";
+        let expected = kiln_artifact::identity::source_definition(
+            SourceKind::Http,
+            &kiln_contracts::schema_fingerprint(&s.schema),
+            text,
+        );
+        assert_eq!(s.version(), expected);
     }
 
     #[test]

@@ -1,0 +1,259 @@
+//! `kiln build` and `kiln plan`.
+//!
+//! `build` runs in two phases. Phase 1, in dependency order: decide each selected product
+//! ([`Session::step`]); a fresh product is bound to its committed build, a failed one
+//! recorded, a product over a micro-batch source ingested now (its batches commit one by
+//! one, so downstream decisions see what landed), and any other compiled, its canonical
+//! plan stored and queued as a job. Phase 2: jobs execute (crate::execute), up to
+//! `kiln.max_parallel_products` at once, each after the jobs it reads from have committed;
+//! a job whose upstream job failed is skipped. `plan` is phase 1 without acting.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use kiln_artifact::plan::REPORT_FORMAT_VERSION;
+use kiln_artifact::{
+    Action, BuildFingerprints, ContentVersions, Decision, PlanReport, ProductPlan, ProductRun, Reason, RunSummary,
+    TelemetryEvent,
+};
+
+use crate::KilnError;
+use crate::decide::Step;
+use crate::events::{BuildOptions, BuildReport, Event, Observer, Quiet};
+use crate::execute::{Stamp, product_run, run_product};
+use crate::record::{Events, Recorded, record_build};
+use crate::session::{Need, Session};
+
+/// A product to execute in this build.
+pub(crate) struct Job {
+    pub(crate) i: usize,
+    pub(crate) id: String,
+    pub(crate) fps: BuildFingerprints,
+    pub(crate) reasons: Vec<Reason>,
+    pub(crate) content: Option<ContentVersions>,
+}
+
+/// Builds a project: every selected product whose build id differs from its committed
+/// build is executed and committed; the others are reported fresh. Project-level problems
+/// (no project, syntax errors, unknown tables, cycles) are an `Err`; per-product failures
+/// are reported in the summary, with every independent product still built.
+pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) -> Result<BuildReport, KilnError> {
+    let started = Instant::now();
+    let mut session = Session::open(dir, options, Need::Data, observer).await?;
+    let run_id = kiln_artifact::time::new_run_id();
+    let products = session.products();
+    let graph = Arc::clone(&session.graph);
+    observer.event(Event::Planned { products: products.iter().map(|&i| graph.nodes[i].name.clone()).collect() });
+    let events = Events::start(session.store.clone(), &run_id);
+    events.emit(events.event("run_started"));
+    let finished = |i: usize, run: &ProductRun, session: &Session| {
+        events.emit(TelemetryEvent {
+            product: Some(run.product.clone()),
+            action: Some(run.action.as_str().to_owned()),
+            build_id: run.build_id.clone(),
+            fingerprints: session.identity(i).map(|(fps, _)| fps),
+            ordering_tier: session.nodes[i].compiled.as_ref().map(|c| c.layout.ordering.tier()),
+            rows: Some(run.rows),
+            seconds: Some(run.seconds),
+            error: run.error.clone(),
+            ..events.event("product_finished")
+        });
+        observer.event(Event::ProductFinished(run.clone()));
+    };
+
+    // Phase 1, in dependency order.
+    let mut currents = session.currents(&products).await?;
+    let mut results: HashMap<usize, ProductRun> = HashMap::new();
+    let mut jobs: Vec<Job> = Vec::new();
+    for &i in &products {
+        let name = graph.nodes[i].name.clone();
+        let t = Instant::now();
+        let current = currents.remove(&i).flatten();
+        let done = match session.step(i, current.clone()).await? {
+            Step::Blocked { action, reason } => Some(product_run(&name, action, Some(reason), t)),
+            Step::Failed(e) => Some(product_run(&name, Action::Failed, Some(e), t)),
+            // Ingest commits batch by batch, now, so downstream decisions see its data.
+            Step::Ingest { feed } => Some(session.ingest(i, &feed, current, &run_id, observer).await),
+            Step::Fresh { id, manifest, .. } => {
+                if let Some(table) = session.substrate.product_table(&name) {
+                    table.bind(&session.warehouse, &manifest)?;
+                }
+                Some(ProductRun {
+                    build_id: Some(id),
+                    rows: manifest.totals.rows_written,
+                    files: manifest.totals.files,
+                    bytes: manifest.totals.bytes,
+                    ..product_run(&name, Action::Fresh, None, t)
+                })
+            }
+            Step::Build { fps, id, reasons, .. } => match session.ensure_compiled(i).await {
+                Err(e) => {
+                    session.nodes[i].failed = Some(e.to_string());
+                    Some(product_run(&name, Action::Failed, Some(e.to_string()), t))
+                }
+                Ok(()) => {
+                    if let Some(product) = &session.nodes[i].compiled {
+                        session.store.put_plan(&product.canonical).await?;
+                    }
+                    let content = session.nodes[i].content.clone();
+                    jobs.push(Job { i, id, fps, reasons, content });
+                    None
+                }
+            },
+        };
+        if let Some(run) = done {
+            finished(i, &run, &session);
+            results.insert(i, run);
+        }
+    }
+
+    // Phase 2: execute the jobs, independent ones concurrently, each after the jobs it
+    // reads from have committed; a job whose upstream job failed is skipped.
+    let limit = session.profile.max_parallel_products()?;
+    let in_jobs: BTreeSet<usize> = jobs.iter().map(|j| j.i).collect();
+    let mut ok: HashMap<usize, bool> = HashMap::new();
+    let mut pending: VecDeque<Job> = jobs.into();
+    let mut running = FuturesUnordered::new();
+    let session_ref = &session;
+    loop {
+        // Start every job whose upstream jobs are done, in dependency order.
+        let mut k = 0;
+        while k < pending.len() && running.len() < limit {
+            let deps: Vec<usize> =
+                graph.nodes[pending[k].i].deps.iter().copied().filter(|d| in_jobs.contains(d)).collect();
+            if let Some(&bad) = deps.iter().find(|d| ok.get(d) == Some(&false)) {
+                let Some(job) = pending.remove(k) else { break };
+                let reason = format!("upstream `{}` failed", graph.nodes[bad].name);
+                let run = product_run(&graph.nodes[job.i].name, Action::Skipped, Some(reason), Instant::now());
+                ok.insert(job.i, false);
+                finished(job.i, &run, session_ref);
+                results.insert(job.i, run);
+                continue;
+            }
+            if deps.iter().all(|d| ok.get(d) == Some(&true)) {
+                let Some(job) = pending.remove(k) else { break };
+                running.push(execute(session_ref, job, &run_id, observer));
+                continue;
+            }
+            k += 1;
+        }
+        let Some((i, run)) = running.next().await else { break };
+        ok.insert(i, run.action == Action::Built);
+        finished(i, &run, session_ref);
+        results.insert(i, run);
+    }
+    drop(running);
+    let runs: Vec<ProductRun> = products.iter().filter_map(|i| results.remove(i)).collect();
+    events.emit(TelemetryEvent { seconds: Some(started.elapsed().as_secs_f64()), ..events.event("run_finished") });
+
+    let summary = RunSummary {
+        format_version: 1,
+        run_id: run_id.clone(),
+        project: session.project.config.project.name.clone(),
+        profile: session.profile.name.clone(),
+        runtime_fp: session.substrate.runtime_fp().to_owned(),
+        errors: session.problems.iter().map(ToString::to_string).collect(),
+        products: runs,
+        seconds: started.elapsed().as_secs_f64(),
+        promotions: session.promotions.clone(),
+    };
+    events.finish(observer).await;
+    let settings = serde_json::to_vec_pretty(&session.profile.effective()?)
+        .map_err(|e| KilnError::Internal(format!("cannot encode the run's settings: {e}")))?;
+    session.store.put_run_file(&run_id, "settings.json", settings).await?;
+    session.store.put_run_file(&run_id, "run_summary.json", summary.to_json()?).await?;
+    Ok(BuildReport { summary, problems: session.problems })
+}
+
+/// Executes and commits one job, records its build, and returns its line in the summary.
+async fn execute(session: &Session, job: Job, run_id: &str, observer: &dyn Observer) -> (usize, ProductRun) {
+    let t = Instant::now();
+    let name = &session.graph.nodes[job.i].name;
+    let Some(product) = &session.nodes[job.i].compiled else {
+        return (job.i, product_run(name, Action::Failed, Some("not compiled".into()), t));
+    };
+    let stamp = Stamp { build_id: &job.id, fps: &job.fps, content: job.content.as_ref() };
+    let recorded =
+        Recorded { id: &job.id, fps: &job.fps, compile_seconds: session.nodes[job.i].compile_seconds.unwrap_or(0.0) };
+    let outcome = match run_product(&session.substrate, product, stamp, run_id, observer).await {
+        Ok(built) => record_build(session, product, recorded, run_id, built).await,
+        Err(e) => Err(e),
+    };
+    let run = match outcome {
+        Ok((manifest, phases)) => ProductRun {
+            build_id: Some(job.id),
+            rows: manifest.totals.rows_written,
+            files: manifest.totals.files,
+            bytes: manifest.totals.bytes,
+            phases,
+            reasons: job.reasons,
+            ..product_run(name, Action::Built, None, t)
+        },
+        Err(e) => product_run(name, Action::Failed, Some(e.to_string()), t),
+    };
+    (job.i, run)
+}
+
+/// `kiln plan`: the decisions `build` would take, without executing or writing anything.
+pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, KilnError> {
+    let mut session = Session::open(dir, options, Need::Versions, &Quiet).await?;
+    let graph = Arc::clone(&session.graph);
+    let selected = session.products();
+    let mut currents = session.currents(&selected).await?;
+    let mut products = Vec::new();
+    for i in selected {
+        let name = graph.nodes[i].name.clone();
+        let failed = |error: String| ProductPlan {
+            product: name.clone(),
+            decision: Decision::Failed,
+            build_id: None,
+            fingerprints: None,
+            current_build_id: None,
+            reasons: Vec::new(),
+            error: Some(error),
+        };
+        let current = currents.remove(&i).flatten();
+        let entry = match session.step(i, current.clone()).await? {
+            Step::Blocked { reason, .. } | Step::Failed(reason) => failed(reason),
+            Step::Ingest { feed } => match session.plan_ingest(i, &feed, current).await {
+                Ok(plan) => plan,
+                Err(e) => {
+                    session.nodes[i].failed = Some(e.to_string());
+                    failed(e.to_string())
+                }
+            },
+            Step::Fresh { fps, id, manifest } => ProductPlan {
+                product: name.clone(),
+                decision: Decision::Fresh,
+                build_id: Some(id),
+                fingerprints: Some(fps),
+                current_build_id: Some(manifest.build_id),
+                reasons: Vec::new(),
+                error: None,
+            },
+            Step::Build { fps, id, reasons, current } => ProductPlan {
+                product: name.clone(),
+                decision: Decision::Build,
+                build_id: Some(id),
+                fingerprints: Some(fps),
+                current_build_id: current.map(|m| m.build_id),
+                reasons,
+                error: None,
+            },
+        };
+        products.push(entry);
+    }
+    Ok(PlanReport {
+        format_version: REPORT_FORMAT_VERSION,
+        project: session.project.config.project.name.clone(),
+        profile: session.profile.name.clone(),
+        runtime_fp: session.substrate.runtime_fp().to_owned(),
+        settings: session.profile.effective()?,
+        errors: session.problems.iter().map(ToString::to_string).collect(),
+        products,
+    })
+}

@@ -1,0 +1,73 @@
+//! What callers pass to a run ([`BuildOptions`]), what a run tells its [`Observer`] while it
+//! goes ([`Event`]), and what a build returns ([`BuildReport`]).
+
+use std::sync::Arc;
+
+use kiln_artifact::{Action, ProductRun, RunSummary, ViewStatus};
+use kiln_control::ControlError;
+use kiln_data::WriteProgress;
+
+/// What to build and how.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// A selection (`name`, `+name`, `name+`); all products when `None`.
+    pub select: Option<String>,
+    /// A profile name; kiln.toml's `[profile] default` when `None`.
+    pub profile: Option<String>,
+    /// `--set key=value` overrides, applied last.
+    pub settings: Vec<(String, String)>,
+}
+
+/// Progress of a run, for whoever draws it.
+#[derive(Debug)]
+pub enum Event {
+    /// Example data is being generated (first build only).
+    Generating {
+        scale_factor: f64,
+    },
+    Generated {
+        rows: u64,
+        seconds: f64,
+    },
+    /// The products to build, in order.
+    Planned {
+        products: Vec<String>,
+    },
+    ProductStarted {
+        product: String,
+        progress: Arc<WriteProgress>,
+    },
+    ProductFinished(ProductRun),
+    /// Something the user should know that does not fail the build.
+    Warning(String),
+    /// `kiln stream`: each view's progress, about once a second.
+    StreamProgress(Vec<ViewStatus>),
+}
+
+/// Receives events; implemented by the CLI's progress display.
+pub trait Observer: Send + Sync {
+    fn event(&self, event: Event);
+}
+
+/// An observer that ignores everything (library use, tests).
+#[derive(Debug, Default)]
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn event(&self, _: Event) {}
+}
+
+/// The outcome of a build.
+#[derive(Debug)]
+pub struct BuildReport {
+    pub summary: RunSummary,
+    /// Problems outside any one product (files that do not parse, duplicate definitions);
+    /// also in `summary.errors` as text.
+    pub problems: Vec<ControlError>,
+}
+
+impl BuildReport {
+    pub fn failed(&self) -> impl Iterator<Item = &ProductRun> {
+        self.summary.products.iter().filter(|p| p.action == Action::Failed)
+    }
+}

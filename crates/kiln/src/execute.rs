@@ -1,0 +1,167 @@
+//! Running one product: plan it physically, execute it into a new build through the
+//! dataset writer (data plane), set aside the records its sources rejected into
+//! `<product>__rejected`, merge with the committed data per its `existing_data`, commit.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use kiln_artifact::{Action, BuildFingerprints, ContentVersions, Manifest, OperatorMetrics, ProductRun};
+use kiln_control::{CompiledProduct, ControlError, Substrate};
+use kiln_data::{BuildIds, ExistingData, WriteProgress, WriteSpec, merge_existing, write_dataset};
+
+use crate::KilnError;
+use crate::events::{Event, Observer};
+
+/// What executing a product produced besides its data.
+pub(crate) struct Built {
+    pub(crate) manifest: Manifest,
+    pub(crate) physical: String,
+    pub(crate) operators: Vec<OperatorMetrics>,
+    pub(crate) phases: BTreeMap<String, f64>,
+}
+
+/// The identity a build is committed with.
+pub(crate) struct Stamp<'a> {
+    pub(crate) build_id: &'a str,
+    pub(crate) fps: &'a BuildFingerprints,
+    pub(crate) content: Option<&'a ContentVersions>,
+}
+
+/// A product's line in the run summary with nothing built (yet).
+pub(crate) fn product_run(name: &str, action: Action, error: Option<String>, t: Instant) -> ProductRun {
+    ProductRun {
+        product: name.to_owned(),
+        action,
+        build_id: None,
+        rows: 0,
+        files: 0,
+        bytes: 0,
+        seconds: t.elapsed().as_secs_f64(),
+        error,
+        phases: Default::default(),
+        reasons: Vec::new(),
+    }
+}
+
+/// Executes one compiled product into a new build and commits it.
+pub(crate) async fn run_product(
+    substrate: &Substrate,
+    product: &CompiledProduct,
+    stamp: Stamp<'_>,
+    run_id: &str,
+    observer: &dyn Observer,
+) -> Result<Built, KilnError> {
+    let warehouse = substrate.warehouse();
+    let previous = warehouse.current(&product.name).await?;
+    if product.layout.existing == ExistingData::Error && previous.is_some() {
+        return Err(ControlError::Compile {
+            at: product.at.clone(),
+            product: product.name.clone(),
+            message: "existing_data = 'error' and a committed build exists".into(),
+        }
+        .into());
+    }
+    let progress = Arc::new(WriteProgress::default());
+    observer.event(Event::ProductStarted { product: product.name.clone(), progress: Arc::clone(&progress) });
+    let t = Instant::now();
+    let ids = BuildIds { build_id: stamp.build_id.to_owned(), run_id: run_id.to_owned(), batch: None };
+    let (mut manifest, physical, mut phases) = execute_into(substrate, product, ids.clone(), progress).await?;
+    // Records the sources set aside (on_error = 'reject') go to `<product>__rejected`,
+    // written and committed before the product so the product's accounting never points
+    // at rejects that are not there; a build reading checked sources always rewrites it.
+    if let Some(rejects) = kiln_data::checked::collect_rejects(&physical) {
+        let rejected = write_rejects(substrate, product, &rejects, ids).await?;
+        warehouse.commit(&rejected).await?;
+        let n = rejects.len() as u64;
+        manifest.totals.rows_rejected += n;
+        manifest.totals.rows_read += n;
+    }
+    let mut manifest = merge_existing(manifest, previous.as_ref(), product.layout.existing)?;
+    phases.insert("execute_write".to_owned(), t.elapsed().as_secs_f64() - phases.get("plan").copied().unwrap_or(0.0));
+    let t = Instant::now();
+    manifest.fingerprints = Some(stamp.fps.clone());
+    manifest.content = stamp.content.cloned();
+    warehouse.commit(&manifest).await?;
+    if let Some(table) = substrate.product_table(&product.name) {
+        table.bind(warehouse, &manifest)?;
+    }
+    phases.insert("commit".to_owned(), t.elapsed().as_secs_f64());
+    Ok(built(manifest, &physical, phases))
+}
+
+/// The record of a committed build: its manifest, the drained physical plan (whose
+/// metrics are final) and phase timings.
+pub(crate) fn built(manifest: Manifest, physical: &Arc<dyn ExecutionPlan>, phases: BTreeMap<String, f64>) -> Built {
+    let mut operators = Vec::new();
+    crate::record::operator_metrics(physical, 0, &mut operators);
+    let physical = DisplayableExecutionPlan::new(physical.as_ref()).indent(true).to_string();
+    Built { manifest, physical, operators, phases }
+}
+
+/// Plans and executes `product` and writes its output into the new build `ids` (nothing
+/// is visible yet): the manifest to commit, the drained physical plan, and the `plan`
+/// phase's seconds.
+pub(crate) async fn execute_into(
+    substrate: &Substrate,
+    product: &CompiledProduct,
+    ids: BuildIds,
+    progress: Arc<WriteProgress>,
+) -> Result<(Manifest, Arc<dyn ExecutionPlan>, BTreeMap<String, f64>), KilnError> {
+    let exec_err = |e: datafusion::error::DataFusionError| {
+        KilnError::Data(kiln_data::DataError::Execution { context: format!("product `{}`", product.name), source: e })
+    };
+    let t = Instant::now();
+    let physical = substrate.physical_plan(&product.plan).await?;
+    let mut phases = BTreeMap::new();
+    phases.insert("plan".to_owned(), t.elapsed().as_secs_f64());
+    let task = substrate.context().task_ctx();
+    let partitions = physical.properties().output_partitioning().partition_count();
+    let streams = (0..partitions)
+        .map(|p| physical.execute(p, Arc::clone(&task)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(exec_err)?;
+    let spec = Arc::new(write_spec(substrate, product, ids)?);
+    let manifest = write_dataset(substrate.warehouse(), streams, spec, progress).await?;
+    Ok((manifest, physical, phases))
+}
+
+/// How `product`'s rows are written into build `ids`: its layout, compiled by the
+/// control plane, over the session's Parquet options.
+pub(crate) fn write_spec(
+    substrate: &Substrate,
+    product: &CompiledProduct,
+    ids: BuildIds,
+) -> Result<WriteSpec, KilnError> {
+    Ok(WriteSpec::new(
+        &product.name,
+        ids,
+        (Arc::clone(&product.schema), product.schema_fp.clone()),
+        product.layout.clone(),
+        &substrate.parquet_options(),
+    )?)
+}
+
+/// Writes records set aside by sources into a new (uncommitted) build of
+/// `<product>__rejected`: source, file, line, raw text and reason.
+pub(crate) async fn write_rejects(
+    substrate: &Substrate,
+    product: &CompiledProduct,
+    rejects: &[kiln_data::checked::Rejected],
+    ids: BuildIds,
+) -> Result<Manifest, KilnError> {
+    let batch = kiln_data::checked::rejects_batch(rejects).map_err(|e| {
+        KilnError::Data(kiln_data::DataError::Execution { context: format!("product `{}`", product.name), source: e })
+    })?;
+    let schema = batch.schema();
+    let name = format!("{}__rejected", product.name);
+    let parquet = substrate.parquet_options();
+    let spec = Arc::new(WriteSpec::derived(&name, ids, &schema, product.layout.files.max_rows, &parquet)?);
+    let stream: SendableRecordBatchStream =
+        Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter([Ok(batch)])));
+    Ok(write_dataset(substrate.warehouse(), vec![stream], spec, Arc::default()).await?)
+}

@@ -1,0 +1,166 @@
+//! What a run leaves in the artifact store: a build record per committed build (with its
+//! plans and the metrics of the operators that produced it), the run's telemetry events
+//! as they happen, and per-operator metrics from a drained physical plan.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::{MetricValue, MetricsSet};
+use kiln_artifact::plan::BUILD_RECORD_VERSION;
+use kiln_artifact::{
+    ArtifactError, ArtifactStore, BuildFingerprints, BuildPlans, BuildRecord, OperatorMetrics, TelemetryEvent,
+};
+use kiln_control::CompiledProduct;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::task::JoinHandle;
+
+use crate::KilnError;
+use crate::events::{Event, Observer};
+use crate::execute::Built;
+use crate::session::Session;
+
+/// The build a record is written for.
+pub(crate) struct Recorded<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) fps: &'a BuildFingerprints,
+    /// Seconds spent compiling the product in this run.
+    pub(crate) compile_seconds: f64,
+}
+
+/// Writes the build record of a committed build; returns its manifest and phase timings.
+pub(crate) async fn record_build(
+    session: &Session,
+    product: &CompiledProduct,
+    build: Recorded<'_>,
+    run_id: &str,
+    built: Built,
+) -> Result<(kiln_artifact::Manifest, BTreeMap<String, f64>), KilnError> {
+    let mut phases = built.phases;
+    phases.insert("compile".into(), build.compile_seconds);
+    let record = BuildRecord {
+        format_version: BUILD_RECORD_VERSION,
+        product: product.name.clone(),
+        build_id: build.id.to_owned(),
+        run_id: run_id.to_owned(),
+        status: "committed".into(),
+        fingerprints: build.fps.clone(),
+        content: built.manifest.content.clone(),
+        lineage: product.lineage.clone(),
+        manifest: format!("{}/_manifest.json", built.manifest.build_dir),
+        ordering_tier: built.manifest.ordering_tier,
+        plans: BuildPlans {
+            logical: product.logical.display_indent().to_string(),
+            optimized: product.plan.display_indent().to_string(),
+            physical: built.physical,
+            optimized_sql: datafusion::sql::unparser::plan_to_sql(&product.plan).ok().map(|s| s.to_string()),
+            query_fp: product.query_fp.clone(),
+        },
+        operators: built.operators,
+        substrait: substrait_blob(session, product).await?,
+        phases: phases.clone(),
+    };
+    session.store.put_build_record(&record).await?;
+    Ok((built.manifest, phases))
+}
+
+/// With the `substrait` feature, stores the optimized plan as Substrait protobuf bytes, a
+/// blob named by its sha256 (a plan the producer cannot express records none).
+#[cfg(feature = "substrait")]
+async fn substrait_blob(session: &Session, product: &CompiledProduct) -> Result<Option<String>, KilnError> {
+    let state = session.substrate.context().state();
+    let Ok(plan) = datafusion_substrait::logical_plan::producer::to_substrait_plan(&product.plan, &state) else {
+        return Ok(None);
+    };
+    let bytes = prost::Message::encode_to_vec(plan.as_ref());
+    Ok(Some(session.store.put_blob(&bytes).await?))
+}
+
+#[cfg(not(feature = "substrait"))]
+async fn substrait_blob(_: &Session, _: &CompiledProduct) -> Result<Option<String>, KilnError> {
+    Ok(None)
+}
+
+/// A run's telemetry events: sent from anywhere (emitting is synchronous), written by a
+/// task as they queue up, each batch as one numbered part (object stores cannot append),
+/// joined into `events.jsonl` when the run ends.
+pub(crate) struct Events {
+    run_id: String,
+    queue: UnboundedSender<TelemetryEvent>,
+    writer: JoinHandle<Result<(), ArtifactError>>,
+}
+
+impl Events {
+    pub(crate) fn start(store: ArtifactStore, run_id: &str) -> Self {
+        let (queue, rx) = unbounded_channel();
+        let writer = tokio::spawn(write_events(store, run_id.to_owned(), rx));
+        Self { run_id: run_id.to_owned(), queue, writer }
+    }
+
+    /// A new event of `kind` in this run.
+    pub(crate) fn event(&self, kind: &str) -> TelemetryEvent {
+        TelemetryEvent::new(&self.run_id, kind)
+    }
+
+    pub(crate) fn emit(&self, event: TelemetryEvent) {
+        // The writer only stops when the queue closes (in `finish`).
+        let _ = self.queue.send(event);
+    }
+
+    /// Waits for every event to be written and joined; a failure is a warning (the run's
+    /// results do not depend on its telemetry).
+    pub(crate) async fn finish(self, observer: &dyn Observer) {
+        drop(self.queue);
+        match self.writer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => observer.event(Event::Warning(format!("cannot record telemetry events: {e}"))),
+            Err(e) => observer.event(Event::Warning(format!("the telemetry writer failed: {e}"))),
+        }
+    }
+}
+
+/// Writes a run's events as they arrive: everything queued at once becomes one part; when
+/// the queue closes, the parts are joined into `events.jsonl`. Returns the first error.
+async fn write_events(
+    store: ArtifactStore,
+    run_id: String,
+    mut queue: UnboundedReceiver<TelemetryEvent>,
+) -> Result<(), ArtifactError> {
+    let mut seq = 0u64;
+    let mut first_error = None;
+    while let Some(event) = queue.recv().await {
+        let mut lines = Vec::new();
+        for e in std::iter::once(event).chain(std::iter::from_fn(|| queue.try_recv().ok())) {
+            match e.to_line() {
+                Ok(line) => lines.extend(line),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Err(e) = store.put_event_part(&run_id, seq, lines).await {
+            first_error.get_or_insert(e);
+        }
+        seq += 1;
+    }
+    store.finish_events(&run_id).await?;
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Appends `plan`'s operators and their metrics (summed over partitions), depth first.
+pub(crate) fn operator_metrics(plan: &Arc<dyn ExecutionPlan>, depth: usize, out: &mut Vec<OperatorMetrics>) {
+    let metrics = plan.metrics();
+    let get = |f: &dyn Fn(&MetricsSet) -> Option<usize>| metrics.as_ref().and_then(f).map(|v| v as u64);
+    out.push(OperatorMetrics {
+        depth,
+        operator: plan.name().to_owned(),
+        output_rows: get(&|m| m.output_rows()),
+        output_bytes: get(&|m| m.sum(|x| matches!(x.value(), MetricValue::OutputBytes(_))).map(|v| v.as_usize())),
+        elapsed_compute_ns: get(&|m| m.elapsed_compute()),
+        spill_count: get(&|m| m.spill_count()),
+        spilled_bytes: get(&|m| m.spilled_bytes()),
+    });
+    for child in plan.children() {
+        operator_metrics(child, depth + 1, out);
+    }
+}
