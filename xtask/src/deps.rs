@@ -1,4 +1,6 @@
-//! `cargo xtask deps`: the brief's layering table, enforced on `cargo metadata`.
+//! `cargo xtask deps`: the brief's layering table, enforced on `cargo metadata`; an
+//! internal dependency no code of the crate uses; one version of the arrow family; and
+//! no circles among a library crate's modules (crate::modules).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -35,6 +37,7 @@ struct Package {
     name: String,
     version: String,
     dependencies: Vec<Dependency>,
+    manifest_path: String,
 }
 
 #[derive(Deserialize)]
@@ -52,9 +55,20 @@ pub fn violations(metadata_json: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for p in meta.packages.iter().filter(|p| meta.workspace_members.contains(&p.id)) {
         let Some(ok) = allowed.get(p.name.as_str()) else { continue };
+        let dir = std::path::Path::new(&p.manifest_path).parent().map(std::path::Path::to_path_buf).unwrap_or_default();
         for d in p.dependencies.iter().filter(|d| members.contains(d.name.as_str())) {
+            let kind = d.kind.as_deref().unwrap_or("normal");
+            let places: &[&str] = if kind == "dev" { &["src", "tests", "benches"] } else { &["src"] };
+            let rust_name = d.name.replace('-', "_");
+            if !places.iter().any(|place| mentions(&dir.join(place), &rust_name)) {
+                out.push(format!(
+                    "{} -> {} ({kind} dependency) is declared but no code in {} uses `{rust_name}`",
+                    p.name,
+                    d.name,
+                    places.join(", ")
+                ));
+            }
             if !ok.contains(&d.name.as_str()) {
-                let kind = d.kind.as_deref().unwrap_or("normal");
                 out.push(format!(
                     "{} -> {} ({kind} dependency) is not allowed; {} may depend on: {}",
                     p.name,
@@ -63,6 +77,14 @@ pub fn violations(metadata_json: &str) -> Result<Vec<String>> {
                     if ok.is_empty() { "nothing internal".to_owned() } else { ok.join(", ") }
                 ));
             }
+        }
+    }
+    for p in
+        meta.packages.iter().filter(|p| meta.workspace_members.contains(&p.id) && allowed.contains_key(p.name.as_str()))
+    {
+        let src = std::path::Path::new(&p.manifest_path).parent().map(|d| d.join("src")).unwrap_or_default();
+        for circle in crate::modules::circles(&src)? {
+            out.push(format!("{}: modules refer to each other: {circle}", p.name));
         }
     }
     let mut versions: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
@@ -75,6 +97,25 @@ pub fn violations(metadata_json: &str) -> Result<Vec<String>> {
         out.push(format!("{name} resolves to several versions: {}", v.into_iter().collect::<Vec<_>>().join(", ")));
     }
     Ok(out)
+}
+
+/// Whether any `.rs` file under `dir` names `ident` (as a whole word).
+fn mentions(dir: &std::path::Path, ident: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    entries.flatten().any(|e| {
+        let path = e.path();
+        if path.is_dir() {
+            return mentions(&path, ident);
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else { return false };
+        path.extension().is_some_and(|x| x == "rs")
+            && text.match_indices(ident).any(|(i, _)| {
+                let before = text[..i].chars().next_back();
+                let after = text[i + ident.len()..].chars().next();
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+            })
+    })
 }
 
 pub fn check(manifest_path: Option<&str>) -> Result<()> {
@@ -123,4 +164,54 @@ mod tests {
     fn accepts_allowed_edges() {
         assert_eq!(violations(&metadata_of("layered")).unwrap(), Vec::<String>::new());
     }
+
+    #[test]
+    fn rejects_a_dependency_no_code_uses() {
+        let bad = violations(&metadata_of("unused")).unwrap();
+        assert_eq!(
+            bad,
+            ["kiln-data -> kiln-contracts (normal dependency) is declared but no code in src uses `kiln_contracts`"]
+        );
+    }
+
+    #[test]
+    fn rejects_modules_that_refer_to_each_other() {
+        let bad = violations(&metadata_of("circle")).unwrap();
+        assert_eq!(bad, ["kiln-contracts: modules refer to each other: a <-> b"]);
+    }
+}
+
+/// The L0 crates downstream users take alone: their normal dependencies must hold no
+/// part of DataFusion, object_store or tokio (arrow and sqlparser are what they build
+/// on), checked on `cargo tree`.
+pub const STANDALONE: [&str; 2] = ["kiln-explode", "kiln-contracts"];
+
+/// Crates an L0 crate must not pull in.
+const HEAVY: [&str; 4] = ["datafusion", "object_store", "tokio", "parquet"];
+
+/// Checks that each [`STANDALONE`] crate's normal dependency tree has none of [`HEAVY`].
+pub fn standalone() -> Result<()> {
+    for krate in STANDALONE {
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["tree", "--locked", "-p", krate, "-e", "normal", "--prefix", "none"])
+            .output()
+            .context("cannot run cargo tree")?;
+        if !out.status.success() {
+            bail!("cargo tree -p {krate} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let tree = String::from_utf8_lossy(&out.stdout);
+        let heavy: BTreeSet<&str> = tree
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|name| HEAVY.iter().any(|h| name == h || name.starts_with(&format!("{h}-"))))
+            .collect();
+        if !heavy.is_empty() {
+            bail!(
+                "{krate} must build with arrow and sqlparser alone, but depends on {}",
+                heavy.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    eprintln!("deps: {} build alone", STANDALONE.join(" and "));
+    Ok(())
 }

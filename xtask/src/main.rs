@@ -1,8 +1,9 @@
 //! `cargo xtask`: maintainer tasks. `ci` is the test command README.md documents.
 //!
 //! - `ci`: fmt check, clippy -D warnings, deps, every test suite (golden suites included).
-//! - `deps [--manifest-path P]`: the layering check of the brief (§3) plus one version of
-//!   the arrow family.
+//! - `deps [--manifest-path P]`: the layering check of the brief (§3), internal
+//!   dependencies no code uses, circles among a crate's modules, one version of the arrow
+//!   family, and kiln-explode / kiln-contracts free of DataFusion.
 //! - `golden [--update]`: the end-to-end golden suites; `--update` accepts new snapshots.
 //! - `features`: tests of the optional cargo features (`substrait`, which needs protoc;
 //!   `s3`, against moto's S3 server; `kafka`, `gcs`, `azure`, compile-tested).
@@ -10,6 +11,7 @@
 //! - `tpch --sf N --out DIR`: TPC-H tables as Parquet.
 
 mod deps;
+mod modules;
 
 use std::process::Command;
 
@@ -59,7 +61,13 @@ fn main() -> Result<()> {
     match Args::parse().task {
         Task::Ci => ci(),
         Task::Features => features(),
-        Task::Deps { manifest_path } => deps::check(manifest_path.as_deref()),
+        Task::Deps { manifest_path } => {
+            deps::check(manifest_path.as_deref())?;
+            if manifest_path.is_none() {
+                deps::standalone()?;
+            }
+            Ok(())
+        }
         Task::Golden { update } => golden(update),
         Task::Bench { suite, sf } => {
             let mut args = vec!["run", "--release", "--quiet", "-p", "kiln-benches", "--", "bench"];
@@ -78,7 +86,11 @@ fn main() -> Result<()> {
 fn ci() -> Result<()> {
     step("fmt", || cargo(&["fmt", "--all", "--", "--check"]))?;
     step("clippy", || cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
-    step("deps", || deps::check(None))?;
+    step("deps", || deps::check(None).and_then(|()| deps::standalone()))?;
+    // The L0 crates alone, with only arrow / sqlparser (their own feature set).
+    step("check kiln-explode, kiln-contracts alone", || {
+        cargo(&["check", "--locked", "-p", "kiln-explode", "-p", "kiln-contracts", "--lib"])
+    })?;
     // The golden suites are part of the workspace tests (package kiln-tests); INSTA_UPDATE=no
     // makes a snapshot mismatch fail instead of writing a .snap.new.
     step("test", || {

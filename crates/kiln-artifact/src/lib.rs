@@ -1,20 +1,45 @@
-//! The artifact plane: every serialized record Kiln writes, and nothing else.
+//! The artifact plane: every serialized record Kiln writes, every identity it computes,
+//! and the artifact store.
 //!
 //! Kiln's runs leave records behind that explain them: the [`Manifest`] of each committed
 //! product build (the commit point of a write), the [`CurrentPointer`] that names a
-//! product's visible build, and the [`RunSummary`] of a `kiln build`. Every record is a
-//! plain serde struct with a `format_version`, so tools in any language can read it, and
-//! the JSON shapes are documented in docs/artifacts.md.
+//! product's visible build, the [`RunSummary`] of a `kiln build` and the [`StreamReport`]
+//! of a `kiln stream`, the [`BuildRecord`] of every build, the [`TelemetryEvent`]s of a
+//! run, and the control plane's records: [`CanonicalPlan`] (hashed into `query_fp`),
+//! [`PlanDiff`], [`Lineage`], [`PlanReport`] (`kiln plan --json`), the
+//! [`FunctionCatalog`] (`kiln functions --json`). Every record is a plain serde struct
+//! with a `format_version`, so tools in any language can read it; docs/json.md documents
+//! each shape.
 //!
-//! Main types: [`Manifest`] (with the [`BuildFingerprints`] that produced it),
-//! [`FileEntry`], [`CurrentPointer`], [`RunSummary`], [`ProductRun`]; the control plane's
-//! records: [`CanonicalPlan`] (hashed into `query_fp`), [`PlanDiff`], [`Lineage`],
-//! [`PlanReport`] (`kiln plan --json`); and the local [`ArtifactStore`] under `.kiln/`.
+//! - [`identity`]: every build id, fingerprint and version scheme, each with its own
+//!   domain tag and version;
+//! - [`time`]: run ids and RFC 3339 timestamps;
+//! - [`store`]: the [`ArtifactStore`] (`.kiln/`, or any object store URL): plans
+//!   content-addressed by `query_fp`, build records, blobs by sha256, run files, events;
+//! - [`remote`]: cloud object stores by URL (cargo features `s3`, `gcs`, `azure`).
 //!
 //! Architecture invariants:
 //! - This is the only crate that defines serialized formats; others construct these
 //!   records and never invent their own JSON.
 //! - No DataFusion: records are data, not plans. (Plan text arrives as strings.)
+//!
+//! Computing a build id and reading it back from a manifest:
+//!
+//! ```
+//! use kiln_artifact::identity::build_id;
+//! use kiln_artifact::BuildFingerprints;
+//!
+//! let fps = BuildFingerprints {
+//!     schema_fp: "…".into(),
+//!     query_fp: "…".into(),
+//!     runtime_fp: "…".into(),
+//!     func_fp: "…".into(),
+//!     upstream: [("orders".to_owned(), "<data version>".to_owned())].into(),
+//! };
+//! let id = build_id("daily_revenue", &fps);
+//! assert_eq!(id.len(), 64);
+//! assert_ne!(id, build_id("weekly_revenue", &fps), "the product's name is part of it");
+//! ```
 
 pub mod catalog;
 pub mod identity;

@@ -72,9 +72,10 @@ impl CanonicalPlan {
         out
     }
 
-    /// `query_fp` ([`crate::identity::query_fp`] of [`Self::encode`]).
+    /// `query_fp`: sha256 of [`Self::encode`] (crate::identity lists it with every other
+    /// scheme).
     pub fn fingerprint(&self) -> String {
-        crate::identity::query_fp(&self.encode())
+        sha256_hex(self.encode().as_bytes())
     }
 
     pub fn to_json(&self) -> Result<Vec<u8>, ArtifactError> {

@@ -15,6 +15,30 @@
 //!
 //! Architecture invariant: this crate depends on arrow and sqlparser only. It knows nothing of
 //! DataFusion, files or execution; it is pure functions over schemas.
+//!
+//! Checking a schema against a contract and fingerprinting it:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use arrow::datatypes::{DataType, Field, Schema};
+//! use kiln_contracts::{CheckOptions, Contract, EvolutionPolicy, check, parse_sql_type, schema_fingerprint};
+//!
+//! let declared = Schema::new(vec![
+//!     Field::new("id", parse_sql_type("BIGINT")?, false),
+//!     Field::new("price", parse_sql_type("DECIMAL(15, 2)")?, true),
+//! ]);
+//! let contract = Contract::try_new("orders", Arc::new(declared), vec![], vec!["id".into()], EvolutionPolicy::Strict)?;
+//! // What a query produced: `id` may be NULL there, and `price` is missing.
+//! let actual = Schema::new(vec![Field::new("id", DataType::Int64, true)]);
+//! let verdict = check(&actual, &contract.schema, CheckOptions { policy: contract.evolution, nullability_is_proven: true });
+//! let problems: Vec<String> = verdict.violations.iter().map(ToString::to_string).collect();
+//! assert_eq!(problems, ["id: nullable where NOT NULL was promised", "price: missing column"]);
+//! // Utf8 and Utf8View are one logical type: the same fingerprint.
+//! let a = Schema::new(vec![Field::new("s", DataType::Utf8, true)]);
+//! let b = Schema::new(vec![Field::new("s", DataType::Utf8View, true)]);
+//! assert_eq!(schema_fingerprint(&a), schema_fingerprint(&b));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod compat;
 pub mod contract;

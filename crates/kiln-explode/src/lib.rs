@@ -24,6 +24,28 @@
 //!
 //! Architecture invariant: depends on arrow only: no DataFusion, no SQL. The execution
 //! operator (kiln-data) and the SQL surface (kiln-control) are built on these kernels.
+//!
+//! Exploding a list column, keeping empty and NULL lists as one row:
+//!
+//! ```
+//! use arrow::array::{Array, AsArray, ListArray};
+//! use arrow::datatypes::Int32Type;
+//! use kiln_explode::{ExplodeOptions, explode};
+//!
+//! let lists = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+//!     Some(vec![Some(10), Some(20)]),
+//!     Some(vec![]),
+//!     None,
+//!     Some(vec![None, Some(30)]),
+//! ]);
+//! let out = explode(&lists, &ExplodeOptions { keep_empty: true, ..Default::default() })?;
+//! assert_eq!(out.parents.values(), &[0, 0, 1, 2, 3, 3]);
+//! let idx: Vec<Option<i64>> = out.idx.as_ref().map(|i| i.iter().collect()).unwrap_or_default();
+//! assert_eq!(idx, [Some(0), Some(1), None, None, Some(0), Some(1)]);
+//! let values = out.values.as_primitive::<Int32Type>();
+//! assert_eq!(values.iter().collect::<Vec<_>>(), [Some(10), Some(20), None, None, None, Some(30)]);
+//! # Ok::<(), kiln_explode::ExplodeError>(())
+//! ```
 
 mod kernels;
 

@@ -16,8 +16,29 @@
 //! Secrets ([`Secrets`]) are resolved at run time and never printed: their `Debug` is
 //! redacted, plans carry only the secret's *name*, and fingerprints carry a keyed digest.
 //!
-//! Architecture invariant: depends on DataFusion's function traits, kiln-explode and
-//! kiln-contracts only; never on the data or control planes.
+//! Architecture invariant: depends on DataFusion's function traits and kiln-contracts
+//! only; never on the data or control planes.
+//!
+//! Looking functions up, installing them, and calling one from SQL:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use datafusion::prelude::SessionContext;
+//! use kiln_functions::{Registry, Secrets};
+//!
+//! let registry = Registry::builtin(Secrets::from_values([("pii_key", "s3cr3t")]));
+//! let spec = registry.by_name("kiln_pii_hash").ok_or("no kiln_pii_hash")?;
+//! assert_eq!(spec.id, "kiln.pii_hash.v1");
+//! let ctx = SessionContext::new();
+//! registry.install(&ctx)?;
+//! let batches = ctx.sql("SELECT kiln_pii_hash('555-0100', key => 'pii_key') AS h").await?.collect().await?;
+//! assert_eq!(batches[0].num_rows(), 1);
+//! // A product's func_fp covers the functions it calls and a keyed digest of its secrets.
+//! let used = ["kiln_pii_hash".to_owned()].into();
+//! let fp = registry.fingerprint(&used, &["pii_key".to_owned()].into())?;
+//! assert_eq!(fp.len(), 64);
+//! # Ok(()) }
+//! ```
 
 pub mod builtins;
 pub mod hex;

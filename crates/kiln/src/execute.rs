@@ -8,22 +8,14 @@ use std::time::Instant;
 
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use kiln_artifact::{Action, BuildFingerprints, ContentVersions, Manifest, OperatorMetrics, ProductRun};
+use kiln_artifact::{Action, BuildFingerprints, ContentVersions, Manifest, ProductRun};
 use kiln_control::{CompiledProduct, ControlError, Substrate};
 use kiln_data::{BuildIds, ExistingData, WriteProgress, WriteSpec, merge_existing, write_dataset};
 
 use crate::KilnError;
 use crate::events::{Event, Observer};
-
-/// What executing a product produced besides its data.
-pub(crate) struct Built {
-    pub(crate) manifest: Manifest,
-    pub(crate) physical: String,
-    pub(crate) operators: Vec<OperatorMetrics>,
-    pub(crate) phases: BTreeMap<String, f64>,
-}
+use crate::record::{Built, built};
 
 /// The identity a build is committed with.
 pub(crate) struct Stamp<'a> {
@@ -92,15 +84,6 @@ pub(crate) async fn run_product(
     }
     phases.insert("commit".to_owned(), t.elapsed().as_secs_f64());
     Ok(built(manifest, &physical, phases))
-}
-
-/// The record of a committed build: its manifest, the drained physical plan (whose
-/// metrics are final) and phase timings.
-pub(crate) fn built(manifest: Manifest, physical: &Arc<dyn ExecutionPlan>, phases: BTreeMap<String, f64>) -> Built {
-    let mut operators = Vec::new();
-    crate::record::operator_metrics(physical, 0, &mut operators);
-    let physical = DisplayableExecutionPlan::new(physical.as_ref()).indent(true).to_string();
-    Built { manifest, physical, operators, phases }
 }
 
 /// Plans and executes `product` and writes its output into the new build `ids` (nothing

@@ -26,8 +26,8 @@ use kiln_data::{BuildIds, ExistingData, MicroBatch, WriteProgress, merge_existin
 use crate::KilnError;
 use crate::decide::Decided;
 use crate::events::{Event, Observer};
-use crate::execute::{Built, built, execute_into, product_run, write_rejects};
-use crate::record::{Recorded, record_build};
+use crate::execute::{execute_into, product_run, write_rejects};
+use crate::record::{Built, Recorded, built, record_build};
 use crate::session::Session;
 
 /// What an ingest run did.

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::physical_plan::metrics::{MetricValue, MetricsSet};
 use kiln_artifact::plan::BUILD_RECORD_VERSION;
 use kiln_artifact::{
-    ArtifactError, ArtifactStore, BuildFingerprints, BuildPlans, BuildRecord, OperatorMetrics, TelemetryEvent,
+    ArtifactError, ArtifactStore, BuildFingerprints, BuildPlans, BuildRecord, Manifest, OperatorMetrics, TelemetryEvent,
 };
 use kiln_control::CompiledProduct;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -17,8 +18,24 @@ use tokio::task::JoinHandle;
 
 use crate::KilnError;
 use crate::events::{Event, Observer};
-use crate::execute::Built;
 use crate::session::Session;
+
+/// What executing a product produced besides its data.
+pub(crate) struct Built {
+    pub(crate) manifest: Manifest,
+    pub(crate) physical: String,
+    pub(crate) operators: Vec<OperatorMetrics>,
+    pub(crate) phases: BTreeMap<String, f64>,
+}
+
+/// The record of a committed build: its manifest, the drained physical plan (whose
+/// metrics are final) and phase timings.
+pub(crate) fn built(manifest: Manifest, physical: &Arc<dyn ExecutionPlan>, phases: BTreeMap<String, f64>) -> Built {
+    let mut operators = Vec::new();
+    operator_metrics(physical, 0, &mut operators);
+    let physical = DisplayableExecutionPlan::new(physical.as_ref()).indent(true).to_string();
+    Built { manifest, physical, operators, phases }
+}
 
 /// The build a record is written for.
 pub(crate) struct Recorded<'a> {
@@ -35,7 +52,7 @@ pub(crate) async fn record_build(
     build: Recorded<'_>,
     run_id: &str,
     built: Built,
-) -> Result<(kiln_artifact::Manifest, BTreeMap<String, f64>), KilnError> {
+) -> Result<(Manifest, BTreeMap<String, f64>), KilnError> {
     let mut phases = built.phases;
     phases.insert("compile".into(), build.compile_seconds);
     let record = BuildRecord {

@@ -4,6 +4,8 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod identity;
+
 use std::collections::BTreeSet;
 
 use kiln_artifact::plan::{CANONICAL_PLAN_VERSION, sha256_hex};

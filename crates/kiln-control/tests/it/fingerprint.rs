@@ -329,3 +329,56 @@ fn runtime_fp_encoding_is_pinned() {
     let semantic = [("b".to_owned(), "2".to_owned()), ("a".to_owned(), "x=y".to_owned())].into_iter().collect();
     assert_eq!(kiln_artifact::identity::runtime_fp(&semantic), sha256("kiln.runtime.v1\na=x=y\nb=2\n"));
 }
+
+/// The canonical text of literals and casts of every type a product's SQL can produce,
+/// pinned: a change to how any of them is written changes `query_fp` for every product
+/// using it, so it must be a deliberate, versioned change (CANONICAL_PLAN_VERSION).
+#[tokio::test]
+async fn values_and_types_are_pinned() {
+    let mut t = Tpch::new();
+    let p = t
+        .compile(
+            "SELECT 1 AS i, CAST(2 AS TINYINT) AS i8, CAST(3 AS SMALLINT) AS i16, CAST(4 AS INT) AS i32, \
+             CAST(5 AS INT UNSIGNED) AS u32, 1.5 AS f, CAST(2.5 AS REAL) AS f32, 1.25e300 AS big, \
+             CAST(12.34 AS DECIMAL(10, 2)) AS d, 'it''s' AS s, CAST('v' AS VARCHAR) AS v, true AS b, \
+             DATE '2024-01-05' AS dt, TIMESTAMP '2024-01-05 10:00:00.123' AS ts, \
+             CAST('2024-01-05T10:00:00Z' AS TIMESTAMP WITH TIME ZONE) AS tz, TIME '10:00:00' AS tm, \
+             INTERVAL '1 day 2 hours' AS iv, INTERVAL '3' MONTH AS im, X'01FF' AS bin, \
+             CAST(NULL AS BIGINT) AS n, make_array(1, 2) AS l, named_struct('k', 1, 'w', 'x') AS st, \
+             CAST(c_acctbal AS DOUBLE) AS c1, CAST(c_custkey AS VARCHAR) AS c2, \
+             TRY_CAST(c_phone AS DATE) AS c3, CAST(c_custkey AS TIMESTAMP) AS c4 FROM customer",
+        )
+        .await
+        .unwrap();
+    let encoded = p.canonical.encode();
+    let exprs: Vec<&str> = encoded.lines().filter_map(|l| l.trim().strip_prefix("expr: ")).collect();
+    let expected = [
+        "Binary(\"1,255\")",
+        "Boolean(true)",
+        "CAST(CAST(customer.c_custkey AS Timestamp(s)) AS Timestamp(ns))",
+        "CAST(customer.c_acctbal AS Float64)",
+        "CAST(customer.c_custkey AS Utf8View)",
+        "Date32(\"2024-01-05\")",
+        "Decimal128(12.34,10,2)",
+        "Float32(2.5)",
+        "Float64(1.5)",
+        &format!("Float64(125{})", "0".repeat(298)),
+        "Int16(3)",
+        "Int32(4)",
+        "Int64(1)",
+        "Int64(NULL)",
+        "Int8(2)",
+        "IntervalMonthDayNano(\"IntervalMonthDayNano { months: 0, days: 1, nanoseconds: 7200000000000 }\")",
+        "IntervalMonthDayNano(\"IntervalMonthDayNano { months: 3, days: 0, nanoseconds: 0 }\")",
+        "List([1, 2])",
+        "Struct({k:1,w:x})",
+        "TRY_CAST(customer.c_phone AS Date32)",
+        "Time64Nanosecond(\"36000000000000\")",
+        "TimestampNanosecond(1704448800000000000, None)",
+        "TimestampNanosecond(1704448800123000000, None)",
+        "UInt32(5)",
+        "Utf8(\"it's\")",
+        "Utf8View(\"v\")",
+    ];
+    assert_eq!(exprs, expected, "\n{encoded}");
+}

@@ -83,3 +83,31 @@ fn fingerprint_changes_with_specs_versions_and_secrets_only() {
     // A secret that cannot be resolved is an error naming it.
     assert!(a.fingerprint(&used, &set(&["missing"])).unwrap_err().to_string().contains("secret `missing`"));
 }
+
+/// The function-fingerprint encoding is versioned; this pins it against the documented
+/// text (kiln_artifact::identity lists it with the other schemes).
+#[test]
+fn fingerprint_encoding_is_pinned() {
+    use kiln_functions::spec::{ArgSpec, FunctionKind, FunctionSpec};
+    use sha2::Digest;
+    let spec = FunctionSpec {
+        id: "kiln.x.v1",
+        name: "kiln_x",
+        kind: FunctionKind::Scalar,
+        args: vec![ArgSpec { name: "v", types: "Utf8", literal: false }],
+        variadic: false,
+        returns: "Utf8",
+        volatility: "immutable",
+        deterministic: true,
+        null_semantics: "NULL in, NULL out",
+        optimizer_transparent: true,
+        implementation_version: 2,
+        doc: "d",
+        example: "e",
+    };
+    let text = "kiln.functions.v1\nfunction id=9:kiln.x.v1\nname=6:kiln_x\nkind=Scalar\nvariadic=false\nreturns=4:Utf8\n\
+                volatility=9:immutable\ndeterministic=true\nnulls=17:NULL in, NULL out\ntransparent=true\nimpl=2\ndoc=1:d\n\
+                example=1:e\narg=1:v types=4:Utf8 literal=false\n\nsecret k abc\n";
+    let expected: String = sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(fingerprint_of(&[&spec], &[("k".to_owned(), "abc".to_owned())]), expected);
+}
