@@ -1149,3 +1149,35 @@ fn readme_stream_walkthrough() {
     assert!(newest.contains("| placed | 1      | 55.00   |"), "{newest}");
     assert!(!query("SELECT * FROM revenue_per_minute WHERE events > 4").contains("2026"), "order 9 counted nowhere");
 }
+
+/// `max_bytes_per_file` on a product rolls its files by size (it was accepted and then
+/// never reached the writer): 20,000 distinct BIGINTs, uncompressed and without
+/// dictionary, are 160 KB of values, read in batches of 8,192 (64 KB); the size is checked
+/// after each batch, so at 40 KiB per file every full batch ends a file: three files (one
+/// without the option), all rows kept, and the option is recorded in the manifest.
+#[test]
+fn products_roll_files_by_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv: String = std::iter::once("v\n".to_owned()).chain((1..=20_000).map(|v| format!("{v}\n"))).collect();
+    crate::write_files(
+        tmp.path(),
+        &[
+            ("kiln.toml", "[project]\nname = \"bytes\"\n"),
+            ("data/t.csv", &csv),
+            (
+                "p.sql",
+                "CREATE SOURCE t (v BIGINT NOT NULL) WITH (connector = 'files', path = 'data/', format = 'csv');\n\
+                 CREATE PRODUCT p WITH (max_bytes_per_file = '40KiB', compression = 'uncompressed', dictionary = 'false', \
+                 ordering_tier = '2') AS SELECT v FROM t;",
+            ),
+        ],
+    );
+    let (code, out, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let manifest = crate::current_manifest(tmp.path(), "p");
+    let files = manifest["files"].as_array().unwrap();
+    let rows: u64 = files.iter().map(|f| f["rows"].as_u64().unwrap()).sum();
+    assert_eq!(rows, 20_000);
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert_eq!(manifest["write_options"]["max_bytes_per_file"], "40KiB");
+}
