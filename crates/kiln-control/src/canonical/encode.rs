@@ -33,8 +33,8 @@ use datafusion::logical_expr::{
     Expr, GroupingSet, Operator, SortExpr, WindowFrame, WindowFrameBound, WindowFrameUnits, WindowFunctionDefinition,
 };
 
-pub use super::values::{data_type, scalar_debug, scalar_display};
 use super::values::metadata_text;
+pub use super::values::{data_type, scalar_debug, scalar_display};
 
 /// How columns are written (the walker's identities).
 pub type ColumnText<'a> = &'a dyn Fn(&Column) -> String;
