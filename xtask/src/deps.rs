@@ -139,6 +139,41 @@ pub fn check(manifest_path: Option<&str>) -> Result<()> {
     bail!("{} layering violation(s)", bad.len())
 }
 
+/// The L0 crates downstream users take alone: their normal dependencies must hold no
+/// part of DataFusion, object_store or tokio (arrow and sqlparser are what they build
+/// on), checked on `cargo tree`.
+pub const STANDALONE: [&str; 2] = ["kiln-explode", "kiln-contracts"];
+
+/// Crates an L0 crate must not pull in.
+const HEAVY: [&str; 4] = ["datafusion", "object_store", "tokio", "parquet"];
+
+/// Checks that each [`STANDALONE`] crate's normal dependency tree has none of [`HEAVY`].
+pub fn standalone() -> Result<()> {
+    for krate in STANDALONE {
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["tree", "--locked", "-p", krate, "-e", "normal", "--prefix", "none"])
+            .output()
+            .context("cannot run cargo tree")?;
+        if !out.status.success() {
+            bail!("cargo tree -p {krate} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let tree = String::from_utf8_lossy(&out.stdout);
+        let heavy: BTreeSet<&str> = tree
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|name| HEAVY.iter().any(|h| name == h || name.starts_with(&format!("{h}-"))))
+            .collect();
+        if !heavy.is_empty() {
+            bail!(
+                "{krate} must build with arrow and sqlparser alone, but depends on {}",
+                heavy.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    eprintln!("deps: {} build alone", STANDALONE.join(" and "));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,39 +214,4 @@ mod tests {
         let bad = violations(&metadata_of("circle")).unwrap();
         assert_eq!(bad, ["kiln-contracts: modules refer to each other: a <-> b"]);
     }
-}
-
-/// The L0 crates downstream users take alone: their normal dependencies must hold no
-/// part of DataFusion, object_store or tokio (arrow and sqlparser are what they build
-/// on), checked on `cargo tree`.
-pub const STANDALONE: [&str; 2] = ["kiln-explode", "kiln-contracts"];
-
-/// Crates an L0 crate must not pull in.
-const HEAVY: [&str; 4] = ["datafusion", "object_store", "tokio", "parquet"];
-
-/// Checks that each [`STANDALONE`] crate's normal dependency tree has none of [`HEAVY`].
-pub fn standalone() -> Result<()> {
-    for krate in STANDALONE {
-        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["tree", "--locked", "-p", krate, "-e", "normal", "--prefix", "none"])
-            .output()
-            .context("cannot run cargo tree")?;
-        if !out.status.success() {
-            bail!("cargo tree -p {krate} failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let tree = String::from_utf8_lossy(&out.stdout);
-        let heavy: BTreeSet<&str> = tree
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|name| HEAVY.iter().any(|h| name == h || name.starts_with(&format!("{h}-"))))
-            .collect();
-        if !heavy.is_empty() {
-            bail!(
-                "{krate} must build with arrow and sqlparser alone, but depends on {}",
-                heavy.into_iter().collect::<Vec<_>>().join(", ")
-            );
-        }
-    }
-    eprintln!("deps: {} build alone", STANDALONE.join(" and "));
-    Ok(())
 }
