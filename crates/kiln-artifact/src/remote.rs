@@ -23,9 +23,28 @@ pub struct Remote {
     pub prefix: Path,
 }
 
+/// Why a cloud location cannot be opened (the user's location or environment).
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("`{location}`: the `{scheme}://` store needs kiln built with the `{feature}` cargo feature")]
+    NotCompiled { location: String, scheme: String, feature: &'static str },
+    #[error("`{location}`: {source}")]
+    Store {
+        location: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("`{location}`: {source}")]
+    Path {
+        location: String,
+        #[source]
+        source: object_store::path::Error,
+    },
+}
+
 /// Opens `location` if it is a cloud URL (`Ok(None)` otherwise). A cloud scheme whose
 /// feature is not compiled in is an error that names the feature.
-pub fn open_remote(location: &str) -> Result<Option<Remote>, String> {
+pub fn open_remote(location: &str) -> Result<Option<Remote>, RemoteError> {
     let Ok(url) = url::Url::parse(location) else { return Ok(None) };
     let Ok((scheme, path)) = ObjectStoreScheme::parse(&url) else { return Ok(None) };
     let feature = match scheme {
@@ -34,18 +53,20 @@ pub fn open_remote(location: &str) -> Result<Option<Remote>, String> {
         ObjectStoreScheme::MicrosoftAzure => "azure",
         _ => return Ok(None),
     };
-    let store = build(&scheme, location)?.ok_or_else(|| {
-        format!("`{location}`: the `{}://` store needs kiln built with the `{feature}` cargo feature", url.scheme())
+    let store = build(&scheme, location)?.ok_or_else(|| RemoteError::NotCompiled {
+        location: location.to_owned(),
+        scheme: url.scheme().to_owned(),
+        feature,
     })?;
-    let prefix = Path::parse(path).map_err(|e| format!("`{location}`: {e}"))?;
+    let prefix = Path::parse(path).map_err(|source| RemoteError::Path { location: location.to_owned(), source })?;
     let base_url = url[..url::Position::BeforePath].to_owned();
     Ok(Some(Remote { store, base_url, prefix }))
 }
 
 /// The store for `location`, if its scheme's feature is compiled in.
 #[allow(unused_variables)]
-fn build(scheme: &ObjectStoreScheme, location: &str) -> Result<Option<Arc<dyn ObjectStore>>, String> {
-    let fail = |e: object_store::Error| format!("`{location}`: {e}");
+fn build(scheme: &ObjectStoreScheme, location: &str) -> Result<Option<Arc<dyn ObjectStore>>, RemoteError> {
+    let fail = |source: object_store::Error| RemoteError::Store { location: location.to_owned(), source };
     Ok(match scheme {
         #[cfg(feature = "s3")]
         ObjectStoreScheme::AmazonS3 => {
@@ -75,7 +96,10 @@ mod tests {
         assert!(open_remote("warehouse").unwrap().is_none());
         if !cfg!(feature = "gcs") {
             let e = open_remote("gs://bucket/wh").unwrap_err();
-            assert_eq!(e, "`gs://bucket/wh`: the `gs://` store needs kiln built with the `gcs` cargo feature");
+            assert_eq!(
+                e.to_string(),
+                "`gs://bucket/wh`: the `gs://` store needs kiln built with the `gcs` cargo feature"
+            );
         }
     }
 }

@@ -143,16 +143,28 @@ pub fn parse_existing(text: &str) -> Option<ExistingData> {
     })
 }
 
+/// Why a `basename_template` cannot name data files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BasenameError {
+    #[error("a file name cannot contain `/` or start with `.` or `_` (hidden from readers)")]
+    Hidden,
+    #[error("an unclosed `{{`")]
+    Unclosed,
+    #[error("unknown placeholder `{0}` (known: {{partition}}, {{seq}}, {{build_id}}, {{run_id}}, {{batch}})")]
+    Unknown(String),
+    #[error("it must contain {{partition}} and then {{seq}}, which make file names unique and ordered")]
+    Order,
+}
+
 /// A `basename_template`, or why it cannot name data files.
-pub fn parse_basename(template: &str) -> Result<Basename, String> {
+pub fn parse_basename(template: &str) -> Result<Basename, BasenameError> {
     if template.contains(['/', '\\']) || template.starts_with(['.', '_']) {
-        return Err("a file name cannot contain `/` or start with `.` or `_` (hidden from readers)".into());
+        return Err(BasenameError::Hidden);
     }
-    let known = ["{partition}", "{seq}", "{build_id}", "{run_id}", "{batch}"];
     let mut parts = Vec::new();
     let mut rest = template;
     while let Some(open) = rest.find('{') {
-        let Some(close) = rest[open..].find('}') else { return Err("an unclosed `{`".into()) };
+        let Some(close) = rest[open..].find('}') else { return Err(BasenameError::Unclosed) };
         if open > 0 {
             parts.push(NamePart::Text(rest[..open].to_owned()));
         }
@@ -163,7 +175,7 @@ pub fn parse_basename(template: &str) -> Result<Basename, String> {
             "{build_id}" => NamePart::BuildId,
             "{run_id}" => NamePart::RunId,
             "{batch}" => NamePart::Batch,
-            _ => return Err(format!("unknown placeholder `{field}` (known: {})", known.join(", "))),
+            _ => return Err(BasenameError::Unknown(field.to_owned())),
         });
         rest = &rest[open + close + 1..];
     }
@@ -175,7 +187,7 @@ pub fn parse_basename(template: &str) -> Result<Basename, String> {
         // Manifests list files by path, which must follow (partition, seq): tier 3's order
         // runs across files in that order.
         (Some(p), Some(q)) if p < q => Ok(Basename(parts)),
-        _ => Err("it must contain {partition} and then {seq}, which make file names unique and ordered".into()),
+        _ => Err(BasenameError::Order),
     }
 }
 

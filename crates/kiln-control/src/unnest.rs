@@ -397,7 +397,7 @@ fn explode_relation(
     let mode = ExplodeMode { keep_empty, idx_base };
     let kinds = arg_kinds(&args, left.schema()).map_err(|(i, m)| located(spans[i], m))?;
     let names = column_names(ctx, &kinds, mode, alias.as_ref(), with_offset_alias.map(|i| ctx.normalize_ident(i)))
-        .map_err(|m| located(span, m))?;
+        .map_err(|m| located(span, m.to_string()))?;
     let qualifier = alias.map(|a| ctx.normalize_ident(a.name));
     // The arguments are computed by a projection below the node, so the node carries
     // only the left side's columns and the optimizer can drop those nobody reads (the
@@ -441,13 +441,26 @@ fn produced_fields(t: &DataType) -> Option<Vec<FieldRef>> {
     }
 }
 
+/// An UNNEST alias that names a different number of columns than UNNEST produces.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "UNNEST produces {total} column(s) ({values} element column(s){}) but its alias names {named}",
+    if *with_index { " and the index" } else { "" }
+)]
+struct AliasMismatch {
+    total: usize,
+    values: usize,
+    with_index: bool,
+    named: usize,
+}
+
 fn column_names(
     ctx: &dyn RelationPlannerContext,
     kinds: &[Vec<FieldRef>],
     mode: ExplodeMode,
     alias: Option<&TableAlias>,
     offset_alias: Option<String>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, AliasMismatch> {
     let values: usize = kinds.iter().map(Vec::len).sum();
     let idx_name = match mode.idx_base {
         None => None,
@@ -464,11 +477,12 @@ fn column_names(
         if given.len() == total && offset_alias.is_none() {
             return Ok(given);
         }
-        return Err(format!(
-            "UNNEST produces {total} column(s) ({values} element column(s){}) but its alias names {}",
-            if idx_name.is_some() { " and the index" } else { "" },
-            given.len() + usize::from(offset_alias.is_some())
-        ));
+        return Err(AliasMismatch {
+            total,
+            values,
+            with_index: idx_name.is_some(),
+            named: given.len() + usize::from(offset_alias.is_some()),
+        });
     }
     let mut names: Vec<String> = Vec::with_capacity(total);
     if values == 1

@@ -194,9 +194,7 @@ impl Session {
                 self.nodes[i].failed = Some(reason);
                 continue;
             }
-            if let Err(e) = self.compile_node(i, &graph.nodes[i], &mut ctx).await {
-                self.nodes[i].failed = Some(e);
-            }
+            self.compile_node(i, &graph.nodes[i], &mut ctx).await;
         }
         if ctx.changed || ctx.used_keys.len() != old_len {
             for (key, i) in ctx.used_keys {
@@ -209,12 +207,16 @@ impl Session {
         }
     }
 
-    /// Compiles node `i` (or takes its result from the cache); the error is why it fails.
-    async fn compile_node(&mut self, i: usize, node: &Node, ctx: &mut CompileCtx) -> Result<(), String> {
+    /// Compiles node `i` (or takes its result from the cache); a failure is recorded on
+    /// the node (and, for sources and streams, as a project problem).
+    async fn compile_node(&mut self, i: usize, node: &Node, ctx: &mut CompileCtx) {
         let (fi, si) = node.def;
         let mut key = None;
         if node.kind == NodeKind::Product {
-            self.check_batch_inputs(node)?;
+            if let Err(e) = self.check_batch_inputs(node) {
+                self.nodes[i].failed = Some(e.to_string());
+                return;
+            }
             // The compile cache, before the statement is even parsed.
             let statement_fp = format!("{}:{si}", self.project.files[fi].fp);
             let inputs: Vec<(String, String)> = node
@@ -228,10 +230,12 @@ impl Session {
                 ctx.used_keys.push((k, i));
                 self.nodes[i].cached = Some(entry);
                 self.nodes[i].unregistered = true;
-                if !self.lazy {
-                    self.ensure_registered(i).await.map_err(|e| e.to_string())?;
+                if !self.lazy
+                    && let Err(e) = self.ensure_registered(i).await
+                {
+                    self.nodes[i].failed = Some(e.to_string());
                 }
-                return Ok(());
+                return;
             }
             key = Some(k);
         }
@@ -242,29 +246,32 @@ impl Session {
                 }
             }
         }
-        let statement = self.project.files[fi].statement(si).map_err(|e| e.to_string())?;
-        match statement {
-            Statement::Source(def) => {
-                let def = def.clone();
-                self.compile_source(i, &def, ctx)
+        let statement = match self.project.files[fi].statement(si) {
+            Ok(statement) => statement.clone(),
+            Err(e) => {
+                self.nodes[i].failed = Some(e.to_string());
+                return;
             }
-            Statement::Product(def) => {
-                let def = def.clone();
-                self.compile_product(i, &def, key, ctx).await
+        };
+        let compiled = match &statement {
+            Statement::Source(def) => {
+                self.compile_source(i, def, ctx);
+                return;
             }
             Statement::Stream(def) => {
-                let def = def.clone();
-                self.compile_stream(i, &def, ctx)
+                self.compile_stream(i, def, ctx);
+                return;
             }
-            Statement::View(def) => {
-                let def = def.clone();
-                self.compile_view(i, &def, ctx).await
-            }
+            Statement::Product(def) => self.compile_product(i, def, key, ctx).await,
+            Statement::View(def) => self.compile_view(i, def, ctx).await,
+        };
+        if let Err(e) = compiled {
+            self.nodes[i].failed = Some(e.to_string());
         }
     }
 
     /// A batch product cannot read an unbounded input.
-    fn check_batch_inputs(&self, node: &Node) -> Result<(), String> {
+    fn check_batch_inputs(&self, node: &Node) -> Result<(), ControlError> {
         let streaming = node
             .deps
             .iter()
@@ -274,10 +281,14 @@ impl Session {
             None => Ok(()),
             Some(up) => {
                 let kind = if up.kind == NodeKind::Stream { "stream" } else { "materialized view" };
-                Err(format!(
-                    "{}: product `{}` reads {kind} `{}`; products read sources and products, and `kiln stream` runs streams and materialized views",
-                    node.at, node.name, up.name
-                ))
+                Err(ControlError::Compile {
+                    at: node.at.clone(),
+                    product: node.name.clone(),
+                    message: format!(
+                        "reads {kind} `{}`; products read sources and products, and `kiln stream` runs streams and materialized views",
+                        up.name
+                    ),
+                })
             }
         }
     }
@@ -285,13 +296,13 @@ impl Session {
     /// Registers a source and takes its data version. A source is not a line of the
     /// summary: its error is a project problem (printed with its location; exit 1), and
     /// the products reading it are skipped.
-    fn compile_source(&mut self, i: usize, def: &SourceDef, ctx: &mut CompileCtx) -> Result<(), String> {
+    fn compile_source(&mut self, i: usize, def: &SourceDef, ctx: &mut CompileCtx) {
         let source = match self.substrate.register_source(def) {
             Ok(source) => source,
             Err(e) => {
-                let message = e.to_string();
+                self.nodes[i].failed = Some(e.to_string());
                 self.problems.push(e);
-                return Err(message);
+                return;
             }
         };
         if let CompiledSource::Files(f) = &source {
@@ -305,13 +316,12 @@ impl Session {
         }
         ctx.schema_fps.insert(i, kiln_contracts::schema_fingerprint(source.schema()));
         if ctx.need == Need::Plans {
-            return Ok(());
+            return;
         }
         match source.data_version() {
             Ok(version) => {
                 self.nodes[i].content = Some(ContentVersions { rows: version.clone(), columns: Default::default() });
                 self.nodes[i].version = Some(version);
-                Ok(())
             }
             Err(e) => {
                 let hint = if self.project.config.generate.tpch.is_some() && ctx.need != Need::Data {
@@ -325,7 +335,7 @@ impl Session {
                     source_name: def.name.clone(),
                     message: message.clone(),
                 });
-                Err(message)
+                self.nodes[i].failed = Some(message);
             }
         }
     }
@@ -336,11 +346,11 @@ impl Session {
         def: &ProductDef,
         key: Option<String>,
         ctx: &mut CompileCtx,
-    ) -> Result<(), String> {
+    ) -> Result<(), ControlError> {
         let t = Instant::now();
         let compiled = self.substrate.compile_product(def).await;
         self.nodes[i].compile_seconds = Some(t.elapsed().as_secs_f64());
-        let c = compiled.map_err(|e| e.to_string())?;
+        let c = compiled?;
         ctx.schema_fps.insert(i, c.schema_fp.clone());
         if let Some(key) = key {
             ctx.changed = true;
@@ -350,24 +360,22 @@ impl Session {
         Ok(())
     }
 
-    fn compile_stream(&mut self, i: usize, def: &StreamDef, ctx: &mut CompileCtx) -> Result<(), String> {
+    fn compile_stream(&mut self, i: usize, def: &StreamDef, ctx: &mut CompileCtx) {
         match self.substrate.register_stream(def) {
             Ok(stream) => {
                 if let Some((source, _)) = self.substrate.micro_batch_source(&stream.name) {
                     ctx.schema_fps.insert(i, kiln_contracts::schema_fingerprint(source.schema()));
                 }
-                Ok(())
             }
             Err(e) => {
-                let message = e.to_string();
+                self.nodes[i].failed = Some(e.to_string());
                 self.problems.push(e);
-                Err(message)
             }
         }
     }
 
-    async fn compile_view(&mut self, i: usize, def: &ViewDef, ctx: &mut CompileCtx) -> Result<(), String> {
-        let c = self.substrate.compile_view(def).await.map_err(|e| e.to_string())?;
+    async fn compile_view(&mut self, i: usize, def: &ViewDef, ctx: &mut CompileCtx) -> Result<(), ControlError> {
+        let c = self.substrate.compile_view(def).await?;
         ctx.schema_fps.insert(i, c.schema_fp.clone());
         self.nodes[i].compiled = Some(c);
         Ok(())

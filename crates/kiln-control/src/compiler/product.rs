@@ -36,6 +36,21 @@ use crate::dialect::{ProductDef, ViewDef};
 use crate::error::{ControlError, Location};
 use crate::surface::Surface;
 
+/// What a product over a micro-batch source may not do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestShape {
+    #[error(
+        "reads micro-batch sources `{feed}` and `{other}`; a product ingests one (land each, then join them downstream)"
+    )]
+    TwoFeeds { feed: String, other: String },
+    #[error(
+        "ingests source `{feed}` and reads product `{product}`; a product over a micro-batch source reads only sources (land the records, then join them downstream)"
+    )]
+    ReadsProduct { feed: String, product: String },
+    #[error("ingests source `{feed}`: each micro-batch is appended (existing_data = 'append')")]
+    NotAppend { feed: String },
+}
+
 /// Options a materialized view accepts.
 const VIEW_OPTIONS: [&str; 2] = ["late_events", "max_rows_per_file"];
 /// Options a product accepts.
@@ -202,7 +217,7 @@ impl Substrate {
         let statement = DfStatement::Statement(Box::new(SqlStatement::Query(query)));
         let plan = state.statement_to_plan(statement).await.map_err(|e| planning_error(e, &def.at, &def.name))?;
         Surface::Internal.verify(&plan, &self.tables()).map_err(|e| fail(e.to_string()))?;
-        let ingests = self.ingested_source(&plan, base.existing).map_err(fail)?;
+        let ingests = self.ingested_source(&plan, base.existing).map_err(|e| fail(e.to_string()))?;
 
         let planned: Schema = plan.schema().as_arrow().clone();
         let contract = match &def.columns {
@@ -328,7 +343,7 @@ impl Substrate {
     /// one such source, besides which only sources (each batch runs the whole query, so
     /// a product read alongside would be joined against its version at each batch), and
     /// output that appends.
-    fn ingested_source(&self, plan: &LogicalPlan, existing_data: ExistingData) -> Result<Option<String>, String> {
+    fn ingested_source(&self, plan: &LogicalPlan, existing_data: ExistingData) -> Result<Option<String>, IngestShape> {
         let mut tables = BTreeSet::new();
         let _ = plan.apply_with_subqueries(|node| {
             if let LogicalPlan::TableScan(scan) = node {
@@ -339,17 +354,13 @@ impl Substrate {
         let feeds: Vec<&String> = tables.iter().filter(|t| self.micro_batch.contains_key(*t)).collect();
         let Some(feed) = feeds.first() else { return Ok(None) };
         if let Some(other) = feeds.get(1) {
-            return Err(format!(
-                "reads micro-batch sources `{feed}` and `{other}`; a product ingests one (land each, then join them downstream)"
-            ));
+            return Err(IngestShape::TwoFeeds { feed: (*feed).clone(), other: (*other).clone() });
         }
         if let Some(product) = tables.iter().find(|t| self.products.contains_key(*t)) {
-            return Err(format!(
-                "ingests source `{feed}` and reads product `{product}`; a product over a micro-batch source reads only sources (land the records, then join them downstream)"
-            ));
+            return Err(IngestShape::ReadsProduct { feed: (*feed).clone(), product: product.clone() });
         }
         if !matches!(existing_data, ExistingData::Replace | ExistingData::Append) {
-            return Err(format!("ingests source `{feed}`: each micro-batch is appended (existing_data = 'append')"));
+            return Err(IngestShape::NotAppend { feed: (*feed).clone() });
         }
         Ok(Some((*feed).clone()))
     }
