@@ -52,8 +52,8 @@ pub mod time;
 
 pub use catalog::{FunctionArg, FunctionCatalog, FunctionEntry};
 pub use manifest::{
-    ColumnStats, CurrentPointer, FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals, SourcePosition,
-    StreamCheckpoint,
+    ColumnStats, CurrentPointer, FileEntry, KILN_COMMIT_VERSION, KilnCommit, MANIFEST_FORMAT_VERSION, Manifest,
+    ManifestTotals, SourcePosition, StreamCheckpoint,
 };
 pub use plan::{
     BaseColumn, BuildFingerprints, BuildPlans, BuildRecord, CachedCompile, CanonicalPlan, ChangeCategory,

@@ -1,16 +1,20 @@
-//! Dataset manifests and the current-build pointer.
+//! Committed builds: the [`Manifest`] (Kiln's whole view of one build of a dataset: its
+//! files, totals, identity, position, checkpoint) and the [`KilnCommit`] record that
+//! carries it in the dataset's Delta Lake commit.
 //!
-//! Layout of a product `p` under the warehouse (see ARCHITECTURE.md, "Atomic writes"):
+//! Layout of a product `p` under the warehouse (ARCHITECTURE.md, "Delta tables"):
 //!
 //! ```text
-//! p/builds/<run_id>/part-<stream>-<seq>.parquet   data files, invisible until committed
-//! p/builds/<run_id>/_manifest.json                the commit point of the build
-//! p/_current.json                                 CurrentPointer -> the visible build
+//! p/_delta_log/00000000000000000003.json         the commits; the latest is the visible build
+//! p/builds/<run_id>/part-<stream>-<seq>.parquet   data files, invisible until a commit adds them
 //! ```
 //!
-//! A reader takes the pointer, then the manifest, then exactly the files the manifest lists;
-//! it never lists directories. A file not named by a committed manifest does not exist for
-//! Kiln.
+//! Every commit Kiln makes carries a [`KilnCommit`] in its `commitInfo` (key `kiln`): the
+//! manifest's record without the files other commits already added. A reader takes the
+//! latest commit, then exactly the files of that table version; it never lists data
+//! directories. A file no committed version holds does not exist, for Kiln or for any
+//! other Delta reader. ([`CurrentPointer`] is the pre-Delta layout's pointer, read only to
+//! convert such a warehouse.)
 
 use std::collections::BTreeMap;
 
@@ -62,16 +66,142 @@ pub struct Manifest {
     /// commits together with the rows emitted up to it and `positions`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamCheckpoint>,
-    /// Materialized views: the manifests of the datasets this checkpoint also commits
-    /// (`<view>__late`, `<stream>__rejected`), all files so far. The view's manifest is
-    /// their commit point; their own pointers are switched after it and repaired from
-    /// here when a run was killed in between.
+    /// Materialized views: the commits of the side datasets (`<view>__late`,
+    /// `<stream>__rejected`) this checkpoint makes too, each with the files it adds to its
+    /// dataset. The view's commit is their commit point: they are committed to their own
+    /// tables right after it, and on restart when a run was killed in between.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub side: BTreeMap<String, Manifest>,
+    pub side: BTreeMap<String, KilnCommit>,
     /// `_common_metadata` / `_metadata` files of this build that describe exactly the
     /// listed files (`metadata_sidecars = 'true'`), relative to the warehouse root.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sidecars: Vec<String>,
+    /// The Delta table version this build is (absent until committed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// Version of [`KilnCommit`].
+pub const KILN_COMMIT_VERSION: u32 = 1;
+
+/// Kiln's record of one commit of a dataset's Delta table, in the commit's `commitInfo`
+/// under `kiln`: everything the manifest says besides the files earlier commits added.
+/// With the Delta log it gives back the [`Manifest`] of every committed version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KilnCommit {
+    pub format_version: u32,
+    pub product: String,
+    pub build_id: String,
+    pub run_id: String,
+    pub build_dir: String,
+    pub schema_fp: String,
+    pub ordering_tier: u8,
+    pub sort_keys: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_by: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub write_options: BTreeMap<String, String>,
+    /// Totals over all the version's files.
+    pub totals: ManifestTotals,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprints: Option<BuildFingerprints>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<ContentVersions>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub positions: BTreeMap<String, SourcePosition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamCheckpoint>,
+    /// Materialized views: [`Manifest::side`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub side: BTreeMap<String, KilnCommit>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<String>,
+    /// The files this commit added, with Kiln's details of each.
+    pub added: Vec<FileEntry>,
+    /// Whether `added` is every file of the version (the commit replaced all others), so
+    /// the version's files are known without reading the rest of the log.
+    pub complete: bool,
+}
+
+impl KilnCommit {
+    /// The record of `manifest` committed over a table whose files were `before` (paths):
+    /// the files it adds, and whether they are all of its files.
+    pub fn of(manifest: &Manifest, before: &std::collections::BTreeSet<&str>) -> Self {
+        let added: Vec<FileEntry> =
+            manifest.files.iter().filter(|f| !before.contains(f.path.as_str())).cloned().collect();
+        let complete = added.len() == manifest.files.len();
+        Self {
+            format_version: KILN_COMMIT_VERSION,
+            product: manifest.product.clone(),
+            build_id: manifest.build_id.clone(),
+            run_id: manifest.run_id.clone(),
+            build_dir: manifest.build_dir.clone(),
+            schema_fp: manifest.schema_fp.clone(),
+            ordering_tier: manifest.ordering_tier,
+            sort_keys: manifest.sort_keys.clone(),
+            partition_by: manifest.partition_by.clone(),
+            write_options: manifest.write_options.clone(),
+            totals: manifest.totals.clone(),
+            fingerprints: manifest.fingerprints.clone(),
+            content: manifest.content.clone(),
+            positions: manifest.positions.clone(),
+            stream: manifest.stream.clone(),
+            side: manifest.side.clone(),
+            sidecars: manifest.sidecars.clone(),
+            added,
+            complete,
+        }
+    }
+
+    /// The manifest of version `version`, whose files are `files` (this record's `added`
+    /// when it is complete; else the version's files from the log).
+    pub fn manifest(&self, version: u64, files: Vec<FileEntry>) -> Manifest {
+        Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            product: self.product.clone(),
+            build_id: self.build_id.clone(),
+            run_id: self.run_id.clone(),
+            build_dir: self.build_dir.clone(),
+            schema_fp: self.schema_fp.clone(),
+            ordering_tier: self.ordering_tier,
+            sort_keys: self.sort_keys.clone(),
+            partition_by: self.partition_by.clone(),
+            write_options: self.write_options.clone(),
+            files,
+            totals: self.totals.clone(),
+            fingerprints: self.fingerprints.clone(),
+            content: self.content.clone(),
+            positions: self.positions.clone(),
+            stream: self.stream.clone(),
+            side: self.side.clone(),
+            sidecars: self.sidecars.clone(),
+            version: Some(version),
+        }
+    }
+
+    /// The (uncommitted) manifest this record makes when committed over `base`, for a
+    /// commit that only adds files or replaces them all (a side dataset's): its files are
+    /// `added` when complete, else `base`'s and then `added`.
+    pub fn over(&self, base: Option<&Manifest>) -> Manifest {
+        let mut files = match base {
+            Some(b) if !self.complete => b.files.clone(),
+            _ => Vec::new(),
+        };
+        files.extend(self.added.iter().cloned());
+        Manifest { version: None, ..self.manifest(0, files) }
+    }
+
+    pub fn to_json(&self) -> Result<serde_json::Value, ArtifactError> {
+        serde_json::to_value(self).map_err(|source| ArtifactError::Encode { what: "kiln commit record", source })
+    }
+
+    pub fn from_json(value: serde_json::Value, path: &str) -> Result<Self, ArtifactError> {
+        serde_json::from_value(value).map_err(|source| ArtifactError::Decode {
+            what: "kiln commit record",
+            path: path.to_owned(),
+            source,
+        })
+    }
 }
 
 /// A materialized view's checkpoint besides its source position: event time per source
@@ -136,9 +266,15 @@ pub struct FileEntry {
     /// Size of the Parquet footer (metadata) in bytes.
     #[serde(default)]
     pub footer_bytes: u64,
-    /// Per top-level column, from the footer's statistics (absent in older manifests).
+    /// Per top-level column, from the footer's statistics (absent in older manifests, and
+    /// for files Kiln knows from the Delta log alone).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub columns: BTreeMap<String, ColumnStats>,
+    /// The file's statistics in the Delta protocol's JSON form (`numRecords`,
+    /// `minValues`, `maxValues`, `nullCount`), carried to its `add` action: they live in
+    /// the Delta log, not in Kiln's records.
+    #[serde(skip)]
+    pub delta_stats: Option<String>,
 }
 
 /// One column of one file: NULL count, and min/max rendered as text (absent when the
@@ -177,7 +313,8 @@ impl Manifest {
     }
 }
 
-/// `<product>/_current.json`: which build of a product is visible. Replaced atomically.
+/// `<product>/_current.json` of the pre-Delta layout: which build of a product was
+/// visible. Read only to convert such a warehouse into Delta tables.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CurrentPointer {
     pub format_version: u32,

@@ -511,7 +511,8 @@ pub struct OperatorMetrics {
     pub spilled_bytes: Option<u64>,
 }
 
-/// `kiln rollback PRODUCT --json`: the product's pointer moved back one committed build.
+/// `kiln rollback PRODUCT --json`: the product's table restored to its build before the
+/// current one, as a new version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RollbackReport {
     pub format_version: u32,
@@ -520,6 +521,14 @@ pub struct RollbackReport {
     pub from_run_id: String,
     pub to_build_id: String,
     pub to_run_id: String,
+    /// The table versions: the one rolled back from, the one restored, and the new
+    /// version that restores it.
+    #[serde(default)]
+    pub from_version: u64,
+    #[serde(default)]
+    pub to_version: u64,
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// `kiln gc --json`: what was deleted.
@@ -540,6 +549,9 @@ pub struct GcReport {
     pub blobs: u64,
     /// Current builds kept, one per product.
     pub kept: u64,
+    /// Table versions whose files were kept (`[storage] retain_versions` per dataset).
+    #[serde(default)]
+    pub versions_kept: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -569,7 +581,8 @@ pub struct BuildRecord {
     pub fingerprints: BuildFingerprints,
     pub content: Option<ContentVersions>,
     pub lineage: Vec<ColumnLineage>,
-    /// The manifest, relative to the warehouse root.
+    /// The Delta commit that made the build visible (`<product>/_delta_log/<version>.json`),
+    /// relative to the warehouse root: the build's files and Kiln's record of it.
     pub manifest: String,
     pub ordering_tier: u8,
     pub plans: BuildPlans,

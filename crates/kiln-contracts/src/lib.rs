@@ -12,6 +12,8 @@
 //! - [`fingerprint`]: a documented canonical byte encoding of a schema and its sha256.
 //! - [`compat`]: checks an actual schema against a contract and lists *every* violation with
 //!   a path (`items[].price`), or the evolutions the `evolve` policy accepts.
+//! - [`storage`]: the type each column is stored as in a Delta Lake table, and the types
+//!   and names a Delta table cannot hold.
 //!
 //! Architecture invariant: this crate depends on arrow and sqlparser only. It knows nothing of
 //! DataFusion, files or execution; it is pure functions over schemas.
@@ -44,12 +46,14 @@ pub mod compat;
 pub mod contract;
 pub mod dialect;
 pub mod fingerprint;
+pub mod storage;
 pub mod types;
 pub mod unify;
 
 pub use compat::{CheckOptions, Compatibility, Evolution, Violation, check};
 pub use contract::{Contract, EvolutionPolicy};
 pub use fingerprint::{SCHEMA_FP_VERSION, canonical_schema_bytes, schema_fingerprint};
+pub use storage::{StorageError, storage_schema, storage_type};
 pub use types::{TypeError, arrow_to_sql, parse_sql_type, sql_to_arrow};
 pub use unify::{UnifyError, UnifyMode, unify};
 

@@ -77,12 +77,25 @@ pub struct StorageSection {
     pub warehouse: String,
     #[serde(default = "default_artifacts")]
     pub artifacts: String,
+    /// How many of each dataset's latest Kiln versions `kiln gc` keeps the files of (at
+    /// least 1, the current one): `kiln rollback` and Delta time travel reach that far
+    /// back after a gc.
+    #[serde(default = "default_retain_versions")]
+    pub retain_versions: std::num::NonZeroU32,
 }
 
 impl Default for StorageSection {
     fn default() -> Self {
-        Self { warehouse: default_warehouse(), artifacts: default_artifacts() }
+        Self {
+            warehouse: default_warehouse(),
+            artifacts: default_artifacts(),
+            retain_versions: default_retain_versions(),
+        }
     }
+}
+
+fn default_retain_versions() -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::MIN
 }
 
 fn default_warehouse() -> String {

@@ -499,6 +499,19 @@ pub fn collect_rejects(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<Rejected>> {
     out
 }
 
+/// The schema of `<product>__rejected`.
+pub fn rejects_schema() -> SchemaRef {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let text = |name: &str| Field::new(name, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        text("source"),
+        text("file"),
+        Field::new("line", DataType::UInt64, false),
+        text("raw"),
+        text("reason"),
+    ]))
+}
+
 /// The rejected records as a batch for `<product>__rejected`: source, file, line, raw,
 /// reason.
 pub fn rejects_batch(rejects: &[Rejected]) -> DfResult<RecordBatch> {

@@ -33,9 +33,10 @@
 //! - Never parses SQL or option text and holds no policy: it runs what it is given.
 //! - Never collects a whole result: batches flow from the plan to the file writers (the
 //!   documented exceptions are a stream's micro-batch and its rows between checkpoints).
-//! - A build becomes visible only through [`warehouse::Warehouse::commit`], which writes the
-//!   manifest and then swaps the pointer; a crash before that leaves the previous build
-//!   visible and the new files unreferenced.
+//! - Every dataset is a Delta Lake table; a build becomes visible only through
+//!   [`warehouse::Warehouse::commit`], one Delta commit (made on the version the build
+//!   read, never over a newer one); a crash before it leaves the previous version visible
+//!   and the new files in no version.
 //!
 //! Writing a dataset from any stream of record batches and committing it:
 //!
@@ -55,10 +56,11 @@
 //! let warehouse = Warehouse::memory();
 //! let ids = BuildIds { build_id: "b1".into(), run_id: "r1".into(), batch: None };
 //! let schema_fp = kiln_contracts::schema_fingerprint(&schema);
-//! let spec = WriteSpec::new("numbers", ids, (schema, schema_fp), WriteLayout::derived(1_000_000), &TableParquetOptions::default())?;
+//! let spec = WriteSpec::new("numbers", ids, (schema.clone(), schema_fp), WriteLayout::derived(1_000_000), &TableParquetOptions::default())?;
 //! let manifest = write_dataset(&warehouse, vec![rows], Arc::new(spec), Arc::default()).await?;
 //! assert!(warehouse.current("numbers").await?.is_none(), "written, not yet visible");
-//! warehouse.commit(&manifest).await?;
+//! let committed = warehouse.commit(&manifest, None, &schema).await?; // version 0 of a new table
+//! assert_eq!(committed.version, Some(0));
 //! assert_eq!(warehouse.current("numbers").await?.map(|m| m.totals.rows_written), Some(3));
 //! # Ok(()) }
 //! ```
@@ -92,11 +94,11 @@ use datafusion::error::DataFusionError;
 
 /// Crash-safety testing: when the environment variable `KILN_FAILPOINT` names this point,
 /// the process aborts here, as abruptly as a kill (no unwinding, no cleanup). Points:
-/// `after_file` (a data file was finished), `before_manifest`, `before_pointer` (the
-/// manifest is written, the pointer not yet), `after_pointer`; ingest's `after_batch`;
-/// `kiln stream`'s `after_checkpoint` (the view's manifest committed),
-/// `before_side_publish` and `after_side_commit` (around switching a late-events or
-/// rejects dataset's pointer to what the checkpoint committed). Unset, it costs one
+/// `after_file` (a data file was finished), `before_commit` (every file of a build is
+/// written, its Delta commit not made), `after_commit` (the commit is made, nothing after
+/// it ran); ingest's `after_batch`; `kiln stream`'s `after_checkpoint` (the view's commit
+/// made), `before_side_publish` and `after_side_commit` (around committing a late-events
+/// or rejects dataset's part of the checkpoint to its own table). Unset, it costs one
 /// cached lookup.
 pub fn failpoint(name: &str) {
     static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
@@ -161,6 +163,31 @@ pub enum DataError {
     /// A product was read before it had any committed build.
     #[error("product `{0}` has no committed build yet")]
     NotBuilt(String),
+    /// A Delta Lake operation failed (reading or committing a table's log).
+    #[error("{context}: {source}")]
+    Delta {
+        context: String,
+        #[source]
+        source: Box<deltalake_core::DeltaTableError>,
+    },
+    /// Another writer committed a new version of the dataset after this run read it: this
+    /// run's commit is refused (nothing of it is visible) rather than overwrite theirs.
+    #[error(
+        "product `{product}`: another run committed version {version} while this one ran (it read version {read}); nothing of this run was committed, run it again"
+    )]
+    ConcurrentCommit { product: String, read: String, version: u64 },
+    /// A dataset is still in the warehouse layout from before Delta tables.
+    #[error(
+        "product `{0}` is stored in Kiln's pre-Delta layout (`{0}/_current.json`); `kiln build` converts it to a Delta table"
+    )]
+    OldLayout(String),
+    /// A column cannot be stored in a Delta table.
+    #[error("product `{product}`: {source}")]
+    Storage {
+        product: String,
+        #[source]
+        source: kiln_contracts::StorageError,
+    },
     /// Something that cannot happen did (a bug in Kiln, or a task that died).
     #[error("internal error: {0}")]
     Internal(String),
@@ -170,7 +197,10 @@ impl DataError {
     /// Whether the user's input (query, data, options) is at fault: not the environment
     /// (storage, files) and not Kiln itself.
     pub fn is_user_error(&self) -> bool {
-        !matches!(self, DataError::Io { .. } | DataError::Store { .. } | DataError::Internal(_))
+        !matches!(
+            self,
+            DataError::Io { .. } | DataError::Store { .. } | DataError::Delta { .. } | DataError::Internal(_)
+        )
     }
 }
 
@@ -188,6 +218,10 @@ impl DataError {
     ) -> impl FnOnce(datafusion::parquet::errors::ParquetError) -> Self {
         let context = context.into();
         move |source| DataError::Parquet { context, source }
+    }
+    pub(crate) fn delta(context: impl Into<String>) -> impl FnOnce(deltalake_core::DeltaTableError) -> Self {
+        let context = context.into();
+        move |source| DataError::Delta { context, source: Box::new(source) }
     }
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let context = context.into();

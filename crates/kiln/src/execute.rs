@@ -49,7 +49,7 @@ pub(crate) async fn run_product(
     observer: &dyn Observer,
 ) -> Result<Built, KilnError> {
     let warehouse = substrate.warehouse();
-    let previous = warehouse.current(&product.name).await?;
+    let previous = warehouse.current_or_convert(&product.name, Some(&product.schema)).await?;
     if product.layout.existing == ExistingData::Error && previous.is_some() {
         return Err(ControlError::Compile {
             at: product.at.clone(),
@@ -68,7 +68,8 @@ pub(crate) async fn run_product(
     // at rejects that are not there; a build reading checked sources always rewrites it.
     if let Some(rejects) = kiln_data::checked::collect_rejects(&physical) {
         let rejected = write_rejects(substrate, product, &rejects, ids).await?;
-        warehouse.commit(&rejected).await?;
+        let base = warehouse.current_or_convert(&rejected.product, None).await?;
+        warehouse.commit(&rejected, base.as_ref(), &kiln_data::checked::rejects_schema()).await?;
         let n = rejects.len() as u64;
         manifest.totals.rows_rejected += n;
         manifest.totals.rows_read += n;
@@ -78,7 +79,7 @@ pub(crate) async fn run_product(
     let t = Instant::now();
     manifest.fingerprints = Some(stamp.fps.clone());
     manifest.content = stamp.content.cloned();
-    warehouse.commit(&manifest).await?;
+    let manifest = warehouse.commit(&manifest, previous.as_ref(), &product.schema).await?;
     if let Some(table) = substrate.product_table(&product.name) {
         table.bind(warehouse, &manifest)?;
     }

@@ -179,7 +179,13 @@ async fn ingest_batches(
     let restart = current.is_none();
     let mut position = current.as_ref().and_then(|m| m.positions.get(feed).cloned()).unwrap_or_else(|| source.start());
     let rejected_name = format!("{}__rejected", product.name);
-    let committed_rejects = warehouse.current(&rejected_name).await?;
+    let committed_rejects = warehouse.current_or_convert(&rejected_name, None).await?;
+    // What each commit is made on: the tables' committed versions, continued or not.
+    let mut base = match &current {
+        Some(m) => Some(m.clone()),
+        None => warehouse.current_or_convert(&product.name, Some(&product.schema)).await?,
+    };
+    let mut rejected_base = committed_rejects.clone();
     // Rejects committed under another definition are replaced by the first batch's.
     let mut stale = committed_rejects.as_ref().is_some_and(|m| m.fingerprints.as_ref() != Some(fps));
     let mut rejected = committed_rejects.filter(|_| !stale);
@@ -219,7 +225,8 @@ async fn ingest_batches(
                 let mut new = merge_existing(new, rejected.as_ref(), ExistingData::Append)?;
                 new.fingerprints = Some(fps.clone());
                 new.positions.insert(feed.to_owned(), batch.position.clone());
-                warehouse.commit(&new).await?;
+                let new = warehouse.commit(&new, rejected_base.as_ref(), &kiln_data::checked::rejects_schema()).await?;
+                rejected_base = Some(new.clone());
                 rejected = Some(new);
             }
             let n = batch.rejects.len() as u64;
@@ -229,7 +236,8 @@ async fn ingest_batches(
         manifest.fingerprints = Some(fps.clone());
         manifest.content = Some(ContentVersions { rows: build_id.clone(), columns: Default::default() });
         manifest.positions.insert(feed.to_owned(), batch.position.clone());
-        warehouse.commit(&manifest).await?;
+        let manifest = warehouse.commit(&manifest, base.as_ref(), &product.schema).await?;
+        base = Some(manifest.clone());
         kiln_data::failpoint("after_batch");
         phases.insert("commit".to_owned(), t.elapsed().as_secs_f64());
         last = Some(built(manifest.clone(), &physical, phases));

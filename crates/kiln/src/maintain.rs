@@ -1,16 +1,19 @@
-//! `kiln rollback` and `kiln gc`: moving a product's pointer back, and deleting what no
-//! pointer names.
+//! `kiln rollback` and `kiln gc`: restoring a product's previous build, and deleting
+//! the files no retained version of any table needs.
 //!
-//! Both list the warehouse (the only commands that do; readers never list). Rollback
-//! commits an earlier manifest again, so it is as atomic as any commit. Gc deletes a build
-//! directory manifest first, so a gc killed midway leaves an uncommitted directory, never
-//! a committed build with missing files.
+//! Both read tables' histories (the only commands that do besides conversion; readers only
+//! read the latest version). Rollback is a Delta RESTORE commit, as atomic as any commit.
+//! Gc vacuums each table (delta-rs, keeping the files of its `[storage] retain_versions`
+//! latest Kiln versions), then deletes the build directories no retained version and no
+//! pending side-dataset commit uses (superseded builds' state files and sidecars,
+//! leftovers of failed or killed builds), so a gc killed midway leaves every retained
+//! version whole.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use kiln_artifact::plan::REPORT_FORMAT_VERSION;
-use kiln_artifact::{ArtifactStore, DeletedBuild, GcReport, RollbackReport};
+use kiln_artifact::{ArtifactStore, DeletedBuild, GcReport, Manifest, RollbackReport};
 use kiln_control::Project;
 use kiln_data::Warehouse;
 
@@ -23,94 +26,141 @@ fn open(dir: &Path) -> Result<(Project, Warehouse, ArtifactStore), KilnError> {
     Ok((project, warehouse, store))
 }
 
-/// Makes the committed build before the current one visible again. The next `kiln build`
-/// sees the rolled-back build id and rebuilds the product (and what reads it) unless its
-/// definition and inputs match that build again.
+/// Restores the product's committed build before the current one (the latest earlier
+/// version Kiln recorded whose run came before the current build's) as a new version of
+/// its table. The next `kiln build` sees the restored build id and rebuilds the product
+/// (and what reads it) unless its definition and inputs match that build again.
 pub async fn rollback(dir: &Path, product: &str) -> Result<RollbackReport, KilnError> {
     let (_, warehouse, _) = open(dir)?;
+    let product_error = |message: String| KilnError::Product { product: product.to_owned(), message };
     let Some(current) = warehouse.current(product).await? else {
-        return Err(KilnError::Product { product: product.to_owned(), message: "no committed build".into() });
+        return Err(product_error("no committed build".into()));
     };
-    let previous = warehouse
-        .builds(product)
-        .await?
-        .into_iter()
-        .filter_map(|(_, manifest)| manifest)
-        .rfind(|m| m.run_id < current.run_id);
-    let Some(previous) = previous else {
-        return Err(KilnError::Product {
-            product: product.to_owned(),
-            message: format!("no committed build before run {} (gc deletes superseded builds)", current.run_id),
-        });
+    let from = current.version.unwrap_or_default();
+    let history = warehouse.history(product).await?;
+    let earlier = history
+        .iter()
+        .rev()
+        .filter(|v| v.version < from)
+        .find(|v| v.record.as_ref().is_some_and(|r| r.run_id < current.run_id));
+    let Some(earlier) = earlier else {
+        return Err(product_error(format!(
+            "no committed build before run {} (its table has no earlier Kiln version)",
+            current.run_id
+        )));
     };
-    warehouse.commit(&previous).await?;
+    let target = warehouse.version(product, earlier.version).await?;
+    let restored = warehouse.restore(&current, &target).await?;
     Ok(RollbackReport {
         format_version: REPORT_FORMAT_VERSION,
         product: product.to_owned(),
         from_build_id: current.build_id,
         from_run_id: current.run_id,
-        to_build_id: previous.build_id,
-        to_run_id: previous.run_id,
+        to_build_id: target.build_id,
+        to_run_id: target.run_id,
+        from_version: from,
+        to_version: earlier.version,
+        version: restored.version.unwrap_or_default(),
     })
 }
 
-/// Deletes every build directory no current manifest uses (superseded builds, and leftovers of
-/// failed or killed builds), the build records of builds that are no longer current, the
-/// canonical plans no current build uses, and the blobs no remaining record names.
+/// What gc keeps of one dataset.
+struct Retained {
+    /// The versions whose files stay, and their manifests (the latest first).
+    versions: Vec<u64>,
+    manifests: Vec<Manifest>,
+    /// Build directories some version of the table was committed from.
+    committed_dirs: BTreeSet<String>,
+}
+
+/// Vacuums every table, keeping the files of its latest `[storage] retain_versions` Kiln
+/// versions; deletes the build directories nothing retained uses, the build records of
+/// builds no retained version holds, the canonical plans no retained build uses, and the
+/// blobs no remaining record names.
 pub async fn gc(dir: &Path) -> Result<GcReport, KilnError> {
-    let (_, warehouse, store) = open(dir)?;
+    let (project, warehouse, store) = open(dir)?;
+    let retain = project.config.storage.retain_versions.get() as usize;
     let mut report = GcReport { format_version: REPORT_FORMAT_VERSION, ..GcReport::default() };
-    let mut plans_in_use = BTreeSet::new();
-    let mut current_builds = BTreeSet::new();
     let products = warehouse.products().await?;
-    let mut currents = std::collections::BTreeMap::new();
+
+    // First what every table keeps, and the side-dataset commits a view's latest
+    // checkpoint carries (their own tables may not have them yet when a run was killed).
+    let mut retained: BTreeMap<String, Retained> = BTreeMap::new();
+    let mut pending: BTreeMap<String, Vec<kiln_artifact::KilnCommit>> = BTreeMap::new();
     for product in &products {
-        currents.insert(product.clone(), warehouse.current(product).await?);
-    }
-    // Manifests whose directories and files stay, per dataset: its current one, and the
-    // side datasets' manifests a materialized view's checkpoint commits (their own
-    // pointers may not have been switched yet when a run was killed).
-    let mut keep: std::collections::BTreeMap<String, Vec<kiln_artifact::Manifest>> = Default::default();
-    for (product, current) in &currents {
-        let Some(m) = current else { continue };
-        keep.entry(product.clone()).or_default().push(m.clone());
-        for (name, side) in &m.side {
-            keep.entry(name.clone()).or_default().push(side.clone());
+        let history = warehouse.history(product).await?;
+        let Some(latest) = history.last().map(|v| v.version) else { continue };
+        let mut versions = vec![latest];
+        versions.extend(history.iter().rev().filter(|v| v.record.is_some()).take(retain).map(|v| v.version));
+        versions.dedup();
+        let mut manifests = Vec::with_capacity(versions.len());
+        for &v in &versions {
+            manifests.push(warehouse.version(product, v).await?);
         }
+        if let Some(current) = manifests.first() {
+            for (name, side) in &current.side {
+                pending.entry(name.clone()).or_default().push(side.clone());
+            }
+        }
+        let committed_dirs = history.iter().filter_map(|v| v.record.as_ref().map(|r| r.build_dir.clone())).collect();
+        retained.insert(product.clone(), Retained { versions, manifests, committed_dirs });
     }
+
+    let mut plans_in_use = BTreeSet::new();
+    let mut builds_in_use = BTreeSet::new();
     for product in products {
-        let current = currents.get(&product).cloned().flatten();
-        if let Some(m) = &current {
-            report.kept += 1;
-            current_builds.insert((product.clone(), m.build_id.clone()));
+        let sides = pending.get(&product).map(Vec::as_slice).unwrap_or_default();
+        let pending_use = |dir: &str| {
+            let prefix = format!("{dir}/");
+            sides.iter().any(|s| s.build_dir == dir || s.added.iter().any(|f| f.path.starts_with(&prefix)))
+        };
+        let Some(kept) = retained.get(&product) else {
+            // No table: a dataset whose every build failed or was killed (leftovers), a
+            // side dataset whose first commit a view's checkpoint still carries, or one in
+            // the pre-Delta layout (left alone until `kiln build` converts it).
+            if warehouse.current(&product).await.is_err() {
+                continue;
+            }
+            let objects = warehouse.objects(&format!("{product}/builds/")).await?;
+            sweep(&warehouse, &product, &objects, &BTreeSet::new(), pending_use, &BTreeSet::new(), &mut report).await?;
+            continue;
+        };
+        report.kept += 1;
+        report.versions_kept += kept.versions.len() as u64;
+        for m in &kept.manifests {
+            builds_in_use.insert((product.clone(), m.build_id.clone()));
             if let Some(f) = &m.fingerprints {
                 plans_in_use.insert(f.query_fp.clone());
             }
         }
-        let kept = keep.get(&product).map(Vec::as_slice).unwrap_or_default();
-        for (build_dir, manifest) in warehouse.builds(&product).await? {
-            // The current build's directory, and earlier ones whose files it still lists
-            // (existing_data = 'append' / 'delete_matching', streams), stay.
-            let prefix = format!("{build_dir}/");
-            if kept.iter().any(|c| c.build_dir == build_dir || c.files.iter().any(|f| f.path.starts_with(&prefix))) {
-                continue;
+        let in_use = |dir: &str| {
+            let prefix = format!("{dir}/");
+            pending_use(dir)
+                || kept
+                    .manifests
+                    .iter()
+                    .any(|m| m.build_dir == dir || m.files.iter().any(|f| f.path.starts_with(&prefix)))
+        };
+        // Before the vacuum: what the build directories hold, for the report.
+        let objects = warehouse.objects(&format!("{product}/builds/")).await?;
+        let sizes: BTreeMap<&str, u64> = objects.iter().map(|(p, size)| (p.as_str(), *size)).collect();
+        let vacuumed: BTreeSet<String> = warehouse.vacuum(&product, &kept.versions).await?.into_iter().collect();
+        for path in &vacuumed {
+            // Files of directories that stay (replaced partitions); the rest are counted
+            // with their directories below.
+            if build_dir_of(path).is_some_and(&in_use) {
+                report.files += 1;
+                report.bytes += sizes.get(path.as_str()).copied().unwrap_or(0);
             }
-            let (files, bytes) = warehouse.delete_dir(&build_dir).await?;
-            report.files += files;
-            report.bytes += bytes;
-            report.deleted.push(DeletedBuild {
-                product: product.clone(),
-                build_dir,
-                committed: manifest.is_some(),
-                files,
-                bytes,
-            });
         }
+        sweep(&warehouse, &product, &objects, &vacuumed, in_use, &kept.committed_dirs, &mut report).await?;
+        // A conversion from the pre-Delta layout killed before it removed the pointer.
+        warehouse.delete(&format!("{product}/_current.json")).await?;
     }
     report.plans = store.retain_plans(&plans_in_use).await?;
     let mut blobs_in_use = BTreeSet::new();
     for (product, build_id) in store.build_records().await? {
-        if current_builds.contains(&(product.clone(), build_id.clone())) {
+        if builds_in_use.contains(&(product.clone(), build_id.clone())) {
             if let Some(record) = store.build_record(&product, &build_id).await? {
                 blobs_in_use.extend(record.substrait);
             }
@@ -121,4 +171,53 @@ pub async fn gc(dir: &Path) -> Result<GcReport, KilnError> {
     }
     report.blobs = store.retain_blobs(&blobs_in_use).await?;
     Ok(report)
+}
+
+/// `<product>/builds/<run>` of a warehouse-relative file path.
+fn build_dir_of(path: &str) -> Option<&str> {
+    let mut slashes = path.match_indices('/').map(|(i, _)| i);
+    let end = slashes.nth(2)?;
+    path.get(..end).filter(|d| d.split('/').nth(1) == Some("builds"))
+}
+
+/// Deletes every build directory of `product` that `in_use` does not keep: `objects` is
+/// what the directories held before the vacuum, which already deleted `vacuumed`.
+async fn sweep(
+    warehouse: &Warehouse,
+    product: &str,
+    objects: &[(String, u64)],
+    vacuumed: &BTreeSet<String>,
+    in_use: impl Fn(&str) -> bool,
+    committed: &BTreeSet<String>,
+    report: &mut GcReport,
+) -> Result<(), KilnError> {
+    let mut dirs: BTreeMap<&str, Vec<&(String, u64)>> = BTreeMap::new();
+    for object in objects {
+        if let Some(dir) = build_dir_of(&object.0) {
+            dirs.entry(dir).or_default().push(object);
+        }
+    }
+    for (dir, objects) in dirs {
+        if in_use(dir) {
+            continue;
+        }
+        let (mut files, mut bytes) = (0, 0);
+        for (path, size) in objects {
+            if !vacuumed.contains(path) {
+                warehouse.delete(path).await?;
+            }
+            files += 1;
+            bytes += size;
+        }
+        report.files += files;
+        report.bytes += bytes;
+        report.deleted.push(DeletedBuild {
+            product: product.to_owned(),
+            committed: committed.contains(dir),
+            build_dir: dir.to_owned(),
+            files,
+            bytes,
+        });
+    }
+    Ok(())
 }

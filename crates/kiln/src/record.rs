@@ -64,7 +64,7 @@ pub(crate) async fn record_build(
         fingerprints: build.fps.clone(),
         content: built.manifest.content.clone(),
         lineage: product.lineage.clone(),
-        manifest: format!("{}/_manifest.json", built.manifest.build_dir),
+        manifest: format!("{}/_delta_log/{:020}.json", product.name, built.manifest.version.unwrap_or_default()),
         ordering_tier: built.manifest.ordering_tier,
         plans: BuildPlans {
             logical: product.logical.display_indent().to_string(),

@@ -388,7 +388,8 @@ impl Session {
             if node.kind != NodeKind::Product || self.selected.contains(&i) || !self.nodes[i].known() {
                 continue;
             }
-            match self.warehouse.current(&node.name).await? {
+            let schema = self.nodes[i].compiled.as_ref().map(|c| Arc::clone(&c.schema));
+            match committed(&self.warehouse, &node.name, schema, !self.lazy).await? {
                 Some(manifest) => {
                     if let Some(table) = self.substrate.product_table(&node.name) {
                         table.bind(&self.warehouse, &manifest)?;
@@ -528,10 +529,14 @@ impl Session {
                 NodeKind::Source => {}
             }
         }
-        let reads = side.into_iter().map(|(name, schema)| {
-            let warehouse = self.warehouse.clone();
-            async move { warehouse.current(&name).await.map(|m| (name, schema, m)) }
-        });
+        let convert = !self.lazy;
+        let reads =
+            side.into_iter().map(|(name, schema)| {
+                let warehouse = self.warehouse.clone();
+                async move {
+                    committed(&warehouse, &name, Some(Arc::clone(&schema)), convert).await.map(|m| (name, schema, m))
+                }
+            });
         let found: Vec<_> = futures::stream::iter(reads).buffer_unordered(32).try_collect().await?;
         for (name, schema, manifest) in found {
             let Some(manifest) = manifest else { continue };
@@ -559,9 +564,11 @@ impl Session {
     /// The committed builds of `products`, read concurrently (a manifest changes only when
     /// its own product is built, so reading them up front is exact).
     pub(crate) async fn currents(&self, products: &[usize]) -> Result<HashMap<usize, Option<Manifest>>, KilnError> {
+        let convert = !self.lazy;
         let reads = products.iter().map(|&i| {
             let (warehouse, name) = (self.warehouse.clone(), self.graph.nodes[i].name.clone());
-            async move { warehouse.current(&name).await.map(|m| (i, m)) }
+            let schema = self.nodes[i].compiled.as_ref().map(|c| Arc::clone(&c.schema));
+            async move { committed(&warehouse, &name, schema, convert).await.map(|m| (i, m)) }
         });
         let all: Vec<_> = futures::stream::iter(reads).buffer_unordered(32).try_collect().await?;
         Ok(all.into_iter().collect())
@@ -614,4 +621,16 @@ fn cache_entry(c: &CompiledProduct) -> CachedCompile {
         func_fp: c.func_fp.clone(),
         shape: c.shape.clone(),
     }
+}
+
+/// The committed manifest of dataset `name` ([`Warehouse::current`]); a session that
+/// builds (`convert`) first converts a dataset still in the pre-Delta layout, read as
+/// `schema` when known ([`Warehouse::convert`]).
+async fn committed(
+    warehouse: &Warehouse,
+    name: &str,
+    schema: Option<datafusion::arrow::datatypes::SchemaRef>,
+    convert: bool,
+) -> Result<Option<Manifest>, kiln_data::DataError> {
+    if convert { warehouse.current_or_convert(name, schema.as_deref()).await } else { warehouse.current(name).await }
 }

@@ -163,7 +163,7 @@ async fn start_views(session: &mut Session, run_id: &str) -> Result<Vec<ViewRunn
             return Err(product_error("not compiled".into()));
         };
         let (plan, task, batch_size) = session.substrate.view_plan(&product.plan).await?;
-        let committed = session.warehouse.current(&product.name).await?;
+        let committed = session.warehouse.current_or_convert(&product.name, Some(&product.schema)).await?;
         let continues = committed.as_ref().is_some_and(|m| m.fingerprints.as_ref() == Some(&fps) && m.stream.is_some());
         let started = match committed.as_ref().and_then(|m| m.fingerprints.as_ref().map(|f| (m, f))) {
             None if committed.is_none() => "first run: from the beginning of the stream".to_owned(),
@@ -191,7 +191,8 @@ async fn start_views(session: &mut Session, run_id: &str) -> Result<Vec<ViewRunn
             definition,
             run_id: run_id.to_owned(),
             parquet: session.substrate.parquet_options(),
-            resume: if continues { committed } else { None },
+            resume: if continues { committed.clone() } else { None },
+            base: committed,
             started,
         };
         runs.push(ViewRunner::start(setup, &session.warehouse).await?);

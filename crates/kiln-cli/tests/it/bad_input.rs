@@ -93,9 +93,8 @@ fn failed_product_leaves_nothing_visible_and_others_build() {
         "{err}"
     );
     assert!(out.contains("after_broken") && out.contains("skipped"), "{out}");
-    let wh = tmp.path().join("warehouse");
-    assert!(wh.join("ok/_current.json").exists());
-    assert!(!wh.join("broken/_current.json").exists(), "a failed build must not be visible");
+    assert!(crate::committed(tmp.path(), "ok").is_some());
+    assert!(crate::committed(tmp.path(), "broken").is_none(), "a failed build must not be visible");
 }
 
 #[test]
@@ -137,7 +136,7 @@ fn one_broken_file_or_product_does_not_stop_the_others() {
     }
     assert!(err.contains("2 | SELEC a FROM t;"), "caret snippet missing:\n{err}");
     assert!(err.contains("ambiguous") || err.contains("Ambiguous"), "{err}");
-    assert!(tmp.path().join("warehouse/good/_current.json").exists());
+    assert!(crate::committed(tmp.path(), "good").is_some());
 }
 
 #[test]

@@ -418,7 +418,7 @@ fn a_killed_build_leaves_a_consistent_state_and_the_next_build_finishes_it() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let first = killed.join("warehouse/customer_clean/_current.json");
+    let first = killed.join("warehouse/customer_clean/_delta_log/00000000000000000000.json");
     let started = std::time::Instant::now();
     while !first.exists() && started.elapsed() < std::time::Duration::from_secs(120) {
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -536,10 +536,7 @@ fn a_rebuild_with_the_same_build_id_is_byte_identical() {
         names.into_iter().map(|n| (n.clone(), std::fs::read(dir.join(&n)).unwrap())).collect()
     };
     let (id1, run1) = build();
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("warehouse/p/builds").join(&run1).join("_manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let manifest = crate::current_manifest(tmp.path(), "p");
     // 500 rows in files of at most 120; the first file holds g = 0 (72 rows) and g = 1.
     assert_eq!(manifest["files"].as_array().unwrap().len(), 5, "{manifest}");
     assert_eq!(manifest["ordering_tier"], 3);
@@ -549,7 +546,7 @@ fn a_rebuild_with_the_same_build_id_is_byte_identical() {
     assert_eq!(manifest["files"][0]["columns"]["a"]["nulls"], 0);
     // Forget the commit (as if the warehouse had been restored from before it): the next
     // build has the same build id, writes a new build directory, and the same bytes.
-    std::fs::remove_file(tmp.path().join("warehouse/p/_current.json")).unwrap();
+    std::fs::remove_dir_all(tmp.path().join("warehouse/p/_delta_log")).unwrap();
     let (id2, run2) = build();
     assert_eq!(id1, id2);
     assert_ne!(run1, run2);
@@ -670,7 +667,7 @@ fn a_build_killed_at_any_write_or_commit_point_leaves_the_previous_build() {
 
     // New data: 100 rows with b = 2a.
     std::fs::write(tmp.path().join("data/t.csv"), format!("a,b\n{}", rows(100, 2))).unwrap();
-    for point in ["after_file", "before_manifest", "before_pointer"] {
+    for point in ["after_file", "before_commit"] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
             .args(["build", "."])
             .env("KILN_FAILPOINT", point)
@@ -680,10 +677,10 @@ fn a_build_killed_at_any_write_or_commit_point_leaves_the_previous_build() {
         assert!(!out.status.success(), "{point}: the build should have been killed");
         assert_eq!(query(), "100,4950", "{point}: the previous build must stay the visible one");
     }
-    // Killed right after the pointer switch: the new build is complete and visible.
+    // Killed right after its Delta commit: the new build is complete and visible.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["build", "."])
-        .env("KILN_FAILPOINT", "after_pointer")
+        .env("KILN_FAILPOINT", "after_commit")
         .current_dir(tmp.path())
         .output()
         .unwrap();
@@ -694,16 +691,15 @@ fn a_build_killed_at_any_write_or_commit_point_leaves_the_previous_build() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("1 fresh"), "{out}");
 
-    // gc: the first build (superseded) and the three killed builds' leftovers.
+    // gc: the first build (superseded) and the two killed builds' leftovers.
     let (code, out, err) = kiln(&["gc", "--json", "."], tmp.path());
     assert_eq!(code, 0, "{err}");
     let gc: serde_json::Value = serde_json::from_str(&out).unwrap();
     let deleted = gc["deleted"].as_array().unwrap();
     let committed: Vec<bool> = deleted.iter().map(|d| d["committed"].as_bool().unwrap()).collect();
-    // before_pointer wrote its manifest, so its directory counts as a (never current)
-    // committed build; after_file and before_manifest left no manifest.
+    // Killed before their commit, after_file and before_commit are in no version.
     assert_eq!(committed.iter().filter(|c| !**c).count(), 2, "{out}");
-    assert_eq!(committed.len(), 4, "{out}");
+    assert_eq!(committed.len(), 3, "{out}");
     assert_eq!(query(), "100,9900");
 }
 

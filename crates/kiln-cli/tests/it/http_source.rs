@@ -258,7 +258,7 @@ fn server_errors_fail_after_retries() {
     assert_eq!(code, 1);
     assert!(err.contains(&format!("GET {url}/feed: HTTP 503 (gave up after 3 attempts)")), "{err}");
     assert_eq!(feed.requests.load(Ordering::SeqCst), 3);
-    assert!(!tmp.path().join("warehouse/raw_events/_current.json").exists());
+    assert!(crate::committed(tmp.path(), "raw_events").is_none());
 }
 
 /// A build killed (SIGKILL) while it ingests, at several points, then run again: the
@@ -303,7 +303,7 @@ fn killed_mid_ingest_then_restarted_loses_and_duplicates_nothing() {
 /// commit and the product's): the batch is read again and committed once.
 #[test]
 fn killed_around_a_batch_commit() {
-    for point in ["after_file", "before_pointer", "after_pointer", "after_batch"] {
+    for point in ["after_file", "before_commit", "after_commit", "after_batch"] {
         let mut feed_records = records(0..12);
         feed_records[2] = r#"{"id": 2, "amount": "x"}"#.into();
         let feed = Feed::new(feed_records, 4, Paging::LinkHeader);

@@ -39,14 +39,20 @@ pub fn kiln(args: &[&str], cwd: &Path) -> (i32, String, String) {
     )
 }
 
-/// The committed manifest of `product` in `dir`'s warehouse, found through its pointer.
+/// The committed manifest of `product` in `dir`'s warehouse: the latest version of its
+/// Delta table, as Kiln's record of it says.
 pub fn current_manifest(dir: &Path, product: &str) -> serde_json::Value {
-    let read = |path: std::path::PathBuf| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-            .unwrap()
-    };
-    let pointer = read(dir.join("warehouse").join(product).join("_current.json"));
-    read(dir.join("warehouse").join(pointer["manifest"].as_str().unwrap()))
+    serde_json::to_value(committed(dir, product).unwrap_or_else(|| panic!("`{product}` has no committed build")))
+        .unwrap()
+}
+
+/// The committed manifest of `product`, if it has one.
+pub fn committed(dir: &Path, product: &str) -> Option<::kiln::artifact::Manifest> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let warehouse = ::kiln::data::Warehouse::local(&dir.join("warehouse")).unwrap();
+        warehouse.current(product).await.unwrap()
+    })
 }
 
 /// The data files a manifest lists, as paths.

@@ -115,10 +115,10 @@ fn warehouse_and_artifacts_on_s3() {
     assert_eq!(code, 0);
     assert!(out.contains("0 built, 2 fresh"), "{out}");
 
-    // A build killed between its manifest and the pointer switch leaves the previous build
-    // visible; gc then deletes the leftover.
+    // A build killed after writing its files, before its Delta commit, leaves the previous
+    // build visible; gc then deletes the leftover.
     std::fs::write(dir.join("data/t.csv"), format!("a,g\n{rows}1001,0\n1002,0\n")).unwrap();
-    let (code, _, _) = kiln_s3(&["build", "."], dir, port, Some("before_pointer"));
+    let (code, _, _) = kiln_s3(&["build", "."], dir, port, Some("before_commit"));
     assert_ne!(code, 0);
     let (_, out, _) = kiln_s3(&["query", "SELECT count(*) AS n FROM by_g", "--format", "csv"], dir, port, None);
     assert_eq!(out, "n\n500\n");

@@ -421,18 +421,13 @@ fn killed_streams_restart_exactly_once() {
     assert!(expected.0.len() > 100 && !expected.2.is_empty(), "the run emits windows and late events");
     assert_eq!(expected.3.len(), 2, "{:?}", expected.3);
 
-    // Failpoints: a kill after data files, before the manifest, before the pointer
-    // switch and after a checkpoint, each then restarted to the end.
+    // Failpoints: a kill after data files, before and after a Delta commit, after a
+    // checkpoint and around a side dataset's commit, each then restarted to the end.
     // The restart checkpoints only at its end, so it replays from the last checkpoint
     // with other checkpoint boundaries than the killed run.
-    for point in [
-        "after_file",
-        "before_manifest",
-        "before_pointer",
-        "after_checkpoint",
-        "before_side_publish",
-        "after_side_commit",
-    ] {
+    for point in
+        ["after_file", "before_commit", "after_commit", "after_checkpoint", "before_side_publish", "after_side_commit"]
+    {
         let dir = setup();
         let killed = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
             .args(["stream", "--until-idle", "--checkpoint-interval", "0s"])
@@ -520,7 +515,7 @@ fn sigterm_checkpoints_and_exits_zero() {
         }
     }
     assert!(seen.last().is_some_and(|l| l.contains("lag 0 records")), "{seen:?}");
-    assert!(!dir.path().join("warehouse/t/_current.json").exists(), "no checkpoint before the signal");
+    assert!(crate::committed(dir.path(), "t").is_none(), "no checkpoint before the signal");
     let ok = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(ok.success());
     let out = child.wait_with_output().unwrap();

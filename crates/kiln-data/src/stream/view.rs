@@ -2,6 +2,7 @@
 //! [`crate::stream`]): read a micro-batch, set late events aside, run the stateless part,
 //! feed the window aggregate, advance the watermark, close windows, and checkpoint.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,8 +18,8 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, collect_partitioned};
 use kiln_artifact::identity::{checkpoint_id, side_build_id};
 use kiln_artifact::{
-    BuildFingerprints, CheckpointStats, ContentVersions, Manifest, SourcePosition, StreamCheckpoint, TelemetryEvent,
-    ViewStatus,
+    BuildFingerprints, CheckpointStats, ContentVersions, KilnCommit, Manifest, SourcePosition, StreamCheckpoint,
+    TelemetryEvent, ViewStatus,
 };
 
 use super::clock::Watermark;
@@ -69,6 +70,8 @@ pub struct ViewSetup {
     pub parquet: TableParquetOptions,
     /// The committed checkpoint to continue from (made by the same definition), if any.
     pub resume: Option<Manifest>,
+    /// The view's committed version, continued or not: what its next commit is made on.
+    pub base: Option<Manifest>,
     /// Where this run starts, for the reports.
     pub started: String,
 }
@@ -115,6 +118,10 @@ pub struct ViewRunner {
     position: SourcePosition,
     /// The committed manifest this run continues (`None`: the first checkpoint replaces).
     current: Option<Manifest>,
+    /// The view's committed version: what the next checkpoint commits on top of.
+    base: Option<Manifest>,
+    /// The side datasets this view writes (`<view>__late`, `<stream>__rejected`).
+    sides: BTreeMap<String, SideTable>,
     pending: Pending,
     totals: StreamCheckpoint,
     checkpoints: u64,
@@ -123,6 +130,16 @@ pub struct ViewRunner {
     /// When the source may be polled again (after a poll found nothing new).
     next_poll: Option<Instant>,
     started: String,
+}
+
+/// A side dataset of a view, as this run knows it.
+struct SideTable {
+    schema: SchemaRef,
+    /// Its committed version.
+    committed: Option<Manifest>,
+    /// Whether this run adds to it (else its first commit replaces it: a run that does not
+    /// continue the view's checkpoint starts its side datasets over too).
+    continues: bool,
 }
 
 impl std::fmt::Debug for ViewRunner {
@@ -150,6 +167,7 @@ impl ViewRunner {
             run_id,
             parquet,
             resume,
+            base,
             started,
         } = setup;
         let internal = |m: &str| DataError::Internal(format!("view `{}`: {m}", dataset.name));
@@ -181,6 +199,18 @@ impl ViewRunner {
             None => (None, 0),
         };
         let watermark = Watermark::new(delay_ms, program.stream.idle_timeout);
+        let mut sides = BTreeMap::new();
+        let mut side_names = Vec::new();
+        if program.late_events == LateEvents::Table {
+            side_names.push((format!("{}__late", dataset.name), super::late_schema(&schema)));
+        }
+        if owns_rejects {
+            side_names.push((format!("{}__rejected", program.stream.name), crate::checked::rejects_schema()));
+        }
+        for (name, side_schema) in side_names {
+            let committed = warehouse.current(&name).await?;
+            sides.insert(name, SideTable { schema: side_schema, committed, continues: resume.is_some() });
+        }
         let mut run = Self {
             position: source.start(),
             dataset,
@@ -199,6 +229,8 @@ impl ViewRunner {
             event_time,
             watermark,
             current: None,
+            base,
+            sides,
             pending: Pending::default(),
             totals: StreamCheckpoint::default(),
             checkpoints: 0,
@@ -230,8 +262,8 @@ impl ViewRunner {
             w.agg.restore_ipc(bytes).map_err(DataError::exec(format!("view `{}`", self.dataset.name)))?;
         }
         self.totals = checkpoint;
-        // A run killed between its checkpoint and the side datasets' pointers.
-        publish_sides(warehouse, &manifest).await?;
+        // A run killed between its checkpoint and the side datasets' commits.
+        self.publish_sides(warehouse, &manifest).await?;
         self.current = Some(manifest);
         Ok(())
     }
@@ -402,8 +434,8 @@ impl ViewRunner {
             checkpoint.state = Some(path);
         }
 
-        // Late events and rejects: written now, committed by the view's manifest.
-        manifest.side = self.current.as_ref().map(|m| m.side.clone()).unwrap_or_default();
+        // Late events and rejects: written now, committed by the view's commit.
+        manifest.side = BTreeMap::new();
         if !pending.late.is_empty() {
             let name = format!("{}__late", dataset.name);
             self.write_side(warehouse, &mut manifest, &name, pending.late, &build_id, number).await?;
@@ -418,11 +450,12 @@ impl ViewRunner {
         manifest.content = Some(ContentVersions { rows: build_id.clone(), columns: Default::default() });
         manifest.positions.insert(feed, self.position.clone());
         manifest.stream = Some(checkpoint);
-        warehouse.commit(&manifest).await?;
+        let manifest = warehouse.commit(&manifest, self.base.as_ref(), &self.dataset.schema).await?;
+        self.base = Some(manifest.clone());
         crate::failpoint("after_checkpoint");
-        publish_sides(warehouse, &manifest).await?;
+        self.publish_sides(warehouse, &manifest).await?;
         let event = TelemetryEvent {
-            product: Some(dataset.name.clone()),
+            product: Some(self.dataset.name.clone()),
             build_id: Some(manifest.build_id.clone()),
             checkpoint: Some(CheckpointStats {
                 build_dir: manifest.build_dir.clone(),
@@ -441,7 +474,7 @@ impl ViewRunner {
     }
 
     /// Writes `batches` into a new build of side dataset `name` (`<view>__late`,
-    /// `<stream>__rejected`) and puts its manifest — the files so far, the position — in
+    /// `<stream>__rejected`) and puts its commit — the files it adds, the position — in
     /// the view's `manifest`, which commits it.
     async fn write_side(
         &self,
@@ -452,16 +485,38 @@ impl ViewRunner {
         build_id: &str,
         number: u64,
     ) -> Result<()> {
-        let Some(schema) = batches.first().map(RecordBatch::schema) else { return Ok(()) };
+        let Some(side) = self.sides.get(name) else {
+            return Err(DataError::Internal(format!("view `{}` writes no side dataset `{name}`", self.dataset.name)));
+        };
         let ids =
             BuildIds { build_id: side_build_id(build_id, name), run_id: self.run_id.clone(), batch: Some(number) };
-        let spec = WriteSpec::derived(name, ids, &schema, self.dataset.layout.files.max_rows, &self.parquet)?;
-        let rows = batches_stream(schema, batches);
+        let spec = WriteSpec::derived(name, ids, &side.schema, self.dataset.layout.files.max_rows, &self.parquet)?;
+        let rows = batches_stream(Arc::clone(&side.schema), batches);
         let new = write_dataset(warehouse, vec![rows], Arc::new(spec), Arc::default()).await?;
-        let mut new = merge_existing(new, manifest.side.get(name), ExistingData::Append)?;
+        let kept = if side.continues { side.committed.as_ref() } else { None };
+        let mut new = merge_existing(new, kept, ExistingData::Append)?;
         new.fingerprints = Some(self.fps.clone());
         new.positions.insert(self.program.stream.name.clone(), self.position.clone());
-        manifest.side.insert(name.to_owned(), new);
+        let before = side.committed.iter().flat_map(|m| &m.files).map(|f| f.path.as_str()).collect();
+        manifest.side.insert(name.to_owned(), KilnCommit::of(&new, &before));
+        Ok(())
+    }
+
+    /// Commits the side datasets' commits the view's committed `manifest` carries, where
+    /// their tables do not have them yet.
+    async fn publish_sides(&mut self, warehouse: &Warehouse, manifest: &Manifest) -> Result<()> {
+        for (name, record) in &manifest.side {
+            let Some(side) = self.sides.get_mut(name) else { continue };
+            if side.committed.as_ref().map(|m| &m.build_id) == Some(&record.build_id) {
+                continue;
+            }
+            crate::failpoint("before_side_publish");
+            let full = record.over(side.committed.as_ref());
+            let committed = warehouse.commit(&full, side.committed.as_ref(), &side.schema).await?;
+            crate::failpoint("after_side_commit");
+            side.committed = Some(committed);
+            side.continues = true;
+        }
         Ok(())
     }
 
@@ -508,18 +563,4 @@ impl ViewRunner {
 /// `batches` as a stream of `schema`.
 fn batches_stream(schema: SchemaRef, batches: Vec<RecordBatch>) -> SendableRecordBatchStream {
     Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(batches.into_iter().map(Ok))))
-}
-
-/// Makes the side datasets a view checkpoint committed visible (their pointers), where
-/// they are not already.
-async fn publish_sides(warehouse: &Warehouse, manifest: &Manifest) -> Result<()> {
-    for (name, side) in &manifest.side {
-        let visible = warehouse.current(name).await?;
-        if visible.as_ref().map(|m| &m.build_id) != Some(&side.build_id) {
-            crate::failpoint("before_side_publish");
-            warehouse.commit(side).await?;
-            crate::failpoint("after_side_commit");
-        }
-    }
-    Ok(())
 }

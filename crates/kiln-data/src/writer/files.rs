@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, make_comparator};
-use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::parquet::arrow::AsyncArrowWriter;
@@ -140,7 +139,7 @@ pub(crate) async fn write_sidecars(
 
 /// A file's footer metadata, read back through object_store: the file's tail (more if
 /// the footer is larger), decoded.
-async fn read_back_metadata(wh: &Warehouse, file: &FileEntry) -> Result<ParquetMetaData, ParquetError> {
+pub(crate) async fn read_back_metadata(wh: &Warehouse, file: &FileEntry) -> Result<ParquetMetaData, ParquetError> {
     let path = wh.path(&file.path);
     let size = file.bytes;
     let fetch = |from: u64| {
@@ -213,6 +212,7 @@ pub(crate) async fn finish_file(
         partition,
         footer_bytes,
         columns: column_stats(&meta, schema),
+        delta_stats: Some(super::stats::delta_stats(&meta, schema, rows)),
     })
 }
 
@@ -225,11 +225,7 @@ fn column_stats(meta: &ParquetMetaData, schema: &Schema) -> BTreeMap<String, Col
         let Ok(converter) = StatisticsConverter::try_new(field.name(), schema, parquet_schema) else { continue };
         let nulls = converter.row_group_null_counts(meta.row_groups().iter()).map_or(0, |n| n.iter().flatten().sum());
         let extreme = |values: Option<ArrayRef>, want: std::cmp::Ordering| -> Option<String> {
-            let values = values?;
-            let compare = make_comparator(values.as_ref(), values.as_ref(), SortOptions::default()).ok()?;
-            let best = (0..values.len())
-                .filter(|&i| values.is_valid(i))
-                .reduce(|a, b| if compare(b, a) == want { b } else { a })?;
+            let (values, best) = super::stats::extreme(&values?, want)?;
             let formatter = ArrayFormatter::try_new(values.as_ref(), &options).ok()?;
             Some(formatter.value(best).to_string())
         };

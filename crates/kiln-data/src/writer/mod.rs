@@ -15,10 +15,11 @@
 //!
 //! [`Basename`]: crate::layout::Basename
 
-mod files;
+pub(crate) mod files;
 mod order;
 mod route;
 pub mod spec;
+mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -187,6 +188,7 @@ pub async fn write_dataset(
         stream: None,
         side: Default::default(),
         sidecars,
+        version: None,
     })
 }
 
@@ -291,6 +293,7 @@ async fn write_partition(
                     order.check(&slice, spec, &file.relative, file.rows)?;
                 }
                 let slice = slice.project(&target.keep).map_err(|e| DataError::Internal(e.to_string()))?;
+                let slice = target.stored(slice, &spec.product)?;
                 file.writer.write(&slice).await.map_err(DataError::parquet(format!(
                     "product `{}`: cannot write {}",
                     spec.product, file.relative
@@ -403,8 +406,9 @@ mod tests {
         );
         assert_eq!((m.totals.rows_written, m.totals.rows_read, m.totals.files), (3200, 3200, 4));
         assert!(wh.current("p").await.unwrap().is_none(), "nothing is visible before commit");
-        wh.commit(&m).await.unwrap();
-        assert_eq!(wh.current("p").await.unwrap().unwrap(), m);
+        let committed = wh.commit(&m, None, &schema(false)).await.unwrap();
+        assert_eq!(committed.version, Some(0));
+        assert_eq!(wh.current("p").await.unwrap().unwrap(), committed);
     }
 
     /// `max_bytes_per_file`: files end once their bytes reach the limit (checked after each

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::{CastOptions, cast, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampNanosecondType};
 use datafusion::common::config::TableParquetOptions;
 use datafusion::parquet::file::properties::WriterProperties;
 
@@ -94,12 +94,15 @@ impl WriteSpec {
 }
 
 /// How rows map to files: the partition columns (by index in the product schema) and the
-/// schema of the files, which lacks them.
+/// schema of the files, which lacks them and holds each column as its Delta table stores
+/// it (kiln_contracts::storage).
 #[derive(Debug)]
 pub(crate) struct Target {
     pub(crate) partition_cols: Vec<usize>,
     pub(crate) keep: Vec<usize>,
     pub(crate) file_schema: SchemaRef,
+    /// Whether some column is stored as another type than the product's.
+    pub(crate) cast: bool,
 }
 
 impl Target {
@@ -112,8 +115,61 @@ impl Target {
             partition_cols.push(i);
         }
         let keep: Vec<usize> = (0..spec.schema.fields().len()).filter(|i| !partition_cols.contains(i)).collect();
-        let file_schema = Arc::new(spec.schema.project(&keep).map_err(|e| DataError::Internal(e.to_string()))?);
-        Ok(Self { partition_cols, keep, file_schema })
+        let logical = spec.schema.project(&keep).map_err(|e| DataError::Internal(e.to_string()))?;
+        let stored = kiln_contracts::storage_schema(&logical)
+            .map_err(|source| DataError::Storage { product: spec.product.clone(), source })?;
+        let cast = stored.fields() != logical.fields();
+        Ok(Self { partition_cols, keep, file_schema: Arc::new(stored), cast })
+    }
+
+    /// `batch` (the product's file columns) as the files store it: each column cast to
+    /// its stored type, failing (never rounding) where a value does not fit: an unsigned
+    /// value above `i64::MAX`, a nanosecond timestamp that is not a whole microsecond.
+    pub(crate) fn stored(&self, batch: RecordBatch, product: &str) -> Result<RecordBatch> {
+        if !self.cast {
+            return Ok(batch);
+        }
+        let options = CastOptions { safe: false, ..Default::default() };
+        let mut columns = Vec::with_capacity(batch.num_columns());
+        for (field, column) in self.file_schema.fields().iter().zip(batch.columns()) {
+            if column.data_type() == field.data_type() {
+                columns.push(Arc::clone(column));
+                continue;
+            }
+            let fail = |reason: String| DataError::Conform {
+                product: product.to_owned(),
+                column: field.name().clone(),
+                from: column.data_type().to_string(),
+                to: format!("{} (how a Delta table stores it)", field.data_type()),
+                reason,
+            };
+            if let Some(value) = sub_microsecond(column.as_ref()) {
+                return Err(fail(format!(
+                    "the value {value} ns has a fraction of a microsecond, which a Delta timestamp cannot hold; \
+                     truncate it (date_trunc('microsecond', ...)) or CAST it to TIMESTAMP(6)"
+                )));
+            }
+            columns.push(cast_with_options(column, field.data_type(), &options).map_err(|e| fail(e.to_string()))?);
+        }
+        RecordBatch::try_new(Arc::clone(&self.file_schema), columns).map_err(|e| DataError::Internal(e.to_string()))
+    }
+}
+
+/// The first nanosecond timestamp in `array` (at any depth) that is not a whole
+/// microsecond.
+fn sub_microsecond(array: &dyn Array) -> Option<i64> {
+    match array.data_type() {
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            let values = array.as_primitive::<TimestampNanosecondType>();
+            values.iter().flatten().find(|v| v % 1_000 != 0)
+        }
+        DataType::Struct(_) => array.as_struct().columns().iter().find_map(|c| sub_microsecond(c.as_ref())),
+        DataType::List(_) => sub_microsecond(array.as_list::<i32>().values().as_ref()),
+        DataType::LargeList(_) => sub_microsecond(array.as_list::<i64>().values().as_ref()),
+        DataType::FixedSizeList(..) => sub_microsecond(array.as_fixed_size_list().values().as_ref()),
+        DataType::Map(..) => sub_microsecond(array.as_map().entries()),
+        DataType::Dictionary(..) => array.as_any_dictionary_opt().and_then(|d| sub_microsecond(d.values().as_ref())),
+        _ => None,
     }
 }
 

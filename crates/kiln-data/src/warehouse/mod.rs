@@ -1,11 +1,17 @@
-//! Where datasets live, their layout, and the atomic commit of a build.
+//! Where datasets live: a warehouse root on an object store, each dataset a Delta Lake
+//! table under it ([`delta`]: reading and committing versions; [`legacy`]: converting the
+//! layout from before Delta tables).
+
+mod delta;
+mod legacy;
+
+pub use delta::TableVersion;
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use kiln_artifact::{CurrentPointer, MANIFEST_FORMAT_VERSION, Manifest};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -98,32 +104,6 @@ impl Warehouse {
         format!("{product}/builds/{run_id}")
     }
 
-    fn pointer_path(product: &str) -> String {
-        format!("{product}/_current.json")
-    }
-
-    /// Commits a build: writes its manifest (the commit point), then atomically replaces
-    /// the product's pointer. Before the manifest exists the build is invisible; between
-    /// the two writes the previous build is still the visible one.
-    pub async fn commit(&self, manifest: &Manifest) -> Result<()> {
-        let manifest_rel = format!("{}/_manifest.json", manifest.build_dir);
-        crate::failpoint("before_manifest");
-        put_bytes(&self.store, &self.path(&manifest_rel), manifest.to_json()?).await?;
-        crate::failpoint("before_pointer");
-        let pointer = CurrentPointer {
-            format_version: MANIFEST_FORMAT_VERSION,
-            product: manifest.product.clone(),
-            build_id: manifest.build_id.clone(),
-            run_id: manifest.run_id.clone(),
-            manifest: manifest_rel,
-        };
-        // LocalFileSystem and InMemory both make `put` atomic (write to a temporary file,
-        // then rename), which is what makes the pointer switch atomic.
-        put_bytes(&self.store, &self.path(&Self::pointer_path(&manifest.product)), pointer.to_json()?).await?;
-        crate::failpoint("after_pointer");
-        Ok(())
-    }
-
     /// Writes one object (atomically, as `put` is) at `relative`.
     pub async fn put(&self, relative: &str, bytes: Vec<u8>) -> Result<()> {
         put_bytes(&self.store, &self.path(relative), bytes).await
@@ -153,70 +133,40 @@ impl Warehouse {
         Ok(out)
     }
 
-    /// Every build directory of a product (relative to the warehouse), oldest first (run
-    /// ids sort by time), each with its manifest when it was committed. Maintenance only
-    /// (`rollback`, `gc`): readers never list.
-    pub async fn builds(&self, product: &str) -> Result<Vec<(String, Option<Manifest>)>> {
-        let prefix = self.path(&format!("{product}/builds"));
-        let listed = self
-            .store
-            .list_with_delimiter(Some(&prefix))
-            .await
-            .map_err(DataError::store(format!("cannot list {prefix}")))?;
-        let mut dirs: Vec<String> = listed
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().map(|run| Self::build_dir(product, run)))
-            .collect();
-        dirs.sort();
-        let mut out = Vec::with_capacity(dirs.len());
-        for dir in dirs {
-            let rel = format!("{dir}/_manifest.json");
-            let manifest = match get_optional(&self.store, &self.path(&rel)).await? {
-                Some(bytes) => Some(Manifest::from_json(&bytes, &rel)?),
-                None => None,
-            };
-            out.push((dir, manifest));
-        }
-        Ok(out)
-    }
-
-    /// Deletes every object under `dir` (relative to the warehouse); returns (files, bytes).
-    pub async fn delete_dir(&self, dir: &str) -> Result<(u64, u64)> {
+    /// Every object under the warehouse-relative `prefix`: its path relative to the
+    /// warehouse, and its size. Maintenance only (`gc`).
+    pub async fn objects(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         use futures::TryStreamExt;
-        let prefix = self.path(dir);
-        let objects: Vec<object_store::ObjectMeta> = self
+        let path = self.path(prefix);
+        let listed: Vec<object_store::ObjectMeta> = self
             .store
-            .list(Some(&prefix))
+            .list(Some(&path))
             .try_collect()
             .await
-            .map_err(DataError::store(format!("cannot list {prefix}")))?;
-        let (mut files, mut bytes) = (0, 0);
-        // The manifest goes first: a half-deleted build is then uncommitted, not corrupt.
-        let (manifests, data): (Vec<_>, Vec<_>) =
-            objects.into_iter().partition(|o| o.location.filename() == Some("_manifest.json"));
-        for object in manifests.into_iter().chain(data) {
-            self.store
-                .delete(&object.location)
-                .await
-                .map_err(DataError::store(format!("cannot delete {}", object.location)))?;
-            files += 1;
-            bytes += object.size;
-        }
-        Ok((files, bytes))
+            .map_err(DataError::store(format!("cannot list {path}")))?;
+        Ok(listed.into_iter().filter_map(|o| Some((self.relative(&o.location)?, o.size))).collect())
     }
 
-    /// The committed manifest of a product, if any.
-    pub async fn current(&self, product: &str) -> Result<Option<Manifest>> {
-        let rel = Self::pointer_path(product);
-        let Some(bytes) = get_optional(&self.store, &self.path(&rel)).await? else {
-            return Ok(None);
-        };
-        let pointer = CurrentPointer::from_json(&bytes, &rel)?;
-        let bytes = get_optional(&self.store, &self.path(&pointer.manifest))
-            .await?
-            .ok_or_else(|| DataError::Config(format!("pointer {rel} names a missing manifest {}", pointer.manifest)))?;
-        Ok(Some(Manifest::from_json(&bytes, &pointer.manifest)?))
+    /// Deletes one object (warehouse-relative); a missing one is not an error.
+    pub async fn delete(&self, relative: &str) -> Result<()> {
+        match self.store.delete(&self.path(relative)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(DataError::store(format!("cannot delete {relative}"))(e)),
+        }
+    }
+
+    /// The warehouse-relative path of an object path under the root (`None` outside it).
+    fn relative(&self, location: &Path) -> Option<String> {
+        let parts: Vec<String> = location.prefix_match(&self.root)?.map(|p| p.as_ref().to_owned()).collect();
+        let decoded: Vec<String> =
+            parts.iter().map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned()).collect();
+        Some(decoded.join("/"))
+    }
+
+    /// The URL of dataset `name`'s table root (`file:///.../warehouse/name/`).
+    fn table_url(&self, name: &str) -> Result<url::Url> {
+        let root = self.path(name);
+        url_of(&format!("{}/{}/", self.base_url, root))
     }
 }
 

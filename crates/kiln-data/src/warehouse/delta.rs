@@ -1,0 +1,587 @@
+//! Datasets as Delta Lake tables, read and committed through delta-rs.
+//!
+//! `<warehouse>/<dataset>/` is a Delta table: `_delta_log/` holds its commits and
+//! `builds/<run_id>/[col=value/]part-*.parquet` its data files. One Delta commit (the
+//! put-if-absent of the next `_delta_log/<version>.json`) is the one moment a build becomes
+//! visible, to Kiln and to every other Delta reader alike: before it the build's files
+//! are in no version; after it they are the latest version.
+//!
+//! Kiln's record of the build ([`KilnCommit`]: build id, fingerprints, totals, positions,
+//! checkpoint, and the files it adds with Kiln's details of each) travels in the same
+//! commit, as the `kiln` key of its `commitInfo`, so there is no state in which Kiln and a
+//! Delta reader disagree about what is current. Reading the current build takes one LIST
+//! of `_delta_log/` and one GET of the latest commit when that commit replaced every file
+//! (`complete`), which full builds do; for appends (ingest, streams) the file list comes
+//! from delta-rs's snapshot of the version.
+//!
+//! Every commit is made on top of the version the run read (`Manifest::version` of its
+//! base) with no retries: when another writer committed in between, the commit is refused
+//! with [`DataError::ConcurrentCommit`] and nothing of the run is visible.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TableReference, TransactionError};
+use deltalake_core::kernel::{Action, Add, MetadataExt, Protocol, Remove, StructType, Transaction, new_metadata};
+use deltalake_core::logstore::{LogStoreRef, StorageConfig, default_logstore};
+use deltalake_core::operations::vacuum::VacuumMode;
+use deltalake_core::protocol::{DeltaOperation, OutputMode, SaveMode};
+use deltalake_core::table::state::DeltaTableState;
+use deltalake_core::{DeltaTable, DeltaTableError};
+use kiln_artifact::{FileEntry, KilnCommit, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals};
+use object_store::ObjectStore;
+use object_store::prefix::PrefixStore;
+use serde::Deserialize;
+
+use super::Warehouse;
+use crate::{DataError, Result};
+
+/// The `commitInfo` key of Kiln's record.
+const RECORD_KEY: &str = "kiln";
+
+/// One version of a dataset's table, as its commit says.
+#[derive(Debug, Clone)]
+pub struct TableVersion {
+    pub version: u64,
+    /// The Delta operation (`WRITE`, `RESTORE`, `VACUUM END`, ...), when recorded.
+    pub operation: Option<String>,
+    /// Kiln's record, when Kiln made the commit.
+    pub record: Option<KilnCommit>,
+    /// Whether the commit changed the table's rows or schema (adds or removes files with
+    /// `dataChange`, or sets new metadata).
+    pub changes_data: bool,
+}
+
+/// One line of a commit file, as far as Kiln reads it (other keys are skipped).
+#[derive(Deserialize)]
+struct LogLine {
+    #[serde(rename = "commitInfo")]
+    commit_info: Option<serde_json::Map<String, serde_json::Value>>,
+    add: Option<FileChange>,
+    remove: Option<FileChange>,
+    #[serde(rename = "metaData")]
+    metadata: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct FileChange {
+    #[serde(rename = "dataChange", default)]
+    data_change: bool,
+}
+
+impl Warehouse {
+    /// The delta-rs log store of dataset `name`'s table.
+    fn log_store(&self, name: &str) -> Result<LogStoreRef> {
+        let url = self.table_url(name)?;
+        let prefixed: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(Arc::clone(&self.store), self.path(name)));
+        Ok(default_logstore(prefixed, Arc::clone(&self.store), &url, &StorageConfig::default()))
+    }
+
+    /// The versions whose commit files are in `name`'s log, ascending (empty: no table).
+    pub(super) async fn log_versions(&self, name: &str) -> Result<Vec<u64>> {
+        let dir = self.path(&format!("{name}/_delta_log"));
+        let listed =
+            self.store.list_with_delimiter(Some(&dir)).await.map_err(DataError::store(format!("cannot list {dir}")))?;
+        let mut versions: Vec<u64> =
+            listed.objects.iter().filter_map(|o| o.location.filename()?.strip_suffix(".json")?.parse().ok()).collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// What commit `version` of `name` did (`None`: its commit file is gone).
+    async fn read_commit(&self, name: &str, version: u64) -> Result<Option<TableVersion>> {
+        let rel = format!("{name}/_delta_log/{version:020}.json");
+        let Some(bytes) = super::get_optional(&self.store, &self.path(&rel)).await? else { return Ok(None) };
+        let text = String::from_utf8_lossy(&bytes);
+        let mut out = TableVersion { version, operation: None, record: None, changes_data: false };
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let line: LogLine = serde_json::from_str(line)
+                .map_err(|e| DataError::Config(format!("{rel}: not a Delta commit line: {e}")))?;
+            if let Some(info) = line.commit_info {
+                out.operation = info.get("operation").and_then(|v| v.as_str()).map(str::to_owned);
+                if let Some(record) = info.get(RECORD_KEY) {
+                    out.record = Some(KilnCommit::from_json(record.clone(), &rel)?);
+                    // Kiln's record says all the commit did (commitInfo is its first line).
+                    out.changes_data = true;
+                    return Ok(Some(out));
+                }
+            }
+            let changed = |c: &Option<FileChange>| c.as_ref().is_some_and(|c| c.data_change);
+            out.changes_data |= changed(&line.add) || changed(&line.remove) || line.metadata.is_some();
+        }
+        Ok(Some(out))
+    }
+
+    /// Every version of `name`'s table whose commit file is kept, oldest first.
+    pub async fn history(&self, name: &str) -> Result<Vec<TableVersion>> {
+        let mut out = Vec::new();
+        for version in self.log_versions(name).await? {
+            if let Some(v) = self.read_commit(name, version).await? {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The committed manifest of dataset `name`: its table's latest version (`None`: no
+    /// table yet).
+    pub async fn current(&self, name: &str) -> Result<Option<Manifest>> {
+        let versions = self.log_versions(name).await?;
+        let Some(&latest) = versions.last() else {
+            super::legacy::refuse_old_layout(self, name).await?;
+            return Ok(None);
+        };
+        self.manifest_at(name, latest, &versions).await.map(Some)
+    }
+
+    /// The manifest of version `version` of `name` (`versions`: the log's versions).
+    async fn manifest_at(&self, name: &str, version: u64, versions: &[u64]) -> Result<Manifest> {
+        // The commit whose Kiln record describes this version's data: this one, or the
+        // last before it when only commits that change no data (VACUUM, properties)
+        // followed.
+        let mut at = version;
+        let record = loop {
+            match self.read_commit(name, at).await? {
+                Some(TableVersion { record: Some(record), .. }) => break Some(record),
+                Some(v) if !v.changes_data && at > 0 && versions.binary_search(&(at - 1)).is_ok() => at -= 1,
+                _ => break None,
+            }
+        };
+        match record {
+            Some(r) if r.complete => Ok(r.manifest(version, r.added.clone())),
+            Some(r) => {
+                let state = self.snapshot(name, version).await?;
+                let files = snapshot_files(&state, name, &r.partition_by, &r.added);
+                Ok(r.manifest(version, files))
+            }
+            // Another writer changed the data: the version stands as it is (Kiln's readers
+            // read exactly its files); without fingerprints, the next build replaces it.
+            None => {
+                let state = self.snapshot(name, version).await?;
+                let partition_by = state.metadata().partition_columns().to_vec();
+                let files = snapshot_files(&state, name, &partition_by, &[]);
+                Ok(foreign_manifest(name, version, partition_by, files))
+            }
+        }
+    }
+
+    /// The committed manifest of version `version` of `name`.
+    pub async fn version(&self, name: &str, version: u64) -> Result<Manifest> {
+        let versions = self.log_versions(name).await?;
+        self.manifest_at(name, version, &versions).await
+    }
+
+    async fn snapshot(&self, name: &str, version: u64) -> Result<DeltaTableState> {
+        let log_store = self.log_store(name)?;
+        DeltaTableState::try_new(log_store.as_ref(), Some(version))
+            .await
+            .map_err(DataError::delta(format!("dataset `{name}`: cannot read version {version}")))
+    }
+
+    /// Commits `manifest` (a build of a dataset of logical schema `schema`) as the next
+    /// version of its table, on top of `base` (the committed manifest the build read, with
+    /// its version; `None`: the table does not exist yet). Files of `base` that `manifest`
+    /// does not list are removed, its new files added. Returns the manifest with its
+    /// version.
+    pub async fn commit(&self, manifest: &Manifest, base: Option<&Manifest>, schema: &Schema) -> Result<Manifest> {
+        let name = manifest.product.as_str();
+        let read = match base {
+            Some(b) => Some(b.version.ok_or_else(|| {
+                DataError::Internal(format!("dataset `{name}`: commit over a manifest with no table version"))
+            })?),
+            None => None,
+        };
+        let stored = kiln_contracts::storage_schema(schema)
+            .map_err(|source| DataError::Storage { product: name.to_owned(), source })?;
+        let table_schema: StructType = (&stored)
+            .try_into_kernel()
+            .map_err(|e| DataError::Internal(format!("dataset `{name}`: Delta schema of {stored:?}: {e}")))?;
+        let state = match read {
+            Some(v) => Some(self.snapshot(name, v).await?),
+            None => None,
+        };
+
+        let before: BTreeSet<&str> = base.iter().flat_map(|b| &b.files).map(|f| f.path.as_str()).collect();
+        let after: BTreeSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+        let record = KilnCommit::of(manifest, &before);
+        let now = now_ms();
+        let delta =
+            |e: deltalake_core::kernel::Error| DataError::Internal(format!("dataset `{name}`: Delta metadata: {e}"));
+
+        let mut actions = Vec::new();
+        let (protocol, metadata) = match &state {
+            None => {
+                let metadata =
+                    new_metadata(&table_schema, &manifest.partition_by, std::iter::empty::<(String, String)>())
+                        .and_then(|m| m.with_name(name.to_owned()))
+                        .map_err(delta)?;
+                (protocol_for(&stored, None)?, Some(metadata))
+            }
+            Some(s) => {
+                let same = s.schema().as_ref() == &table_schema
+                    && s.metadata().partition_columns() == manifest.partition_by.as_slice();
+                if same {
+                    (None, None)
+                } else {
+                    let metadata =
+                        new_metadata(&table_schema, &manifest.partition_by, s.metadata().configuration().clone())
+                            .and_then(|m| m.with_table_id(s.metadata().id().to_owned()))
+                            .and_then(|m| m.with_name(name.to_owned()))
+                            .map_err(delta)?;
+                    (protocol_for(&stored, Some(s.protocol()))?, Some(metadata))
+                }
+            }
+        };
+        if let Some(p) = &protocol {
+            actions.push(Action::Protocol(p.clone()));
+        }
+        if let Some(m) = &metadata {
+            actions.push(Action::Metadata(m.clone()));
+        }
+        let mut removed = 0;
+        for file in base.iter().flat_map(|b| &b.files).filter(|f| !after.contains(f.path.as_str())) {
+            actions.push(Action::Remove(remove_action(file, name, &base_partitions(base), now)?));
+            removed += 1;
+        }
+        for file in &record.added {
+            actions.push(Action::Add(add_action(file, name, &manifest.partition_by, now, true)?));
+        }
+
+        let operation = match (&state, protocol, metadata) {
+            (None, Some(protocol), Some(metadata)) => DeltaOperation::Create {
+                mode: SaveMode::ErrorIfExists,
+                location: self.table_url(name)?,
+                protocol,
+                metadata,
+            },
+            _ if !manifest.positions.is_empty() => DeltaOperation::StreamingUpdate {
+                output_mode: if removed == 0 { OutputMode::Append } else { OutputMode::Complete },
+                query_id: name.to_owned(),
+                epoch_id: manifest.positions.values().map(|p| p.batches as i64).max().unwrap_or(0),
+            },
+            _ => DeltaOperation::Write {
+                mode: if removed == 0 { SaveMode::Append } else { SaveMode::Overwrite },
+                partition_by: (!manifest.partition_by.is_empty()).then(|| manifest.partition_by.clone()),
+                predicate: None,
+            },
+        };
+        let mut properties =
+            CommitProperties::default().with_metadata([(RECORD_KEY.to_owned(), record.to_json()?)]).with_max_retries(0);
+        // Micro-batch progress as Delta application transactions too, the protocol's own
+        // record of a streaming writer's position (Kiln's is in its record).
+        for (feed, position) in &manifest.positions {
+            properties = properties
+                .with_application_transaction(Transaction::new(format!("kiln:{name}:{feed}"), position.batches as i64));
+        }
+        let version = self.commit_actions(name, read, state.as_ref(), actions, operation, properties).await?;
+        Ok(committed(manifest, version))
+    }
+
+    /// Makes one commit on top of `state` (version `read`), without retries.
+    async fn commit_actions(
+        &self,
+        name: &str,
+        read: Option<u64>,
+        state: Option<&DeltaTableState>,
+        actions: Vec<Action>,
+        operation: DeltaOperation,
+        properties: CommitProperties,
+    ) -> Result<u64> {
+        let log_store = self.log_store(name)?;
+        let refused = |e: DeltaTableError| commit_error(name, read, e);
+        crate::failpoint("before_commit");
+        let committed = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(state.map(|s| s as &dyn TableReference), log_store, operation)
+            .into_prepared_commit_future()
+            .await
+            .map_err(refused)?
+            .await
+            .map_err(refused)?;
+        let version = committed.version;
+        crate::failpoint("after_commit");
+        // The commit is durable; what follows (a checkpoint every 100 versions, expired log
+        // cleanup) only speeds up later reads, so its failure does not fail the build.
+        if let Err(e) = committed.await {
+            tracing::warn!(dataset = name, version, error = %e, "post-commit checkpoint failed");
+        }
+        Ok(version)
+    }
+
+    /// Rewrites the files of `current` into `compacted` (the same rows in fewer files) as
+    /// one commit that changes no data (`OPTIMIZE`): readers see the same rows throughout.
+    pub async fn commit_compaction(
+        &self,
+        current: &Manifest,
+        compacted: &Manifest,
+        target_size: u64,
+    ) -> Result<Manifest> {
+        let name = current.product.as_str();
+        let read = current.version.ok_or_else(|| DataError::Internal(format!("dataset `{name}`: no table version")))?;
+        let state = self.snapshot(name, read).await?;
+        let before: BTreeSet<&str> = current.files.iter().map(|f| f.path.as_str()).collect();
+        let after: BTreeSet<&str> = compacted.files.iter().map(|f| f.path.as_str()).collect();
+        let record = KilnCommit::of(compacted, &before);
+        let now = now_ms();
+        let mut actions = Vec::new();
+        for file in current.files.iter().filter(|f| !after.contains(f.path.as_str())) {
+            let mut remove = remove_action(file, name, &current.partition_by, now)?;
+            remove.data_change = false;
+            actions.push(Action::Remove(remove));
+        }
+        for file in &record.added {
+            actions.push(Action::Add(add_action(file, name, &compacted.partition_by, now, false)?));
+        }
+        let operation = DeltaOperation::Optimize { predicate: None, target_size: target_size as i64 };
+        let properties =
+            CommitProperties::default().with_metadata([(RECORD_KEY.to_owned(), record.to_json()?)]).with_max_retries(0);
+        let version = self.commit_actions(name, Some(read), Some(&state), actions, operation, properties).await?;
+        Ok(committed(compacted, version))
+    }
+
+    /// Makes `target` (an earlier version's manifest) the table's content again, as a new
+    /// version on top of `current` (delta-rs's RESTORE: time travel to every version stays
+    /// possible). Fails when `kiln gc` deleted files `target` needs.
+    pub async fn restore(&self, current: &Manifest, target: &Manifest) -> Result<Manifest> {
+        let name = current.product.as_str();
+        let (Some(from), Some(to)) = (current.version, target.version) else {
+            return Err(DataError::Internal(format!("dataset `{name}`: restore between unversioned manifests")));
+        };
+        let mut table = DeltaTable::new(self.log_store(name)?);
+        table.load_version(from).await.map_err(DataError::delta(format!("dataset `{name}`: version {from}")))?;
+        let before: BTreeSet<&str> = current.files.iter().map(|f| f.path.as_str()).collect();
+        let record = KilnCommit::of(target, &before);
+        let properties =
+            CommitProperties::default().with_metadata([(RECORD_KEY.to_owned(), record.to_json()?)]).with_max_retries(0);
+        crate::failpoint("before_commit");
+        let (table, _) = table
+            .restore()
+            .with_version_to_restore(to)
+            .with_commit_properties(properties)
+            .await
+            .map_err(|e| match e {
+                DeltaTableError::Transaction { .. } | DeltaTableError::VersionAlreadyExists(_) => {
+                    commit_error(name, Some(from), e)
+                }
+                other => DataError::Delta {
+                    context: format!(
+                        "dataset `{name}`: cannot restore version {to} (`kiln gc` may have deleted its files; `[storage] retain_versions` keeps more)"
+                    ),
+                    source: Box::new(other),
+                },
+            })?;
+        crate::failpoint("after_commit");
+        let version = table.version().ok_or_else(|| DataError::Internal(format!("dataset `{name}`: no version")))?;
+        Ok(committed(target, version))
+    }
+
+    /// Deletes the data files of `name` that its latest version and the versions `keep`
+    /// no longer reference (delta-rs's VACUUM, lite: files of `remove` actions). Returns
+    /// their warehouse-relative paths.
+    pub async fn vacuum(&self, name: &str, keep: &[u64]) -> Result<Vec<String>> {
+        let mut table = DeltaTable::new(self.log_store(name)?);
+        table.load().await.map_err(DataError::delta(format!("dataset `{name}`: cannot read its table")))?;
+        let (_, metrics) = table
+            .vacuum()
+            .with_retention_period(chrono::Duration::zero())
+            .with_enforce_retention_duration(false)
+            .with_keep_versions(keep)
+            .with_mode(VacuumMode::Lite)
+            .await
+            .map_err(DataError::delta(format!("dataset `{name}`: vacuum")))?;
+        Ok(metrics.files_deleted.into_iter().map(|p| format!("{name}/{p}")).collect())
+    }
+}
+
+/// `manifest` as committed at `version` (its files' Delta statistics now live in the log).
+fn committed(manifest: &Manifest, version: u64) -> Manifest {
+    let mut out = Manifest { version: Some(version), ..manifest.clone() };
+    for file in &mut out.files {
+        file.delta_stats = None;
+    }
+    out
+}
+
+/// A refused commit: the next version was taken by another writer (or the table created
+/// by one), or some other failure.
+fn commit_error(name: &str, read: Option<u64>, e: DeltaTableError) -> DataError {
+    let lost = matches!(
+        &e,
+        DeltaTableError::VersionAlreadyExists(_)
+            | DeltaTableError::Transaction {
+                source: TransactionError::MaxCommitAttempts(_) | TransactionError::CommitConflict(_)
+            }
+    );
+    if lost {
+        return DataError::ConcurrentCommit {
+            product: name.to_owned(),
+            read: read.map_or_else(|| "none: the table did not exist".to_owned(), |v| v.to_string()),
+            version: read.map_or(0, |v| v + 1),
+        };
+    }
+    DataError::Delta { context: format!("dataset `{name}`: commit"), source: Box::new(e) }
+}
+
+fn base_partitions(base: Option<&Manifest>) -> Vec<String> {
+    base.map(|b| b.partition_by.clone()).unwrap_or_default()
+}
+
+/// The path of a warehouse-relative file of dataset `name`, relative to its table root.
+fn table_path<'a>(file: &'a FileEntry, name: &str) -> Result<&'a str> {
+    file.path
+        .strip_prefix(name)
+        .and_then(|p| p.strip_prefix('/'))
+        .ok_or_else(|| DataError::Internal(format!("file {} is not inside dataset `{name}`", file.path)))
+}
+
+fn partition_values(file: &FileEntry, partition_by: &[String]) -> HashMap<String, Option<String>> {
+    partition_by.iter().cloned().zip(file.partition.iter().cloned().chain(std::iter::repeat(None))).collect()
+}
+
+fn add_action(file: &FileEntry, name: &str, partition_by: &[String], now: i64, data_change: bool) -> Result<Add> {
+    // Files Kiln knows without their footer's statistics (converted from the pre-Delta
+    // layout) still give readers their row count.
+    let stats = file.delta_stats.clone().unwrap_or_else(|| {
+        format!("{{\"numRecords\":{},\"minValues\":{{}},\"maxValues\":{{}},\"nullCount\":{{}}}}", file.rows)
+    });
+    Ok(Add {
+        path: table_path(file, name)?.to_owned(),
+        partition_values: partition_values(file, partition_by),
+        size: file.bytes as i64,
+        modification_time: now,
+        data_change,
+        stats: Some(stats),
+        ..Default::default()
+    })
+}
+
+fn remove_action(file: &FileEntry, name: &str, partition_by: &[String], now: i64) -> Result<Remove> {
+    Ok(Remove {
+        path: table_path(file, name)?.to_owned(),
+        data_change: true,
+        deletion_timestamp: Some(now),
+        extended_file_metadata: Some(true),
+        partition_values: Some(partition_values(file, partition_by)),
+        size: Some(file.bytes as i64),
+        ..Default::default()
+    })
+}
+
+/// The files of a snapshot, as manifest entries (those in `known` with Kiln's details),
+/// ordered by path (run ids sort by time, so appended builds come in commit order).
+fn snapshot_files(state: &DeltaTableState, name: &str, partition_by: &[String], known: &[FileEntry]) -> Vec<FileEntry> {
+    let known: HashMap<&str, &FileEntry> = known.iter().map(|f| (f.path.as_str(), f)).collect();
+    let mut files: Vec<FileEntry> = state
+        .log_data()
+        .iter()
+        .map(|view| {
+            let path = format!("{name}/{}", view.path());
+            if let Some(f) = known.get(path.as_str()) {
+                return (*f).clone();
+            }
+            let values = view.partition_values_map();
+            FileEntry {
+                rows: view.num_records().unwrap_or(0) as u64,
+                bytes: view.size().max(0) as u64,
+                row_groups: 0,
+                partition: partition_by.iter().map(|c| values.get(c).cloned().flatten()).collect(),
+                footer_bytes: 0,
+                columns: Default::default(),
+                delta_stats: None,
+                path,
+            }
+        })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    files
+}
+
+/// The manifest of a version another writer made: its files, and no Kiln identity.
+fn foreign_manifest(name: &str, version: u64, partition_by: Vec<String>, files: Vec<FileEntry>) -> Manifest {
+    let rows: u64 = files.iter().map(|f| f.rows).sum();
+    Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        product: name.to_owned(),
+        build_id: format!("delta-v{version}"),
+        run_id: String::new(),
+        build_dir: String::new(),
+        schema_fp: String::new(),
+        ordering_tier: 1,
+        sort_keys: Vec::new(),
+        partition_by,
+        write_options: Default::default(),
+        totals: ManifestTotals {
+            files: files.len() as u64,
+            rows_written: rows,
+            bytes: files.iter().map(|f| f.bytes).sum(),
+            rows_read: rows,
+            rows_rejected: 0,
+        },
+        files,
+        fingerprints: None,
+        content: None,
+        positions: Default::default(),
+        stream: None,
+        side: Default::default(),
+        sidecars: Vec::new(),
+        version: Some(version),
+    }
+}
+
+/// The protocol a table of stored schema `stored` needs: `None` when `current` already
+/// allows it. Timestamps without a time zone (`timestamp_ntz`) need reader 3 / writer 7
+/// with the `timestampNtz` feature; everything else Kiln writes needs no feature.
+fn protocol_for(stored: &Schema, current: Option<&Protocol>) -> Result<Option<Protocol>> {
+    let ntz = stored.fields().iter().any(|f| has_ntz(f));
+    let json = |e: serde_json::Error| DataError::Internal(format!("Delta protocol: {e}"));
+    let mut value = match current {
+        None if !ntz => serde_json::json!({ "minReaderVersion": 1, "minWriterVersion": 2 }),
+        None => serde_json::json!({
+            "minReaderVersion": 3, "minWriterVersion": 7,
+            "readerFeatures": ["timestampNtz"], "writerFeatures": ["timestampNtz"],
+        }),
+        Some(p) => {
+            let value = serde_json::to_value(p).map_err(json)?;
+            let has = |key: &str| {
+                value.get(key).and_then(|v| v.as_array()).is_some_and(|a| a.iter().any(|f| f == "timestampNtz"))
+            };
+            if !ntz || has("readerFeatures") {
+                return Ok(None);
+            }
+            value
+        }
+    };
+    if current.is_some() {
+        // An upgrade to table features keeps what the legacy writer version implied.
+        let writer = value["minWriterVersion"].as_i64().unwrap_or(2);
+        let mut writer_features: Vec<serde_json::Value> =
+            value.get("writerFeatures").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+        if writer < 7 {
+            writer_features.extend(["appendOnly".into(), "invariants".into()]);
+        }
+        writer_features.push("timestampNtz".into());
+        let mut reader_features: Vec<serde_json::Value> =
+            value.get("readerFeatures").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+        reader_features.push("timestampNtz".into());
+        value = serde_json::json!({
+            "minReaderVersion": 3, "minWriterVersion": 7,
+            "readerFeatures": reader_features, "writerFeatures": writer_features,
+        });
+    }
+    serde_json::from_value(value).map(Some).map_err(json)
+}
+
+fn has_ntz(field: &Field) -> bool {
+    match field.data_type() {
+        DataType::Timestamp(_, None) => true,
+        DataType::List(f) | DataType::LargeList(f) | DataType::Map(f, _) => has_ntz(f),
+        DataType::Struct(fields) => fields.iter().any(|f| has_ntz(f)),
+        _ => false,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
