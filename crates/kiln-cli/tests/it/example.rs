@@ -381,7 +381,7 @@ fn query_diff_explain_rollback_gc() {
 }
 
 /// Initializes the example at scale factor 0.01 in `dir`.
-fn small_example(dir: &std::path::Path, cwd: &std::path::Path) {
+pub(crate) fn small_example(dir: &std::path::Path, cwd: &std::path::Path) {
     let (code, _, err) = kiln(&["init", "--example", "tpch", dir.to_str().unwrap()], cwd);
     assert_eq!(code, 0, "{err}");
     let toml = std::fs::read_to_string(dir.join("kiln.toml")).unwrap();

@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
-mod example;
+mod delta;
+pub(crate) mod example;
 mod http_source;
 mod interop;
 #[cfg(feature = "s3")]

@@ -446,6 +446,18 @@ impl ViewRunner {
             self.write_side(warehouse, &mut manifest, &name, vec![batch], &build_id, number).await?;
         }
 
+        // A side dataset's table exists from the view's first checkpoint on (empty until
+        // its first row), so readers find it.
+        let unborn: Vec<String> = self
+            .sides
+            .iter()
+            .filter(|(name, side)| side.committed.is_none() && !manifest.side.contains_key(*name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in unborn {
+            self.write_side(warehouse, &mut manifest, &name, Vec::new(), &build_id, number).await?;
+        }
+
         manifest.fingerprints = Some(self.fps.clone());
         manifest.content = Some(ContentVersions { rows: build_id.clone(), columns: Default::default() });
         manifest.positions.insert(feed, self.position.clone());

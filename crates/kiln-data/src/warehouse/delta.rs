@@ -391,7 +391,7 @@ impl Warehouse {
             .with_mode(VacuumMode::Lite)
             .await
             .map_err(DataError::delta(format!("dataset `{name}`: vacuum")))?;
-        Ok(metrics.files_deleted.into_iter().map(|p| format!("{name}/{p}")).collect())
+        Ok(metrics.files_deleted.iter().map(|p| file_path(name, p)).collect())
     }
 }
 
@@ -428,12 +428,19 @@ fn base_partitions(base: Option<&Manifest>) -> Vec<String> {
     base.map(|b| b.partition_by.clone()).unwrap_or_default()
 }
 
-/// The path of a warehouse-relative file of dataset `name`, relative to its table root.
-fn table_path<'a>(file: &'a FileEntry, name: &str) -> Result<&'a str> {
+/// The path of a warehouse-relative file of dataset `name` as its `add` action names it
+/// (relative to the table root; its object key, which delta-rs escapes for the log).
+fn table_path(file: &FileEntry, name: &str) -> Result<String> {
     file.path
         .strip_prefix(name)
         .and_then(|p| p.strip_prefix('/'))
+        .map(str::to_owned)
         .ok_or_else(|| DataError::Internal(format!("file {} is not inside dataset `{name}`", file.path)))
+}
+
+/// The warehouse-relative path of a file of dataset `name` from its `add` path (decoded).
+fn file_path(name: &str, add_path: &str) -> String {
+    format!("{name}/{add_path}")
 }
 
 fn partition_values(file: &FileEntry, partition_by: &[String]) -> HashMap<String, Option<String>> {
@@ -447,7 +454,7 @@ fn add_action(file: &FileEntry, name: &str, partition_by: &[String], now: i64, d
         format!("{{\"numRecords\":{},\"minValues\":{{}},\"maxValues\":{{}},\"nullCount\":{{}}}}", file.rows)
     });
     Ok(Add {
-        path: table_path(file, name)?.to_owned(),
+        path: table_path(file, name)?,
         partition_values: partition_values(file, partition_by),
         size: file.bytes as i64,
         modification_time: now,
@@ -459,7 +466,7 @@ fn add_action(file: &FileEntry, name: &str, partition_by: &[String], now: i64, d
 
 fn remove_action(file: &FileEntry, name: &str, partition_by: &[String], now: i64) -> Result<Remove> {
     Ok(Remove {
-        path: table_path(file, name)?.to_owned(),
+        path: table_path(file, name)?,
         data_change: true,
         deletion_timestamp: Some(now),
         extended_file_metadata: Some(true),
@@ -477,7 +484,7 @@ fn snapshot_files(state: &DeltaTableState, name: &str, partition_by: &[String], 
         .log_data()
         .iter()
         .map(|view| {
-            let path = format!("{name}/{}", view.path());
+            let path = file_path(name, &view.path());
             if let Some(f) = known.get(path.as_str()) {
                 return (*f).clone();
             }

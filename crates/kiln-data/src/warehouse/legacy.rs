@@ -10,6 +10,7 @@
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use kiln_artifact::{CurrentPointer, Manifest};
+use object_store::ObjectStoreExt;
 
 use super::Warehouse;
 use crate::{DataError, Result};
@@ -54,15 +55,34 @@ impl Warehouse {
                 None => true,
             };
             if lagging {
+                self.move_escaped(&copy).await?;
                 let side_schema = self.build_schema(&copy, None).await?;
                 self.commit(&copy, None, &side_schema).await?;
                 self.delete(&pointer_path(&side)).await?;
             }
         }
+        self.move_escaped(&old).await?;
         let table_schema = self.build_schema(&old, schema).await?;
         let committed = self.commit(&old, None, &table_schema).await?;
         self.delete(&pointer_path(name)).await?;
         Ok(Some(committed))
+    }
+
+    /// Files whose object names the old layout escaped once more than a Hive directory
+    /// is (`k=a%253Ab` for `k=a%3Ab`, every `%` escaped again) are copied to their
+    /// names, where Delta readers look.
+    async fn move_escaped(&self, manifest: &Manifest) -> Result<()> {
+        for file in &manifest.files {
+            let old = file.path.split('/').filter(|s| !s.is_empty()).fold(self.root.clone(), |p, s| p.join(s));
+            let new = self.path(&file.path);
+            if old != new {
+                match self.store.copy_if_not_exists(&old, &new).await {
+                    Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(DataError::store(format!("cannot copy {old} to {new}"))(e)),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The schema of an old build: its first file's columns, then its partition columns.

@@ -14,8 +14,9 @@ use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
-use object_store::path::Path;
+use object_store::path::{Path, PathPart};
 use object_store::{ObjectStore, ObjectStoreExt};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::{DataError, Result};
 
@@ -84,18 +85,38 @@ impl Warehouse {
         &self.store
     }
 
-    /// The object path of a warehouse-relative path.
+    /// The object path of a warehouse-relative path. Its segments are object names as
+    /// they are (a Hive directory `k=a%3Ab` is the object prefix `k=a%3Ab`, the name other
+    /// engines decode to `a:b`); only a segment object_store cannot hold as it is (a
+    /// control character) is escaped.
     pub fn path(&self, relative: &str) -> Path {
         let mut p = self.root.clone();
         for part in relative.split('/').filter(|s| !s.is_empty()) {
-            p = p.join(part);
+            p = match PathPart::parse(part) {
+                Ok(raw) => p.join(raw),
+                Err(_) => p.join(part),
+            };
         }
         p
     }
 
-    /// The URL DataFusion reads a warehouse-relative file by.
+    /// The URL DataFusion reads a warehouse-relative file by (DataFusion decodes a URL's
+    /// path once to find the object, so each segment is encoded here).
     pub fn url(&self, relative: &str) -> Result<ListingTableUrl> {
-        let full = format!("{}/{}", self.base_url, self.path(relative));
+        const SEGMENT: &AsciiSet = &CONTROLS
+            .add(b' ')
+            .add(b'"')
+            .add(b'#')
+            .add(b'%')
+            .add(b'<')
+            .add(b'>')
+            .add(b'?')
+            .add(b'`')
+            .add(b'{')
+            .add(b'}');
+        let path = self.path(relative);
+        let encoded: Vec<String> = path.parts().map(|p| utf8_percent_encode(p.as_ref(), SEGMENT).to_string()).collect();
+        let full = format!("{}/{}", self.base_url, encoded.join("/"));
         ListingTableUrl::parse(&full).map_err(DataError::exec(format!("bad dataset url {full}")))
     }
 

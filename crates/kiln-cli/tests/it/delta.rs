@@ -1,0 +1,412 @@
+//! Products as Delta Lake tables, read by engines that are not Kiln: the Python
+//! `deltalake` package and Polars (from PyPI, in a virtualenv under the target directory)
+//! must see exactly the rows of the files Kiln's committed record lists, at exactly the
+//! version Kiln committed, through rebuilds, a rollback, a gc, kills and concurrent
+//! builds.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{committed, kiln};
+
+/// The python of a virtualenv holding deltalake, polars and pyarrow.
+fn delta_python() -> PathBuf {
+    crate::venv("delta-venv", &["deltalake", "polars", "pyarrow"], "import deltalake, polars, pyarrow")
+}
+
+const READERS: &str = include_str!("delta_readers.py");
+
+/// What every Delta reader saw of `datasets` in `dir`'s warehouse, checked against Kiln's
+/// committed records: panics with every mismatch.
+fn assert_readers_agree(dir: &Path, datasets: &[&str], when: &str) -> serde_json::Value {
+    let report = read_with_peers(dir, datasets, when);
+    let problems: Vec<String> = report
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(name, r)| {
+            r["mismatches"].as_array().unwrap().iter().map(move |m| format!("{name}: {}", m.as_str().unwrap()))
+        })
+        .collect();
+    assert!(problems.is_empty(), "{when}:\n{}", problems.join("\n"));
+    report
+}
+
+/// What the Delta readers saw of `datasets`, and how it compares with Kiln's records read
+/// just before (which a running build may since have superseded).
+fn read_with_peers(dir: &Path, datasets: &[&str], when: &str) -> serde_json::Value {
+    let warehouse = dir.join("warehouse").canonicalize().unwrap();
+    // Where a file is on disk: its object path (Kiln's paths are escaped once more by
+    // object_store).
+    let store = ::kiln::data::Warehouse::local(&warehouse).unwrap();
+    let on_disk = |path: &str| format!("/{}", store.path(path));
+    let mut specs = serde_json::Map::new();
+    for name in datasets {
+        let manifest = committed(dir, name).unwrap_or_else(|| panic!("{when}: `{name}` has no committed build"));
+        let files: Vec<serde_json::Value> = manifest
+            .files
+            .iter()
+            .map(|f| {
+                let partition: serde_json::Map<String, serde_json::Value> = manifest
+                    .partition_by
+                    .iter()
+                    .zip(&f.partition)
+                    .map(|(c, v)| (c.clone(), v.clone().map_or(serde_json::Value::Null, serde_json::Value::String)))
+                    .collect();
+                serde_json::json!({
+                    "path": on_disk(&f.path),
+                    "partition": partition,
+                })
+            })
+            .collect();
+        specs.insert(
+            (*name).to_owned(),
+            serde_json::json!({
+                "table": warehouse.join(name).to_string_lossy(),
+                "version": manifest.version,
+                "files": files,
+            }),
+        );
+    }
+    let out = Command::new(delta_python())
+        .args(["-c", READERS, &serde_json::Value::Object(specs).to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{when}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Kiln's own count of `product`'s rows.
+fn kiln_count(dir: &Path, product: &str) -> u64 {
+    let (code, out, err) = kiln(&["query", &format!("SELECT count(*) AS n FROM {product}"), "--format", "csv"], dir);
+    assert_eq!(code, 0, "{err}");
+    out.lines().nth(1).unwrap().parse().unwrap()
+}
+
+const PRODUCTS: [&str; 6] = [
+    "customer_clean",
+    "customer_order_summary",
+    "revenue_by_nation_year",
+    "segment_value",
+    "orders_nested",
+    "order_items",
+];
+const STREAMED: [&str; 5] =
+    ["revenue_per_minute", "revenue_per_minute__late", "active_customers", "large_orders", "order_events__rejected"];
+
+#[test]
+fn delta_readers_read_every_example_product_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    crate::example::small_example(&dir, tmp.path());
+    let clean = dir.join("staging/customer_clean.sql");
+    let original = std::fs::read_to_string(&clean).unwrap();
+    // Three builds, each changing what customer_clean (and everything downstream) holds.
+    for (k, filter) in ["", "WHERE c_acctbal > 0", "WHERE c_acctbal > 5000"].iter().enumerate() {
+        std::fs::write(&clean, original.replace("FROM customer;", &format!("FROM customer {filter};"))).unwrap();
+        let (code, out, err) = kiln(&["build", "."], &dir);
+        assert_eq!(code, 0, "build {k}: {out}{err}");
+    }
+    // The streams and their views, rejects (the example's data has one), and a late event
+    // (one for a window the first run closed), in two runs.
+    let late = "{\"order_id\": 900, \"customer_id\": 7, \"status\": \"shipped\", \"amount\": 10.5, \"event_time\": \"2026-11-20T12:00:01Z\"}\n";
+    let example = std::fs::read_to_string(dir.join("streams/order_events.ndjson")).unwrap();
+    for input in [example.as_str(), late] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["produce", "order_events"])
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success());
+        let (code, out, err) = kiln(&["stream", "--until-idle"], &dir);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+
+    let all: Vec<&str> = PRODUCTS.iter().chain(&STREAMED).copied().collect();
+    let report = assert_readers_agree(&dir, &all, "after three builds");
+    for name in &all {
+        assert_eq!(report[name]["deltalake_rows"].as_u64().unwrap(), kiln_count(&dir, name), "{name}");
+    }
+    assert_eq!(report["customer_clean"]["version"], 2, "three builds, three versions");
+    assert_eq!(report["revenue_by_nation_year"]["partition_columns"], serde_json::json!(["region"]));
+    let rows = |r: &serde_json::Value, name: &str| r[name]["deltalake_rows"].as_u64().unwrap();
+    for name in &all {
+        assert!(rows(&report, name) > 0, "{name} is empty: the test would prove little");
+    }
+
+    // Rollback: the build before (filter `> 0`) is what every reader sees, as a new version.
+    let (code, out, err) = kiln(&["rollback", "customer_clean", "--json"], &dir);
+    assert_eq!(code, 0, "{out}{err}");
+    let rolled: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((rolled["from_version"].as_u64(), rolled["to_version"].as_u64()), (Some(2), Some(1)), "{out}");
+    assert_eq!(rolled["version"], 3, "{out}");
+    let after = assert_readers_agree(&dir, &all, "after a rollback");
+    assert!(rows(&after, "customer_clean") > rows(&report, "customer_clean"), "the wider filter is back");
+
+    // Gc keeps the current versions whole (the superseded builds' files go).
+    let (code, out, err) = kiln(&["gc", "--json"], &dir);
+    assert_eq!(code, 0, "{out}{err}");
+    let gc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(gc["files"].as_u64().unwrap() > 0, "{out}");
+    let after_gc = assert_readers_agree(&dir, &all, "after gc");
+    for name in &all {
+        assert_eq!(after_gc[name]["deltalake_rows"], after[name]["deltalake_rows"], "{name}");
+    }
+}
+
+/// A project of two products over a CSV of `rows` rows (`b = a * k`): `p` in many small
+/// files, `q` partitioned by `g`.
+fn write_project(dir: &Path, rows: usize, k: u64) {
+    let data: String = (0..rows).map(|a| format!("{a},{},{}\n", a as u64 * k, a % 5)).collect();
+    crate::write_files(
+        dir,
+        &[
+            ("kiln.toml", "[project]\nname = \"delta\"\n"),
+            ("data/t.csv", &format!("a,b,g\n{data}")),
+            (
+                "models.sql",
+                "CREATE SOURCE t (a BIGINT NOT NULL, b BIGINT NOT NULL, g BIGINT NOT NULL)
+                   WITH (connector = 'files', path = 'data/', format = 'csv');
+                 CREATE PRODUCT p WITH (max_rows_per_file = 2000) AS SELECT a, b, g FROM t;
+                 CREATE PRODUCT q PARTITIONED BY (g) WITH (max_rows_per_file = 3000) AS SELECT a, b, g FROM t;\n",
+            ),
+        ],
+    );
+}
+
+/// Kills (SIGKILL) builds at 30 pseudo-random moments, and reads while builds run: every
+/// Delta reader sees exactly one committed version, the one Kiln's record says is
+/// current, whole (its content is a complete build's), never a mix.
+#[test]
+fn killed_and_running_builds_never_show_a_partial_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rows = 40_000;
+    // The content of each input's complete build.
+    let mut complete = std::collections::BTreeMap::new();
+    for k in [1, 2] {
+        write_project(dir, rows, k);
+        let (code, out, err) = kiln(&["build", "."], dir);
+        assert_eq!(code, 0, "{out}{err}");
+        let report = assert_readers_agree(dir, &["p", "q"], "a complete build");
+        complete.insert(k, (report["p"]["digest"].clone(), report["q"]["digest"].clone()));
+    }
+    // How long a build takes here, to spread the kills over it.
+    write_project(dir, rows, 1);
+    let started = std::time::Instant::now();
+    assert_eq!(kiln(&["build", "."], dir).0, 0);
+    let span = started.elapsed().as_millis() as u64;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut k = 1;
+    for i in 0..30 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        k = 3 - k;
+        write_project(dir, rows, k);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["build", "."])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = seed % (span + span / 4).max(1);
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let when = format!("kill {i} after {delay} ms of ~{span} ms");
+        // Every fourth time, read while it still runs (the build may commit meanwhile:
+        // each reader must still see one whole version).
+        let during = (i % 4 == 0).then(|| read_with_peers(dir, &["p", "q"], &format!("{when}, running")));
+        let _ = child.kill();
+        child.wait().unwrap();
+        for report in during.iter().chain([&assert_readers_agree(dir, &["p", "q"], &when)]) {
+            for digest in ["digest", "polars_digest"] {
+                let seen = (report["p"][digest].clone(), report["q"][digest].clone());
+                assert!(
+                    complete.values().any(|c| c.0 == seen.0) && complete.values().any(|c| c.1 == seen.1),
+                    "{when}: a Delta reader ({digest}) saw content no complete build has"
+                );
+            }
+        }
+    }
+    // And the next build finishes the job.
+    let (code, out, err) = kiln(&["build", "."], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    let report = assert_readers_agree(dir, &["p", "q"], "after the kills");
+    assert_eq!((report["p"]["digest"].clone(), report["q"]["digest"].clone()), complete[&k]);
+}
+
+/// Two `kiln build`s of one project at once: they never both commit a version; the one
+/// that loses the race fails clearly, with nothing of it visible, and the table's log is
+/// one version per committed build.
+#[test]
+fn concurrent_builds_never_both_commit_a_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_project(dir, 20_000, 1);
+    assert_eq!(kiln(&["build", "."], dir).0, 0);
+    let mut lost = 0;
+    for round in 0..4 {
+        write_project(dir, 20_000, 2 + round);
+        let spawn = || {
+            Command::new(env!("CARGO_BIN_EXE_kiln"))
+                .args(["build", "."])
+                .current_dir(dir)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+        for out in &outs {
+            let err = String::from_utf8_lossy(&out.stderr);
+            match out.status.code() {
+                Some(0) => {}
+                Some(1) => {
+                    assert!(err.contains("another run committed version"), "round {round}: {err}");
+                    lost += 1;
+                }
+                other => panic!("round {round}: exit {other:?}: {err}"),
+            }
+        }
+        assert!(outs.iter().any(|o| o.status.success()), "round {round}: one build commits");
+        assert_readers_agree(dir, &["p", "q"], &format!("round {round}"));
+    }
+    // Each version of `p` is one build's commit: never two for one version.
+    let log = dir.join("warehouse/p/_delta_log");
+    let mut versions: Vec<u64> = std::fs::read_dir(&log)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".json")?.parse().ok())
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (0..versions.len() as u64).collect::<Vec<_>>());
+    assert!(versions.len() >= 5, "a version per round at least: {versions:?}");
+    eprintln!("{lost} of 8 builds lost a race");
+}
+
+const PRUNING: &str = r#"
+import json, sys, urllib.parse
+import pyarrow as pa
+import pyarrow.dataset as ds
+from deltalake import DeltaTable
+out = {}
+spec = json.loads(sys.argv[1])
+for name, table in spec.items():
+    dt = DeltaTable(table)
+    actions = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+    out[name] = {
+        "partitions": sorted(
+            [urllib.parse.unquote(a["path"]), {k[len("partition."):]: v for k, v in a.items() if k.startswith("partition.")}]
+            for a in actions
+        ),
+        "rows": dt.to_pyarrow_table().num_rows,
+    }
+q = DeltaTable(spec["q"])
+out["q_g2_files"] = sorted(q.file_uris(file_pruning_predicate="g = 2"))
+out["q_g2_rows"] = q.to_pyarrow_table(filters=[("g", "=", 2)]).num_rows
+r = DeltaTable(spec["r"])
+out["r_files_below_1000"] = sorted(r.file_uris(file_pruning_predicate="a < 1000"))
+out["r_rows_below_1000"] = r.to_pyarrow_dataset().to_table(filter=ds.field("a") < 1000).num_rows
+print(json.dumps(out, default=str))
+"#;
+
+/// Delta partition values are Kiln's (including values Hive escapes in directory names),
+/// and readers prune: a partition filter lists only that partition's files, and a filter
+/// on a sorted column skips files by their statistics.
+#[test]
+fn partition_values_and_statistics_prune_delta_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_project(dir, 10_000, 1);
+    let names = ["plain", "a b", "x:y", "50%", "a/b", "é=1", ""];
+    let text: String = (0..700).map(|i| format!("{i},{}\n", names[i % names.len()])).collect();
+    crate::write_files(dir, &[("data2/s.csv", &format!("i,name\n{text}"))]);
+    let models = std::fs::read_to_string(dir.join("models.sql")).unwrap()
+        + "CREATE PRODUCT r ORDER BY (a) WITH (max_rows_per_file = 2000) AS SELECT a, b FROM t;
+           CREATE SOURCE s (i BIGINT NOT NULL, name VARCHAR) WITH (connector = 'files', path = 'data2/', format = 'csv');
+           CREATE PRODUCT by_name PARTITIONED BY (name) AS SELECT i, name FROM s;\n";
+    std::fs::write(dir.join("models.sql"), models).unwrap();
+    let (code, out, err) = kiln(&["build", "."], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_readers_agree(dir, &["p", "q", "r", "by_name"], "partitioned and sorted products");
+
+    let warehouse = dir.join("warehouse").canonicalize().unwrap();
+    let tables: serde_json::Map<String, serde_json::Value> = ["q", "r", "by_name"]
+        .iter()
+        .map(|n| ((*n).to_owned(), warehouse.join(n).to_string_lossy().into_owned().into()))
+        .collect();
+    let out = Command::new(delta_python())
+        .args(["-c", PRUNING, &serde_json::Value::Object(tables).to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // Partition values: the Delta log's equal Kiln's record, file by file.
+    for name in ["q", "by_name"] {
+        let manifest = committed(dir, name).unwrap();
+        let mut expected: Vec<serde_json::Value> = manifest
+            .files
+            .iter()
+            .map(|f| {
+                let path = f.path.strip_prefix(&format!("{name}/")).unwrap();
+                let values: serde_json::Map<String, serde_json::Value> = manifest
+                    .partition_by
+                    .iter()
+                    .zip(&f.partition)
+                    .map(|(c, v)| {
+                        // deltalake reads partition values typed by the table's schema.
+                        let v = match (c.as_str(), v) {
+                            ("g", Some(v)) => serde_json::Value::from(v.parse::<i64>().unwrap()),
+                            (_, Some(v)) => serde_json::Value::from(v.as_str()),
+                            (_, None) => serde_json::Value::Null,
+                        };
+                        (c.clone(), v)
+                    })
+                    .collect();
+                serde_json::json!([path, values])
+            })
+            .collect();
+        expected.sort_by_key(|v| v.to_string());
+        let mut got = seen[name]["partitions"].as_array().unwrap().clone();
+        got.sort_by_key(|v| v.to_string());
+        assert_eq!(got, expected, "{name}");
+    }
+    // The empty string is NULL in a Hive partition (CSV reads it as NULL too); every
+    // other name is its own partition, its value intact.
+    let by_name = committed(dir, "by_name").unwrap();
+    let values: std::collections::BTreeSet<Option<String>> =
+        by_name.files.iter().map(|f| f.partition[0].clone()).collect();
+    assert_eq!(values.len(), names.len(), "{values:?}");
+    assert_eq!(seen["by_name"]["rows"], 700);
+
+    // A partition filter lists exactly that partition's files.
+    let q = committed(dir, "q").unwrap();
+    let mut g2: Vec<String> = q
+        .files
+        .iter()
+        .filter(|f| f.partition[0].as_deref() == Some("2"))
+        .map(|f| warehouse.join(&f.path).to_string_lossy().into_owned())
+        .collect();
+    // (`g` values need no escaping: object path and Kiln path agree.)
+    g2.sort();
+    let listed: Vec<String> = seen["q_g2_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().trim_start_matches("file://").to_owned())
+        .collect();
+    assert!(!g2.is_empty() && g2.len() < q.files.len());
+    assert_eq!(listed, g2);
+    assert_eq!(seen["q_g2_rows"], 2_000);
+    // Statistics: of r's files (sorted by a, 2,000 rows each), only the first holds a < 1000.
+    let r = committed(dir, "r").unwrap();
+    assert!(r.files.len() >= 5, "{}", r.files.len());
+    let fragments = seen["r_files_below_1000"].as_array().unwrap();
+    assert_eq!(fragments.len(), 1, "{fragments:?}");
+    assert!(fragments[0].as_str().unwrap().ends_with(r.files[0].path.rsplit('/').next().unwrap()), "{fragments:?}");
+    assert_eq!(seen["r_rows_below_1000"], 1_000);
+}
