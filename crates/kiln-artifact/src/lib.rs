@@ -58,9 +58,9 @@ pub use manifest::{
 pub use plan::{
     BaseColumn, BuildFingerprints, BuildPlans, BuildRecord, CachedCompile, CanonicalPlan, ChangeCategory,
     CheckpointStats, ColumnLineage, ColumnShape, CompileCache, ContentVersions, Decision, DeletedBuild, Edit, EditOp,
-    EffectiveSettings, ExplainReport, GcReport, Lineage, OperatorMetrics, ParseCache, ParsedRef, ParsedStatement,
-    PlanDiff, PlanItem, PlanNode, PlanReport, ProductDiff, ProductPlan, ProductShape, Reason, RollbackReport,
-    TelemetryEvent,
+    EffectiveSettings, ExplainReport, GcReport, Lineage, OperatorMetrics, OptimizeReport, OptimizedDataset, ParseCache,
+    ParsedRef, ParsedStatement, PlanDiff, PlanItem, PlanNode, PlanReport, ProductDiff, ProductPlan, ProductShape,
+    Reason, RollbackReport, TelemetryEvent,
 };
 pub use run::{
     Action, ProductRun, RunSummary, STREAM_REPORT_VERSION, SchemaPromotion, Stopped, StreamReport, ViewStatus,

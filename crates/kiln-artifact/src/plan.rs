@@ -531,6 +531,28 @@ pub struct RollbackReport {
     pub version: u64,
 }
 
+/// `kiln optimize --json`: what compaction rewrote, per dataset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptimizeReport {
+    pub format_version: u32,
+    pub run_id: String,
+    pub datasets: Vec<OptimizedDataset>,
+}
+
+/// One dataset of [`OptimizeReport`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptimizedDataset {
+    pub product: String,
+    /// The version the compaction committed (`None`: nothing to compact).
+    pub version: Option<u64>,
+    /// Small files rewritten, and the files they became.
+    pub files_before: u64,
+    pub files_after: u64,
+    /// Why nothing was compacted, when it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
 /// `kiln gc --json`: what was deleted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcReport {

@@ -106,6 +106,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compact the small files of appended products and views (checkpoints, micro-batches,
+    /// `existing_data = 'append'`) into files of their target size, in one commit that
+    /// changes no rows.
+    Optimize {
+        /// Products: `name`, `+name`, `name+` (default: every product and view).
+        select: Option<String>,
+        /// Project directory (default: the current directory).
+        #[arg(long, short = 'C', default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete superseded builds, leftovers of failed builds, and unused plans.
     Gc {
         /// Project directory (default: the current directory).
@@ -314,6 +326,24 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
                 r.offsets.iter().map(|(p, (a, b))| format!("partition {p}: offsets {a}..={b}")).collect();
             let detail = if ranges.is_empty() { String::new() } else { format!(" ({})", ranges.join(", ")) };
             println!("appended {} records to topic `{}`{detail}", r.records, r.topic);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Optimize { select, dir, json } => {
+            let r = kiln::optimize(&dir, &BuildOptions { select, ..BuildOptions::default() }).await?;
+            if json {
+                println!("{}", json_text(&r).map_err(KilnError::Internal)?);
+            } else {
+                for d in &r.datasets {
+                    match (&d.version, &d.skipped) {
+                        (Some(v), _) => println!(
+                            "{}: {} small files rewritten into {} (version {v})",
+                            d.product, d.files_before, d.files_after
+                        ),
+                        (None, Some(why)) => println!("{}: unchanged ({why})", d.product),
+                        (None, None) => println!("{}: unchanged", d.product),
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Gc { dir, json } => {

@@ -103,6 +103,15 @@ pub fn base_layout(def: &ProductDef) -> Result<WriteLayout, ControlError> {
         None => Basename::default(),
         Some((v, at)) => parse_basename(v).map_err(|why| bad(at, format!("basename_template = '{v}': {why}")))?,
     };
+    let compact_after = match option("compact_after") {
+        None => None,
+        Some((v, at)) => Some(
+            v.parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 2)
+                .ok_or_else(|| bad(at, format!("compact_after must be a number of files of at least 2, got `{v}`")))?,
+        ),
+    };
     let mut recorded = BTreeMap::new();
     for key in WRITE_OPTIONS {
         if let Some((value, _)) = option(key) {
@@ -117,6 +126,7 @@ pub fn base_layout(def: &ProductDef) -> Result<WriteLayout, ControlError> {
         existing,
         basename,
         recorded,
+        compact_after,
     })
 }
 

@@ -27,6 +27,9 @@ pub struct WriteLayout {
     /// The write options as the definition gave them, normalized, for the manifest's
     /// record (`Manifest::write_options`); never read back by the writer.
     pub recorded: BTreeMap<String, String>,
+    /// `compact_after`: once an appended dataset has this many files, its small ones are
+    /// compacted after the commit that reached it (crate::compact).
+    pub compact_after: Option<usize>,
 }
 
 impl WriteLayout {
@@ -41,6 +44,7 @@ impl WriteLayout {
             existing: ExistingData::Replace,
             basename: Basename::default(),
             recorded: BTreeMap::new(),
+            compact_after: None,
         }
     }
 }

@@ -66,6 +66,7 @@
 //! ```
 
 pub mod checked;
+pub mod compact;
 pub mod explode_exec;
 pub mod feed;
 pub mod layout;

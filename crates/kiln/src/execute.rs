@@ -79,7 +79,12 @@ pub(crate) async fn run_product(
     let t = Instant::now();
     manifest.fingerprints = Some(stamp.fps.clone());
     manifest.content = stamp.content.cloned();
-    let manifest = warehouse.commit(&manifest, previous.as_ref(), &product.schema).await?;
+    let mut manifest = warehouse.commit(&manifest, previous.as_ref(), &product.schema).await?;
+    if kiln_data::compact::due(&manifest, &product.layout)
+        && let Some(done) = crate::ingest::compact_product(substrate, product, &manifest, run_id, None).await?
+    {
+        manifest = done.manifest;
+    }
     if let Some(table) = substrate.product_table(&product.name) {
         table.bind(warehouse, &manifest)?;
     }

@@ -236,9 +236,14 @@ async fn ingest_batches(
         manifest.fingerprints = Some(fps.clone());
         manifest.content = Some(ContentVersions { rows: build_id.clone(), columns: Default::default() });
         manifest.positions.insert(feed.to_owned(), batch.position.clone());
-        let manifest = warehouse.commit(&manifest, base.as_ref(), &product.schema).await?;
-        base = Some(manifest.clone());
+        let mut manifest = warehouse.commit(&manifest, base.as_ref(), &product.schema).await?;
         kiln_data::failpoint("after_batch");
+        if kiln_data::compact::due(&manifest, &product.layout)
+            && let Some(done) = compact_product(substrate, product, &manifest, run_id, Some(number)).await?
+        {
+            manifest = done.manifest;
+        }
+        base = Some(manifest.clone());
         phases.insert("commit".to_owned(), t.elapsed().as_secs_f64());
         last = Some(built(manifest.clone(), &physical, phases));
         records += batch.records;
@@ -250,4 +255,28 @@ async fn ingest_batches(
         }
     }
     Ok(Ingested { manifest: current, records, batches, last })
+}
+
+/// Compacts `product`'s committed `current` (kiln_data::compact).
+pub(crate) async fn compact_product(
+    substrate: &kiln_control::Substrate,
+    product: &CompiledProduct,
+    current: &Manifest,
+    run_id: &str,
+    batch: Option<u64>,
+) -> Result<Option<kiln_data::compact::Compacted>, KilnError> {
+    let task = substrate.context().task_ctx();
+    let parquet = substrate.parquet_options();
+    let schema = Arc::clone(&product.schema);
+    Ok(kiln_data::compact::compact(
+        substrate.warehouse(),
+        &task,
+        current,
+        schema,
+        &product.layout,
+        &parquet,
+        run_id,
+        batch,
+    )
+    .await?)
 }

@@ -69,7 +69,7 @@ pub use kiln_control::Project;
 pub use kiln_data as data;
 pub use kiln_explode as explode;
 pub use kiln_functions as functions;
-pub use maintain::{gc, rollback};
+pub use maintain::{gc, optimize, rollback};
 pub use produce::{ProduceReport, produce};
 pub use stream::{StreamOptions, StreamReport, ViewStatus, stream};
 

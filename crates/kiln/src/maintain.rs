@@ -221,3 +221,57 @@ async fn sweep(
     }
     Ok(())
 }
+
+/// `kiln optimize [SELECTION]`: compacts the small files of every selected product and
+/// view (kiln_data::compact), each in one commit that changes no data; a dataset that is
+/// not appended to (tier 2 and 3, rewritten whole by each build) or has no small files is
+/// left as it is. Run it while nothing writes the dataset: a stream or build committing
+/// meanwhile makes one of the two commits fail (nothing is lost; rerun it), which
+/// `compact_after` avoids by compacting inside the writing run.
+pub async fn optimize(dir: &Path, options: &crate::BuildOptions) -> Result<kiln_artifact::OptimizeReport, KilnError> {
+    use crate::session::{Need, Session};
+    let mut session = Session::open(dir, options, Need::Versions, &crate::Quiet).await?;
+    let run_id = kiln_artifact::time::new_run_id();
+    let mut report = kiln_artifact::OptimizeReport {
+        format_version: REPORT_FORMAT_VERSION,
+        run_id: run_id.clone(),
+        datasets: Vec::new(),
+    };
+    let graph = std::sync::Arc::clone(&session.graph);
+    for i in session.order.clone() {
+        let node = &graph.nodes[i];
+        let kind = node.kind;
+        if !session.selected.contains(&i)
+            || !matches!(kind, kiln_control::NodeKind::Product | kiln_control::NodeKind::View)
+        {
+            continue;
+        }
+        session.ensure_compiled(i).await?;
+        let Some(product) = session.nodes[i].compiled.clone() else {
+            let message = session.nodes[i].failed.clone().unwrap_or_else(|| "does not compile".into());
+            return Err(KilnError::Product { product: node.name.clone(), message });
+        };
+        let mut entry = kiln_artifact::OptimizedDataset { product: node.name.clone(), ..Default::default() };
+        match session.warehouse.current(&node.name).await? {
+            None => entry.skipped = Some("no committed build".into()),
+            Some(current) => {
+                match crate::ingest::compact_product(&session.substrate, &product, &current, &run_id, None).await? {
+                    Some(done) => {
+                        entry.version = done.manifest.version;
+                        entry.files_before = done.files_before;
+                        entry.files_after = done.files_after;
+                    }
+                    None if current.ordering_tier > 1 => {
+                        entry.skipped =
+                            Some(format!("ordering tier {}: each build writes it whole", current.ordering_tier));
+                    }
+                    None => {
+                        entry.skipped = Some(format!("{} files, no two small ones in a partition", current.files.len()))
+                    }
+                }
+            }
+        }
+        report.datasets.push(entry);
+    }
+    Ok(report)
+}

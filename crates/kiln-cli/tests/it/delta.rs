@@ -410,3 +410,164 @@ fn partition_values_and_statistics_prune_delta_reads() {
     assert!(fragments[0].as_str().unwrap().ends_with(r.files[0].path.rsplit('/').next().unwrap()), "{fragments:?}");
     assert_eq!(seen["r_rows_below_1000"], 1_000);
 }
+
+/// Columns are stored as Delta types that hold every value exactly (unsigned integers
+/// widened, nanosecond timestamps as whole microseconds), read back by Kiln as their own
+/// types; what Delta cannot hold is refused at compile time with the fix, and a value
+/// that would be altered fails the build.
+#[test]
+fn columns_are_stored_exactly_or_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rows: String = (1..=50).map(|a| format!("{a},s{a}\n")).collect();
+    let models =
+        "CREATE SOURCE t (a BIGINT NOT NULL, s VARCHAR) WITH (connector = 'files', path = 'data/', format = 'csv');
+        CREATE PRODUCT kinds AS SELECT a, row_number() OVER (ORDER BY a) AS rn, arrow_cast(a, 'UInt8') AS small,
+          arrow_cast(a * 1000, 'Timestamp(Nanosecond, None)') AS ts,
+          arrow_cast(a * 1000, 'Timestamp(Nanosecond, Some(\"+01:00\"))') AS zoned FROM t;
+        CREATE PRODUCT downstream AS SELECT sum(rn) AS rn, max(small) AS small, max(ts) AS ts FROM kinds;\n";
+    crate::write_files(
+        dir,
+        &[
+            ("kiln.toml", "[project]\nname = \"kinds\"\n"),
+            ("data/t.csv", &format!("a,s\n{rows}")),
+            ("models.sql", models),
+        ],
+    );
+    let (code, out, err) = kiln(&["build", "."], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_readers_agree(dir, &["kinds", "downstream"], "stored types");
+    // Kiln reads its own types back: sums and the largest timestamp as written.
+    let (code, out, err) = kiln(
+        &[
+            "query",
+            "SELECT rn, small, arrow_typeof(small) AS t, CAST(ts AS BIGINT) AS ts FROM downstream",
+            "--format",
+            "csv",
+        ],
+        dir,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "rn,small,t,ts\n1275,50,UInt8,50000\n");
+    let kinds = committed(dir, "kinds").unwrap();
+    let out = Command::new(delta_python())
+        .args([
+            "-c",
+            "import sys; from deltalake import DeltaTable; print(DeltaTable(sys.argv[1]).schema().to_arrow())",
+            &dir.join("warehouse/kinds").to_string_lossy(),
+        ])
+        .output()
+        .unwrap();
+    let schema = String::from_utf8_lossy(&out.stdout);
+    for expected in ["rn: Int64", "small: Int16", "ts: Timestamp(µs)", "zoned: Timestamp(µs, \"UTC\")"] {
+        assert!(schema.contains(expected), "missing {expected} in {schema}");
+    }
+    assert_eq!(kinds.totals.rows_written, 50);
+
+    // A value Delta would have to round fails the build, naming the column.
+    let lossy =
+        "CREATE PRODUCT lossy AS SELECT arrow_cast(a * 1000 + 1, 'Timestamp(Nanosecond, None)') AS ts FROM t;\n";
+    std::fs::write(dir.join("lossy.sql"), lossy).unwrap();
+    let (code, _, err) = kiln(&["build", "."], dir);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("product `lossy`: column `ts`") && err.contains("fraction of a microsecond"), "{err}");
+    assert!(committed(dir, "lossy").is_none());
+    std::fs::remove_file(dir.join("lossy.sql")).unwrap();
+
+    // Types and names Delta cannot hold: compile errors with the fix.
+    for (query, expected) in [
+        ("SELECT arrow_cast(a, 'Time64(Microsecond)') AS t FROM t", "Delta has no TIME type; CAST it to VARCHAR"),
+        ("SELECT a AS \"a b\" FROM t", "its name contains ' ', which Delta reserves"),
+        ("SELECT NULL AS n FROM t", "CAST(NULL AS <type>)"),
+    ] {
+        std::fs::write(dir.join("bad.sql"), format!("CREATE PRODUCT bad AS {query};\n")).unwrap();
+        let (code, _, err) = kiln(&["build", "."], dir);
+        assert_eq!(code, 1, "{query}: {err}");
+        assert!(err.contains("bad.sql:1:") && err.contains(expected), "{query}: {err}");
+    }
+}
+
+/// A view appends a file per checkpoint: with `compact_after` its run compacts them as
+/// it goes; `kiln optimize` compacts another's. Each compaction is one commit that changes
+/// no rows (every reader sees the same content before and after, and the version before
+/// stays readable), the build keeps its id, and the stream continues from it.
+#[test]
+fn compaction_rewrites_small_files_without_changing_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    crate::write_files(
+        dir,
+        &[
+            ("kiln.toml", "[project]\nname = \"compaction\"\n"),
+            (
+                "stream.sql",
+                "CREATE STREAM events (ts TIMESTAMP(3) NOT NULL, user_id BIGINT NOT NULL, amount BIGINT)
+                   WITH (connector = 'log', topic = 'events');
+                 CREATE MATERIALIZED VIEW auto WITH (compact_after = 4) AS SELECT user_id, amount, ts FROM events;
+                 CREATE MATERIALIZED VIEW manual AS SELECT user_id, amount FROM events WHERE amount > 10;\n",
+            ),
+        ],
+    );
+    let produce = |from: usize| {
+        let text: String = (from..from + 50)
+            .map(|i| {
+                format!("{{\"ts\": \"2026-01-01T00:00:{:02}Z\", \"user_id\": {}, \"amount\": {}}}\n", i % 60, i % 7, i)
+            })
+            .collect();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["produce", "events"])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success());
+    };
+    let mut most = 0;
+    for round in 0..10 {
+        produce(round * 50);
+        let (code, out, err) = kiln(&["stream", "--until-idle"], dir);
+        assert_eq!(code, 0, "{out}{err}");
+        most = most.max(committed(dir, "auto").unwrap().files.len());
+    }
+    let auto = committed(dir, "auto").unwrap();
+    assert!(most <= 4, "compact_after = 4 keeps `auto` at 4 files at most, saw {most}");
+    assert_eq!(auto.totals.rows_written, 500);
+    let manual = committed(dir, "manual").unwrap();
+    assert_eq!(manual.files.len(), 10, "one file per checkpoint without compaction");
+    let before = assert_readers_agree(dir, &["auto", "manual"], "before optimize");
+
+    let (code, out, err) = kiln(&["optimize", "manual", "--json"], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["datasets"][0]["files_before"], 10, "{out}");
+    assert_eq!(report["datasets"][0]["version"], manual.version.unwrap() + 1, "{out}");
+    let after = assert_readers_agree(dir, &["auto", "manual"], "after optimize");
+    assert_eq!(after["manual"]["digest"], before["manual"]["digest"], "optimize changes no rows");
+    let optimized = committed(dir, "manual").unwrap();
+    assert!(optimized.files.len() < 10, "{}", optimized.files.len());
+    assert_eq!(optimized.build_id, manual.build_id, "same content, same build");
+    // The version before is still readable (time travel), with the same rows.
+    let table = dir.join("warehouse/manual").canonicalize().unwrap();
+    let script = "import sys; from deltalake import DeltaTable
+dt = DeltaTable(sys.argv[1], version=int(sys.argv[2]))
+print(dt.to_pyarrow_table().num_rows, DeltaTable(sys.argv[1]).history(1)[0]['operation'])";
+    let out = Command::new(delta_python())
+        .args(["-c", script, &table.to_string_lossy(), &manual.version.unwrap().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{} OPTIMIZE", manual.totals.rows_written),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The stream continues from the compacted versions, and nothing rebuilt downstream.
+    produce(500);
+    let (code, out, err) = kiln(&["stream", "--until-idle"], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(committed(dir, "auto").unwrap().totals.rows_written, 550);
+    assert_readers_agree(dir, &["auto", "manual"], "after more checkpoints");
+}

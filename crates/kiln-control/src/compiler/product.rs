@@ -52,9 +52,10 @@ pub enum IngestShape {
 }
 
 /// Options a materialized view accepts.
-const VIEW_OPTIONS: [&str; 2] = ["late_events", "max_rows_per_file"];
+const VIEW_OPTIONS: [&str; 3] = ["compact_after", "late_events", "max_rows_per_file"];
 /// Options a product accepts.
-const PRODUCT_OPTIONS: [&str; 11] = [
+const PRODUCT_OPTIONS: [&str; 12] = [
+    "compact_after",
     "max_bytes_per_file",
     "existing_data",
     "ordering_tier",
@@ -125,7 +126,9 @@ impl Substrate {
             }
         };
         let mut options = crate::dialect::Options::default();
-        options.0.extend(def.options.0.iter().filter(|(k, _, _)| k == "max_rows_per_file").cloned());
+        options
+            .0
+            .extend(def.options.0.iter().filter(|(k, _, _)| k == "max_rows_per_file" || k == "compact_after").cloned());
         let as_product = ProductDef {
             name: def.name.clone(),
             at: def.at.clone(),
@@ -140,6 +143,13 @@ impl Substrate {
         let Some(stream) = product.ingests.as_ref().and_then(|feed| self.streams.get(feed)).cloned() else {
             return Err(fail(def.at.clone(), "a materialized view reads a stream (CREATE STREAM)".into()));
         };
+        if late_events == LateEvents::Table
+            && let Some((source, _)) = self.micro_batch_source(&stream.name)
+        {
+            let late = kiln_data::stream::late_schema(source.schema());
+            kiln_contracts::storage_schema(&late)
+                .map_err(|e| fail(def.at.clone(), format!("late_events = 'table' (`{}__late`): {e}", def.name)))?;
+        }
         let mut aggregates = 0;
         let _ = product.plan.apply_with_subqueries(|node| {
             aggregates += usize::from(matches!(node, LogicalPlan::Aggregate(_)));
@@ -268,6 +278,8 @@ impl Substrate {
         if !def.partition_by.is_empty() && def.partition_by.len() >= schema.fields().len() {
             return Err(fail("PARTITIONED BY must leave at least one column inside the files".into()));
         }
+        // Every dataset is a Delta table: each column needs a type one holds exactly.
+        kiln_contracts::storage_schema(&schema).map_err(|e| fail(e.to_string()))?;
         for (column, _) in &def.order_by {
             if schema.field_with_name(column).is_err() {
                 return Err(fail(format!("ORDER BY column `{column}` is not an output column")));

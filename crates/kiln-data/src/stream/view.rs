@@ -466,6 +466,24 @@ impl ViewRunner {
         self.base = Some(manifest.clone());
         crate::failpoint("after_checkpoint");
         self.publish_sides(warehouse, &manifest).await?;
+        // Past `compact_after` files, the small ones become files of the target size.
+        let mut manifest = manifest;
+        if crate::compact::due(&manifest, &self.dataset.layout)
+            && let Some(done) = crate::compact::compact(
+                warehouse,
+                &self.task,
+                &manifest,
+                Arc::clone(&self.dataset.schema),
+                &self.dataset.layout,
+                &self.parquet,
+                &self.run_id,
+                Some(number),
+            )
+            .await?
+        {
+            manifest = done.manifest;
+            self.base = Some(manifest.clone());
+        }
         let event = TelemetryEvent {
             product: Some(self.dataset.name.clone()),
             build_id: Some(manifest.build_id.clone()),
