@@ -94,10 +94,18 @@ const PRODUCTS: [&str; 6] = [
 const STREAMED: [&str; 5] =
     ["revenue_per_minute", "revenue_per_minute__late", "active_customers", "large_orders", "order_events__rejected"];
 
+/// The ```python block of README.md's "Reading products", as written.
+fn readme_python() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = &readme[readme.find("## Reading products").unwrap()..];
+    let block = &section[section.find("```python\n").unwrap() + "```python\n".len()..];
+    block[..block.find("```").unwrap()].to_owned()
+}
+
 #[test]
 fn delta_readers_read_every_example_product_exactly() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("p");
+    let dir = tmp.path().join("shop");
     crate::example::small_example(&dir, tmp.path());
     let clean = dir.join("staging/customer_clean.sql");
     let original = std::fs::read_to_string(&clean).unwrap();
@@ -126,6 +134,13 @@ fn delta_readers_read_every_example_product_exactly() {
 
     let all: Vec<&str> = PRODUCTS.iter().chain(&STREAMED).copied().collect();
     let report = assert_readers_agree(&dir, &all, "after three builds");
+    // README.md's Python, run as written from the project's parent directory.
+    let out = Command::new(delta_python()).args(["-c", &readme_python()]).current_dir(tmp.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let first = printed.lines().next().unwrap();
+    assert_eq!(first, format!("2 {}", kiln_count(&dir, "customer_clean")), "{printed}");
+    assert!(printed.contains("AMERICA") && printed.contains("revenue"), "{printed}");
     for name in &all {
         assert_eq!(report[name]["deltalake_rows"].as_u64().unwrap(), kiln_count(&dir, name), "{name}");
     }
