@@ -263,6 +263,7 @@ fn concurrent_builds_never_both_commit_a_version() {
     write_project(dir, 20_000, 1);
     assert_eq!(kiln(&["build", "."], dir).0, 0);
     let mut lost = 0;
+    let mut commits = 1;
     for round in 0..4 {
         write_project(dir, 20_000, 2 + round);
         let spawn = || {
@@ -278,6 +279,8 @@ fn concurrent_builds_never_both_commit_a_version() {
         let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
         for out in &outs {
             let err = String::from_utf8_lossy(&out.stderr);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            commits += stdout.lines().filter(|l| l.starts_with("p ") && l.contains(" built ")).count();
             match out.status.code() {
                 Some(0) => {}
                 Some(1) => {
@@ -287,7 +290,14 @@ fn concurrent_builds_never_both_commit_a_version() {
                 other => panic!("round {round}: exit {other:?}: {err}"),
             }
         }
-        assert!(outs.iter().any(|o| o.status.success()), "round {round}: one build commits");
+        // Each product was committed by one of them: its rows are this round's.
+        let k = 2 + round;
+        let expected = (0..20_000u64).sum::<u64>() * k;
+        for product in ["p", "q"] {
+            let sql = format!("SELECT sum(b) AS s FROM {product}");
+            let (code, out, err) = kiln(&["query", &sql, "--format", "csv"], dir);
+            assert_eq!((code, out), (0, format!("s\n{expected}\n")), "round {round}, {product}: {err}");
+        }
         assert_readers_agree(dir, &["p", "q"], &format!("round {round}"));
     }
     // Each version of `p` is one build's commit: never two for one version.
@@ -299,6 +309,7 @@ fn concurrent_builds_never_both_commit_a_version() {
     versions.sort_unstable();
     assert_eq!(versions, (0..versions.len() as u64).collect::<Vec<_>>());
     assert!(versions.len() >= 5, "a version per round at least: {versions:?}");
+    assert_eq!(versions.len(), commits, "every version is one reported build of `p`");
     eprintln!("{lost} of 8 builds lost a race");
 }
 
@@ -585,4 +596,73 @@ print(dt.to_pyarrow_table().num_rows, DeltaTable(sys.argv[1]).history(1)[0]['ope
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(committed(dir, "auto").unwrap().totals.rows_written, 550);
     assert_readers_agree(dir, &["auto", "manual"], "after more checkpoints");
+}
+
+/// Rewrites `product`'s table in `dir` into the warehouse layout from before Delta
+/// tables: `builds/<run>/_manifest.json`, `_current.json`, object names escaped once more
+/// (`k=a%3Ab` stored as `k=a%253Ab`), no `_delta_log`.
+fn to_old_layout(dir: &Path, product: &str) {
+    let manifest = committed(dir, product).unwrap();
+    let warehouse = dir.join("warehouse");
+    let mut old = serde_json::to_value(&manifest).unwrap();
+    old.as_object_mut().unwrap().remove("version");
+    for file in &manifest.files {
+        let escaped = file.path.replace('%', "%25");
+        if escaped != file.path {
+            let to = warehouse.join(&escaped);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::rename(warehouse.join(&file.path), to).unwrap();
+        }
+    }
+    let manifest_path = format!("{}/_manifest.json", manifest.build_dir);
+    std::fs::write(warehouse.join(&manifest_path), serde_json::to_vec_pretty(&old).unwrap()).unwrap();
+    let pointer = serde_json::json!({"format_version": 1, "product": product, "build_id": manifest.build_id,
+                                     "run_id": manifest.run_id, "manifest": manifest_path});
+    std::fs::write(warehouse.join(product).join("_current.json"), pointer.to_string()).unwrap();
+    std::fs::remove_dir_all(warehouse.join(product).join("_delta_log")).unwrap();
+}
+
+/// A warehouse in the pre-Delta layout: readers refuse it naming the fix; `kiln build`
+/// converts each product into a Delta table over the same files, with the same build
+/// ids (nothing rebuilds), and every Delta reader then reads it exactly.
+#[test]
+fn old_layout_warehouses_are_converted_by_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let names = ["x:y", "50%", "plain"];
+    let text: String = (0..300).map(|i| format!("{i},{}\n", names[i % names.len()])).collect();
+    crate::write_files(
+        dir,
+        &[
+            ("kiln.toml", "[project]\nname = \"old\"\n"),
+            ("data/s.csv", &format!("i,name\n{text}")),
+            (
+                "models.sql",
+                "CREATE SOURCE s (i BIGINT NOT NULL, name VARCHAR) WITH (connector = 'files', path = 'data/', format = 'csv');
+                 CREATE PRODUCT by_name PARTITIONED BY (name) AS SELECT i, name FROM s;
+                 CREATE PRODUCT totals ORDER BY (name) AS SELECT name, count(*) AS n, sum(i) AS s FROM by_name GROUP BY name;\n",
+            ),
+        ],
+    );
+    let (code, out, err) = kiln(&["build", "."], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    let before: Vec<_> = ["by_name", "totals"].iter().map(|p| committed(dir, p).unwrap().build_id).collect();
+    let expected = kiln(&["query", "SELECT * FROM totals ORDER BY name", "--format", "csv"], dir).1;
+    to_old_layout(dir, "by_name");
+    to_old_layout(dir, "totals");
+
+    let (code, _, err) = kiln(&["query", "SELECT * FROM totals", "--format", "csv"], dir);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("pre-Delta layout") && err.contains("`kiln build` converts it"), "{err}");
+
+    let (code, out, err) = kiln(&["build", "."], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 built, 2 fresh"), "converted, not rebuilt: {out}");
+    let after: Vec<_> = ["by_name", "totals"].iter().map(|p| committed(dir, p).unwrap().build_id).collect();
+    assert_eq!(after, before);
+    assert!(!dir.join("warehouse/totals/_current.json").exists());
+    assert_eq!(kiln(&["query", "SELECT * FROM totals ORDER BY name", "--format", "csv"], dir).1, expected);
+    let report = assert_readers_agree(dir, &["by_name", "totals"], "after conversion");
+    assert_eq!(report["by_name"]["version"], 0);
+    assert_eq!(report["by_name"]["deltalake_rows"], 300);
 }

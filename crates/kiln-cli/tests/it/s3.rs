@@ -134,3 +134,79 @@ fn warehouse_and_artifacts_on_s3() {
         kiln_s3(&["query", "SELECT count(*) AS n, sum(a) AS s FROM by_g", "--format", "csv"], dir, port, None);
     assert_eq!(out, format!("n,s\n501,{}\n", (1..=500).map(|i| 2 * i).sum::<i64>() + 1002));
 }
+
+/// Two builds racing on an S3 warehouse: delta-rs commits with a conditional put
+/// (`If-None-Match`), so each table version is made by exactly one of them; the other
+/// fails clearly. Every version that exists is one reported commit.
+#[test]
+fn racing_builds_on_s3_never_share_a_version() {
+    let moto = moto();
+    create_bucket(moto.port, "race");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let project = |k: u64| {
+        let rows: String = (1..=3000u64).map(|i| format!("{i},{}\n", i * k)).collect();
+        write_files(
+            dir,
+            &[
+                (
+                    "kiln.toml",
+                    "[project]\nname = \"race\"\n[storage]\nwarehouse = \"s3://race/wh\"\nartifacts = \"s3://race/kiln\"\n",
+                ),
+                ("data/t.csv", &format!("a,b\n{rows}")),
+                (
+                    "models.sql",
+                    "CREATE SOURCE t (a BIGINT NOT NULL, b BIGINT) WITH (path = 'data/', format = 'csv');\n\
+                     CREATE PRODUCT p AS SELECT a, b FROM t;\n",
+                ),
+            ],
+        );
+    };
+    let port = moto.port;
+    let mut commits = 0;
+    let mut lost = 0;
+    for round in 0..4u64 {
+        project(round + 1);
+        let spawn = || {
+            Command::new(env!("CARGO_BIN_EXE_kiln"))
+                .args(["build", "--json", "."])
+                .current_dir(dir)
+                .env("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"))
+                .env("AWS_ALLOW_HTTP", "true")
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .env("AWS_REGION", "us-east-1")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        for out in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
+            let err = String::from_utf8_lossy(&out.stderr);
+            match out.status.code() {
+                Some(0) => {
+                    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                    commits += usize::from(summary["products"][0]["action"] == "built");
+                }
+                Some(1) => {
+                    assert!(err.contains("another run committed version"), "round {round}: {err}");
+                    lost += 1;
+                }
+                other => panic!("round {round}: exit {other:?}: {err}"),
+            }
+        }
+    }
+    // Versions of p's table: LIST its log through the S3 API.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET /race?list-type=2&prefix=wh/p/_delta_log/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut listing = String::new();
+    s.read_to_string(&mut listing).unwrap();
+    let versions = listing.matches(".json</Key>").count();
+    assert_eq!(versions, commits, "every version is one reported commit ({lost} builds lost a race): {listing}");
+    assert!(commits >= 4, "a commit per round at least");
+}
