@@ -592,3 +592,124 @@ fn has_ntz(field: &Field) -> bool {
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+    use datafusion::common::config::TableParquetOptions;
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    use super::*;
+    use crate::layout::{ExistingData, WriteLayout};
+    use crate::writer::{BuildIds, WriteSpec, merge_existing, write_dataset};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]))
+    }
+
+    /// A build `run` of dataset `p` holding `values`, written (not committed).
+    async fn build(wh: &Warehouse, run: &str, values: Vec<i64>) -> Manifest {
+        let batch = RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(values))]).unwrap();
+        let rows = Box::pin(RecordBatchStreamAdapter::new(schema(), futures::stream::iter([Ok(batch)])));
+        let ids = BuildIds { build_id: format!("b-{run}"), run_id: run.into(), batch: None };
+        let fp = kiln_contracts::schema_fingerprint(&schema());
+        let spec =
+            WriteSpec::new("p", ids, (schema(), fp), WriteLayout::derived(1000), &TableParquetOptions::default())
+                .unwrap();
+        write_dataset(wh, vec![rows], Arc::new(spec), Arc::default()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn commits_are_versions_and_appends_read_back_from_the_log() {
+        let wh = Warehouse::memory();
+        assert!(wh.current("p").await.unwrap().is_none());
+        let v0 = wh.commit(&build(&wh, "r1", vec![1, 2]).await, None, &schema()).await.unwrap();
+        assert_eq!(v0.version, Some(0));
+        // An append: the record holds only the new file; the version's files come from the log.
+        let appended = merge_existing(build(&wh, "r2", vec![3]).await, Some(&v0), ExistingData::Append).unwrap();
+        let v1 = wh.commit(&appended, Some(&v0), &schema()).await.unwrap();
+        let current = wh.current("p").await.unwrap().unwrap();
+        assert_eq!(current.version, Some(1));
+        assert_eq!(current.files.iter().map(|f| (&f.path, f.rows)).collect::<Vec<_>>(), {
+            v1.files.iter().map(|f| (&f.path, f.rows)).collect::<Vec<_>>()
+        });
+        assert_eq!(current.totals.rows_written, 3);
+        assert_eq!(current.build_id, "b-r2");
+        // A replace removes what was there.
+        let v2 = wh.commit(&build(&wh, "r3", vec![9]).await, Some(&current), &schema()).await.unwrap();
+        assert_eq!(wh.current("p").await.unwrap().unwrap(), v2);
+        assert_eq!(wh.version("p", 1).await.unwrap().totals.rows_written, 3, "earlier versions stay readable");
+    }
+
+    #[tokio::test]
+    async fn a_commit_on_a_superseded_version_is_refused() {
+        let wh = Warehouse::memory();
+        let v0 = wh.commit(&build(&wh, "r1", vec![1]).await, None, &schema()).await.unwrap();
+        wh.commit(&build(&wh, "r2", vec![2]).await, Some(&v0), &schema()).await.unwrap();
+        let stale = wh.commit(&build(&wh, "r3", vec![3]).await, Some(&v0), &schema()).await.unwrap_err();
+        assert!(
+            matches!(&stale, DataError::ConcurrentCommit { version: 1, .. }),
+            "a second commit on version 0: {stale}"
+        );
+        let created = wh.commit(&build(&wh, "r4", vec![4]).await, None, &schema()).await.unwrap_err();
+        assert!(matches!(created, DataError::ConcurrentCommit { .. }), "{created}");
+        assert_eq!(wh.current("p").await.unwrap().unwrap().build_id, "b-r2", "the first commit stands");
+    }
+
+    #[tokio::test]
+    async fn long_logs_are_checkpointed_and_still_read_exactly() {
+        let wh = Warehouse::memory();
+        let mut current = wh.commit(&build(&wh, "r000", vec![0]).await, None, &schema()).await.unwrap();
+        for i in 1..=105 {
+            let run = format!("r{i:03}");
+            let next = merge_existing(build(&wh, &run, vec![i]).await, Some(&current), ExistingData::Append).unwrap();
+            current = wh.commit(&next, Some(&current), &schema()).await.unwrap();
+        }
+        let checkpoint = wh.path("p/_delta_log/_last_checkpoint");
+        assert!(wh.store().head(&checkpoint).await.is_ok(), "delta-rs checkpoints every 100 versions");
+        let read = wh.current("p").await.unwrap().unwrap();
+        assert_eq!((read.version, read.files.len(), read.totals.rows_written), (Some(105), 106, 106));
+    }
+
+    #[tokio::test]
+    async fn versions_of_other_writers_stand_without_kiln_identity() {
+        let wh = Warehouse::memory();
+        let v0 = wh.commit(&build(&wh, "r1", vec![1, 2]).await, None, &schema()).await.unwrap();
+        let log = |v: u64| wh.path(&format!("p/_delta_log/{v:020}.json"));
+        // A commit that changes no data (as VACUUM's) is stepped over.
+        let info = r#"{"commitInfo":{"timestamp":1,"operation":"VACUUM END"}}"#;
+        wh.store().put(&log(1), PutPayload::from(info.as_bytes().to_vec())).await.unwrap();
+        let read = wh.current("p").await.unwrap().unwrap();
+        assert_eq!((read.version, read.build_id.as_str()), (Some(1), "b-r1"));
+        assert_eq!(read.files, v0.files);
+        // Another engine's write: its version is read as it is, with no fingerprints.
+        let file = &v0.files[0];
+        let path = file.path.strip_prefix("p/").unwrap();
+        let remove = format!(
+            "{{\"commitInfo\":{{\"timestamp\":2,\"operation\":\"DELETE\"}}}}\n{{\"remove\":{{\"path\":\"{path}\",\"dataChange\":true,\"deletionTimestamp\":2}}}}"
+        );
+        wh.store().put(&log(2), PutPayload::from(remove.into_bytes())).await.unwrap();
+        let read = wh.current("p").await.unwrap().unwrap();
+        assert_eq!(read.version, Some(2));
+        assert!(read.fingerprints.is_none() && read.files.is_empty(), "{read:?}");
+    }
+
+    #[tokio::test]
+    async fn a_new_zoneless_timestamp_column_upgrades_the_protocol() {
+        let wh = Warehouse::memory();
+        let v0 = wh.commit(&build(&wh, "r1", vec![1]).await, None, &schema()).await.unwrap();
+        let wider = Schema::new(vec![
+            Field::new("v", DataType::Int64, false),
+            Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]);
+        wh.commit(&build(&wh, "r2", vec![2]).await, Some(&v0), &wider).await.unwrap();
+        let state = wh.snapshot("p", 1).await.unwrap();
+        let protocol = serde_json::to_value(state.protocol()).unwrap();
+        assert_eq!(protocol["minReaderVersion"], 3, "{protocol}");
+        assert!(protocol["readerFeatures"].to_string().contains("timestampNtz"), "{protocol}");
+        assert_eq!(state.schema().fields().count(), 2);
+        assert_eq!(state.metadata().id(), wh.snapshot("p", 0).await.unwrap().metadata().id(), "the same table");
+    }
+}
