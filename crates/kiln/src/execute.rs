@@ -81,7 +81,7 @@ pub(crate) async fn run_product(
     manifest.content = stamp.content.cloned();
     let mut manifest = warehouse.commit(&manifest, previous.as_ref(), &product.schema).await?;
     if kiln_data::compact::due(&manifest, &product.layout)
-        && let Some(done) = crate::ingest::compact_product(substrate, product, &manifest, run_id, None).await?
+        && let Some(done) = compact_product(substrate, product, &manifest, run_id, None).await?
     {
         manifest = done.manifest;
     }
@@ -153,4 +153,28 @@ pub(crate) async fn write_rejects(
     let stream: SendableRecordBatchStream =
         Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter([Ok(batch)])));
     Ok(write_dataset(substrate.warehouse(), vec![stream], spec, Arc::default()).await?)
+}
+
+/// Compacts `product`'s committed `current` (kiln_data::compact).
+pub(crate) async fn compact_product(
+    substrate: &kiln_control::Substrate,
+    product: &CompiledProduct,
+    current: &Manifest,
+    run_id: &str,
+    batch: Option<u64>,
+) -> Result<Option<kiln_data::compact::Compacted>, KilnError> {
+    let task = substrate.context().task_ctx();
+    let parquet = substrate.parquet_options();
+    let schema = Arc::clone(&product.schema);
+    Ok(kiln_data::compact::compact(
+        substrate.warehouse(),
+        &task,
+        current,
+        schema,
+        &product.layout,
+        &parquet,
+        run_id,
+        batch,
+    )
+    .await?)
 }

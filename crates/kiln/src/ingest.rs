@@ -26,7 +26,7 @@ use kiln_data::{BuildIds, ExistingData, MicroBatch, WriteProgress, merge_existin
 use crate::KilnError;
 use crate::decide::Decided;
 use crate::events::{Event, Observer};
-use crate::execute::{execute_into, product_run, write_rejects};
+use crate::execute::{compact_product, execute_into, product_run, write_rejects};
 use crate::record::{Built, Recorded, built, record_build};
 use crate::session::Session;
 
@@ -255,28 +255,4 @@ async fn ingest_batches(
         }
     }
     Ok(Ingested { manifest: current, records, batches, last })
-}
-
-/// Compacts `product`'s committed `current` (kiln_data::compact).
-pub(crate) async fn compact_product(
-    substrate: &kiln_control::Substrate,
-    product: &CompiledProduct,
-    current: &Manifest,
-    run_id: &str,
-    batch: Option<u64>,
-) -> Result<Option<kiln_data::compact::Compacted>, KilnError> {
-    let task = substrate.context().task_ctx();
-    let parquet = substrate.parquet_options();
-    let schema = Arc::clone(&product.schema);
-    Ok(kiln_data::compact::compact(
-        substrate.warehouse(),
-        &task,
-        current,
-        schema,
-        &product.layout,
-        &parquet,
-        run_id,
-        batch,
-    )
-    .await?)
 }

@@ -255,7 +255,7 @@ pub async fn optimize(dir: &Path, options: &crate::BuildOptions) -> Result<kiln_
         match session.warehouse.current(&node.name).await? {
             None => entry.skipped = Some("no committed build".into()),
             Some(current) => {
-                match crate::ingest::compact_product(&session.substrate, &product, &current, &run_id, None).await? {
+                match crate::execute::compact_product(&session.substrate, &product, &current, &run_id, None).await? {
                     Some(done) => {
                         entry.version = done.manifest.version;
                         entry.files_before = done.files_before;
