@@ -160,16 +160,16 @@ async fn materialized_views_compile_over_streams() {
             "v.sql:1:34: invalid option: late_events = 'keep' (valid: 'drop', 'table'",
         ),
         (
-            "CREATE MATERIALIZED VIEW v AS SELECT user_id, count(*) FROM clicks GROUP BY user_id",
+            "CREATE MATERIALIZED VIEW v AS SELECT user_id, count(*) AS n FROM clicks GROUP BY user_id",
             "v.sql:1:26: product `v`: a materialized view that aggregates groups by a window, GROUP BY TUMBLE(ts, ...)",
         ),
         (
-            "CREATE MATERIALIZED VIEW v AS SELECT count(*) FROM clicks GROUP BY TUMBLE(at2, INTERVAL '1' MINUTE)",
-            "v.sql:1:68: product `v`: the window is over `at2`; a stream's windows are over its event-time column `ts`",
+            "CREATE MATERIALIZED VIEW v AS SELECT count(*) AS n FROM clicks GROUP BY TUMBLE(at2, INTERVAL '1' MINUTE)",
+            "v.sql:1:73: product `v`: the window is over `at2`; a stream's windows are over its event-time column `ts`",
         ),
         (
-            "CREATE MATERIALIZED VIEW v AS SELECT count(*) FROM raw GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE)",
-            "v.sql:1:65: product `v`: stream `raw` has no WATERMARK FOR its event time",
+            "CREATE MATERIALIZED VIEW v AS SELECT count(*) AS n FROM raw GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE)",
+            "v.sql:1:70: product `v`: stream `raw` has no WATERMARK FOR its event time",
         ),
         ("CREATE MATERIALIZED VIEW v AS SELECT 1 AS one", "a materialized view reads a stream"),
         (
