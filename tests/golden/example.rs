@@ -124,7 +124,7 @@ async fn example_products_equal_plain_datafusion() {
             }
             // Run by `kiln stream`, not `kiln build`: kiln-cli's readme_stream_walkthrough
             // checks the example's views.
-            Statement::Stream(_) | Statement::View(_) => {}
+            Statement::Stream(_) | Statement::View(_) | Statement::Audit(_) | Statement::Test(_) => {}
         }
     }
 }

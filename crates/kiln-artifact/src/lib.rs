@@ -63,7 +63,8 @@ pub use plan::{
     Reason, RollbackReport, TelemetryEvent,
 };
 pub use run::{
-    Action, ProductRun, RunSummary, STREAM_REPORT_VERSION, SchemaPromotion, Stopped, StreamReport, ViewStatus,
+    Action, CheckRun, CheckStatus, ChecksRecord, FreshnessReport, ProductRun, RunSummary, STREAM_REPORT_VERSION,
+    SchemaPromotion, SourceFreshness, Stopped, StreamReport, TestReport, TestStatus, UnitTestRun, ViewStatus,
 };
 pub use store::ArtifactStore;
 

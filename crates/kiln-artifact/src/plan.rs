@@ -381,6 +381,11 @@ pub struct ProductPlan {
     pub reasons: Vec<Reason>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The checks (constraints and audits) a build would run before committing, or that
+    /// re-run on the committed build because their definitions changed; empty when none
+    /// would run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
 }
 
 /// `kiln plan --json`.
@@ -438,7 +443,7 @@ pub struct CachedCompile {
 }
 
 /// Version of the parse cache (`.kiln/cache/parse.json`).
-pub const PARSE_CACHE_VERSION: u32 = 1;
+pub const PARSE_CACHE_VERSION: u32 = 2;
 
 /// What the project graph needs from each SQL file, keyed by the sha256 of the file's
 /// text, so unchanged files are not parsed at all on a run that compiles nothing.
@@ -459,6 +464,12 @@ pub struct ParsedStatement {
     pub refs: Vec<ParsedRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// The product an audit or test checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<ParsedRef>,
+    /// sha256 of the statement's check definitions (empty when it has none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub checks_fp: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,18 +13,74 @@ pub enum Action {
     Fresh,
     Failed,
     Skipped,
+    /// Its staged build (or, for a fresh product whose checks changed, its committed one)
+    /// failed an error-level check: nothing was committed, and its dependents are skipped.
+    AuditFailed,
 }
 
 impl Action {
-    /// The action as records write it: `built`, `fresh`, `failed`, `skipped`.
+    /// The action as records write it: `built`, `fresh`, `failed`, `skipped`,
+    /// `audit_failed`.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Built => "built",
             Action::Fresh => "fresh",
             Action::Failed => "failed",
             Action::Skipped => "skipped",
+            Action::AuditFailed => "audit_failed",
         }
     }
+
+    /// Whether the run fails (exit 1) because of it.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Action::Failed | Action::AuditFailed)
+    }
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Pass,
+    Warn,
+    Error,
+}
+
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Pass => "pass",
+            CheckStatus::Warn => "warn",
+            CheckStatus::Error => "error",
+        }
+    }
+}
+
+/// One check (constraint or audit) run on a product's build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckRun {
+    pub name: String,
+    pub product: String,
+    /// `primary_key`, `unique`, `references`, `check`, `audit`, `row_count`.
+    pub kind: String,
+    /// `error` (can block the commit) or `warn`.
+    pub severity: String,
+    pub status: CheckStatus,
+    pub failing_rows: u64,
+    pub seconds: f64,
+    /// Why it could not run (then its status is `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The checks that last ran on a product's committed build, kept so a fresh product's
+/// checks re-run only when their definitions changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChecksRecord {
+    pub build_id: String,
+    /// sha256 over the definitions of every check of the product.
+    pub checks_fp: String,
+    pub checks: Vec<CheckRun>,
 }
 
 /// One product's line in the summary.
@@ -44,6 +100,9 @@ pub struct ProductRun {
     /// Why it was built (empty when fresh, failed or skipped).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<Reason>,
+    /// The checks run on its build in this run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckRun>,
 }
 
 /// A whole run.
@@ -139,4 +198,105 @@ pub struct ViewStatus {
     /// Where this run started: from the committed checkpoint, or why from the stream's
     /// beginning.
     pub started: String,
+}
+
+/// `kiln test --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestReport {
+    pub format_version: u32,
+    pub project: String,
+    /// Every constraint and audit of the selected products, run on their committed builds.
+    pub checks: Vec<CheckRun>,
+    /// Selected products with checks but no committed build (their checks did not run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_built: Vec<String>,
+    pub tests: Vec<UnitTestRun>,
+    pub seconds: f64,
+}
+
+impl TestReport {
+    /// Whether `kiln test` fails (exit 1): an error-level check or a unit test did.
+    pub fn failed(&self) -> bool {
+        self.checks.iter().any(|c| c.status == CheckStatus::Error)
+            || self.tests.iter().any(|t| t.status != TestStatus::Pass)
+    }
+}
+
+/// The outcome of a unit test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestStatus {
+    Pass,
+    /// The product's rows differ from the expected ones.
+    Fail,
+    /// The test could not run (a definition that does not compile, a fixture that does
+    /// not load).
+    Error,
+}
+
+impl TestStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestStatus::Pass => "pass",
+            TestStatus::Fail => "fail",
+            TestStatus::Error => "error",
+        }
+    }
+}
+
+/// One unit test (`CREATE TEST`): a product's query run on fixtures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitTestRun {
+    pub name: String,
+    pub product: String,
+    pub status: TestStatus,
+    pub seconds: f64,
+    /// Expected rows the product did not produce (each as `(v1, v2, ...)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    /// Rows the product produced that were not expected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unexpected: Vec<String>,
+    /// A missing and an unexpected row with the same first column, told apart by column:
+    /// `row (k): column `c`: expected x, got y`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mismatches: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `kiln freshness --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FreshnessReport {
+    pub format_version: u32,
+    pub project: String,
+    pub sources: Vec<SourceFreshness>,
+}
+
+impl FreshnessReport {
+    /// Whether a source is older than its `freshness_error` (or could not be measured).
+    pub fn failed(&self) -> bool {
+        self.sources.iter().any(|s| s.status == CheckStatus::Error)
+    }
+}
+
+/// How old one source's newest data is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceFreshness {
+    pub source: String,
+    /// The column whose largest value is the newest data; absent: file modification times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// The newest data's time (UTC, RFC 3339), absent when the source holds none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warn_after_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_after_seconds: Option<f64>,
+    pub status: CheckStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

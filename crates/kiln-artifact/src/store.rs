@@ -175,6 +175,21 @@ impl ArtifactStore {
         self.put(&Self::path(&["builds", &record.product, &format!("{}.json", record.build_id)]), bytes).await
     }
 
+    /// Stores the checks last run on a product's committed build (`checks/<product>.json`).
+    pub async fn put_checks(&self, product: &str, record: &crate::ChecksRecord) -> Result<(), ArtifactError> {
+        let bytes = serde_json::to_vec_pretty(record)
+            .map_err(|source| ArtifactError::Encode { what: "checks record", source })?;
+        self.put(&Self::path(&["checks", &format!("{product}.json")]), bytes).await
+    }
+
+    /// The checks last run on a product's committed build, if recorded (an unreadable
+    /// record counts as none: the checks run again).
+    pub async fn checks(&self, product: &str) -> Result<Option<crate::ChecksRecord>, ArtifactError> {
+        let path = Self::path(&["checks", &format!("{product}.json")]);
+        let Some(bytes) = self.get(&path).await? else { return Ok(None) };
+        Ok(serde_json::from_slice(&bytes).ok())
+    }
+
     /// The record of a build, if stored.
     pub async fn build_record(&self, product: &str, build_id: &str) -> Result<Option<BuildRecord>, ArtifactError> {
         let path = Self::path(&["builds", product, &format!("{build_id}.json")]);

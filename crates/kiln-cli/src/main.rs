@@ -52,6 +52,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run every constraint and audit on the committed builds (without building) and
+    /// every unit test (CREATE TEST) on its fixtures, in memory.
+    Test {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Also write the results as JUnit XML to this file.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Print the results as JSON (docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// How old each source's newest data is against its freshness_warn / freshness_error;
+    /// exit 1 when one is older than its freshness_error.
+    Freshness {
+        /// Project directory (default: the current directory).
+        dir: Option<PathBuf>,
+        /// Print the report as JSON (docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Column lineage: where each output column's values come from, and which columns
     /// filter, join, group or order its rows.
     Lineage {
@@ -257,6 +278,30 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Test { run, junit, json } => {
+            let (dir, options) = run.split();
+            let report = kiln::test(&dir, &options).await?;
+            if let Some(path) = junit {
+                std::fs::write(&path, render::junit(&report))
+                    .map_err(|e| KilnError::Io { context: format!("cannot write {}", path.display()), source: e })?;
+            }
+            if json {
+                println!("{}", json_text(&report).map_err(KilnError::Internal)?);
+            } else {
+                render::test(&report);
+            }
+            Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Freshness { dir, json } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            let report = kiln::freshness(&dir, &BuildOptions::default()).await?;
+            if json {
+                println!("{}", json_text(&report).map_err(KilnError::Internal)?);
+            } else {
+                render::freshness(&report);
+            }
+            Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
         Command::Plan { run, json } => {
             let (dir, options) = run.split();
             let report = kiln::plan(&dir, &options).await?;
@@ -447,10 +492,39 @@ fn print_error(e: &kiln::control::ControlError) {
     }
 }
 
+/// A line for the checks that ran, and one per check that did not pass.
+fn print_checks<'a>(checks: impl Iterator<Item = &'a kiln::artifact::CheckRun>) {
+    use kiln::artifact::CheckStatus;
+    let checks: Vec<_> = checks.collect();
+    if checks.is_empty() {
+        return;
+    }
+    let count = |s: CheckStatus| checks.iter().filter(|c| c.status == s).count();
+    let seconds: f64 = checks.iter().map(|c| c.seconds).sum();
+    println!(
+        "checks: {} passed, {} warned, {} failed in {seconds:.2}s",
+        count(CheckStatus::Pass),
+        count(CheckStatus::Warn),
+        count(CheckStatus::Error)
+    );
+    for c in checks.iter().filter(|c| c.status != CheckStatus::Pass) {
+        let what = match &c.error {
+            Some(e) => e.clone(),
+            None => format!("{} failing row(s)", c.failing_rows),
+        };
+        let label = if c.status == CheckStatus::Warn { "WARN " } else { "ERROR" };
+        // A constraint's name already says its kind.
+        let kind = if c.name.starts_with(&c.kind) { String::new() } else { format!(" ({})", c.kind) };
+        println!("  {label} {}: {}{kind}: {what}", c.product, c.name);
+    }
+}
+
 fn print_summary(summary: &RunSummary) {
     let width = summary.products.iter().map(|p| p.product.len()).max().unwrap_or(7).max(7);
+    let with_audit = summary.products.iter().any(|p| p.action == Action::AuditFailed);
+    let aw = if with_audit { 12 } else { 7 };
     println!(
-        "{:<width$}  {:<7}  {:>10}  {:>5}  {:>12}  {:>8}",
+        "{:<width$}  {:<aw$}  {:>10}  {:>5}  {:>12}  {:>8}",
         "product", "action", "rows", "files", "bytes", "seconds"
     );
     for p in &summary.products {
@@ -458,13 +532,15 @@ fn print_summary(summary: &RunSummary) {
             Action::Built => "built",
             Action::Fresh => "fresh",
             Action::Failed => "FAILED",
+            Action::AuditFailed => "AUDIT FAILED",
             Action::Skipped => "skipped",
         };
         println!(
-            "{:<width$}  {:<7}  {:>10}  {:>5}  {:>12}  {:>8.2}",
+            "{:<width$}  {:<aw$}  {:>10}  {:>5}  {:>12}  {:>8.2}",
             p.product, action, p.rows, p.files, p.bytes, p.seconds
         );
     }
+    print_checks(summary.products.iter().flat_map(|p| p.checks.iter()));
     // "never built" on a first build says nothing; any other reason is worth a line.
     let worth = |p: &&kiln::artifact::ProductRun| p.reasons.iter().any(|r| *r != kiln::artifact::Reason::NeverBuilt);
     for p in summary.products.iter().filter(worth) {
@@ -473,7 +549,7 @@ fn print_summary(summary: &RunSummary) {
     }
     let built = summary.products.iter().filter(|p| p.action == Action::Built).count();
     let fresh = summary.products.iter().filter(|p| p.action == Action::Fresh).count();
-    let failed = summary.products.iter().filter(|p| p.action == Action::Failed).count();
+    let failed = summary.products.iter().filter(|p| p.action.is_failure()).count();
     let skipped = summary.products.iter().filter(|p| p.action == Action::Skipped).count();
     println!(
         "{built} built, {fresh} fresh, {failed} failed, {skipped} skipped in {:.2}s (run {})",

@@ -98,6 +98,7 @@ impl kiln::Observer for CliProgress {
                     Action::Built => format!("built: {} rows, {} files in {:.2}s", run.rows, run.files, run.seconds),
                     Action::Fresh => "fresh".to_owned(),
                     Action::Failed => "FAILED".to_owned(),
+                    Action::AuditFailed => "AUDIT FAILED: nothing committed".to_owned(),
                     Action::Skipped => "skipped".to_owned(),
                 };
                 bar.finish_with_message(msg);

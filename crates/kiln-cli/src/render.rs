@@ -1,4 +1,5 @@
-//! Human renderings of `kiln plan` and `kiln lineage` (the JSON shapes are in docs/json.md).
+//! Human renderings of `kiln plan`, `kiln lineage`, `kiln test` and `kiln freshness`, and
+//! `kiln test --junit` (the JSON shapes are in docs/json.md).
 
 use kiln::artifact::{BaseColumn, Decision, Edit, EditOp, ExplainReport, Lineage, PlanReport, ProductDiff, Reason};
 
@@ -17,6 +18,7 @@ pub fn plan(report: &PlanReport) {
         };
         let why = match (&p.error, p.reasons.is_empty()) {
             (Some(e), _) => e.clone(),
+            (None, true) if !p.checks.is_empty() => "committed build is current; its checks changed".to_owned(),
             (None, true) => "committed build is current".to_owned(),
             (None, false) => p.reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
         };
@@ -34,6 +36,9 @@ pub fn plan(report: &PlanReport) {
                     println!("{:<width$}    {sign} {} {}: {text}", "", e.path, e.role);
                 }
             }
+        }
+        if !p.checks.is_empty() {
+            println!("{:<width$}    checks: {}", "", p.checks.join(", "));
         }
     }
     let count = |d| report.products.iter().filter(|p| p.decision == d).count();
@@ -106,4 +111,151 @@ pub fn explain(r: &ExplainReport) {
             println!("== {} {title} ==\n{}", r.product, text.trim_end());
         }
     }
+}
+
+pub fn test(report: &kiln::artifact::TestReport) {
+    use kiln::artifact::{CheckStatus, TestStatus};
+    for c in &report.checks {
+        let label = match c.status {
+            CheckStatus::Pass => "pass ",
+            CheckStatus::Warn => "WARN ",
+            CheckStatus::Error => "ERROR",
+        };
+        let what = match &c.error {
+            Some(e) => e.clone(),
+            None if c.status == CheckStatus::Pass => String::new(),
+            None => format!(": {} failing row(s)", c.failing_rows),
+        };
+        println!("{label} check {}: {}{what} ({:.2}s)", c.product, c.name, c.seconds);
+    }
+    for p in &report.not_built {
+        println!("skip  checks of {p}: no committed build");
+    }
+    for t in &report.tests {
+        let label = match t.status {
+            TestStatus::Pass => "pass ",
+            TestStatus::Fail => "FAIL ",
+            TestStatus::Error => "ERROR",
+        };
+        println!("{label} test {} (for {}) ({:.2}s)", t.name, t.product, t.seconds);
+        if let Some(e) = &t.error {
+            println!("      {e}");
+        }
+        for m in &t.mismatches {
+            println!("      ~ {m}");
+        }
+        for r in &t.missing {
+            println!("      - missing    {r}");
+        }
+        for r in &t.unexpected {
+            println!("      + unexpected {r}");
+        }
+    }
+    let failed_checks = report.checks.iter().filter(|c| c.status == CheckStatus::Error).count();
+    let warned = report.checks.iter().filter(|c| c.status == CheckStatus::Warn).count();
+    let failed_tests = report.tests.iter().filter(|t| t.status != TestStatus::Pass).count();
+    println!(
+        "{} checks ({failed_checks} failed, {warned} warned), {} tests ({failed_tests} failed) in {:.2}s",
+        report.checks.len(),
+        report.tests.len(),
+        report.seconds
+    );
+}
+
+pub fn freshness(report: &kiln::artifact::FreshnessReport) {
+    let width = report.sources.iter().map(|s| s.source.len()).max().unwrap_or(6).max(6);
+    println!("{:<width$}  {:<6}  {:<24}  {:>12}  limits", "source", "status", "newest", "age");
+    for s in &report.sources {
+        let age = s.age_seconds.map_or("-".to_owned(), human_seconds);
+        let limits = [("warn", s.warn_after_seconds), ("error", s.error_after_seconds)]
+            .iter()
+            .filter_map(|(k, v)| v.map(|v| format!("{k} after {}", human_seconds(v))))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "{:<width$}  {:<6}  {:<24}  {age:>12}  {limits}{}",
+            s.source,
+            s.status.as_str(),
+            s.newest.as_deref().unwrap_or("-"),
+            s.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+        );
+    }
+    if report.sources.is_empty() {
+        println!("no source declares freshness_warn or freshness_error");
+    }
+}
+
+fn human_seconds(s: f64) -> String {
+    match s {
+        s if s < 120.0 => format!("{s:.0}s"),
+        s if s < 7200.0 => format!("{:.0}m", s / 60.0),
+        s if s < 172_800.0 => format!("{:.1}h", s / 3600.0),
+        s => format!("{:.1}d", s / 86_400.0),
+    }
+}
+
+/// `kiln test --junit`: one test suite for the checks and one for the unit tests.
+pub fn junit(report: &kiln::artifact::TestReport) -> String {
+    use kiln::artifact::{CheckStatus, TestStatus};
+    fn esc(s: &str) -> String {
+        s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    }
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n");
+    let failures = report.checks.iter().filter(|c| c.status == CheckStatus::Error).count();
+    let time: f64 = report.checks.iter().map(|c| c.seconds).sum();
+    out.push_str(&format!(
+        "  <testsuite name=\"kiln checks\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{time:.3}\">\n",
+        report.checks.len()
+    ));
+    for c in &report.checks {
+        out.push_str(&format!(
+            "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+            esc(&c.product),
+            esc(&c.name),
+            c.seconds
+        ));
+        let message = c.error.clone().unwrap_or_else(|| format!("{} failing row(s)", c.failing_rows));
+        match c.status {
+            CheckStatus::Pass => out.push_str("/>\n"),
+            CheckStatus::Warn => out
+                .push_str(&format!(">\n      <system-out>warning: {}</system-out>\n    </testcase>\n", esc(&message))),
+            CheckStatus::Error => out.push_str(&format!(
+                ">\n      <failure type=\"{}\" message=\"{}\"/>\n    </testcase>\n",
+                esc(&c.kind),
+                esc(&message)
+            )),
+        }
+    }
+    out.push_str("  </testsuite>\n");
+    let failures = report.tests.iter().filter(|t| t.status == TestStatus::Fail).count();
+    let errors = report.tests.iter().filter(|t| t.status == TestStatus::Error).count();
+    let time: f64 = report.tests.iter().map(|t| t.seconds).sum();
+    out.push_str(&format!(
+        "  <testsuite name=\"kiln unit tests\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{time:.3}\">\n",
+        report.tests.len()
+    ));
+    for t in &report.tests {
+        out.push_str(&format!(
+            "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+            esc(&t.product),
+            esc(&t.name),
+            t.seconds
+        ));
+        let mut detail: Vec<String> = t.mismatches.iter().map(|m| format!("~ {m}")).collect();
+        detail.extend(t.missing.iter().map(|r| format!("- missing {r}")));
+        detail.extend(t.unexpected.iter().map(|r| format!("+ unexpected {r}")));
+        match t.status {
+            TestStatus::Pass => out.push_str("/>\n"),
+            TestStatus::Fail => out.push_str(&format!(
+                ">\n      <failure message=\"rows differ\">{}</failure>\n    </testcase>\n",
+                esc(&detail.join("\n"))
+            )),
+            TestStatus::Error => out.push_str(&format!(
+                ">\n      <error message=\"{}\"/>\n    </testcase>\n",
+                esc(t.error.as_deref().unwrap_or("error"))
+            )),
+        }
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
 }

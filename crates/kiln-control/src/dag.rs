@@ -19,6 +19,8 @@ pub struct Node {
     /// Why this node cannot be compiled (an unknown table, a self reference, a cycle); its
     /// dependents cannot be built either. The rest of the project is unaffected.
     pub broken: Option<String>,
+    /// The product an audit or test checks (also one of its `deps`).
+    pub target: Option<usize>,
 }
 
 /// The resolved project graph.
@@ -69,6 +71,7 @@ impl Graph {
                     deps: Vec::new(),
                     def: (fi, si),
                     broken: None,
+                    target: None,
                 });
             }
         }
@@ -100,6 +103,34 @@ impl Graph {
                             hint,
                         });
                     }
+                }
+            }
+            if let Some((target, at)) = &summary.target {
+                match graph.index.get(target) {
+                    Some(&t) if graph.nodes[t].kind == NodeKind::Product => graph.nodes[i].target = Some(t),
+                    Some(&t) => problems.push(ControlError::Compile {
+                        at: at.clone(),
+                        product: summary.name.clone(),
+                        message: format!(
+                            "`{target}` is a {}; audits and tests check products",
+                            graph.nodes[t].kind.as_str()
+                        ),
+                    }),
+                    None => {} // reported above as an unknown table
+                }
+            }
+            // Nothing reads an audit or a test.
+            for &d in &deps {
+                if graph.nodes[d].kind.is_check() {
+                    problems.push(ControlError::Compile {
+                        at: summary.at.clone(),
+                        product: summary.name.clone(),
+                        message: format!(
+                            "reads `{}`, which is a {}",
+                            graph.nodes[d].name,
+                            graph.nodes[d].kind.as_str()
+                        ),
+                    });
                 }
             }
             graph.nodes[i].deps = deps.into_iter().collect();
@@ -177,6 +208,11 @@ impl Graph {
             visit(self, i, &mut marks, &mut Vec::new(), &mut out)?;
         }
         Ok(out)
+    }
+
+    /// The audits and tests of product `i`.
+    pub fn checks_of(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(move |&n| self.nodes[n].target == Some(i))
     }
 
     /// Resolves a selection: space- or comma-separated terms, each `name`, `+name` (with

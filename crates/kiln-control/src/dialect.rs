@@ -8,7 +8,14 @@
 //! CREATE STREAM name (col TYPE [NOT NULL], ..., [WATERMARK FOR col AS col - INTERVAL '5' SECOND])
 //!   WITH (connector = 'log', topic = '...', ...);
 //! CREATE MATERIALIZED VIEW name [(col TYPE [NOT NULL], ...)] [WITH (key = value, ...)] AS query;
+//! CREATE AUDIT name ON product [WITH (severity = 'warn', ...)] [AS query];
+//! CREATE TEST name FOR product GIVEN (table AS (query) | table FROM 'file', ...) EXPECT (query | FROM 'file');
 //! ```
+//!
+//! A product's column list may carry standard constraints (`PRIMARY KEY`, `UNIQUE`,
+//! `REFERENCES t (c)`, `CHECK (expr)`, as column or table constraints): they are checked
+//! on every staged build before it commits (crate::compiler::checks), as are the audits
+//! `ON` it. Tests run a product's query on fixtures, in memory.
 //!
 //! Streams are unbounded sources with an event-time watermark; materialized views are
 //! continuous queries over streams. `kiln stream` runs both; `kiln build` compiles and
@@ -19,7 +26,9 @@
 //! Every AST node keeps its span in the *file*, so later errors (DataFusion's diagnostics
 //! included) point at the file's line:column.
 
-use datafusion::sql::sqlparser::ast::{ColumnDef, Expr, Ident, Query, SqlOption, Value};
+use datafusion::sql::sqlparser::ast::{
+    ColumnDef, ColumnOption, Expr, Ident, IndexColumn, ObjectName, Query, SqlOption, TableConstraint, Value,
+};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Location as SqlLocation, Token, Tokenizer};
@@ -34,6 +43,8 @@ pub enum Statement {
     Product(ProductDef),
     Stream(StreamDef),
     View(ViewDef),
+    Audit(AuditDef),
+    Test(TestDef),
 }
 
 impl Statement {
@@ -43,6 +54,8 @@ impl Statement {
             Statement::Product(p) => &p.name,
             Statement::Stream(s) => &s.name,
             Statement::View(v) => &v.name,
+            Statement::Audit(a) => &a.name,
+            Statement::Test(t) => &t.name,
         }
     }
 
@@ -52,6 +65,36 @@ impl Statement {
             Statement::Product(p) => &p.at,
             Statement::Stream(s) => &s.at,
             Statement::View(v) => &v.at,
+            Statement::Audit(a) => &a.at,
+            Statement::Test(t) => &t.at,
+        }
+    }
+
+    /// The product an audit is `ON` or a test is `FOR`.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            Statement::Audit(a) => Some(&a.product),
+            Statement::Test(t) => Some(&t.product),
+            _ => None,
+        }
+    }
+
+    /// What the checks of a product are defined by, as text (hashed into the checks
+    /// fingerprint: a changed check re-runs without changing the product's build id).
+    pub fn checks_text(&self) -> String {
+        match self {
+            Statement::Product(p) => p.constraints.iter().map(|c| format!("{}\n", c.kind)).collect(),
+            Statement::Audit(a) => {
+                let options: Vec<String> = a.options.0.iter().map(|(k, v, _)| format!("{k}={v}")).collect();
+                format!(
+                    "audit {} on {} {} {}",
+                    a.name,
+                    a.product,
+                    options.join(","),
+                    a.query.as_ref().map(ToString::to_string).unwrap_or_default()
+                )
+            }
+            _ => String::new(),
         }
     }
 
@@ -60,7 +103,80 @@ impl Statement {
         match self {
             Statement::Product(p) => Some(&p.query),
             Statement::View(v) => Some(&v.query),
-            Statement::Source(_) | Statement::Stream(_) => None,
+            Statement::Audit(a) => a.query.as_deref(),
+            Statement::Source(_) | Statement::Stream(_) | Statement::Test(_) => None,
+        }
+    }
+}
+
+/// `CREATE AUDIT name ON product [WITH (...)] [AS query]`: the query's rows are failures.
+/// Without a query, `min_rows` / `max_rows` bound the product's row count.
+#[derive(Debug, Clone)]
+pub struct AuditDef {
+    pub name: String,
+    pub at: Location,
+    pub product: String,
+    pub product_at: Location,
+    pub options: Options,
+    pub query: Option<Box<Query>>,
+}
+
+/// `CREATE TEST name FOR product GIVEN (...) EXPECT (...)`.
+#[derive(Debug, Clone)]
+pub struct TestDef {
+    pub name: String,
+    pub at: Location,
+    pub product: String,
+    pub product_at: Location,
+    pub given: Vec<Fixture>,
+    pub expect: FixtureRows,
+    pub expect_at: Location,
+}
+
+/// One table's rows in a test: `table AS (query)` or `table FROM 'file'`.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    pub table: String,
+    pub at: Location,
+    pub rows: FixtureRows,
+}
+
+/// Fixture rows: a query over literals (`VALUES ...`), or a CSV, JSON or Parquet file
+/// (path relative to the project root).
+#[derive(Debug, Clone)]
+pub enum FixtureRows {
+    Query(Box<Query>),
+    File(String),
+}
+
+/// A constraint of a product's contract, with its position.
+#[derive(Debug, Clone)]
+pub struct ConstraintDef {
+    /// `CONSTRAINT name`, when given.
+    pub name: Option<String>,
+    pub kind: ConstraintKind,
+    pub at: Location,
+}
+
+#[derive(Debug, Clone)]
+pub enum ConstraintKind {
+    /// `UNIQUE (cols)`, or `PRIMARY KEY (cols)` (`primary`: the columns are also NOT NULL).
+    Unique { columns: Vec<String>, primary: bool },
+    /// `REFERENCES table (referred)`: every non-NULL `columns` value exists in `table`.
+    References { columns: Vec<String>, table: String, referred: Vec<String> },
+    /// `CHECK (expr)`: no row where `expr` is false.
+    Check(Box<Expr>),
+}
+
+impl std::fmt::Display for ConstraintKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConstraintKind::Unique { columns, primary: true } => write!(f, "primary_key({})", columns.join(", ")),
+            ConstraintKind::Unique { columns, primary: false } => write!(f, "unique({})", columns.join(", ")),
+            ConstraintKind::References { columns, table, referred } => {
+                write!(f, "references({} -> {table}({}))", columns.join(", "), referred.join(", "))
+            }
+            ConstraintKind::Check(expr) => write!(f, "check({expr})"),
         }
     }
 }
@@ -115,6 +231,8 @@ pub struct ProductDef {
     pub order_by: Vec<(String, bool)>,
     pub options: Options,
     pub query: Box<Query>,
+    /// Its contract's constraints (column and table constraints).
+    pub constraints: Vec<ConstraintDef>,
 }
 
 /// `WITH (key = value, ...)`: keys lower-cased, values as text, each with its location.
@@ -203,7 +321,7 @@ fn peek_word(parser: &Parser, word: &str) -> bool {
 fn parse_statement(parser: &mut Parser, file: &str) -> Result<Statement, ParserError> {
     let start = parser.peek_token();
     if !parser.parse_keyword(Keyword::CREATE) {
-        return parser.expected("CREATE SOURCE, PRODUCT, STREAM or MATERIALIZED VIEW", start);
+        return parser.expected("CREATE SOURCE, PRODUCT, STREAM, MATERIALIZED VIEW, AUDIT or TEST", start);
     }
     if peek_word(parser, "SOURCE") {
         parser.next_token();
@@ -222,8 +340,16 @@ fn parse_statement(parser: &mut Parser, file: &str) -> Result<Statement, ParserE
         parser.expect_keyword(Keyword::VIEW)?;
         return parse_view(parser, file).map(Statement::View);
     }
+    if peek_word(parser, "AUDIT") {
+        parser.next_token();
+        return parse_audit(parser, file).map(Statement::Audit);
+    }
+    if peek_word(parser, "TEST") {
+        parser.next_token();
+        return parse_test(parser, file).map(Statement::Test);
+    }
     let found = parser.peek_token();
-    parser.expected("SOURCE, PRODUCT, STREAM or MATERIALIZED VIEW after CREATE", found)
+    parser.expected("SOURCE, PRODUCT, STREAM, MATERIALIZED VIEW, AUDIT or TEST after CREATE", found)
 }
 
 fn parse_stream(parser: &mut Parser, file: &str) -> Result<StreamDef, ParserError> {
@@ -284,7 +410,14 @@ fn parse_source(parser: &mut Parser, file: &str) -> Result<SourceDef, ParserErro
 
 fn parse_product(parser: &mut Parser, file: &str) -> Result<ProductDef, ParserError> {
     let (name, at) = parse_name(parser, file)?;
-    let columns = if parser.peek_token().token == Token::LParen { Some(parser.parse_columns()?.0) } else { None };
+    let (columns, constraints) = if parser.peek_token().token == Token::LParen {
+        let list_at = parser.peek_token().span.start;
+        let (columns, table_constraints) = parser.parse_columns()?;
+        let constraints = constraints_of(&columns, &table_constraints, file, list_at)?;
+        (Some(columns), constraints)
+    } else {
+        (None, Vec::new())
+    };
     let mut partition_by = Vec::new();
     let mut order_by = Vec::new();
     if peek_word(parser, "PARTITIONED") {
@@ -317,7 +450,175 @@ fn parse_product(parser: &mut Parser, file: &str) -> Result<ProductDef, ParserEr
     let options = parse_with(parser, file)?;
     parser.expect_keyword(Keyword::AS)?;
     let query = parser.parse_query()?;
-    Ok(ProductDef { name, at, columns, partition_by, order_by, options, query })
+    Ok(ProductDef { name, at, columns, partition_by, order_by, options, query, constraints })
+}
+
+/// The constraints of a product's column list: column options (`PRIMARY KEY`, `UNIQUE`,
+/// `REFERENCES`, `CHECK`) and table constraints, each at its position. Options that
+/// describe storage or defaults (`DEFAULT`, `GENERATED`, ...) are refused: a product's
+/// columns are computed by its query.
+fn constraints_of(
+    columns: &[ColumnDef],
+    table: &[TableConstraint],
+    file: &str,
+    list_at: SqlLocation,
+) -> Result<Vec<ConstraintDef>, ParserError> {
+    let located = |ident: Option<&Ident>, fallback: SqlLocation| match ident {
+        Some(i) if i.span.start.line > 0 => loc(file, i.span.start),
+        _ => loc(file, fallback),
+    };
+    let name_of = |n: &Option<Ident>| n.as_ref().map(normalize);
+    let refused = |what: String, at: &Location| {
+        ParserError::ParserError(format!("{what} at Line: {}, Column: {}", at.line, at.column))
+    };
+    let mut out = Vec::new();
+    for c in columns {
+        let column = normalize(&c.name);
+        let at = located(Some(&c.name), list_at);
+        for option in &c.options {
+            let name = name_of(&option.name);
+            let kind = match &option.option {
+                ColumnOption::NotNull | ColumnOption::Null | ColumnOption::Comment(_) => continue,
+                ColumnOption::PrimaryKey(_) => ConstraintKind::Unique { columns: vec![column.clone()], primary: true },
+                ColumnOption::Unique(_) => ConstraintKind::Unique { columns: vec![column.clone()], primary: false },
+                ColumnOption::ForeignKey(fk) => {
+                    let referred: Vec<String> = fk.referred_columns.iter().map(normalize).collect();
+                    ConstraintKind::References {
+                        columns: vec![column.clone()],
+                        table: object_name(&fk.foreign_table),
+                        referred: if referred.is_empty() { vec![column.clone()] } else { referred },
+                    }
+                }
+                ColumnOption::Check(check) => ConstraintKind::Check(check.expr.clone()),
+                other => {
+                    return Err(refused(
+                        format!(
+                            "column `{column}`: `{other}` is not a product column option (products take NOT NULL, COMMENT and constraints: PRIMARY KEY, UNIQUE, REFERENCES, CHECK)"
+                        ),
+                        &at,
+                    ));
+                }
+            };
+            out.push(ConstraintDef { name, kind, at: at.clone() });
+        }
+    }
+    let idents = |cols: &[IndexColumn], at: &Location| -> Result<Vec<String>, ParserError> {
+        cols.iter()
+            .map(|c| match &c.column.expr {
+                Expr::Identifier(i) => Ok(normalize(i)),
+                other => Err(refused(format!("a key lists columns, not `{other}`"), at)),
+            })
+            .collect()
+    };
+    for constraint in table {
+        let (name, kind, at) = match constraint {
+            TableConstraint::PrimaryKey(pk) => {
+                let at = located(pk.columns.first().and_then(first_ident), list_at);
+                (name_of(&pk.name), ConstraintKind::Unique { columns: idents(&pk.columns, &at)?, primary: true }, at)
+            }
+            TableConstraint::Unique(u) => {
+                let at = located(u.columns.first().and_then(first_ident), list_at);
+                (name_of(&u.name), ConstraintKind::Unique { columns: idents(&u.columns, &at)?, primary: false }, at)
+            }
+            TableConstraint::ForeignKey(fk) => {
+                let at = located(fk.columns.first(), list_at);
+                let columns: Vec<String> = fk.columns.iter().map(normalize).collect();
+                let referred: Vec<String> = fk.referred_columns.iter().map(normalize).collect();
+                let referred = if referred.is_empty() { columns.clone() } else { referred };
+                (
+                    name_of(&fk.name),
+                    ConstraintKind::References { columns, table: object_name(&fk.foreign_table), referred },
+                    at,
+                )
+            }
+            TableConstraint::Check(check) => {
+                (name_of(&check.name), ConstraintKind::Check(check.expr.clone()), loc(file, list_at))
+            }
+            other => {
+                return Err(refused(
+                    format!("`{other}` is not a product constraint (PRIMARY KEY, UNIQUE, FOREIGN KEY, CHECK)"),
+                    &loc(file, list_at),
+                ));
+            }
+        };
+        out.push(ConstraintDef { name, kind, at });
+    }
+    Ok(out)
+}
+
+fn first_ident(c: &IndexColumn) -> Option<&Ident> {
+    match &c.column.expr {
+        Expr::Identifier(i) => Some(i),
+        _ => None,
+    }
+}
+
+/// The last part of a (possibly qualified) table name, normalized.
+fn object_name(name: &ObjectName) -> String {
+    name.0.last().and_then(|p| p.as_ident()).map(normalize).unwrap_or_else(|| name.to_string())
+}
+
+fn parse_audit(parser: &mut Parser, file: &str) -> Result<AuditDef, ParserError> {
+    let (name, at) = parse_name(parser, file)?;
+    parser.expect_keyword(Keyword::ON)?;
+    let (product, product_at) = parse_name(parser, file)?;
+    let options = parse_with(parser, file)?;
+    let query = if parser.parse_keyword(Keyword::AS) { Some(parser.parse_query()?) } else { None };
+    Ok(AuditDef { name, at, product, product_at, options, query })
+}
+
+fn parse_test(parser: &mut Parser, file: &str) -> Result<TestDef, ParserError> {
+    let (name, at) = parse_name(parser, file)?;
+    parser.expect_keyword(Keyword::FOR)?;
+    let (product, product_at) = parse_name(parser, file)?;
+    let mut given = Vec::new();
+    if peek_word(parser, "GIVEN") {
+        parser.next_token();
+        parser.expect_token(&Token::LParen)?;
+        loop {
+            let (table, table_at) = parse_name(parser, file)?;
+            let rows = parse_fixture_rows(parser)?;
+            given.push(Fixture { table, at: table_at, rows });
+            if !parser.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        parser.expect_token(&Token::RParen)?;
+    }
+    if !peek_word(parser, "EXPECT") {
+        let found = parser.peek_token();
+        return parser.expected("EXPECT (query) or EXPECT FROM 'file'", found);
+    }
+    let expect_at = loc(file, parser.next_token().span.start);
+    let expect = if parser.parse_keyword(Keyword::FROM) {
+        FixtureRows::File(parse_string(parser)?)
+    } else {
+        parser.expect_token(&Token::LParen)?;
+        let query = parser.parse_query()?;
+        parser.expect_token(&Token::RParen)?;
+        FixtureRows::Query(query)
+    };
+    Ok(TestDef { name, at, product, product_at, given, expect, expect_at })
+}
+
+/// `AS (query)` or `FROM 'file'`.
+fn parse_fixture_rows(parser: &mut Parser) -> Result<FixtureRows, ParserError> {
+    if parser.parse_keyword(Keyword::FROM) {
+        return Ok(FixtureRows::File(parse_string(parser)?));
+    }
+    parser.expect_keyword(Keyword::AS)?;
+    parser.expect_token(&Token::LParen)?;
+    let query = parser.parse_query()?;
+    parser.expect_token(&Token::RParen)?;
+    Ok(FixtureRows::Query(query))
+}
+
+fn parse_string(parser: &mut Parser) -> Result<String, ParserError> {
+    let token = parser.next_token();
+    match token.token {
+        Token::SingleQuotedString(s) => Ok(s),
+        _ => parser.expected("a quoted file path", token),
+    }
 }
 
 fn parse_with(parser: &mut Parser, file: &str) -> Result<Options, ParserError> {
@@ -379,7 +680,7 @@ mod tests {
         let err = parse_file("m.sql", "CREATE TABLE x (a INT)").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "m.sql:1:8: Expected: SOURCE, PRODUCT, STREAM or MATERIALIZED VIEW after CREATE, found: TABLE"
+            "m.sql:1:8: Expected: SOURCE, PRODUCT, STREAM, MATERIALIZED VIEW, AUDIT or TEST after CREATE, found: TABLE"
         );
     }
 
@@ -413,5 +714,42 @@ mod tests {
             err.to_string(),
             "m.sql:1:24: invalid option: unknown option `colour` for a product (valid: existing_data, max_rows_per_file)"
         );
+    }
+
+    #[test]
+    fn parses_constraints_audits_and_tests() {
+        let text = "CREATE PRODUCT o (\n  k BIGINT NOT NULL PRIMARY KEY,\n  c BIGINT REFERENCES customer (c_custkey),\n  \
+                    s VARCHAR CHECK (s IN ('F', 'O')),\n  CONSTRAINT pair UNIQUE (c, k)\n) AS SELECT 1;\n\
+                    CREATE AUDIT late ON o WITH (severity = 'warn') AS SELECT * FROM o WHERE k > 1;\n\
+                    CREATE AUDIT size ON o WITH (min_rows = 1);\n\
+                    CREATE TEST t FOR o GIVEN (orders AS (VALUES (1, 2)), customer FROM 'f.csv') EXPECT (VALUES (1));";
+        let statements = parse_file("m.sql", text).unwrap();
+        let Statement::Product(p) = &statements[0] else { panic!("not a product") };
+        let kinds: Vec<String> = p.constraints.iter().map(|c| c.kind.to_string()).collect();
+        assert_eq!(
+            kinds,
+            ["primary_key(k)", "references(c -> customer(c_custkey))", "check(s IN ('F', 'O'))", "unique(c, k)"]
+        );
+        assert_eq!(p.constraints[3].name.as_deref(), Some("pair"));
+        assert_eq!((p.constraints[1].at.line, p.constraints[1].at.column), (3, 3));
+        let Statement::Audit(a) = &statements[1] else { panic!("not an audit") };
+        assert_eq!((a.product.as_str(), a.options.get("severity").map(|(v, _)| v)), ("o", Some("warn")));
+        assert!(a.query.is_some());
+        let Statement::Audit(size) = &statements[2] else { panic!("not an audit") };
+        assert!(size.query.is_none());
+        let Statement::Test(t) = &statements[3] else { panic!("not a test") };
+        assert_eq!(t.given.len(), 2);
+        assert!(matches!(&t.given[1].rows, FixtureRows::File(f) if f == "f.csv"));
+        assert!(matches!(&t.expect, FixtureRows::Query(_)));
+        // What the checks fingerprint hashes: constraints of products, audits whole.
+        assert!(statements[0].checks_text().contains("unique(c, k)"));
+        assert!(statements[3].checks_text().is_empty());
+        let err = parse_file("m.sql", "CREATE PRODUCT p (a INT DEFAULT 1) AS SELECT 1").unwrap_err();
+        assert!(
+            err.to_string().starts_with("m.sql:1:19: column `a`: `DEFAULT 1` is not a product column option"),
+            "{err}"
+        );
+        let err = parse_file("m.sql", "CREATE TEST t FOR p GIVEN (x AS (VALUES (1)))").unwrap_err();
+        assert!(err.to_string().contains("EXPECT (query) or EXPECT FROM 'file'"), "{err}");
     }
 }

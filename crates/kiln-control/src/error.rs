@@ -42,6 +42,13 @@ pub enum ControlError {
     Source { at: Location, source_name: String, message: String },
     #[error("{at}: product `{product}`: {message}")]
     Compile { at: Location, product: String, message: String },
+    /// A problem of one graph node, already located (an audit or test whose product
+    /// cannot be resolved).
+    #[error("{0}")]
+    Node(String),
+    /// A constraint, audit or test that does not compile.
+    #[error("{at}: check `{check}`: {message}")]
+    Check { at: Location, check: String, message: String },
     #[error("{at}: product `{product}` breaks its declared columns:\n  - {}", .violations.join("\n  - "))]
     Contract { at: Location, product: String, violations: Vec<String> },
     #[error("invalid selection `{0}`: no such product")]

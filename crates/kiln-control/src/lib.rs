@@ -5,9 +5,9 @@
 //! - [`project`]: `kiln.toml` (serde, unknown keys rejected with line:column) and SQL
 //!   discovery; [`sqlfile`]: one SQL file, parsed on first use, and the [`sqlfile::Summary`]
 //!   of each statement the graph needs (cached so unchanged files are not parsed);
-//! - [`dialect`]: the Kiln SQL dialect on sqlparser (`CREATE SOURCE`, `CREATE PRODUCT`,
-//!   `CREATE STREAM`, `CREATE MATERIALIZED VIEW`); errors carry file, line:column and a
-//!   caret snippet;
+//! - [`dialect`]: the Kiln SQL dialect on sqlparser (`CREATE SOURCE`, `CREATE PRODUCT`
+//!   with constraints, `CREATE STREAM`, `CREATE MATERIALIZED VIEW`, `CREATE AUDIT`,
+//!   `CREATE TEST`); errors carry file, line:column and a caret snippet;
 //! - [`dag`]: resolving table references to sources and products, cycle detection,
 //!   topological order, selection (`name`, `+name`, `name+`).
 //!
@@ -72,7 +72,7 @@ pub mod units;
 pub mod unnest;
 pub mod windows;
 
-pub use compiler::{CompiledProduct, CompiledSource, Substrate};
+pub use compiler::{CompiledCheck, CompiledProduct, CompiledSource, CompiledTest, Substrate};
 pub use dag::{Graph, NodeKind};
 pub use error::{ControlError, Location};
 pub use kiln_data::stream::StreamProgram;

@@ -24,6 +24,11 @@ pub enum NodeKind {
     Stream,
     /// A continuous query over streams (`CREATE MATERIALIZED VIEW`), run by `kiln stream`.
     View,
+    /// A query over a product whose rows are failures (`CREATE AUDIT ... ON product`),
+    /// run on every staged build of the product before it commits.
+    Audit,
+    /// A product's query run on fixtures (`CREATE TEST ... FOR product`), by `kiln test`.
+    Test,
 }
 
 /// One SQL file: its text, the summaries the graph needs, and its statements, parsed on
@@ -89,6 +94,11 @@ pub struct Summary {
     pub refs: Vec<(String, Location)>,
     /// A problem resolving the references (a malformed reference).
     pub problem: Option<String>,
+    /// The product an audit is `ON` or a test is `FOR`, with its position.
+    pub target: Option<(String, Location)>,
+    /// sha256 of what the statement contributes to its product's checks (a product's
+    /// constraints, an audit's definition; empty otherwise).
+    pub checks_fp: String,
 }
 
 impl Summary {
@@ -99,27 +109,41 @@ impl Summary {
             Statement::Product(_) => NodeKind::Product,
             Statement::Stream(_) => NodeKind::Stream,
             Statement::View(_) => NodeKind::View,
+            Statement::Audit(_) => NodeKind::Audit,
+            Statement::Test(_) => NodeKind::Test,
         };
+        let target = match statement {
+            Statement::Audit(a) => Some((a.product.clone(), a.product_at.clone())),
+            Statement::Test(t) => Some((t.product.clone(), t.product_at.clone())),
+            _ => None,
+        };
+        let checks = statement.checks_text();
         let mut summary = Summary {
             kind,
             name: statement.name().to_owned(),
             at: statement.at().clone(),
-            refs: Vec::new(),
+            refs: target.iter().cloned().collect(),
             problem: None,
+            target,
+            checks_fp: if checks.is_empty() { String::new() } else { sha256_hex(checks.as_bytes()) },
         };
         let Some(query) = statement.query() else { return summary };
         let wrapped = DfStatement::Statement(Box::new(SqlStatement::Query(Box::new(query.clone()))));
         match resolve_table_references(&wrapped, true) {
             Ok((refs, _ctes)) => {
                 let spans = relation_locations(query, file);
-                let names: BTreeSet<String> = refs.iter().map(|r| r.table().to_owned()).collect();
-                summary.refs = names
+                let mut names: BTreeSet<String> = refs.iter().map(|r| r.table().to_owned()).collect();
+                if let Some((target, _)) = &summary.target {
+                    names.remove(target);
+                }
+                let mut found: Vec<(String, Location)> = names
                     .into_iter()
                     .map(|name| {
                         let at = spans.get(&name).cloned().unwrap_or_else(|| summary.at.clone());
                         (name, at)
                     })
                     .collect();
+                summary.refs.append(&mut found);
             }
             Err(e) => {
                 summary.problem = Some(
@@ -149,6 +173,12 @@ impl Summary {
                 .map(|(name, at)| ParsedRef { name: name.clone(), line: at.line, column: at.column })
                 .collect(),
             problem: self.problem.clone(),
+            target: self.target.as_ref().map(|(name, at)| ParsedRef {
+                name: name.clone(),
+                line: at.line,
+                column: at.column,
+            }),
+            checks_fp: self.checks_fp.clone(),
         }
     }
 
@@ -161,6 +191,8 @@ impl Summary {
             at: at(record.line, record.column),
             refs: record.refs.iter().map(|r| (r.name.clone(), at(r.line, r.column))).collect(),
             problem: record.problem.clone(),
+            target: record.target.as_ref().map(|r| (r.name.clone(), at(r.line, r.column))),
+            checks_fp: record.checks_fp.clone(),
         })
     }
 }
@@ -172,11 +204,20 @@ impl NodeKind {
             NodeKind::Product => "product",
             NodeKind::Stream => "stream",
             NodeKind::View => "view",
+            NodeKind::Audit => "audit",
+            NodeKind::Test => "test",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [NodeKind::Source, NodeKind::Product, NodeKind::Stream, NodeKind::View].into_iter().find(|k| k.as_str() == text)
+        [NodeKind::Source, NodeKind::Product, NodeKind::Stream, NodeKind::View, NodeKind::Audit, NodeKind::Test]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+
+    /// Audits and tests: they check a product and are not read by anything.
+    pub fn is_check(self) -> bool {
+        matches!(self, NodeKind::Audit | NodeKind::Test)
     }
 }
 

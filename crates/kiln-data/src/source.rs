@@ -64,6 +64,18 @@ pub struct FileSource {
     pub evolution: kiln_contracts::EvolutionPolicy,
     /// Declared columns [`FileSource::reconcile`] read with a wider type.
     pub promotions: Vec<Promotion>,
+    /// How old its newest data may be (`kiln freshness`).
+    pub freshness: Option<Freshness>,
+}
+
+/// A source's freshness expectation: its newest data is the largest value of `column`
+/// (a timestamp or date), or without one the newest file's modification time; older than
+/// `warn` warns, older than `error` fails `kiln freshness`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Freshness {
+    pub warn: Option<std::time::Duration>,
+    pub error: Option<std::time::Duration>,
+    pub column: Option<String>,
 }
 
 /// What [`FileSource::reconcile`] changed: a declared column read with the wider type the
@@ -253,6 +265,14 @@ impl FileSource {
 
     /// The data version: sha256 over the sorted listing (relative path, size, modification
     /// time in ns). Any added, removed, rewritten or touched file changes it.
+    /// The modification time of its newest file (milliseconds since the epoch), `None`
+    /// when it has no files.
+    pub fn newest_modified_ms(&self) -> Result<Option<i64>> {
+        let mut entries = Vec::new();
+        list_files(&self.path, &self.path, self.format.extension(), &mut entries)?;
+        Ok(entries.iter().map(|(_, _, ns)| (*ns / 1_000_000) as i64).max())
+    }
+
     pub fn data_version(&self) -> Result<String> {
         let mut entries = Vec::new();
         list_files(&self.path, &self.path, self.format.extension(), &mut entries)?;

@@ -28,13 +28,31 @@ use crate::execute::{Stamp, product_run, run_product};
 use crate::record::{Events, Recorded, record_build};
 use crate::session::{Need, Session};
 
-/// A product to execute in this build.
+/// A product to execute in this build, or (`recheck`) a fresh product whose changed
+/// checks run on its committed build.
 pub(crate) struct Job {
     pub(crate) i: usize,
     pub(crate) id: String,
     pub(crate) fps: BuildFingerprints,
     pub(crate) reasons: Vec<Reason>,
     pub(crate) content: Option<ContentVersions>,
+    /// Its checks (constraints and audits), run before the commit.
+    pub(crate) checks: Vec<kiln_control::CompiledCheck>,
+    /// The committed build a recheck runs on (nothing is executed or committed).
+    pub(crate) recheck: Option<kiln_artifact::Manifest>,
+}
+
+/// Whether the checks of a product with build `id` must run again: they exist and did
+/// not all pass on this build with these definitions.
+async fn checks_stale(session: &Session, i: usize, id: &str) -> Result<bool, KilnError> {
+    let fp = session.checks_fp(i);
+    if fp.is_empty() {
+        return Ok(false);
+    }
+    let record = session.store.checks(&session.graph.nodes[i].name).await?;
+    Ok(!record.is_some_and(|r| {
+        r.build_id == id && r.checks_fp == fp && r.checks.iter().all(|c| c.status != kiln_artifact::CheckStatus::Error)
+    }))
 }
 
 /// Builds a project: every selected product whose build id differs from its committed
@@ -44,6 +62,14 @@ pub(crate) struct Job {
 pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) -> Result<BuildReport, KilnError> {
     let started = Instant::now();
     let mut session = Session::open(dir, options, Need::Data, observer).await?;
+    for s in crate::testing::source_freshness(&session).await {
+        if s.status != kiln_artifact::CheckStatus::Pass {
+            let age = s
+                .age_seconds
+                .map_or_else(|| s.error.clone().unwrap_or_default(), |a| format!("newest data is {a:.0}s old"));
+            observer.event(Event::Warning(format!("source `{}` is stale ({}): {age}", s.source, s.status.as_str())));
+        }
+    }
     let run_id = kiln_artifact::time::new_run_id();
     let products = session.products();
     let graph = Arc::clone(&session.graph);
@@ -78,9 +104,26 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
             Step::Failed(e) => Some(product_run(&name, Action::Failed, Some(e), t)),
             // Ingest commits batch by batch, now, so downstream decisions see its data.
             Step::Ingest { feed } => Some(session.ingest(i, &feed, current, &run_id, observer).await),
-            Step::Fresh { id, manifest, .. } => {
+            Step::Fresh { id, manifest, fps } => {
                 if let Some(table) = session.substrate.product_table(&name) {
                     table.bind(&session.warehouse, &manifest)?;
+                }
+                if checks_stale(&session, i, &id).await? {
+                    match session.product_checks(i).await {
+                        Ok(checks) => {
+                            let content = session.nodes[i].content.clone();
+                            let reasons = Vec::new();
+                            jobs.push(Job { i, id, fps, reasons, content, checks, recheck: Some(manifest) });
+                            continue;
+                        }
+                        Err(e) => {
+                            session.nodes[i].failed = Some(e.to_string());
+                            let run = product_run(&name, Action::Failed, Some(e.to_string()), t);
+                            finished(i, &run, &session);
+                            results.insert(i, run);
+                            continue;
+                        }
+                    }
                 }
                 Some(ProductRun {
                     build_id: Some(id),
@@ -90,20 +133,26 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
                     ..product_run(&name, Action::Fresh, None, t)
                 })
             }
-            Step::Build { fps, id, reasons, .. } => match session.ensure_compiled(i).await {
-                Err(e) => {
-                    session.nodes[i].failed = Some(e.to_string());
-                    Some(product_run(&name, Action::Failed, Some(e.to_string()), t))
-                }
-                Ok(()) => {
-                    if let Some(product) = &session.nodes[i].compiled {
-                        session.store.put_plan(&product.canonical).await?;
+            Step::Build { fps, id, reasons, .. } => {
+                let checks = match session.ensure_compiled(i).await {
+                    Ok(()) => session.product_checks(i).await,
+                    Err(e) => Err(e),
+                };
+                match checks {
+                    Err(e) => {
+                        session.nodes[i].failed = Some(e.to_string());
+                        Some(product_run(&name, Action::Failed, Some(e.to_string()), t))
                     }
-                    let content = session.nodes[i].content.clone();
-                    jobs.push(Job { i, id, fps, reasons, content });
-                    None
+                    Ok(checks) => {
+                        if let Some(product) = &session.nodes[i].compiled {
+                            session.store.put_plan(&product.canonical).await?;
+                        }
+                        let content = session.nodes[i].content.clone();
+                        jobs.push(Job { i, id, fps, reasons, content, checks, recheck: None });
+                        None
+                    }
                 }
-            },
+            }
         };
         if let Some(run) = done {
             finished(i, &run, &session);
@@ -112,9 +161,22 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
     }
 
     // Phase 2: execute the jobs, independent ones concurrently, each after the jobs it
-    // reads from have committed; a job whose upstream job failed is skipped.
+    // reads from have committed; a job whose upstream job failed is skipped. A job's
+    // checks read other products as committed, so it also waits for the jobs of the
+    // products its checks read (unless those are downstream of it).
     let limit = session.profile.max_parallel_products()?;
     let in_jobs: BTreeSet<usize> = jobs.iter().map(|j| j.i).collect();
+    let mut waits: HashMap<usize, Vec<usize>> = HashMap::new();
+    for job in &jobs {
+        let downstream = graph.select(&format!("{}+", graph.nodes[job.i].name)).unwrap_or_default();
+        let mut deps: Vec<usize> = graph.nodes[job.i].deps.iter().copied().filter(|d| in_jobs.contains(d)).collect();
+        for d in session.check_reads(&job.checks) {
+            if d != job.i && in_jobs.contains(&d) && !downstream.contains(&d) && !deps.contains(&d) {
+                deps.push(d);
+            }
+        }
+        waits.insert(job.i, deps);
+    }
     let mut ok: HashMap<usize, bool> = HashMap::new();
     let mut pending: VecDeque<Job> = jobs.into();
     let mut running = FuturesUnordered::new();
@@ -123,11 +185,15 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
         // Start every job whose upstream jobs are done, in dependency order.
         let mut k = 0;
         while k < pending.len() && running.len() < limit {
-            let deps: Vec<usize> =
-                graph.nodes[pending[k].i].deps.iter().copied().filter(|d| in_jobs.contains(d)).collect();
+            let deps = waits.get(&pending[k].i).cloned().unwrap_or_default();
             if let Some(&bad) = deps.iter().find(|d| ok.get(d) == Some(&false)) {
                 let Some(job) = pending.remove(k) else { break };
-                let reason = format!("upstream `{}` failed", graph.nodes[bad].name);
+                let audit = results.get(&bad).is_some_and(|r| r.action == Action::AuditFailed);
+                let reason = if audit {
+                    format!("upstream `{}` failed its checks", graph.nodes[bad].name)
+                } else {
+                    format!("upstream `{}` failed", graph.nodes[bad].name)
+                };
                 let run = product_run(&graph.nodes[job.i].name, Action::Skipped, Some(reason), Instant::now());
                 ok.insert(job.i, false);
                 finished(job.i, &run, session_ref);
@@ -142,7 +208,7 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
             k += 1;
         }
         let Some((i, run)) = running.next().await else { break };
-        ok.insert(i, run.action == Action::Built);
+        ok.insert(i, matches!(run.action, Action::Built | Action::Fresh));
         finished(i, &run, session_ref);
         results.insert(i, run);
     }
@@ -173,29 +239,107 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
 async fn execute(session: &Session, job: Job, run_id: &str, observer: &dyn Observer) -> (usize, ProductRun) {
     let t = Instant::now();
     let name = &session.graph.nodes[job.i].name;
+    if let Some(manifest) = &job.recheck {
+        return (job.i, recheck(session, &job, manifest, run_id, t).await);
+    }
     let Some(product) = &session.nodes[job.i].compiled else {
         return (job.i, product_run(name, Action::Failed, Some("not compiled".into()), t));
     };
     let stamp = Stamp { build_id: &job.id, fps: &job.fps, content: job.content.as_ref() };
     let recorded =
         Recorded { id: &job.id, fps: &job.fps, compile_seconds: session.nodes[job.i].compile_seconds.unwrap_or(0.0) };
-    let outcome = match run_product(&session.substrate, product, stamp, run_id, observer).await {
-        Ok(built) => record_build(session, product, recorded, run_id, built).await,
+    let outcome = match run_product(&session.substrate, product, &job.checks, stamp, run_id, observer).await {
+        Ok(built) => {
+            let checks = built.checks.clone();
+            record_build(session, product, recorded, run_id, built).await.map(|(m, p)| (m, p, checks))
+        }
         Err(e) => Err(e),
     };
     let run = match outcome {
-        Ok((manifest, phases)) => ProductRun {
-            build_id: Some(job.id),
-            rows: manifest.totals.rows_written,
-            files: manifest.totals.files,
-            bytes: manifest.totals.bytes,
-            phases,
-            reasons: job.reasons,
-            ..product_run(name, Action::Built, None, t)
-        },
+        Ok((manifest, phases, checks)) => {
+            if !checks.is_empty() {
+                record_checks(session, job.i, &job.id, &checks).await;
+            }
+            ProductRun {
+                build_id: Some(job.id),
+                rows: manifest.totals.rows_written,
+                files: manifest.totals.files,
+                bytes: manifest.totals.bytes,
+                phases,
+                reasons: job.reasons,
+                checks,
+                ..product_run(name, Action::Built, None, t)
+            }
+        }
+        Err(KilnError::Audit { product, runs }) => {
+            let error = KilnError::Audit { product, runs: runs.clone() }.to_string();
+            ProductRun { checks: runs, ..product_run(name, Action::AuditFailed, Some(error), t) }
+        }
         Err(e) => product_run(name, Action::Failed, Some(e.to_string()), t),
     };
     (job.i, run)
+}
+
+/// Runs a fresh product's changed checks on its committed build.
+async fn recheck(
+    session: &Session,
+    job: &Job,
+    manifest: &kiln_artifact::Manifest,
+    run_id: &str,
+    t: Instant,
+) -> ProductRun {
+    let name = &session.graph.nodes[job.i].name;
+    let fresh = ProductRun {
+        build_id: Some(job.id.clone()),
+        rows: manifest.totals.rows_written,
+        files: manifest.totals.files,
+        bytes: manifest.totals.bytes,
+        ..product_run(name, Action::Fresh, None, t)
+    };
+    let Some(schema) = session.substrate.product_table(name).map(|p| std::sync::Arc::clone(p.schema_ref())) else {
+        return product_run(name, Action::Failed, Some("not registered".into()), t);
+    };
+    let ids = kiln_data::BuildIds { build_id: job.id.clone(), run_id: run_id.to_owned(), batch: None };
+    let outcome = async {
+        let results = crate::checks::run_checks(&session.substrate, name, &schema, &job.checks, None).await?;
+        crate::checks::publish_failures(&session.substrate, name, &results, ids, 1_000_000).await?;
+        Ok::<_, KilnError>(results)
+    }
+    .await;
+    match outcome {
+        Ok(results) => {
+            record_checks(session, job.i, &job.id, &results.runs).await;
+            if results.blocks() {
+                let error = KilnError::Audit { product: name.clone(), runs: results.runs.clone() }.to_string();
+                return ProductRun { checks: results.runs, ..product_run(name, Action::AuditFailed, Some(error), t) };
+            }
+            ProductRun { checks: results.runs, seconds: t.elapsed().as_secs_f64(), ..fresh }
+        }
+        Err(e) => product_run(name, Action::Failed, Some(e.to_string()), t),
+    }
+}
+
+/// Records which checks ran on product `i`'s build `id` (a record that cannot be written
+/// only means they run again next time).
+async fn record_checks(session: &Session, i: usize, id: &str, checks: &[kiln_artifact::CheckRun]) {
+    let record = kiln_artifact::ChecksRecord {
+        build_id: id.to_owned(),
+        checks_fp: session.checks_fp(i),
+        checks: checks.to_vec(),
+    };
+    let _ = session.store.put_checks(&session.graph.nodes[i].name, &record).await;
+}
+
+/// A plan entry with the names of the checks that would run, or the reason they cannot.
+fn with_checks(mut plan: ProductPlan, checks: Result<Vec<kiln_control::CompiledCheck>, KilnError>) -> ProductPlan {
+    match checks {
+        Ok(checks) => plan.checks = checks.into_iter().map(|c| c.name).collect(),
+        Err(e) => {
+            plan.decision = Decision::Failed;
+            plan.error = Some(e.to_string());
+        }
+    }
+    plan
 }
 
 /// `kiln plan`: the decisions `build` would take, without executing or writing anything.
@@ -215,6 +359,7 @@ pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, Kiln
             current_build_id: None,
             reasons: Vec::new(),
             error: Some(error),
+            checks: Vec::new(),
         };
         let current = currents.remove(&i).flatten();
         let entry = match session.step(i, current.clone()).await? {
@@ -226,24 +371,41 @@ pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, Kiln
                     failed(e.to_string())
                 }
             },
-            Step::Fresh { fps, id, manifest } => ProductPlan {
-                product: name.clone(),
-                decision: Decision::Fresh,
-                build_id: Some(id),
-                fingerprints: Some(fps),
-                current_build_id: Some(manifest.build_id),
-                reasons: Vec::new(),
-                error: None,
-            },
-            Step::Build { fps, id, reasons, current } => ProductPlan {
-                product: name.clone(),
-                decision: Decision::Build,
-                build_id: Some(id),
-                fingerprints: Some(fps),
-                current_build_id: current.map(|m| m.build_id),
-                reasons,
-                error: None,
-            },
+            Step::Fresh { fps, id, manifest } => {
+                let checks = if checks_stale(&session, i, &id).await? {
+                    session.product_checks(i).await
+                } else {
+                    Ok(Vec::new())
+                };
+                let plan = ProductPlan {
+                    product: name.clone(),
+                    decision: Decision::Fresh,
+                    build_id: Some(id),
+                    fingerprints: Some(fps),
+                    current_build_id: Some(manifest.build_id),
+                    reasons: Vec::new(),
+                    error: None,
+                    checks: Vec::new(),
+                };
+                with_checks(plan, checks)
+            }
+            Step::Build { fps, id, reasons, current } => {
+                let plan = ProductPlan {
+                    product: name.clone(),
+                    decision: Decision::Build,
+                    build_id: Some(id),
+                    fingerprints: Some(fps),
+                    current_build_id: current.map(|m| m.build_id),
+                    reasons,
+                    error: None,
+                    checks: Vec::new(),
+                };
+                let checks = match session.ensure_compiled(i).await {
+                    Ok(()) => session.product_checks(i).await,
+                    Err(e) => Err(e),
+                };
+                with_checks(plan, checks)
+            }
         };
         products.push(entry);
     }

@@ -111,6 +111,7 @@ impl Session {
                         self.nodes[d].content.as_ref().map(|c| scoped_upstream(c, &shape.uses(&up.name)))
                     }
                     NodeKind::Source | NodeKind::Stream => self.nodes[d].version.clone(),
+                    NodeKind::Audit | NodeKind::Test => None, // nothing reads them (dag)
                 }?;
                 Some((up.name.clone(), version))
             })

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use kiln_artifact::{Action, ProductRun, RunSummary, ViewStatus};
+use kiln_artifact::{ProductRun, RunSummary, ViewStatus};
 use kiln_control::ControlError;
 use kiln_data::WriteProgress;
 
@@ -68,6 +68,6 @@ pub struct BuildReport {
 
 impl BuildReport {
     pub fn failed(&self) -> impl Iterator<Item = &ProductRun> {
-        self.summary.products.iter().filter(|p| p.action == Action::Failed)
+        self.summary.products.iter().filter(|p| p.action.is_failure())
     }
 }

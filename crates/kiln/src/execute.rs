@@ -1,6 +1,8 @@
 //! Running one product: plan it physically, execute it into a new build through the
 //! dataset writer (data plane), set aside the records its sources rejected into
-//! `<product>__rejected`, merge with the committed data per its `existing_data`, commit.
+//! `<product>__rejected`, merge with the committed data per its `existing_data`, run its
+//! checks on the staged build (crate::checks: an error-level failure stops here, nothing
+//! committed), commit.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,13 +39,16 @@ pub(crate) fn product_run(name: &str, action: Action, error: Option<String>, t: 
         error,
         phases: Default::default(),
         reasons: Vec::new(),
+        checks: Vec::new(),
     }
 }
 
-/// Executes one compiled product into a new build and commits it.
+/// Executes one compiled product into a new build, runs its `checks` on the staged build,
+/// and commits it if none failed at error level (else `KilnError::Audit`).
 pub(crate) async fn run_product(
     substrate: &Substrate,
     product: &CompiledProduct,
+    checks: &[kiln_control::CompiledCheck],
     stamp: Stamp<'_>,
     run_id: &str,
     observer: &dyn Observer,
@@ -67,7 +72,7 @@ pub(crate) async fn run_product(
     // written and committed before the product so the product's accounting never points
     // at rejects that are not there; a build reading checked sources always rewrites it.
     if let Some(rejects) = kiln_data::checked::collect_rejects(&physical) {
-        let rejected = write_rejects(substrate, product, &rejects, ids).await?;
+        let rejected = write_rejects(substrate, product, &rejects, ids.clone()).await?;
         let base = warehouse.current_or_convert(&rejected.product, None).await?;
         warehouse.commit(&rejected, base.as_ref(), &kiln_data::checked::rejects_schema()).await?;
         let n = rejects.len() as u64;
@@ -76,9 +81,22 @@ pub(crate) async fn run_product(
     }
     let mut manifest = merge_existing(manifest, previous.as_ref(), product.layout.existing)?;
     phases.insert("execute_write".to_owned(), t.elapsed().as_secs_f64() - phases.get("plan").copied().unwrap_or(0.0));
-    let t = Instant::now();
     manifest.fingerprints = Some(stamp.fps.clone());
     manifest.content = stamp.content.cloned();
+    let mut check_runs = Vec::new();
+    if !checks.is_empty() {
+        let t = Instant::now();
+        let results =
+            crate::checks::run_checks(substrate, &product.name, &product.schema, checks, Some(&manifest)).await?;
+        crate::checks::publish_failures(substrate, &product.name, &results, ids.clone(), product.layout.files.max_rows)
+            .await?;
+        phases.insert("checks".to_owned(), t.elapsed().as_secs_f64());
+        if results.blocks() {
+            return Err(KilnError::Audit { product: product.name.clone(), runs: results.runs });
+        }
+        check_runs = results.runs;
+    }
+    let t = Instant::now();
     let mut manifest = warehouse.commit(&manifest, previous.as_ref(), &product.schema).await?;
     if kiln_data::compact::due(&manifest, &product.layout)
         && let Some(done) = compact_product(substrate, product, &manifest, run_id, None).await?
@@ -89,7 +107,9 @@ pub(crate) async fn run_product(
         table.bind(warehouse, &manifest)?;
     }
     phases.insert("commit".to_owned(), t.elapsed().as_secs_f64());
-    Ok(built(manifest, &physical, phases))
+    let mut built = built(manifest, &physical, phases);
+    built.checks = check_runs;
+    Ok(built)
 }
 
 /// Plans and executes `product` and writes its output into the new build `ids` (nothing

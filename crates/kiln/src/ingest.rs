@@ -156,6 +156,7 @@ impl Session {
             current_build_id: current.map(|m| m.build_id),
             reasons,
             error: None,
+            checks: Vec::new(),
         })
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::KilnError;
 
 /// The files of the TPC-H example, embedded from `examples/tpch/` at compile time.
-pub const TPCH_EXAMPLE: [(&str, &str); 10] = [
+pub const TPCH_EXAMPLE: [(&str, &str); 13] = [
     ("kiln.toml", include_str!("../../../examples/tpch/kiln.toml")),
     ("sources.sql", include_str!("../../../examples/tpch/sources.sql")),
     ("staging/customer_clean.sql", include_str!("../../../examples/tpch/staging/customer_clean.sql")),
@@ -16,6 +16,9 @@ pub const TPCH_EXAMPLE: [(&str, &str); 10] = [
     ("nested/order_items.sql", include_str!("../../../examples/tpch/nested/order_items.sql")),
     ("streams/order_events.sql", include_str!("../../../examples/tpch/streams/order_events.sql")),
     ("streams/order_events.ndjson", include_str!("../../../examples/tpch/streams/order_events.ndjson")),
+    ("tests/audits.sql", include_str!("../../../examples/tpch/tests/audits.sql")),
+    ("tests/unit.sql", include_str!("../../../examples/tpch/tests/unit.sql")),
+    ("tests/fixtures/customer_clean.csv", include_str!("../../../examples/tpch/tests/fixtures/customer_clean.csv")),
 ];
 
 const EMPTY_TOML: &str = "[project]\nname = \"NAME\"\n\n[storage]\nwarehouse = \"warehouse\"\nartifacts = \".kiln\"\n\n[profile]\ndefault = \"prod_fast\"\n";

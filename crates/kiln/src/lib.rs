@@ -8,13 +8,16 @@
 //! - [`build`] decides each product ([`decide`](crate::decide), shared with [`plan`]),
 //!   executes the ones to build as streams of record batches through the data plane's
 //!   writer ([`execute`](crate::execute); micro-batch sources are ingested batch by batch,
-//!   `ingest`), commits each atomically, and records build records, events and the run
+//!   `ingest`), audits each staged build (`checks`: write–audit–publish), commits each
+//!   atomically, and records build records, events and the run
 //!   summary in the artifact store ([`record`](crate::record));
 //! - [`plan`] takes the same decisions without executing;
 //! - [`stream()`] runs the materialized views over their streams (the data plane's
 //!   streaming runtime) with checkpointed, exactly-once output;
 //! - [`inspect`] answers [`lineage`], [`diff`], [`explain`], [`query`] and
 //!   [`inspect::catalog`] without building;
+//! - [`testing`] runs checks on committed builds and unit tests on fixtures ([`test`]),
+//!   and measures sources' [`freshness`];
 //! - [`maintain`] rolls back and garbage-collects; [`produce()`] appends records to the
 //!   embedded log; [`init`] scaffolds projects.
 //!
@@ -47,6 +50,7 @@
 //! ```
 
 mod build;
+mod checks;
 mod decide;
 pub mod events;
 mod execute;
@@ -58,6 +62,7 @@ pub mod produce;
 mod record;
 mod session;
 pub mod stream;
+pub mod testing;
 
 pub use build::{build, plan};
 pub use events::{BuildOptions, BuildReport, Event, Observer, Quiet};
@@ -72,6 +77,7 @@ pub use kiln_functions as functions;
 pub use maintain::{gc, optimize, rollback};
 pub use produce::{ProduceReport, produce};
 pub use stream::{StreamOptions, StreamReport, ViewStatus, stream};
+pub use testing::{freshness, test};
 
 /// The facade's error: which layer failed, with that layer's typed error.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +98,10 @@ pub enum KilnError {
     /// A product the command needs does not compile (the user's definition).
     #[error("product `{product}`: {message}")]
     Product { product: String, message: String },
+    /// Error-level checks failed on a product's build: it was not committed (or, for a
+    /// fresh product whose checks changed, its committed build fails them).
+    #[error("product `{product}`: checks failed: {}", describe_failed_checks(.runs))]
+    Audit { product: String, runs: Vec<kiln_artifact::CheckRun> },
     /// An ad-hoc query that cannot run as written (the user's query).
     #[error("{0}")]
     Query(String),
@@ -110,7 +120,7 @@ impl KilnError {
         match self {
             KilnError::Control(e) => e.is_user_error(),
             KilnError::Data(e) => e.is_user_error(),
-            KilnError::Usage(_) | KilnError::Product { .. } | KilnError::Query(_) => true,
+            KilnError::Usage(_) | KilnError::Product { .. } | KilnError::Query(_) | KilnError::Audit { .. } => true,
             KilnError::Artifact(_) | KilnError::Io { .. } | KilnError::Internal(_) => false,
         }
     }
@@ -124,4 +134,16 @@ impl KilnError {
             _ => 3,
         }
     }
+}
+
+/// The error-level failures: `name: N failing row(s)`, separated by `; `.
+fn describe_failed_checks(runs: &[kiln_artifact::CheckRun]) -> String {
+    runs.iter()
+        .filter(|r| r.status == kiln_artifact::CheckStatus::Error)
+        .map(|r| match &r.error {
+            Some(e) => format!("{}: {e}", r.name),
+            None => format!("{}: {} failing row(s)", r.name, r.failing_rows),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -26,6 +26,8 @@ pub(crate) struct Built {
     pub(crate) physical: String,
     pub(crate) operators: Vec<OperatorMetrics>,
     pub(crate) phases: BTreeMap<String, f64>,
+    /// The checks run on the staged build before its commit.
+    pub(crate) checks: Vec<kiln_artifact::CheckRun>,
 }
 
 /// The record of a committed build: its manifest, the drained physical plan (whose
@@ -34,7 +36,7 @@ pub(crate) fn built(manifest: Manifest, physical: &Arc<dyn ExecutionPlan>, phase
     let mut operators = Vec::new();
     operator_metrics(physical, 0, &mut operators);
     let physical = DisplayableExecutionPlan::new(physical.as_ref()).indent(true).to_string();
-    Built { manifest, physical, operators, phases }
+    Built { manifest, physical, operators, phases, checks: Vec::new() }
 }
 
 /// The build a record is written for.

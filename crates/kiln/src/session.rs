@@ -4,6 +4,7 @@
 //! committed builds. `build`, `plan`, `lineage`, `stream` and the inspection commands all
 //! start here.
 
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub(crate) struct NodeState {
     pub(crate) compile_seconds: Option<f64>,
     /// Why it cannot be built.
     pub(crate) failed: Option<String>,
+    /// A files source with a freshness expectation (`kiln freshness`).
+    pub(crate) freshness: Option<kiln_data::FileSource>,
 }
 
 impl NodeState {
@@ -122,6 +125,16 @@ impl Session {
         let substrate = Substrate::new(&profile, warehouse.clone(), &project.root, functions)?;
         let store = ArtifactStore::open(&config.storage.artifacts, &project.root)?;
         let graph = Arc::new(std::mem::take(&mut project.graph));
+        let mut problems = problems;
+        // An audit or test without its product is checked by nothing: a project problem.
+        problems.extend(
+            graph
+                .nodes
+                .iter()
+                .filter(|n| n.kind.is_check() && n.target.is_none())
+                .filter_map(|n| n.broken.clone())
+                .map(ControlError::Node),
+        );
         let order = graph.order()?;
         let selected: BTreeSet<usize> = match &options.select {
             Some(s) => graph.select(s)?,
@@ -166,7 +179,9 @@ impl Session {
             let reason = self.nodes[d].failed.clone().unwrap_or_default();
             return Some(match up.kind {
                 NodeKind::Source | NodeKind::Stream => format!("source `{}`: {reason}", up.name),
-                NodeKind::Product | NodeKind::View => format!("upstream `{}` failed", up.name),
+                NodeKind::Product | NodeKind::View | NodeKind::Audit | NodeKind::Test => {
+                    format!("upstream `{}` failed", up.name)
+                }
             });
         }
         node.broken.clone()
@@ -264,6 +279,8 @@ impl Session {
             }
             Statement::Product(def) => self.compile_product(i, def, key, ctx).await,
             Statement::View(def) => self.compile_view(i, def, ctx).await,
+            // Compiled when their product's checks run (crate::checks) or by `kiln test`.
+            Statement::Audit(_) | Statement::Test(_) => return,
         };
         if let Err(e) = compiled {
             self.nodes[i].failed = Some(e.to_string());
@@ -305,6 +322,11 @@ impl Session {
                 return;
             }
         };
+        if let CompiledSource::Files(f) = &source
+            && f.freshness.is_some()
+        {
+            self.nodes[i].freshness = Some(f.clone());
+        }
         if let CompiledSource::Files(f) = &source {
             self.promotions.extend(f.promotions.iter().map(|p| SchemaPromotion {
                 source: f.name.clone(),
@@ -509,7 +531,8 @@ impl Session {
     }
 
     /// Registers and binds the committed side datasets: `<product>__rejected`,
-    /// `<stream>__rejected` and `<view>__late` (their schemas are Kiln's, not declared).
+    /// `<product>__failures`, `<stream>__rejected` and `<view>__late` (their schemas are
+    /// Kiln's, not declared).
     async fn bind_side_datasets(&mut self) -> Result<(), KilnError> {
         let rejects = kiln_data::checked::rejects_batch(&[])
             .map_err(|e| KilnError::Internal(format!("the rejected-records schema: {e}")))?
@@ -517,7 +540,11 @@ impl Session {
         let mut side = Vec::new();
         for (i, node) in self.graph.nodes.iter().enumerate() {
             match node.kind {
-                NodeKind::Product | NodeKind::Stream => {
+                NodeKind::Product => {
+                    side.push((format!("{}__rejected", node.name), Arc::clone(&rejects)));
+                    side.push((failures_name(&node.name), failures_schema()));
+                }
+                NodeKind::Stream => {
                     side.push((format!("{}__rejected", node.name), Arc::clone(&rejects)));
                 }
                 NodeKind::View => {
@@ -526,7 +553,7 @@ impl Session {
                         side.push((format!("{}__late", node.name), kiln_data::stream::late_schema(source.schema())));
                     }
                 }
-                NodeKind::Source => {}
+                NodeKind::Source | NodeKind::Audit | NodeKind::Test => {}
             }
         }
         let convert = !self.lazy;
@@ -633,4 +660,16 @@ async fn committed(
     convert: bool,
 ) -> Result<Option<Manifest>, kiln_data::DataError> {
     if convert { warehouse.current_or_convert(name, schema.as_deref()).await } else { warehouse.current(name).await }
+}
+
+/// The failing-rows dataset of `product`.
+pub(crate) fn failures_name(product: &str) -> String {
+    format!("{product}__failures")
+}
+
+/// The schema of `<product>__failures`.
+pub(crate) fn failures_schema() -> SchemaRef {
+    Arc::new(Schema::new(
+        ["check", "kind", "severity", "status", "row"].map(|name| Field::new(name, DataType::Utf8, false)).to_vec(),
+    ))
 }

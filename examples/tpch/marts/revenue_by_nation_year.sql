@@ -4,8 +4,9 @@ CREATE PRODUCT revenue_by_nation_year (
   region VARCHAR NOT NULL,
   nation VARCHAR NOT NULL,
   order_year INT NOT NULL,
-  orders BIGINT NOT NULL,
-  revenue DECIMAL(38, 4)
+  orders BIGINT NOT NULL CHECK (orders > 0),
+  revenue DECIMAL(38, 4),
+  UNIQUE (nation, order_year)
 )
 PARTITIONED BY (region)
 ORDER BY (region, nation, order_year)

@@ -142,7 +142,8 @@ fn example_builds_and_rebuilds() {
     let (code, out7, err) = kiln(&["build", dir.to_str().unwrap()], tmp.path());
     assert_eq!(code, 0, "{err}");
     assert!(out7.contains("1 built, 5 fresh"), "{out7}");
-    assert_eq!(parquet_files(&dir.join("warehouse")), files_before + 1, "only the widened product wrote data");
+    // The widened product's data, and its audit's failing rows (customer_order_summary__failures).
+    assert_eq!(parquet_files(&dir.join("warehouse")), files_before + 2, "only the widened product wrote data");
 
     // And a no-op build writes no data file at all.
     let files_before = parquet_files(&dir.join("warehouse"));
@@ -1176,4 +1177,73 @@ fn products_roll_files_by_bytes() {
     assert_eq!(rows, 20_000);
     assert_eq!(files.len(), 3, "{files:?}");
     assert_eq!(manifest["write_options"]["max_bytes_per_file"], "40KiB");
+}
+
+/// The example's checks: its constraints and error-level audit pass, its warn-level audit
+/// fires on exactly the customers whose last order is before 1998 (counted here with
+/// plain DataFusion over the generated orders files), and its unit tests pass.
+#[test]
+fn example_checks_warn_and_unit_tests_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("shop");
+    small_example(&dir, tmp.path());
+    let (code, out, err) = kiln(&["build", "--json", dir.to_str().unwrap()], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut checks: Vec<(String, String)> = summary["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["checks"].as_array().cloned().unwrap_or_default())
+        .map(|c| {
+            (
+                format!("{}.{}", c["product"].as_str().unwrap(), c["name"].as_str().unwrap()),
+                c["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    checks.sort();
+    let dormant = summary["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["checks"].as_array().cloned().unwrap_or_default())
+        .find(|c| c["name"] == "dormant_customers")
+        .unwrap()["failing_rows"]
+        .as_u64()
+        .unwrap();
+    let pass = |s: &str| (s.to_owned(), "pass".to_owned());
+    assert_eq!(
+        checks,
+        [
+            ("customer_clean.check(c_acctbal BETWEEN -999.99 AND 9999.99)".to_owned(), "pass".to_owned()),
+            pass(
+                "customer_clean.check(c_mktsegment IN ('AUTOMOBILE', 'BUILDING', 'FURNITURE', 'HOUSEHOLD', 'MACHINERY'))"
+            ),
+            pass("customer_clean.primary_key(c_custkey)"),
+            ("customer_order_summary.dormant_customers".to_owned(), "warn".to_owned()),
+            pass("revenue_by_nation_year.check(orders > 0)"),
+            pass("revenue_by_nation_year.revenue_is_positive"),
+            pass("revenue_by_nation_year.unique(nation, order_year)"),
+        ]
+    );
+    let expected = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let orders = dir.join("data/orders");
+        ctx.register_parquet("orders", orders.to_str().unwrap(), Default::default()).await.unwrap();
+        let sql = "SELECT count(*) FROM (SELECT o_custkey FROM orders GROUP BY o_custkey HAVING max(o_orderdate) < DATE '1998-01-01')";
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        datafusion::arrow::util::display::array_value_to_string(batches[0].column(0), 0).unwrap().parse::<u64>().unwrap()
+    });
+    assert!(expected > 0);
+    assert_eq!(dormant, expected);
+    let (code, text, err) = kiln(&["build", dir.to_str().unwrap()], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(!text.contains("checks:"), "fresh products with unchanged checks do not re-run them:\n{text}");
+
+    let (code, out, err) = kiln(&["test", dir.to_str().unwrap()], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("pass  test summary_per_customer (for customer_order_summary)"), "{out}");
+    assert!(out.contains("pass  test segment_value_per_nation (for segment_value)"), "{out}");
+    assert!(out.contains("7 checks (0 failed, 1 warned), 2 tests (0 failed)"), "{out}");
 }

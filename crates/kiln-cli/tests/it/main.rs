@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod checks;
 mod delta;
 pub(crate) mod example;
 mod http_source;
@@ -102,6 +103,11 @@ pub fn mask(text: &str) -> String {
             if words.len() == 6 && words[1] != "action" {
                 words[4] = "<bytes>".into();
                 words[5] = "<secs>".into();
+            }
+            if words.first().is_some_and(|w| w == "checks:")
+                && let Some(last) = words.last_mut()
+            {
+                *last = "<secs>".into();
             }
             if let Some(pos) = words.iter().position(|w| w == "(run") {
                 words.truncate(pos);

@@ -137,6 +137,7 @@ impl Substrate {
             order_by: Vec::new(),
             options,
             query: def.query.clone(),
+            constraints: Vec::new(),
         };
         let mut product = self.compile_product(&as_product).await?;
         let fail = |at: Location, message: String| ControlError::Compile { at, product: def.name.clone(), message };
@@ -233,7 +234,7 @@ impl Substrate {
         let contract = match &def.columns {
             None => None,
             Some(columns) => {
-                let declared = columns_schema(columns, &def.at)?;
+                let declared = primary_keys_not_null(columns_schema(columns, &def.at)?, def)?;
                 let contract = Contract::try_new(
                     def.name.clone(),
                     declared,
@@ -376,6 +377,33 @@ impl Substrate {
         }
         Ok(Some((*feed).clone()))
     }
+}
+
+/// The declared schema with PRIMARY KEY columns NOT NULL (a primary key is NOT NULL and
+/// UNIQUE); every column a key or a reference names must be declared.
+fn primary_keys_not_null(schema: SchemaRef, def: &ProductDef) -> Result<SchemaRef, ControlError> {
+    use crate::dialect::ConstraintKind;
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for c in &def.constraints {
+        let (columns, primary) = match &c.kind {
+            ConstraintKind::Unique { columns, primary } => (columns, *primary),
+            ConstraintKind::References { columns, .. } => (columns, false),
+            ConstraintKind::Check(_) => continue,
+        };
+        for column in columns {
+            let Some(field) = fields.iter_mut().find(|f| f.name() == column) else {
+                return Err(ControlError::Compile {
+                    at: c.at.clone(),
+                    product: def.name.clone(),
+                    message: format!("{} names `{column}`, which is not a declared column", c.kind),
+                });
+            };
+            if primary {
+                *field = field.clone().with_nullable(false);
+            }
+        }
+    }
+    Ok(Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())))
 }
 
 /// Types whose values make readable, reversible Hive directory names.

@@ -67,7 +67,17 @@ fn scalar_columns(def: &SourceDef, what: &str) -> Result<SchemaRef, ControlError
 }
 
 /// Options a `files` source accepts.
-const SOURCE_OPTIONS: [&str; 6] = ["connector", "path", "format", "schema_evolution", "on_error", "partitioned_by"];
+const SOURCE_OPTIONS: [&str; 9] = [
+    "connector",
+    "path",
+    "format",
+    "schema_evolution",
+    "on_error",
+    "partitioned_by",
+    "freshness_warn",
+    "freshness_error",
+    "freshness_column",
+];
 /// Options an `http` source accepts (kiln_data::ingest documents the protocol).
 const HTTP_SOURCE_OPTIONS: [&str; 13] = [
     "connector",
@@ -211,7 +221,9 @@ impl Substrate {
                 format!("on_error = 'reject' reads scalar columns; `{}` is {}", nested.name(), nested.data_type()),
             ));
         }
+        let freshness = freshness(def, &schema)?;
         let mut source = FileSource {
+            freshness,
             name: def.name.clone(),
             path: self.root.join(path),
             format,
@@ -518,4 +530,46 @@ pub fn watermark_delay(wm: &Watermark) -> Result<u64, WatermarkShape> {
         }
         _ => Err(shape()),
     }
+}
+
+/// `freshness_warn`, `freshness_error` (durations) and `freshness_column` (a declared
+/// timestamp or date column; without it the files' modification times count).
+fn freshness(
+    def: &SourceDef,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+) -> Result<Option<kiln_data::source::Freshness>, ControlError> {
+    let option_error = |at: &Location, message: String| ControlError::Option { at: at.clone(), message };
+    let duration = |key: &str| -> Result<Option<std::time::Duration>, ControlError> {
+        match def.options.get(key) {
+            None => Ok(None),
+            Some((v, at)) => crate::units::parse_duration(v)
+                .map(Some)
+                .ok_or_else(|| option_error(at, format!("{key} = '{v}': a duration such as '6 hours' or '3 days'"))),
+        }
+    };
+    let (warn, error) = (duration("freshness_warn")?, duration("freshness_error")?);
+    let column = match def.options.get("freshness_column") {
+        None => None,
+        Some((c, at)) => {
+            let name = c.to_lowercase();
+            let field = schema
+                .field_with_name(&name)
+                .map_err(|_| option_error(at, format!("freshness_column = '{c}': no such declared column")))?;
+            use datafusion::arrow::datatypes::DataType;
+            if !matches!(field.data_type(), DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64) {
+                return Err(option_error(
+                    at,
+                    format!("freshness_column = '{c}': a timestamp or date column (it is {})", field.data_type()),
+                ));
+            }
+            Some(name)
+        }
+    };
+    if warn.is_none() && error.is_none() {
+        if let Some((_, at)) = def.options.get("freshness_column") {
+            return Err(option_error(at, "freshness_column needs freshness_warn or freshness_error".into()));
+        }
+        return Ok(None);
+    }
+    Ok(Some(kiln_data::source::Freshness { warn, error, column }))
 }
