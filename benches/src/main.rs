@@ -11,6 +11,8 @@
 //!   10,000 products (see the module).
 //! - `incremental`: a no-op `kiln build` on the example and on 1,000 generated products.
 //! - `stream`: Nexmark bids through q7-like and q5-like views (see the module).
+//! - `checks`: the example's checks as a fraction of its build; `kiln test` on 1,000
+//!   products with one constraint each (see the module).
 //!
 //! Results are merged into `<out>/results.json` (keyed by suite) and `<out>/results.md`.
 
@@ -33,6 +35,7 @@ use datafusion::prelude::SessionContext;
 use kiln::control::dialect::Statement;
 use serde_json::{Value, json};
 
+mod checks;
 mod explode;
 mod functions;
 mod incremental;
@@ -71,7 +74,7 @@ enum Cmd {
     },
 }
 
-const SUITES: [&str; 7] = ["build", "functions", "explode", "plan", "incremental", "write", "stream"];
+const SUITES: [&str; 8] = ["build", "functions", "explode", "plan", "incremental", "write", "stream", "checks"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -96,6 +99,7 @@ async fn main() -> Result<()> {
                     "incremental" => incremental::suite(&out, sf, runs.max(1)).await?,
                     "write" => write::suite(&out, sf, runs.max(1)).await?,
                     "stream" => stream::suite(&out, runs.max(1)).await?,
+                    "checks" => checks::suite(&out, sf, runs.max(1)).await?,
                     _ => build_suite(&out, sf, runs.max(1)).await?,
                 };
                 record(&out, s, result)?;

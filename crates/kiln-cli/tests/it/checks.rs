@@ -39,6 +39,21 @@ fn project(models: &str, csv: &str) -> tempfile::TempDir {
     tmp
 }
 
+/// What the Python `deltalake` package reads of `dataset`: its version and its rows
+/// sorted, as text.
+fn delta_reads(dir: &Path, dataset: &str) -> String {
+    let python = crate::venv("delta-venv", &["deltalake", "polars", "pyarrow"], "import deltalake, polars, pyarrow");
+    let script = "import sys\nfrom deltalake import DeltaTable\nt = DeltaTable(sys.argv[1])\n\
+                  rows = sorted(map(str, t.to_pyarrow_table().to_pylist()))\nprint(t.version(), rows)";
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(dir.join("warehouse").join(dataset))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn summary(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
@@ -128,6 +143,8 @@ fn seeded_violations_block_the_commit_with_their_counts() {
     let before_log: Vec<_> =
         snapshot(dir, "items_clean").into_iter().filter(|(p, _)| p.starts_with("_delta_log")).collect();
     let before_rows = query(dir, "SELECT * FROM items_clean ORDER BY k");
+    let before_delta = delta_reads(dir, "items_clean");
+    assert!(before_delta.starts_with("0 ") && before_delta.contains("'tag': 'c'"), "{before_delta}");
 
     write_files(dir, &[("data/items.csv", SEEDED)]);
     let (code, out, err) = kiln(&["build", "--json"], dir);
@@ -154,6 +171,7 @@ fn seeded_violations_block_the_commit_with_their_counts() {
     assert_eq!(after_log, before_log);
     assert_eq!(committed_files(dir, "items_clean"), before_files);
     assert_eq!(query(dir, "SELECT * FROM items_clean ORDER BY k"), before_rows);
+    assert_eq!(delta_reads(dir, "items_clean"), before_delta, "an external reader sees the previous version");
     // The failing rows are kept, by check, as JSON objects.
     assert_eq!(
         query(dir, "SELECT \"check\", count(*) AS n FROM items_clean__failures GROUP BY 1 ORDER BY 1"),

@@ -68,6 +68,19 @@ const VOCABULARY: &[&str] = &[
     "::",
     "$1",
     "?",
+    "AUDIT",
+    "TEST",
+    "GIVEN",
+    "EXPECT",
+    "VALUES",
+    "PRIMARY KEY",
+    "UNIQUE",
+    "REFERENCES",
+    "CHECK",
+    "CONSTRAINT",
+    "FOREIGN KEY",
+    "DEFAULT",
+    "'f.csv'",
 ];
 
 fn token_soup() -> impl Strategy<Value = String> {
