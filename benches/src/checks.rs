@@ -79,8 +79,11 @@ pub async fn suite(out: &Path, sf: f64, runs: usize) -> Result<Value> {
             },
             {
                 "case": "kiln test, 1000 products x 1 constraint",
-                "kiln_median": crate::median(tests),
-                "target": "reported",
+                "kiln_median": crate::median(tests.clone()),
+                "peer": "target",
+                "peer_median": 10.0,
+                "ratio": crate::median(tests) / 10.0,
+                "target": "<= 10 s (no target in the issue; 1,000 checks must stay interactive)",
             },
         ],
     }))
