@@ -1,10 +1,40 @@
 //! The `kiln` binary: argument parsing, progress, rendering. The only crate that prints.
 //!
 //! Exit codes: 0 ok; 1 a product or statement failed (the user's input); 2 usage error
-//! (clap's own code); 3 internal or environment error.
+//! (clap's own code); 3 internal or environment error; 141 stdout's reader went away
+//! (`kiln ... | head`), as a process killed by SIGPIPE reports.
+
+/// `println!` that ends the process quietly with 141 when stdout's reader has gone
+/// (`kiln lineage ... | head`) instead of panicking. Every line the binary prints to
+/// stdout goes through it.
+macro_rules! out {
+    () => {
+        $crate::write_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::write_line(format_args!($($arg)*))
+    };
+}
 
 mod progress;
 mod render;
+
+/// The exit code of a write to a closed pipe (128 + SIGPIPE).
+const BROKEN_PIPE: u8 = 141;
+
+/// Writes one line to stdout (see `out!`): a closed pipe exits 141, any other write
+/// failure (a full disk behind a redirect) exits 3 with the reason.
+pub(crate) fn write_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{args}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(i32::from(BROKEN_PIPE));
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(3);
+    }
+}
 
 /// mimalloc instead of the system allocator: operators allocate and free many
 /// batch-sized buffers, and glibc's heap trimming turns that into page faults (the explode
@@ -67,8 +97,10 @@ enum Command {
     /// How old each source's newest data is against its freshness_warn / freshness_error;
     /// exit 1 when one is older than its freshness_error.
     Freshness {
-        /// Project directory (default: the current directory).
+        /// Project directory (or -C DIR; default: the nearest directory upward with a kiln.toml).
         dir: Option<PathBuf>,
+        #[command(flatten)]
+        project: ProjectDir,
         /// Print the report as JSON (docs/json.md).
         #[arg(long)]
         json: bool,
@@ -78,9 +110,8 @@ enum Command {
     Lineage {
         /// `product` or `product.column`.
         target: String,
-        /// Project directory (default: the current directory).
-        #[arg(long, short = 'C', default_value = ".")]
-        dir: PathBuf,
+        #[command(flatten)]
+        dir: ProjectDir,
         /// Print the lineage as JSON (docs/json.md).
         #[arg(long)]
         json: bool,
@@ -88,9 +119,8 @@ enum Command {
     /// The semantic diff of a product's query against its committed build.
     Diff {
         product: String,
-        /// Project directory (default: the current directory).
-        #[arg(long, short = 'C', default_value = ".")]
-        dir: PathBuf,
+        #[command(flatten)]
+        dir: ProjectDir,
         /// Print the diff as JSON (docs/json.md).
         #[arg(long)]
         json: bool,
@@ -101,9 +131,8 @@ enum Command {
         /// Execute the plan over the committed inputs (writing nothing) and show metrics.
         #[arg(long)]
         analyze: bool,
-        /// Project directory (default: the current directory).
-        #[arg(long, short = 'C', default_value = ".")]
-        dir: PathBuf,
+        #[command(flatten)]
+        dir: ProjectDir,
         /// Print the plans as JSON (docs/json.md).
         #[arg(long)]
         json: bool,
@@ -111,9 +140,8 @@ enum Command {
     /// One read-only SQL query over the committed products (no DDL, DML, COPY, SET or paths).
     Query {
         sql: String,
-        /// Project directory (default: the current directory).
-        #[arg(long, short = 'C', default_value = ".")]
-        dir: PathBuf,
+        #[command(flatten)]
+        dir: ProjectDir,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
@@ -121,9 +149,8 @@ enum Command {
     /// Make a product's previous committed build visible again.
     Rollback {
         product: String,
-        /// Project directory (default: the current directory).
-        #[arg(long, short = 'C', default_value = ".")]
-        dir: PathBuf,
+        #[command(flatten)]
+        dir: ProjectDir,
         #[arg(long)]
         json: bool,
     },
@@ -133,16 +160,17 @@ enum Command {
     Optimize {
         /// Products: `name`, `+name`, `name+` (default: every product and view).
         select: Option<String>,
-        /// Project directory (default: the current directory).
-        #[arg(long, short = 'C', default_value = ".")]
-        dir: PathBuf,
+        #[command(flatten)]
+        dir: ProjectDir,
         #[arg(long)]
         json: bool,
     },
     /// Delete superseded builds, leftovers of failed builds, and unused plans.
     Gc {
-        /// Project directory (default: the current directory).
+        /// Project directory (or -C DIR; default: the nearest directory upward with a kiln.toml).
         dir: Option<PathBuf>,
+        #[command(flatten)]
+        project: ProjectDir,
         #[arg(long)]
         json: bool,
     },
@@ -150,9 +178,8 @@ enum Command {
     /// use): what `connector = 'log'` streams read.
     Produce {
         topic: String,
-        /// Project directory (default: the current directory).
-        #[arg(long, short = 'C', default_value = ".")]
-        dir: PathBuf,
+        #[command(flatten)]
+        dir: ProjectDir,
         /// Partitions of a new topic (default 1); an existing topic must match.
         #[arg(long)]
         partitions: Option<u32>,
@@ -188,8 +215,10 @@ enum Command {
 /// What `build` and `plan` share: the project, the selection, the profile and overrides.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Project directory (default: the current directory).
+    /// Project directory (or -C DIR; default: the nearest directory upward with a kiln.toml).
     dir: Option<PathBuf>,
+    #[command(flatten)]
+    project: ProjectDir,
     /// Products: `name`, `+name` (with upstream), `name+` (with downstream).
     #[arg(long, short)]
     select: Option<String>,
@@ -202,9 +231,44 @@ struct RunArgs {
 }
 
 impl RunArgs {
-    fn split(self) -> (PathBuf, BuildOptions) {
-        let dir = self.dir.unwrap_or_else(|| PathBuf::from("."));
-        (dir, BuildOptions { select: self.select, profile: self.profile, settings: self.settings })
+    #[expect(clippy::result_large_err, reason = "called once per command; KilnError is the binary's one error")]
+    fn split(self) -> Result<(PathBuf, BuildOptions), KilnError> {
+        let dir = self.project.resolve(self.dir)?;
+        Ok((dir, BuildOptions { select: self.select, profile: self.profile, settings: self.settings }))
+    }
+}
+
+/// `-C DIR` / `--project DIR` (every command but `init` takes it).
+#[derive(Debug, clap::Args)]
+struct ProjectDir {
+    /// Project directory (default: the nearest directory upward with a kiln.toml, as
+    /// cargo finds Cargo.toml).
+    #[arg(long = "project", short = 'C', visible_alias = "dir", value_name = "DIR", global = true)]
+    project: Option<PathBuf>,
+}
+
+impl ProjectDir {
+    /// The project directory: `-C DIR`, or the command's positional `DIR`, or the nearest
+    /// directory from the current one upward that holds a kiln.toml (else the current
+    /// directory, whose missing kiln.toml is then the error).
+    #[expect(clippy::result_large_err, reason = "called once per command; KilnError is the binary's one error")]
+    fn resolve(self, positional: Option<PathBuf>) -> Result<PathBuf, KilnError> {
+        match (self.project, positional) {
+            (Some(a), Some(b)) if a != b => Err(KilnError::Usage(format!(
+                "two project directories: {} and -C {}; give one",
+                b.display(),
+                a.display()
+            ))),
+            (Some(dir), _) | (None, Some(dir)) => Ok(dir),
+            (None, None) => {
+                let here = PathBuf::from(".");
+                let Ok(cwd) = std::env::current_dir() else { return Ok(here) };
+                Ok(cwd
+                    .ancestors()
+                    .find(|d| d.join("kiln.toml").is_file())
+                    .map_or(here.clone(), |d| if d == cwd { here } else { d.to_path_buf() }))
+            }
+        }
     }
 }
 
@@ -262,51 +326,51 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
     match cli.command {
         Command::Init { dir, example } => {
             let files = kiln::init::init(&dir, example.as_deref())?;
-            println!("created {} ({} files)", dir.display(), files.len());
+            out!("created {} ({} files)", dir.display(), files.len());
             for f in files {
-                println!("  {f}");
+                out!("  {f}");
             }
-            println!("next: kiln build {}", dir.display());
+            out!("next: kiln build {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Functions { json } => {
             let registry = kiln::functions::Registry::builtin(kiln::functions::Secrets::default());
             if json {
-                println!("{}", String::from_utf8_lossy(&kiln::inspect::catalog().to_json()?));
+                out!("{}", String::from_utf8_lossy(&kiln::inspect::catalog().to_json()?));
             } else {
-                print!("{}", registry.catalog_markdown());
+                out!("{}", registry.catalog_markdown().trim_end_matches('\n'));
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { run, junit, json } => {
-            let (dir, options) = run.split();
+            let (dir, options) = run.split()?;
             let report = kiln::test(&dir, &options).await?;
             if let Some(path) = junit {
                 std::fs::write(&path, render::junit(&report))
                     .map_err(|e| KilnError::Io { context: format!("cannot write {}", path.display()), source: e })?;
             }
             if json {
-                println!("{}", json_text(&report).map_err(KilnError::Internal)?);
+                out!("{}", json_text(&report).map_err(KilnError::Internal)?);
             } else {
                 render::test(&report);
             }
             Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
-        Command::Freshness { dir, json } => {
-            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+        Command::Freshness { dir, project, json } => {
+            let dir = project.resolve(dir)?;
             let report = kiln::freshness(&dir, &BuildOptions::default()).await?;
             if json {
-                println!("{}", json_text(&report).map_err(KilnError::Internal)?);
+                out!("{}", json_text(&report).map_err(KilnError::Internal)?);
             } else {
                 render::freshness(&report);
             }
             Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Command::Plan { run, json } => {
-            let (dir, options) = run.split();
+            let (dir, options) = run.split()?;
             let report = kiln::plan(&dir, &options).await?;
             if json {
-                println!("{}", String::from_utf8_lossy(&report.to_json()?));
+                out!("{}", String::from_utf8_lossy(&report.to_json()?));
             } else {
                 render::plan(&report);
             }
@@ -317,25 +381,25 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Command::Diff { product, dir, json } => {
-            let diff = kiln::diff(&dir, &product, &BuildOptions::default()).await?;
+            let diff = kiln::diff(&dir.resolve(None)?, &product, &BuildOptions::default()).await?;
             if json {
-                println!("{}", json_text(&diff).map_err(KilnError::Internal)?);
+                out!("{}", json_text(&diff).map_err(KilnError::Internal)?);
             } else {
                 render::diff(&diff);
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain { product, analyze, dir, json } => {
-            let report = kiln::explain(&dir, &product, analyze, &BuildOptions::default()).await?;
+            let report = kiln::explain(&dir.resolve(None)?, &product, analyze, &BuildOptions::default()).await?;
             if json {
-                println!("{}", json_text(&report).map_err(KilnError::Internal)?);
+                out!("{}", json_text(&report).map_err(KilnError::Internal)?);
             } else {
                 render::explain(&report);
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Query { sql, dir, format } => {
-            let (schema, stream) = kiln::query(&dir, &sql).await?;
+            let (schema, stream) = kiln::query(&dir.resolve(None)?, &sql).await?;
             let format = match format {
                 Format::Table => kiln::QueryFormat::Table,
                 Format::Csv => kiln::QueryFormat::Csv,
@@ -349,11 +413,11 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Rollback { product, dir, json } => {
-            let r = kiln::rollback(&dir, &product).await?;
+            let r = kiln::rollback(&dir.resolve(None)?, &product).await?;
             if json {
-                println!("{}", json_text(&r).map_err(KilnError::Internal)?);
+                out!("{}", json_text(&r).map_err(KilnError::Internal)?);
             } else {
-                println!(
+                out!(
                     "{}: now build {} (run {}), was {} (run {})",
                     r.product,
                     &r.to_build_id[..12.min(r.to_build_id.len())],
@@ -366,41 +430,43 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
         }
         Command::Produce { topic, dir, partitions, key } => {
             let stdin = std::io::stdin().lock();
-            let r = kiln::produce(&dir, &topic, partitions, key.as_deref(), stdin).await?;
+            let r = kiln::produce(&dir.resolve(None)?, &topic, partitions, key.as_deref(), stdin).await?;
             let ranges: Vec<String> =
                 r.offsets.iter().map(|(p, (a, b))| format!("partition {p}: offsets {a}..={b}")).collect();
             let detail = if ranges.is_empty() { String::new() } else { format!(" ({})", ranges.join(", ")) };
-            println!("appended {} records to topic `{}`{detail}", r.records, r.topic);
+            out!("appended {} records to topic `{}`{detail}", r.records, r.topic);
             Ok(ExitCode::SUCCESS)
         }
         Command::Optimize { select, dir, json } => {
-            let r = kiln::optimize(&dir, &BuildOptions { select, ..BuildOptions::default() }).await?;
+            let r = kiln::optimize(&dir.resolve(None)?, &BuildOptions { select, ..BuildOptions::default() }).await?;
             if json {
-                println!("{}", json_text(&r).map_err(KilnError::Internal)?);
+                out!("{}", json_text(&r).map_err(KilnError::Internal)?);
             } else {
                 for d in &r.datasets {
                     match (&d.version, &d.skipped) {
-                        (Some(v), _) => println!(
+                        (Some(v), _) => out!(
                             "{}: {} small files rewritten into {} (version {v})",
-                            d.product, d.files_before, d.files_after
+                            d.product,
+                            d.files_before,
+                            d.files_after
                         ),
-                        (None, Some(why)) => println!("{}: unchanged ({why})", d.product),
-                        (None, None) => println!("{}: unchanged", d.product),
+                        (None, Some(why)) => out!("{}: unchanged ({why})", d.product),
+                        (None, None) => out!("{}: unchanged", d.product),
                     }
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Gc { dir, json } => {
-            let r = kiln::gc(&dir.unwrap_or_else(|| PathBuf::from("."))).await?;
+        Command::Gc { dir, project, json } => {
+            let r = kiln::gc(&project.resolve(dir)?).await?;
             if json {
-                println!("{}", json_text(&r).map_err(KilnError::Internal)?);
+                out!("{}", json_text(&r).map_err(KilnError::Internal)?);
             } else {
                 for d in &r.deleted {
                     let what = if d.committed { "superseded" } else { "uncommitted" };
-                    println!("deleted {} ({what}, {} files, {} bytes)", d.build_dir, d.files, d.bytes);
+                    out!("deleted {} ({what}, {} files, {} bytes)", d.build_dir, d.files, d.bytes);
                 }
-                println!(
+                out!(
                     "{} builds deleted ({} files, {} bytes), {} plans, {} build records and {} blobs deleted, {} current builds kept",
                     r.deleted.len(),
                     r.files,
@@ -414,16 +480,16 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Lineage { target, dir, json } => {
-            let lineage = kiln::lineage(&dir, &target, &BuildOptions::default()).await?;
+            let lineage = kiln::lineage(&dir.resolve(None)?, &target, &BuildOptions::default()).await?;
             if json {
-                println!("{}", String::from_utf8_lossy(&lineage.to_json()?));
+                out!("{}", String::from_utf8_lossy(&lineage.to_json()?));
             } else {
                 render::lineage(&lineage);
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Stream { run, until_idle, checkpoint_interval, json } => {
-            let (dir, build) = run.split();
+            let (dir, build) = run.split()?;
             let options = kiln::StreamOptions { build, until_idle, checkpoint_interval, ..Default::default() };
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             watch_signals(std::sync::Arc::clone(&stop))
@@ -432,27 +498,27 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             let report = kiln::stream(&dir, &options, &observer, stop).await?;
             observer.finish();
             if json {
-                println!("{}", json_text(&report).map_err(KilnError::Internal)?);
+                out!("{}", json_text(&report).map_err(KilnError::Internal)?);
             } else {
                 let why = match report.stopped {
                     kiln::artifact::Stopped::Idle => "no new records",
                     kiln::artifact::Stopped::Signal => "signal",
                 };
-                println!("stopped ({why}), run {}", report.run_id);
+                out!("stopped ({why}), run {}", report.run_id);
                 for v in &report.views {
-                    println!("{}: {}", v.view, progress::stream_line(v));
-                    println!("  {}", v.started);
+                    out!("{}: {}", v.view, progress::stream_line(v));
+                    out!("  {}", v.started);
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Build { run, json } => {
-            let (dir, options) = run.split();
+            let (dir, options) = run.split()?;
             let observer = progress::CliProgress::new(!json);
             let report = kiln::build(&dir, &options, &observer).await?;
             observer.finish();
             if json {
-                println!("{}", json_text(&report.summary).map_err(KilnError::Internal)?);
+                out!("{}", json_text(&report.summary).map_err(KilnError::Internal)?);
             } else {
                 print_summary(&report.summary);
             }
@@ -471,6 +537,11 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
 
 /// Prints an error (all of them, for a multi-error) and returns its exit code.
 fn report(e: &KilnError) -> ExitCode {
+    if let KilnError::Io { source, .. } = e
+        && source.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        return ExitCode::from(BROKEN_PIPE);
+    }
     match e {
         KilnError::Control(c) => print_error(c),
         other => eprintln!("error: {other}"),
@@ -501,7 +572,7 @@ fn print_checks<'a>(checks: impl Iterator<Item = &'a kiln::artifact::CheckRun>) 
     }
     let count = |s: CheckStatus| checks.iter().filter(|c| c.status == s).count();
     let seconds: f64 = checks.iter().map(|c| c.seconds).sum();
-    println!(
+    out!(
         "checks: {} passed, {} warned, {} failed in {seconds:.2}s",
         count(CheckStatus::Pass),
         count(CheckStatus::Warn),
@@ -515,7 +586,7 @@ fn print_checks<'a>(checks: impl Iterator<Item = &'a kiln::artifact::CheckRun>) 
         let label = if c.status == CheckStatus::Warn { "WARN " } else { "ERROR" };
         // A constraint's name already says its kind.
         let kind = if c.name.starts_with(&c.kind) { String::new() } else { format!(" ({})", c.kind) };
-        println!("  {label} {}: {}{kind}: {what}", c.product, c.name);
+        out!("  {label} {}: {}{kind}: {what}", c.product, c.name);
     }
 }
 
@@ -523,10 +594,7 @@ fn print_summary(summary: &RunSummary) {
     let width = summary.products.iter().map(|p| p.product.len()).max().unwrap_or(7).max(7);
     let with_audit = summary.products.iter().any(|p| p.action == Action::AuditFailed);
     let aw = if with_audit { 12 } else { 7 };
-    println!(
-        "{:<width$}  {:<aw$}  {:>10}  {:>5}  {:>12}  {:>8}",
-        "product", "action", "rows", "files", "bytes", "seconds"
-    );
+    out!("{:<width$}  {:<aw$}  {:>10}  {:>5}  {:>12}  {:>8}", "product", "action", "rows", "files", "bytes", "seconds");
     for p in &summary.products {
         let action = match p.action {
             Action::Built => "built",
@@ -535,9 +603,14 @@ fn print_summary(summary: &RunSummary) {
             Action::AuditFailed => "AUDIT FAILED",
             Action::Skipped => "skipped",
         };
-        println!(
+        out!(
             "{:<width$}  {:<aw$}  {:>10}  {:>5}  {:>12}  {:>8.2}",
-            p.product, action, p.rows, p.files, p.bytes, p.seconds
+            p.product,
+            action,
+            p.rows,
+            p.files,
+            p.bytes,
+            p.seconds
         );
     }
     print_checks(summary.products.iter().flat_map(|p| p.checks.iter()));
@@ -545,14 +618,15 @@ fn print_summary(summary: &RunSummary) {
     let worth = |p: &&kiln::artifact::ProductRun| p.reasons.iter().any(|r| *r != kiln::artifact::Reason::NeverBuilt);
     for p in summary.products.iter().filter(worth) {
         let reasons: Vec<String> = p.reasons.iter().map(ToString::to_string).collect();
-        println!("  {}: {}", p.product, reasons.join("; "));
+        out!("  {}: {}", p.product, reasons.join("; "));
     }
     let built = summary.products.iter().filter(|p| p.action == Action::Built).count();
     let fresh = summary.products.iter().filter(|p| p.action == Action::Fresh).count();
     let failed = summary.products.iter().filter(|p| p.action.is_failure()).count();
     let skipped = summary.products.iter().filter(|p| p.action == Action::Skipped).count();
-    println!(
+    out!(
         "{built} built, {fresh} fresh, {failed} failed, {skipped} skipped in {:.2}s (run {})",
-        summary.seconds, summary.run_id
+        summary.seconds,
+        summary.run_id
     );
 }

@@ -9,7 +9,7 @@ fn short(id: &str) -> &str {
 
 pub fn plan(report: &PlanReport) {
     let width = report.products.iter().map(|p| p.product.len()).max().unwrap_or(7).max(7);
-    println!("{:<width$}  {:<8}  {:<12}  why", "product", "decision", "build id");
+    out!("{:<width$}  {:<8}  {:<12}  why", "product", "decision", "build id");
     for p in &report.products {
         let decision = match p.decision {
             Decision::Fresh => "fresh",
@@ -22,7 +22,7 @@ pub fn plan(report: &PlanReport) {
             (None, true) => "committed build is current".to_owned(),
             (None, false) => p.reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
         };
-        println!("{:<width$}  {decision:<8}  {:<12}  {why}", p.product, short(p.build_id.as_deref().unwrap_or("-")));
+        out!("{:<width$}  {decision:<8}  {:<12}  {why}", p.product, short(p.build_id.as_deref().unwrap_or("-")));
         for reason in &p.reasons {
             if let Reason::QueryChanged { diff: Some(diff), .. } = reason {
                 for e in &diff.edits {
@@ -33,16 +33,16 @@ pub fn plan(report: &PlanReport) {
                             ('~', format!("{} -> {}", e.old.as_deref().unwrap_or(""), e.new.as_deref().unwrap_or("")))
                         }
                     };
-                    println!("{:<width$}    {sign} {} {}: {text}", "", e.path, e.role);
+                    out!("{:<width$}    {sign} {} {}: {text}", "", e.path, e.role);
                 }
             }
         }
         if !p.checks.is_empty() {
-            println!("{:<width$}    checks: {}", "", p.checks.join(", "));
+            out!("{:<width$}    checks: {}", "", p.checks.join(", "));
         }
     }
     let count = |d| report.products.iter().filter(|p| p.decision == d).count();
-    println!(
+    out!(
         "{} to build, {} fresh, {} failed (profile {}, runtime {})",
         count(Decision::Build),
         count(Decision::Fresh),
@@ -54,14 +54,14 @@ pub fn plan(report: &PlanReport) {
 
 pub fn lineage(lineage: &Lineage) {
     let list = |cols: &[BaseColumn]| cols.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-    println!("{}", lineage.product);
+    out!("{}", lineage.product);
     for c in &lineage.columns {
-        println!("  {}", c.column);
+        out!("  {}", c.column);
         for (label, cols) in
             [("value", &c.value), ("filter", &c.filter), ("join", &c.join), ("group", &c.group), ("order", &c.order)]
         {
             if !cols.is_empty() {
-                println!("    {label:<6}  {}", list(cols));
+                out!("    {label:<6}  {}", list(cols));
             }
         }
     }
@@ -79,17 +79,17 @@ fn edit(e: &Edit) -> String {
 
 pub fn diff(d: &ProductDiff) {
     if d.old_query_fp.as_deref() == Some(d.new_query_fp.as_str()) {
-        println!("{}: unchanged since its committed build", d.product);
+        out!("{}: unchanged since its committed build", d.product);
         return;
     }
     match (&d.diff, &d.old_query_fp) {
         (Some(diff), _) => {
-            println!("{}: {}", d.product, diff.summary());
+            out!("{}: {}", d.product, diff.summary());
             for e in &diff.edits {
-                println!("  {}", edit(e));
+                out!("  {}", edit(e));
             }
         }
-        (None, _) => println!(
+        (None, _) => out!(
             "{}: query changed ({} -> {}); the committed build's plan is not in the artifact store",
             d.product,
             short(d.old_query_fp.as_deref().unwrap_or("-")),
@@ -108,7 +108,7 @@ pub fn explain(r: &ExplainReport) {
     ];
     for (title, text) in sections {
         if let Some(text) = text {
-            println!("== {} {title} ==\n{}", r.product, text.trim_end());
+            out!("== {} {title} ==\n{}", r.product, text.trim_end());
         }
     }
 }
@@ -126,10 +126,10 @@ pub fn test(report: &kiln::artifact::TestReport) {
             None if c.status == CheckStatus::Pass => String::new(),
             None => format!(": {} failing row(s)", c.failing_rows),
         };
-        println!("{label} check {}: {}{what} ({:.2}s)", c.product, c.name, c.seconds);
+        out!("{label} check {}: {}{what} ({:.2}s)", c.product, c.name, c.seconds);
     }
     for p in &report.not_built {
-        println!("skip  checks of {p}: no committed build");
+        out!("skip  checks of {p}: no committed build");
     }
     for t in &report.tests {
         let label = match t.status {
@@ -137,24 +137,24 @@ pub fn test(report: &kiln::artifact::TestReport) {
             TestStatus::Fail => "FAIL ",
             TestStatus::Error => "ERROR",
         };
-        println!("{label} test {} (for {}) ({:.2}s)", t.name, t.product, t.seconds);
+        out!("{label} test {} (for {}) ({:.2}s)", t.name, t.product, t.seconds);
         if let Some(e) = &t.error {
-            println!("      {e}");
+            out!("      {e}");
         }
         for m in &t.mismatches {
-            println!("      ~ {m}");
+            out!("      ~ {m}");
         }
         for r in &t.missing {
-            println!("      - missing    {r}");
+            out!("      - missing    {r}");
         }
         for r in &t.unexpected {
-            println!("      + unexpected {r}");
+            out!("      + unexpected {r}");
         }
     }
     let failed_checks = report.checks.iter().filter(|c| c.status == CheckStatus::Error).count();
     let warned = report.checks.iter().filter(|c| c.status == CheckStatus::Warn).count();
     let failed_tests = report.tests.iter().filter(|t| t.status != TestStatus::Pass).count();
-    println!(
+    out!(
         "{} checks ({failed_checks} failed, {warned} warned), {} tests ({failed_tests} failed) in {:.2}s",
         report.checks.len(),
         report.tests.len(),
@@ -164,7 +164,7 @@ pub fn test(report: &kiln::artifact::TestReport) {
 
 pub fn freshness(report: &kiln::artifact::FreshnessReport) {
     let width = report.sources.iter().map(|s| s.source.len()).max().unwrap_or(6).max(6);
-    println!("{:<width$}  {:<6}  {:<24}  {:>12}  limits", "source", "status", "newest", "age");
+    out!("{:<width$}  {:<6}  {:<24}  {:>12}  limits", "source", "status", "newest", "age");
     for s in &report.sources {
         let age = s.age_seconds.map_or("-".to_owned(), human_seconds);
         let limits = [("warn", s.warn_after_seconds), ("error", s.error_after_seconds)]
@@ -172,7 +172,7 @@ pub fn freshness(report: &kiln::artifact::FreshnessReport) {
             .filter_map(|(k, v)| v.map(|v| format!("{k} after {}", human_seconds(v))))
             .collect::<Vec<_>>()
             .join(", ");
-        println!(
+        out!(
             "{:<width$}  {:<6}  {:<24}  {age:>12}  {limits}{}",
             s.source,
             s.status.as_str(),
@@ -181,7 +181,7 @@ pub fn freshness(report: &kiln::artifact::FreshnessReport) {
         );
     }
     if report.sources.is_empty() {
-        println!("no source declares freshness_warn or freshness_error");
+        out!("no source declares freshness_warn or freshness_error");
     }
 }
 

@@ -182,6 +182,31 @@ pub fn same_logical_type(a: &DataType, b: &DataType) -> bool {
         (D::Dictionary(_, v), other) | (other, D::Dictionary(_, v)) => same_logical_type(v, other),
         _ if utf8(a) && utf8(b) => true,
         _ if bin(a) && bin(b) => true,
+        // The name of a list's element field (`item`, or `element` as PyArrow, DuckDB and
+        // Spark write it) and of a map's entries are encoding, not schema.
+        (D::List(x), D::List(y)) | (D::LargeList(x), D::LargeList(y)) => {
+            same_logical_type(x.data_type(), y.data_type())
+        }
+        (D::FixedSizeList(x, n), D::FixedSizeList(y, m)) => n == m && same_logical_type(x.data_type(), y.data_type()),
+        (D::Map(x, sx), D::Map(y, sy)) => sx == sy && same_entries(x.data_type(), y.data_type()),
+        (D::Struct(x), D::Struct(y)) => {
+            x.len() == y.len()
+                && x.iter().zip(y.iter()).all(|(f, g)| {
+                    f.name() == g.name()
+                        && f.is_nullable() == g.is_nullable()
+                        && same_logical_type(f.data_type(), g.data_type())
+                })
+        }
+        _ => a == b,
+    }
+}
+
+/// Map entries: the key and value types, whatever the entry fields are called.
+fn same_entries(a: &DataType, b: &DataType) -> bool {
+    match (a, b) {
+        (DataType::Struct(x), DataType::Struct(y)) if x.len() == 2 && y.len() == 2 => {
+            x.iter().zip(y.iter()).all(|(f, g)| same_logical_type(f.data_type(), g.data_type()))
+        }
         _ => a == b,
     }
 }

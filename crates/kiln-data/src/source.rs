@@ -34,12 +34,19 @@ impl FileFormat {
         }
     }
 
+    /// The format's main extension (how a directory of a partitioned source is listed).
     fn extension(self) -> &'static str {
+        self.extensions()[0]
+    }
+
+    /// Every standard extension of the format: the files of a directory that are read.
+    /// A path naming one file reads it whatever its name.
+    pub fn extensions(self) -> &'static [&'static str] {
         match self {
-            Self::Parquet => ".parquet",
-            Self::Csv => ".csv",
-            Self::Json => ".json",
-            Self::Arrow => ".arrow",
+            Self::Parquet => &[".parquet"],
+            Self::Csv => &[".csv"],
+            Self::Json => &[".json", ".ndjson", ".jsonl"],
+            Self::Arrow => &[".arrow", ".ipc", ".feather"],
         }
     }
 }
@@ -104,7 +111,7 @@ impl FileSource {
     pub fn table(&self) -> Result<Arc<dyn TableProvider>> {
         if self.reject {
             let mut entries = Vec::new();
-            list_files(&self.path, &self.path, self.format.extension(), &mut entries)?;
+            list_files(&self.path, &self.path, self.format.extensions(), &mut entries)?;
             entries.sort();
             let files = entries
                 .into_iter()
@@ -147,10 +154,32 @@ impl FileSource {
         let file_schema = Arc::new(Schema::new(self.schema.fields()[..files].to_vec()));
         let partition_cols =
             self.schema.fields()[files..].iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
-        let options = ListingOptions::new(format)
-            .with_file_extension(self.format.extension())
-            .with_table_partition_cols(partition_cols);
-        let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(file_schema);
+        // One file is read whatever its name; an unpartitioned directory reads exactly the
+        // files of every standard extension that its data version lists.
+        let extension = if self.path.is_file() { "" } else { self.format.extension() };
+        let options =
+            ListingOptions::new(format).with_file_extension(extension).with_table_partition_cols(partition_cols);
+        let config = if self.partition_by.is_empty() && self.path.is_dir() {
+            let mut entries = Vec::new();
+            list_files(&self.path, &self.path, self.format.extensions(), &mut entries)?;
+            entries.sort();
+            let urls = entries
+                .iter()
+                .map(|(rel, _, _)| {
+                    let file = self.path.join(rel).to_string_lossy().into_owned();
+                    ListingTableUrl::parse(&file)
+                        .map_err(DataError::exec(format!("source `{}`: bad path {file}", self.name)))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let options = options.with_file_extension("");
+            if urls.is_empty() {
+                ListingTableConfig::new(url).with_listing_options(options).with_schema(file_schema)
+            } else {
+                ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(file_schema)
+            }
+        } else {
+            ListingTableConfig::new(url).with_listing_options(options).with_schema(file_schema)
+        };
         let table = ListingTable::try_new(config).map_err(DataError::exec(format!("source `{}`", self.name)))?;
         Ok(Arc::new(table))
     }
@@ -179,7 +208,7 @@ impl FileSource {
         }
         let fail = |message: String| DataError::Source { name: self.name.clone(), message };
         let mut entries = Vec::new();
-        list_files(&self.path, &self.path, self.format.extension(), &mut entries)?;
+        list_files(&self.path, &self.path, self.format.extensions(), &mut entries)?;
         entries.sort();
         let mut files: Vec<(String, Schema)> = Vec::with_capacity(entries.len());
         for (rel, _, _) in entries {
@@ -263,24 +292,24 @@ impl FileSource {
         Ok(())
     }
 
-    /// The data version: sha256 over the sorted listing (relative path, size, modification
-    /// time in ns). Any added, removed, rewritten or touched file changes it.
     /// The modification time of its newest file (milliseconds since the epoch), `None`
     /// when it has no files.
     pub fn newest_modified_ms(&self) -> Result<Option<i64>> {
         let mut entries = Vec::new();
-        list_files(&self.path, &self.path, self.format.extension(), &mut entries)?;
+        list_files(&self.path, &self.path, self.format.extensions(), &mut entries)?;
         Ok(entries.iter().map(|(_, _, ns)| (*ns / 1_000_000) as i64).max())
     }
 
+    /// The data version: sha256 over the sorted listing (relative path, size, modification
+    /// time in ns). Any added, removed, rewritten or touched file changes it.
     pub fn data_version(&self) -> Result<String> {
         let mut entries = Vec::new();
-        list_files(&self.path, &self.path, self.format.extension(), &mut entries)?;
+        list_files(&self.path, &self.path, self.format.extensions(), &mut entries)?;
         if entries.is_empty() {
             return Err(DataError::Config(format!(
                 "source `{}`: no {} files under {}",
                 self.name,
-                self.format.extension(),
+                self.format.extensions().join(" or "),
                 self.path.display()
             )));
         }
@@ -333,7 +362,7 @@ fn unescape(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn list_files(root: &FsPath, dir: &FsPath, ext: &str, out: &mut Vec<(String, u64, u128)>) -> Result<()> {
+fn list_files(root: &FsPath, dir: &FsPath, ext: &[&str], out: &mut Vec<(String, u64, u128)>) -> Result<()> {
     let meta = std::fs::metadata(dir).map_err(DataError::io(format!("cannot read {}", dir.display())))?;
     if meta.is_file() {
         let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
@@ -350,7 +379,7 @@ fn list_files(root: &FsPath, dir: &FsPath, ext: &str, out: &mut Vec<(String, u64
         if name.starts_with('.') || name.starts_with('_') {
             continue; // hidden and staging files are not data (same rule as DataFusion's listing)
         }
-        if path.is_dir() || name.ends_with(ext) {
+        if path.is_dir() || ext.iter().any(|e| name.ends_with(e)) {
             list_files(root, &path, ext, out)?;
         }
     }

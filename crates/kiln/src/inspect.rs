@@ -63,14 +63,31 @@ pub async fn explain(
     let mut session = Session::open(dir, options, Need::Versions, &Quiet).await?;
     let i = session.product_index(product)?;
     session.compiled_product(i).await?;
-    if analyze {
-        session.bind_all_committed().await?;
-    }
+    // The physical plan scans the upstream products' committed files.
+    session.bind_all_committed().await?;
     let compiled = session.compiled_product(i).await?;
     let (logical, optimized) = (compiled.logical.clone(), compiled.plan.clone());
     let canonical = compiled.canonical.encode();
     let state = session.substrate.context().state();
-    let physical = state.create_physical_plan(&optimized).await.map_err(exec_error(product))?;
+    let planned = state.create_physical_plan(&optimized).await;
+    let physical = match (planned, analyze) {
+        (Ok(p), _) => p,
+        (Err(e), true) => return Err(exec_error(product)(e)),
+        // Without --analyze, an upstream never built leaves the physical plan unknown (it
+        // depends on the upstream's files); the other plans are still shown.
+        (Err(e), false) => {
+            return Ok(ExplainReport {
+                format_version: REPORT_FORMAT_VERSION,
+                product: product.to_owned(),
+                logical: logical.display_indent().to_string(),
+                optimized: optimized.display_indent().to_string(),
+                physical: format!("(not planned: {})", e.strip_backtrace()),
+                canonical,
+                analyzed: None,
+                operators: Vec::new(),
+            });
+        }
+    };
     let mut report = ExplainReport {
         format_version: REPORT_FORMAT_VERSION,
         product: product.to_owned(),
@@ -148,6 +165,26 @@ pub async fn query(dir: &Path, sql: &str) -> Result<(SchemaRef, SendableRecordBa
     Ok((schema, stream))
 }
 
+/// A writer that remembers the kind of its first I/O error.
+struct Tracked<'a> {
+    inner: &'a mut dyn Write,
+    failed: Option<std::io::ErrorKind>,
+}
+
+impl Write for Tracked<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).inspect_err(|e| {
+            self.failed.get_or_insert(e.kind());
+        })
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().inspect_err(|e| {
+            self.failed.get_or_insert(e.kind());
+        })
+    }
+}
+
 /// Writes a query result to `out` in `format`.
 pub async fn write_result(
     schema: &SchemaRef,
@@ -155,8 +192,17 @@ pub async fn write_result(
     format: QueryFormat,
     out: &mut dyn Write,
 ) -> Result<u64, KilnError> {
+    let out = &mut Tracked { inner: out, failed: None };
     let io = |e: std::io::Error| KilnError::Io { context: "cannot write the result".into(), source: e };
-    let arrow = |e: datafusion::arrow::error::ArrowError| KilnError::Internal(format!("cannot render the result: {e}"));
+    // Arrow's writers turn an I/O error into text; the writer remembers its kind, so a
+    // closed pipe stays an I/O error (which the CLI ends quietly on), not a rendering bug.
+    let arrow = |e: datafusion::arrow::error::ArrowError, failed: Option<std::io::ErrorKind>| match failed {
+        Some(kind) => KilnError::Io {
+            context: "cannot write the result".into(),
+            source: std::io::Error::new(kind, e.to_string()),
+        },
+        None => KilnError::Internal(format!("cannot render the result: {e}")),
+    };
     let mut rows = 0u64;
     match format {
         QueryFormat::Table => {
@@ -169,7 +215,7 @@ pub async fn write_result(
             if batches.is_empty() {
                 batches.push(RecordBatch::new_empty(Arc::clone(schema)));
             }
-            let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).map_err(arrow)?;
+            let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches).map_err(|e| arrow(e, None))?;
             writeln!(out, "{table}").map_err(io)?;
         }
         // Row formats write each batch as it comes (and flush it): a query that follows a
@@ -184,8 +230,9 @@ pub async fn write_result(
                 let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(header).build(&mut *out);
                 header = false;
                 rows += batch.num_rows() as u64;
-                writer.write(&batch).map_err(arrow)?;
+                let written = writer.write(&batch);
                 drop(writer);
+                written.map_err(|e| arrow(e, out.failed))?;
                 out.flush().map_err(io)?;
             }
         }
@@ -194,9 +241,9 @@ pub async fn write_result(
                 let batch = batch.map_err(exec_error("query"))?;
                 rows += batch.num_rows() as u64;
                 let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut *out);
-                writer.write(&batch).map_err(arrow)?;
-                writer.finish().map_err(arrow)?;
+                let written = writer.write(&batch).and_then(|()| writer.finish());
                 drop(writer);
+                written.map_err(|e| arrow(e, out.failed))?;
                 out.flush().map_err(io)?;
             }
         }

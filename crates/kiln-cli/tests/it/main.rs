@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod checks;
+mod cli;
 mod delta;
 pub(crate) mod example;
 mod http_source;

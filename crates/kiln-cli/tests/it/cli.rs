@@ -1,0 +1,210 @@
+//! The command line itself: one way to name the project on every command, found upward
+//! like cargo finds Cargo.toml, and no panic when stdout's reader goes away.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::{kiln, write_files};
+
+const PROJECT: [(&str, &str); 3] = [
+    ("kiln.toml", "[project]\nname = \"cli\"\n"),
+    ("data/t.csv", "a,b\n1,x\n2,y\n3,z\n"),
+    (
+        "models/m.sql",
+        "CREATE SOURCE t (a BIGINT NOT NULL, b VARCHAR) WITH (connector = 'files', path = 'data/t.csv', format = 'csv');\n\
+         CREATE PRODUCT p (a BIGINT NOT NULL PRIMARY KEY, b VARCHAR) AS SELECT a, b FROM t;\n\
+         CREATE PRODUCT q AS SELECT b, count(*) AS n FROM p GROUP BY b;\n",
+    ),
+];
+
+/// Runs kiln with stdout a pipe whose reader is already closed: (exit code, stderr).
+fn into_closed_pipe(args: &[&str], cwd: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn every_command_survives_a_closed_stdout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_files(dir, &PROJECT);
+    assert_eq!(kiln(&["build"], dir).0, 0);
+    let commands: &[&[&str]] = &[
+        &["build"],
+        &["build", "--json"],
+        &["plan"],
+        &["plan", "--json"],
+        &["test"],
+        &["test", "--json"],
+        &["freshness"],
+        &["lineage", "q.n"],
+        &["lineage", "q.n", "--json"],
+        &["diff", "q"],
+        &["explain", "q"],
+        &["explain", "q", "--analyze", "--json"],
+        &["query", "SELECT * FROM p, p AS p2, p AS p3, p AS p4, p AS p5, p AS p6"],
+        &["query", "SELECT * FROM p, p AS p2, p AS p3, p AS p4, p AS p5, p AS p6", "--format", "csv"],
+        &["query", "SELECT * FROM p, p AS p2, p AS p3, p AS p4, p AS p5, p AS p6", "--format", "json"],
+        &["functions"],
+        &["functions", "--json"],
+        &["optimize"],
+        &["gc"],
+        &["--help"],
+    ];
+    for args in commands {
+        let (code, err) = into_closed_pipe(args, dir);
+        assert!(!err.contains("panicked"), "kiln {args:?} panicked: {err}");
+        // 141 when it wrote to the closed pipe, else its own code; never 101 (a panic).
+        assert!(matches!(code, Some(0 | 141)), "kiln {args:?} exited {code:?}: {err}");
+    }
+}
+
+#[test]
+fn the_project_is_named_one_way_everywhere_and_found_upward() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("shop");
+    write_files(&dir, &PROJECT);
+    let shop = dir.to_str().unwrap();
+    // The positional DIR, -C and --project are the same.
+    assert_eq!(kiln(&["build", shop], tmp.path()).0, 0);
+    let (code, out, err) = kiln(&["build", "-C", shop], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("0 built, 2 fresh"), "{out}");
+    for args in [
+        vec!["plan", "--project", shop],
+        vec!["lineage", "q.n", "-C", shop],
+        vec!["query", "SELECT count(*) FROM p", "--project", shop],
+        vec!["gc", "-C", shop],
+        vec!["test", "-C", shop],
+        vec!["freshness", "-C", shop],
+    ] {
+        let (code, _, err) = kiln(&args, tmp.path());
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    // A product reading another explains with its physical plan, no --analyze needed.
+    let (code, out, err) = kiln(&["explain", "q", "-C", shop], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("DataSourceExec"), "{out}");
+    // From a directory below the project, kiln.toml is found upward.
+    let below = dir.join("models");
+    let (code, out, err) = kiln(&["plan"], &below);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("0 to build, 2 fresh"), "{out}");
+    let (code, out, _) = kiln(&["query", "SELECT sum(a) AS s FROM p", "--format", "csv"], &below);
+    assert_eq!((code, out.as_str()), (0, "s\n6\n"));
+    // Two different directories are a usage error; outside any project, the error says so.
+    let (code, _, err) = kiln(&["plan", shop, "-C", "elsewhere"], tmp.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("two project directories"), "{err}");
+    let (code, _, err) = kiln(&["plan"], tmp.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("no kiln.toml"), "{err}");
+}
+
+#[test]
+fn sources_read_every_standard_extension_and_any_named_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_files(
+        dir,
+        &[
+            ("kiln.toml", "[project]\nname = \"ext\"\n"),
+            ("feed/a.json", "{\"n\": 1}\n"),
+            ("feed/b.ndjson", "{\"n\": 2}\n{\"n\": 3}\n"),
+            ("feed/c.jsonl", "{\"n\": 4}\n"),
+            ("feed/notes.txt", "not data\n"),
+            ("one/events.ndjson", "{\"n\": 10}\n{\"n\": 20}\n"),
+            ("one/table.txt", "n\n7\n8\n9\n"),
+            (
+                "m.sql",
+                "CREATE SOURCE feed (n BIGINT) WITH (connector = 'files', path = 'feed/', format = 'ndjson');\n\
+                 CREATE SOURCE events (n BIGINT) WITH (connector = 'files', path = 'one/events.ndjson', format = 'json');\n\
+                 CREATE SOURCE table_txt (n BIGINT) WITH (connector = 'files', path = 'one/table.txt', format = 'csv');\n\
+                 CREATE PRODUCT sums AS SELECT (SELECT sum(n) FROM feed) AS feed, (SELECT sum(n) FROM events) AS events,\n\
+                   (SELECT sum(n) FROM table_txt) AS txt;\n",
+            ),
+        ],
+    );
+    let (code, _, err) = kiln(&["build"], dir);
+    assert_eq!(code, 0, "{err}");
+    // .json, .ndjson and .jsonl files of the directory (not the .txt); the named files whole.
+    let (_, out, _) = kiln(&["query", "SELECT * FROM sums", "--format", "csv"], dir);
+    assert_eq!(out, "feed,events,txt\n10,30,24\n");
+    // A directory with none of the format's files is an error, not an empty product.
+    write_files(
+        dir,
+        &[(
+            "m.sql",
+            "CREATE SOURCE feed (n BIGINT) WITH (connector = 'files', path = 'feed/', format = 'parquet');\nCREATE PRODUCT c AS SELECT count(*) AS n FROM feed;\n",
+        )],
+    );
+    let (code, out, err) = kiln(&["build"], dir);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("source `feed`: no .parquet files under"), "{err}");
+}
+
+/// A Parquet list as PyArrow, DuckDB and Spark write it (element field `element`) and a
+/// map with `key`/`value` entries read as the declared `ARRAY<BIGINT>` and `MAP`.
+#[test]
+fn standard_parquet_lists_and_maps_match_their_declaration() {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Array, Int64Array, Int64Builder, ListBuilder, MapBuilder, StringBuilder};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut lists =
+        ListBuilder::new(Int64Builder::new()).with_field(Arc::new(Field::new("element", DataType::Int64, true)));
+    lists.append_value([Some(1), Some(2)]);
+    lists.append_value([Some(5)]);
+    let mut maps = MapBuilder::new(None, StringBuilder::new(), Int64Builder::new());
+    maps.keys().append_value("a");
+    maps.values().append_value(7);
+    maps.append(true).unwrap();
+    maps.keys().append_value("b");
+    maps.values().append_value(8);
+    maps.append(true).unwrap();
+    let (lists, maps) = (lists.finish(), maps.finish());
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("l", lists.data_type().clone(), true),
+        Field::new("m", maps.data_type().clone(), true),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(Int64Array::from(vec![1, 2])), Arc::new(lists), Arc::new(maps)],
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let file = std::fs::File::create(dir.join("data/lists.parquet")).unwrap();
+    let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    write_files(
+        dir,
+        &[
+            ("kiln.toml", "[project]\nname = \"lists\"\n"),
+            (
+                "m.sql",
+                "CREATE SOURCE s (id BIGINT NOT NULL, l ARRAY<BIGINT>, m MAP<VARCHAR, BIGINT>)\n\
+                   WITH (connector = 'files', path = 'data/', format = 'parquet');\n\
+                 CREATE PRODUCT p ORDER BY (id) AS SELECT id, cardinality(l) AS n, l[1] AS first, cardinality(m) AS entries FROM s;\n",
+            ),
+        ],
+    );
+    let (code, out, err) = kiln(&["build"], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = kiln(&["query", "SELECT * FROM p", "--format", "csv"], dir);
+    assert_eq!(out, "id,n,first,entries\n1,2,1,1\n2,1,5,1\n");
+}
