@@ -53,8 +53,10 @@ pub enum ControlError {
     Contract { at: Location, product: String, violations: Vec<String> },
     #[error("invalid selection `{0}`: no such product")]
     Selection(String),
-    /// SQL from outside the project rejected by its surface, or not valid SQL.
-    #[error("{surface} SQL: {message}")]
+    /// SQL from outside the project (`kiln query`) rejected by its surface, or not valid
+    /// SQL; `surface` says which surface refused it, `message` is in the user's terms
+    /// (no DataFusion prefixes or catalog names).
+    #[error("query: {message}")]
     Query { surface: &'static str, message: String },
     #[error("profile: {0}")]
     Profile(String),

@@ -208,3 +208,22 @@ fn standard_parquet_lists_and_maps_match_their_declaration() {
     let (_, out, _) = kiln(&["query", "SELECT * FROM p", "--format", "csv"], dir);
     assert_eq!(out, "id,n,first,entries\n1,2,1,1\n2,1,5,1\n");
 }
+
+#[test]
+fn query_errors_speak_kiln_not_datafusion_internals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_files(dir, &PROJECT);
+    assert_eq!(kiln(&["build"], dir).0, 0);
+    for (sql, expected) in [
+        ("SELECT * FROM qq", "error: query: unknown table `qq` (did you mean `q`?)"),
+        ("SELECT * FROM nowhere_at_all", "error: query: unknown table `nowhere_at_all`"),
+        ("SELEC 1", "error: query: Expected: an SQL statement, found: SELEC at Line: 1, Column: 1"),
+        ("SELECT nope FROM p", "error: query: No field named nope."),
+    ] {
+        let (code, _, err) = kiln(&["query", sql], dir);
+        assert_eq!(code, 1, "{sql}");
+        assert_eq!(err.lines().next(), Some(expected), "{sql}: {err}");
+        assert!(!err.contains("datafusion.public") && !err.contains("untrusted"), "{sql}: {err}");
+    }
+}

@@ -168,7 +168,9 @@ impl Substrate {
     /// Plans one SQL query from outside the project files and verifies it against `surface`
     /// before anything runs ([`crate::surface`]).
     pub async fn plan_sql(&self, surface: Surface, sql: &str) -> Result<LogicalPlan, ControlError> {
-        let err = |message: String| ControlError::Query { surface: surface.name(), message };
+        let tables = self.tables();
+        let err =
+            |message: String| ControlError::Query { surface: surface.name(), message: user_message(&message, &tables) };
         let state = self.ctx.state();
         let dialect = KilnDialect::default();
         let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| err(e.to_string()))?;
@@ -287,4 +289,32 @@ impl Substrate {
         let global = self.ctx.state().config().options().execution.parquet.clone();
         datafusion::common::config::TableParquetOptions { global, ..Default::default() }
     }
+}
+
+/// A DataFusion message in the terms of a Kiln user: no error-kind prefixes, no
+/// `datafusion.public.` catalog names, an unknown table named as such (with the closest
+/// table when one is near).
+fn user_message(message: &str, tables: &BTreeSet<String>) -> String {
+    let mut m = message.trim();
+    for prefix in ["Error during planning: ", "SQL error: ", "Schema error: ", "sql parser error: ", "ParserError(\""] {
+        while let Some(rest) = m.strip_prefix(prefix) {
+            m = rest;
+        }
+    }
+    let m = if message.contains("ParserError(\"") { m.strip_suffix("\")").unwrap_or(m) } else { m };
+    let m = m.replace("datafusion.public.", "");
+    if let Some(rest) = m.strip_prefix("table '")
+        && let Some((name, tail)) = rest.split_once('\'')
+        && tail.trim() == "not found"
+    {
+        let hint = tables
+            .iter()
+            .map(|t| (crate::dag::edit_distance(t, name), t))
+            .filter(|(d, _)| *d <= 2)
+            .min()
+            .map(|(_, t)| format!(" (did you mean `{t}`?)"))
+            .unwrap_or_default();
+        return format!("unknown table `{name}`{hint}");
+    }
+    m
 }

@@ -30,7 +30,7 @@ async fn untrusted_cannot_write() {
         "EXPLAIN ANALYZE INSERT INTO nation VALUES (1, 'x', 1, 'y')",
     ] {
         let e = untrusted(sql).await.expect_err(sql);
-        assert!(e.starts_with("untrusted SQL:"), "{sql}: {e}");
+        assert!(e.starts_with("query: "), "{sql}: {e}");
     }
 }
 
