@@ -443,7 +443,7 @@ pub struct CachedCompile {
 }
 
 /// Version of the parse cache (`.kiln/cache/parse.json`).
-pub const PARSE_CACHE_VERSION: u32 = 2;
+pub const PARSE_CACHE_VERSION: u32 = 3;
 
 /// What the project graph needs from each SQL file, keyed by the sha256 of the file's
 /// text, so unchanged files are not parsed at all on a run that compiles nothing.
@@ -470,6 +470,8 @@ pub struct ParsedStatement {
     /// sha256 of the statement's check definitions (empty when it has none).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub checks_fp: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -300,3 +300,38 @@ pub struct SourceFreshness {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// `kiln ls --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListReport {
+    pub format_version: u32,
+    pub project: String,
+    pub nodes: Vec<ListedNode>,
+}
+
+/// One definition of the project.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListedNode {
+    pub name: String,
+    /// `source`, `product`, `stream`, `view`, `audit` or `test`.
+    pub kind: String,
+    /// `file:line` of its definition.
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The product an audit or test checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Products and views: `committed` or `never_built`; any node: `broken` when it cannot
+    /// be compiled (`error` says why); else `defined`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<String>,
+    /// The committed Delta table version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -204,6 +204,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Every source, product, stream, view, audit and test: kind, file:line, tags and,
+    /// for products and views, the committed build.
+    Ls {
+        /// Definitions: the --select syntax (default: all).
+        #[arg(long, short)]
+        select: Option<String>,
+        /// Leave these out (the --select syntax).
+        #[arg(long)]
+        exclude: Option<String>,
+        #[command(flatten)]
+        dir: ProjectDir,
+        /// Print the list as JSON (docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// A shell completion script for kiln: `kiln completions bash > ~/.local/share/bash-completion/completions/kiln`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// The function catalog: every Kiln function with its doc and example.
     Functions {
         /// The catalog as JSON (docs/json.md).
@@ -219,9 +239,13 @@ struct RunArgs {
     dir: Option<PathBuf>,
     #[command(flatten)]
     project: ProjectDir,
-    /// Products: `name`, `+name` (with upstream), `name+` (with downstream).
+    /// Products: `name`, `tag:TAG`, `path:DIR/`; `+x` with everything upstream, `x+`
+    /// downstream, `2+x` / `x+1` that many levels; several, space- or comma-separated.
     #[arg(long, short)]
     select: Option<String>,
+    /// Leave these out of the selection (same syntax as --select).
+    #[arg(long)]
+    exclude: Option<String>,
     /// Runtime profile (default: kiln.toml's [profile] default).
     #[arg(long)]
     profile: Option<String>,
@@ -234,7 +258,10 @@ impl RunArgs {
     #[expect(clippy::result_large_err, reason = "called once per command; KilnError is the binary's one error")]
     fn split(self) -> Result<(PathBuf, BuildOptions), KilnError> {
         let dir = self.project.resolve(self.dir)?;
-        Ok((dir, BuildOptions { select: self.select, profile: self.profile, settings: self.settings }))
+        Ok((
+            dir,
+            BuildOptions { select: self.select, exclude: self.exclude, profile: self.profile, settings: self.settings },
+        ))
     }
 }
 
@@ -355,6 +382,22 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
                 render::test(&report);
             }
             Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Ls { select, exclude, dir, json } => {
+            let options = BuildOptions { select, exclude, ..BuildOptions::default() };
+            let report = kiln::ls(&dir.resolve(None)?, &options).await?;
+            if json {
+                out!("{}", json_text(&report).map_err(KilnError::Internal)?);
+            } else {
+                render::ls(&report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "kiln", &mut script);
+            out!("{}", String::from_utf8_lossy(&script).trim_end());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Freshness { dir, project, json } => {
             let dir = project.resolve(dir)?;

@@ -259,3 +259,20 @@ pub fn junit(report: &kiln::artifact::TestReport) -> String {
     out.push_str("  </testsuite>\n</testsuites>\n");
     out
 }
+
+pub fn ls(report: &kiln::artifact::ListReport) {
+    let width = report.nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
+    let at_width = report.nodes.iter().map(|n| n.at.len()).max().unwrap_or(2).max(2);
+    let status = |n: &kiln::artifact::ListedNode| match (n.version, n.rows) {
+        (Some(v), Some(rows)) => format!("{} v{v}, {rows} rows", n.status),
+        _ => n.status.clone(),
+    };
+    let sw = report.nodes.iter().map(|n| status(n).len()).max().unwrap_or(6).max(6);
+    out!("{:<width$}  {:<7}  {:<at_width$}  {:<sw$}  tags", "name", "kind", "at", "status");
+    for n in &report.nodes {
+        let target = n.target.as_ref().map(|t| format!("checks {t}")).unwrap_or_default();
+        let tags = n.tags.join(", ");
+        let last = [tags, target].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("; ");
+        out!("{:<width$}  {:<7}  {:<at_width$}  {:<sw$}  {last}", n.name, n.kind, n.at, status(n));
+    }
+}

@@ -21,6 +21,10 @@ pub struct Node {
     pub broken: Option<String>,
     /// The product an audit or test checks (also one of its `deps`).
     pub target: Option<usize>,
+    /// The file defining it, relative to the project (`/` separators).
+    pub path: String,
+    /// Its tags: `WITH (tags = ...)` and those kiln.toml's `[tags]` gives its folder.
+    pub tags: Vec<String>,
 }
 
 /// The resolved project graph.
@@ -72,6 +76,8 @@ impl Graph {
                     def: (fi, si),
                     broken: None,
                     target: None,
+                    path: file.path.clone(),
+                    tags: summary.tags.clone(),
                 });
             }
         }
@@ -215,34 +221,79 @@ impl Graph {
         (0..self.nodes.len()).filter(move |&n| self.nodes[n].target == Some(i))
     }
 
-    /// Resolves a selection: space- or comma-separated terms, each `name`, `+name` (with
-    /// everything upstream) or `name+` (with everything downstream). Returns node indices.
+    /// Resolves a selection: space- or comma-separated terms, each a node set with graph
+    /// operators. A set is `name`, `tag:TAG` (every node tagged TAG) or `path:PREFIX`
+    /// (every node defined in a file under PREFIX); `+set` adds everything upstream and
+    /// `set+` everything downstream, `N+set` / `set+N` only N levels. Returns node indices.
     pub fn select(&self, selection: &str) -> Result<BTreeSet<usize>, ControlError> {
         let mut out = BTreeSet::new();
         for term in selection.split([',', ' ']).filter(|t| !t.is_empty()) {
-            let up = term.starts_with('+');
-            let down = term.ends_with('+') && term.len() > 1;
-            let name = term.trim_matches('+').to_lowercase();
-            let i = self.get(&name).ok_or_else(|| ControlError::Selection(term.to_owned()))?;
-            out.insert(i);
-            if up {
-                self.walk(i, &mut out, |g, n| g.nodes[n].deps.clone());
+            let (up, rest) = graph_operator(term, true);
+            let (down, core) = graph_operator(rest, false);
+            let matched: Vec<usize> = if let Some(tag) = core.strip_prefix("tag:") {
+                let tag = tag.to_lowercase();
+                (0..self.nodes.len()).filter(|&i| self.nodes[i].tags.contains(&tag)).collect()
+            } else if let Some(prefix) = core.strip_prefix("path:") {
+                let prefix = prefix.trim_start_matches("./");
+                (0..self.nodes.len()).filter(|&i| self.nodes[i].path.starts_with(prefix)).collect()
+            } else {
+                let name = core.to_lowercase();
+                vec![self.get(&name).ok_or_else(|| ControlError::Selection(term.to_owned()))?]
+            };
+            if matched.is_empty() {
+                return Err(ControlError::Selection(term.to_owned()));
             }
-            if down {
-                self.walk(i, &mut out, |g, n| (0..g.nodes.len()).filter(|&m| g.nodes[m].deps.contains(&n)).collect());
+            for i in matched {
+                out.insert(i);
+                if let Some(depth) = up {
+                    self.walk(i, depth, &mut out, |g, n| g.nodes[n].deps.clone());
+                }
+                if let Some(depth) = down {
+                    self.walk(i, depth, &mut out, |g, n| {
+                        (0..g.nodes.len()).filter(|&m| g.nodes[m].deps.contains(&n)).collect()
+                    });
+                }
             }
         }
         Ok(out)
     }
 
-    fn walk(&self, from: usize, out: &mut BTreeSet<usize>, next: impl Fn(&Graph, usize) -> Vec<usize>) {
-        let mut todo = vec![from];
-        while let Some(n) = todo.pop() {
-            for m in next(self, n) {
-                if out.insert(m) {
-                    todo.push(m);
+    /// Adds the nodes `next` reaches from `from`, at most `depth` steps away.
+    fn walk(&self, from: usize, depth: usize, out: &mut BTreeSet<usize>, next: impl Fn(&Graph, usize) -> Vec<usize>) {
+        let mut level = vec![from];
+        let mut seen = BTreeSet::from([from]);
+        for _ in 0..depth {
+            let mut following = Vec::new();
+            for n in level {
+                for m in next(self, n) {
+                    if seen.insert(m) {
+                        out.insert(m);
+                        following.push(m);
+                    }
                 }
             }
+            if following.is_empty() {
+                break;
+            }
+            level = following;
+        }
+    }
+}
+
+/// A leading (`up`) or trailing graph operator of a selection term: `+` (unbounded) or
+/// `N+` / `+N` (N levels); the depth and the rest of the term.
+fn graph_operator(term: &str, up: bool) -> (Option<usize>, &str) {
+    if up {
+        let digits = term.len() - term.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        match term[digits..].strip_prefix('+') {
+            Some(rest) if !rest.is_empty() => (Some(term[..digits].parse().unwrap_or(usize::MAX)), rest),
+            _ => (None, term),
+        }
+    } else {
+        let trimmed = term.trim_end_matches(|c: char| c.is_ascii_digit());
+        match trimmed.strip_suffix('+') {
+            Some(rest) if !rest.is_empty() => (Some(term[trimmed.len()..].parse().unwrap_or(usize::MAX)), rest),
+            _ => (None, term),
         }
     }
 }
@@ -284,6 +335,24 @@ mod tests {
         assert_eq!(names(g.select("+b").unwrap().into_iter().collect()), ["s", "b", "a"]);
         assert_eq!(names(g.select("a+").unwrap().into_iter().collect()), ["c", "b", "a"]);
         assert!(matches!(g.select("nope"), Err(ControlError::Selection(_))));
+        // Depth-limited operators: one level up from c is b; one level down from a is b.
+        assert_eq!(names(g.select("1+c").unwrap().into_iter().collect()), ["c", "b"]);
+        assert_eq!(names(g.select("a+1").unwrap().into_iter().collect()), ["b", "a"]);
+        assert_eq!(names(g.select("+b+").unwrap().into_iter().collect()), ["s", "c", "b", "a"]);
+        assert_eq!(names(g.select("path:m.sql").unwrap().into_iter().collect::<Vec<_>>()).len(), 5);
+        assert!(matches!(g.select("tag:none"), Err(ControlError::Selection(_))));
+    }
+
+    #[test]
+    fn selects_by_tag() {
+        let g = graph(
+            "CREATE PRODUCT a WITH (tags = 'Finance, daily') AS SELECT 1 AS x;\n\
+             CREATE PRODUCT b WITH (tags = 'daily') AS SELECT * FROM a;\nCREATE PRODUCT c AS SELECT * FROM b;",
+        )
+        .unwrap();
+        let names = |v: BTreeSet<usize>| v.into_iter().map(|i| g.nodes[i].name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(g.select("tag:daily").unwrap()), ["a", "b"]);
+        assert_eq!(names(g.select("tag:finance+").unwrap()), ["a", "b", "c"]);
     }
 
     fn resolve(sql: &str) -> (Graph, Vec<ControlError>) {

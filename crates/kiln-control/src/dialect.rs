@@ -70,6 +70,22 @@ impl Statement {
         }
     }
 
+    /// `WITH (tags = 'finance, daily')`: the statement's tags, lower-cased.
+    pub fn tags(&self) -> Vec<String> {
+        let options = match self {
+            Statement::Source(s) => &s.options,
+            Statement::Product(p) => &p.options,
+            Statement::Stream(s) => &s.options,
+            Statement::View(v) => &v.options,
+            Statement::Audit(a) => &a.options,
+            Statement::Test(_) => return Vec::new(),
+        };
+        options
+            .get("tags")
+            .map(|(v, _)| v.split(',').map(|t| t.trim().to_lowercase()).filter(|t| !t.is_empty()).collect())
+            .unwrap_or_default()
+    }
+
     /// The product an audit is `ON` or a test is `FOR`.
     pub fn target(&self) -> Option<&str> {
         match self {
@@ -244,10 +260,11 @@ impl Options {
         self.0.iter().find(|(k, _, _)| k == key).map(|(_, v, at)| (v.as_str(), at))
     }
 
-    /// Rejects any key outside `valid`, naming the valid ones.
+    /// Rejects any key outside `valid` (and `tags`, which every statement takes), naming
+    /// the valid ones.
     pub fn check_known(&self, what: &str, valid: &[&str]) -> Result<(), ControlError> {
         for (key, _, at) in &self.0 {
-            if !valid.contains(&key.as_str()) {
+            if key != "tags" && !valid.contains(&key.as_str()) {
                 return Err(ControlError::Option {
                     at: at.clone(),
                     message: format!("unknown option `{key}` for {what} (valid: {})", valid.join(", ")),

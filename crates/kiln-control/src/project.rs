@@ -32,6 +32,9 @@ pub struct ProjectConfig {
     /// `[secrets]`: `name = { env = "VAR" }` (optionally `fallback = "..."` for examples).
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretDecl>,
+    /// `[tags]`: `"marts/" = ["finance"]`: tags of every statement in files under a path.
+    #[serde(default)]
+    pub tags: BTreeMap<String, Vec<String>>,
 }
 
 /// One declared secret. Only where its value comes from is configured; the value itself is
@@ -222,8 +225,19 @@ impl Project {
             // A cache is an optimization: failing to write it must not fail the load.
             let _ = store.as_ref().map(|s| s.put_parse_cache(&new_cache));
         }
-        let (graph, errors) = Graph::resolve(&files);
+        let (mut graph, errors) = Graph::resolve(&files);
         problems.extend(errors);
+        for node in &mut graph.nodes {
+            for (prefix, tags) in &config.tags {
+                if node.path.starts_with(prefix.trim_start_matches("./")) {
+                    for tag in tags.iter().map(|t| t.trim().to_lowercase()) {
+                        if !node.tags.contains(&tag) {
+                            node.tags.push(tag);
+                        }
+                    }
+                }
+            }
+        }
         Ok(Self { root: dir.to_path_buf(), config, files, graph, problems })
     }
 

@@ -99,6 +99,8 @@ pub struct Summary {
     /// sha256 of what the statement contributes to its product's checks (a product's
     /// constraints, an audit's definition; empty otherwise).
     pub checks_fp: String,
+    /// `WITH (tags = '...')`.
+    pub tags: Vec<String>,
 }
 
 impl Summary {
@@ -126,6 +128,7 @@ impl Summary {
             problem: None,
             target,
             checks_fp: if checks.is_empty() { String::new() } else { sha256_hex(checks.as_bytes()) },
+            tags: statement.tags(),
         };
         let Some(query) = statement.query() else { return summary };
         let wrapped = DfStatement::Statement(Box::new(SqlStatement::Query(Box::new(query.clone()))));
@@ -179,6 +182,7 @@ impl Summary {
                 column: at.column,
             }),
             checks_fp: self.checks_fp.clone(),
+            tags: self.tags.clone(),
         }
     }
 
@@ -193,6 +197,7 @@ impl Summary {
             problem: record.problem.clone(),
             target: record.target.as_ref().map(|r| (r.name.clone(), at(r.line, r.column))),
             checks_fp: record.checks_fp.clone(),
+            tags: record.tags.clone(),
         })
     }
 }

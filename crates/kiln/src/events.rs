@@ -10,8 +10,11 @@ use kiln_data::WriteProgress;
 /// What to build and how.
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
-    /// A selection (`name`, `+name`, `name+`); all products when `None`.
+    /// A selection (`name`, `tag:t`, `path:p`, with `+` / `N+` operators:
+    /// kiln_control::dag::Graph::select); all products when `None`.
     pub select: Option<String>,
+    /// A selection to leave out of `select` (`--exclude`).
+    pub exclude: Option<String>,
     /// A profile name; kiln.toml's `[profile] default` when `None`.
     pub profile: Option<String>,
     /// `--set key=value` overrides, applied last.

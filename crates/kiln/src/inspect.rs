@@ -309,3 +309,62 @@ pub fn catalog() -> FunctionCatalog {
         .collect();
     FunctionCatalog { format_version: kiln_artifact::catalog::CATALOG_FORMAT_VERSION, functions }
 }
+
+/// `kiln ls`: every definition of the project (the selected ones with `options.select`
+/// / `exclude`) with its kind, place, tags and, for products and views, its committed
+/// build. Parses (or reads the parse cache) and reads each table's latest commit; compiles
+/// nothing.
+pub async fn ls(dir: &Path, options: &BuildOptions) -> Result<kiln_artifact::ListReport, KilnError> {
+    use futures::TryStreamExt;
+    use kiln_control::NodeKind;
+    let project = kiln_control::Project::load(dir)?;
+    let warehouse = kiln_data::Warehouse::open(&project.config.storage.warehouse, &project.root)?;
+    let graph = &project.graph;
+    let mut selected: std::collections::BTreeSet<usize> = match &options.select {
+        Some(s) => graph.select(s)?,
+        None => (0..graph.nodes.len()).collect(),
+    };
+    if let Some(exclude) = &options.exclude {
+        for i in graph.select(exclude)? {
+            selected.remove(&i);
+        }
+    }
+    let reads = selected.iter().map(|&i| {
+        let (warehouse, node) = (warehouse.clone(), &graph.nodes[i]);
+        async move {
+            let tabled = matches!(node.kind, NodeKind::Product | NodeKind::View);
+            let current = if tabled { warehouse.current(&node.name).await? } else { None };
+            Ok::<_, KilnError>((i, tabled, current))
+        }
+    });
+    let found: Vec<_> = futures::stream::iter(reads).buffered(32).try_collect().await?;
+    let nodes = found
+        .into_iter()
+        .map(|(i, tabled, current)| {
+            let node = &graph.nodes[i];
+            let status = match (&node.broken, tabled, &current) {
+                (Some(_), _, _) => "broken",
+                (None, true, Some(_)) => "committed",
+                (None, true, None) => "never_built",
+                (None, false, _) => "defined",
+            };
+            kiln_artifact::ListedNode {
+                name: node.name.clone(),
+                kind: node.kind.as_str().to_owned(),
+                at: format!("{}:{}", node.path, node.at.line),
+                tags: node.tags.clone(),
+                target: node.target.map(|t| graph.nodes[t].name.clone()),
+                status: status.to_owned(),
+                build_id: current.as_ref().map(|m| m.build_id.clone()),
+                version: current.as_ref().and_then(|m| m.version),
+                rows: current.as_ref().map(|m| m.totals.rows_written),
+                error: node.broken.clone(),
+            }
+        })
+        .collect();
+    Ok(kiln_artifact::ListReport {
+        format_version: REPORT_FORMAT_VERSION,
+        project: project.config.project.name.clone(),
+        nodes,
+    })
+}

@@ -66,7 +66,7 @@ pub mod testing;
 
 pub use build::{build, plan};
 pub use events::{BuildOptions, BuildReport, Event, Observer, Quiet};
-pub use inspect::{QueryFormat, diff, explain, lineage, query};
+pub use inspect::{QueryFormat, diff, explain, lineage, ls, query};
 pub use kiln_artifact as artifact;
 pub use kiln_contracts as contracts;
 pub use kiln_control as control;

@@ -136,10 +136,15 @@ impl Session {
                 .map(ControlError::Node),
         );
         let order = graph.order()?;
-        let selected: BTreeSet<usize> = match &options.select {
+        let mut selected: BTreeSet<usize> = match &options.select {
             Some(s) => graph.select(s)?,
             None => (0..graph.nodes.len()).collect(),
         };
+        if let Some(exclude) = &options.exclude {
+            for i in graph.select(exclude)? {
+                selected.remove(&i);
+            }
+        }
         let nodes = (0..graph.nodes.len()).map(|_| NodeState::default()).collect();
         let mut session = Self {
             project,

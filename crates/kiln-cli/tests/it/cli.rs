@@ -227,3 +227,80 @@ fn query_errors_speak_kiln_not_datafusion_internals() {
         assert!(!err.contains("datafusion.public") && !err.contains("untrusted"), "{sql}: {err}");
     }
 }
+
+#[test]
+fn tags_paths_and_depths_select_and_exclude_and_ls_lists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_files(
+        dir,
+        &[
+            ("kiln.toml", "[project]\nname = \"sel\"\n\n[tags]\n\"marts/\" = [\"Finance\"]\n"),
+            ("staging/a.sql", "CREATE PRODUCT a WITH (tags = 'daily, core') AS SELECT 1 AS x;\n"),
+            ("staging/b.sql", "CREATE PRODUCT b WITH (tags = 'daily') AS SELECT x FROM a;\n"),
+            ("marts/c.sql", "CREATE PRODUCT c AS SELECT x FROM b;\n"),
+            ("marts/d.sql", "CREATE PRODUCT d AS SELECT x FROM c;\n"),
+        ],
+    );
+    let built = |args: &[&str]| {
+        let mut all = vec!["build", "--json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = kiln(&all, dir);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let mut names: Vec<String> =
+            summary["products"].as_array().unwrap().iter().map(|p| p["product"].as_str().unwrap().to_owned()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(built(&["--select", "tag:daily"]), ["a", "b"]);
+    assert_eq!(built(&["--select", "tag:finance"]), ["c", "d"], "folder tags from kiln.toml");
+    assert_eq!(built(&["--select", "path:staging/"]), ["a", "b"]);
+    assert_eq!(built(&["--select", "1+c"]), ["b", "c"]);
+    assert_eq!(built(&["--select", "a+2"]), ["a", "b", "c"]);
+    assert_eq!(built(&["--select", "+d", "--exclude", "tag:core"]), ["b", "c", "d"]);
+    assert_eq!(built(&["--select", "+c+"]), ["a", "b", "c", "d"]);
+    let (code, _, err) = kiln(&["build", "--select", "tag:nothing"], dir);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid selection `tag:nothing`"), "{err}");
+
+    let (code, out, _) = kiln(&["ls", "--json", "--select", "tag:daily"], dir);
+    assert_eq!(code, 0);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let a = &report["nodes"][0];
+    assert_eq!(
+        (a["name"].as_str(), a["kind"].as_str(), a["at"].as_str()),
+        (Some("a"), Some("product"), Some("staging/a.sql:1"))
+    );
+    assert_eq!(a["tags"], serde_json::json!(["daily", "core"]));
+    assert_eq!(
+        (a["status"].as_str(), a["version"].as_u64(), a["rows"].as_u64()),
+        (Some("committed"), Some(0), Some(1))
+    );
+    let (_, text, _) = kiln(&["ls"], dir);
+    assert!(
+        text.lines().any(|l| l.starts_with("d ") && l.contains("marts/d.sql:1") && l.contains("finance")),
+        "{text}"
+    );
+}
+
+#[test]
+fn completions_for_every_shell() {
+    let tmp = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let (code, out, err) = kiln(&["completions", shell], tmp.path());
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(out.contains("freshness") && out.contains("--select"), "{shell}: {out}");
+    }
+    // The bash script loads and registers its completion function.
+    let (code, out, _) = kiln(&["completions", "bash"], tmp.path());
+    assert_eq!(code, 0);
+    let script = tmp.path().join("kiln.bash");
+    std::fs::write(&script, out).unwrap();
+    let shown = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p kiln", script.display()))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("_kiln"), "{shown:?}");
+}
