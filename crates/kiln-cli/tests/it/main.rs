@@ -19,6 +19,10 @@ use std::process::Command;
 /// The python of a virtualenv under the target directory holding `packages` from PyPI
 /// (made once; `check` is a python statement that succeeds once they are installed).
 pub fn venv(name: &str, packages: &[&str], check: &str) -> std::path::PathBuf {
+    // Tests run concurrently and share virtualenvs: one makes it while the others wait
+    // (a half-installed package must never be imported).
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _making = MAKING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let python = dir.join("bin/python");
     let ready = |p: &Path| Command::new(p).args(["-c", check]).status().is_ok_and(|s| s.success());
