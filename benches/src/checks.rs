@@ -18,11 +18,7 @@ use anyhow::{Result, ensure};
 use serde_json::{Value, json};
 
 pub async fn suite(out: &Path, sf: f64, runs: usize) -> Result<Value> {
-    let example = std::path::absolute(out.join("checks-example"))?;
-    let _ = std::fs::remove_dir_all(&example);
-    kiln::init::init(&example, Some("tpch"))?;
-    let toml = std::fs::read_to_string(example.join("kiln.toml"))?;
-    std::fs::write(example.join("kiln.toml"), toml.replace("scale_factor = 0.1 ", &format!("scale_factor = {sf} ")))?;
+    let example = crate::example_project(&out.join("checks-example"), sf)?;
     let (mut fractions, mut builds, mut checks, mut phases) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {
         let _ = std::fs::remove_dir_all(example.join("warehouse"));

@@ -25,11 +25,7 @@ async fn build(dir: &Path) -> Result<(f64, usize, u64)> {
 }
 
 pub async fn suite(out: &Path, sf: f64, runs: usize) -> Result<Value> {
-    let example = std::path::absolute(out.join("incremental-example"))?;
-    let _ = std::fs::remove_dir_all(&example);
-    kiln::init::init(&example, Some("tpch"))?;
-    let toml = std::fs::read_to_string(example.join("kiln.toml"))?;
-    std::fs::write(example.join("kiln.toml"), toml.replace("scale_factor = 0.1 ", &format!("scale_factor = {sf} ")))?;
+    let example = crate::example_project(&out.join("incremental-example"), sf)?;
     let generated = std::path::absolute(out.join("incremental-project-1000"))?;
     crate::plan::generate(&generated, 1000)?;
 

@@ -114,6 +114,17 @@ fn tpch(out: &Path, sf: f64) -> Result<u64> {
     Ok(kiln::data::tpch::generate(out, sf, &[], threads)?)
 }
 
+/// A fresh copy of the TPC-H example at `dir` (replacing it) generating scale factor `sf`;
+/// its absolute path.
+fn example_project(dir: &Path, sf: f64) -> Result<PathBuf> {
+    let example = std::path::absolute(dir)?;
+    let _ = std::fs::remove_dir_all(&example);
+    kiln::init::init(&example, Some("tpch"))?;
+    let toml = std::fs::read_to_string(example.join("kiln.toml"))?;
+    std::fs::write(example.join("kiln.toml"), toml.replace("scale_factor = 0.1 ", &format!("scale_factor = {sf} ")))?;
+    Ok(example)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

@@ -259,6 +259,24 @@ impl Graph {
     }
 
     /// Adds the nodes `next` reaches from `from`, at most `depth` steps away.
+    /// `select` (every node when `None`) without what `exclude` selects (`--exclude`).
+    pub fn select_excluding(
+        &self,
+        select: Option<&str>,
+        exclude: Option<&str>,
+    ) -> Result<BTreeSet<usize>, ControlError> {
+        let mut selected = match select {
+            Some(s) => self.select(s)?,
+            None => (0..self.nodes.len()).collect(),
+        };
+        if let Some(exclude) = exclude {
+            for i in self.select(exclude)? {
+                selected.remove(&i);
+            }
+        }
+        Ok(selected)
+    }
+
     fn walk(&self, from: usize, depth: usize, out: &mut BTreeSet<usize>, next: impl Fn(&Graph, usize) -> Vec<usize>) {
         let mut level = vec![from];
         let mut seen = BTreeSet::from([from]);

@@ -110,10 +110,8 @@ impl FileSource {
     /// The DataFusion table that scans this source with its declared schema.
     pub fn table(&self) -> Result<Arc<dyn TableProvider>> {
         if self.reject {
-            let mut entries = Vec::new();
-            list_files(&self.path, &self.path, self.format.extensions(), &mut entries)?;
-            entries.sort();
-            let files = entries
+            let files = self
+                .listing()?
                 .into_iter()
                 .map(|(rel, _, _)| {
                     let partition = hive_values(&rel, &self.partition_by).ok_or_else(|| DataError::Source {
@@ -160,10 +158,8 @@ impl FileSource {
         let options =
             ListingOptions::new(format).with_file_extension(extension).with_table_partition_cols(partition_cols);
         let config = if self.partition_by.is_empty() && self.path.is_dir() {
-            let mut entries = Vec::new();
-            list_files(&self.path, &self.path, self.format.extensions(), &mut entries)?;
-            entries.sort();
-            let urls = entries
+            let urls = self
+                .listing()?
                 .iter()
                 .map(|(rel, _, _)| {
                     let file = self.path.join(rel).to_string_lossy().into_owned();
@@ -207,9 +203,7 @@ impl FileSource {
             return Ok(());
         }
         let fail = |message: String| DataError::Source { name: self.name.clone(), message };
-        let mut entries = Vec::new();
-        list_files(&self.path, &self.path, self.format.extensions(), &mut entries)?;
-        entries.sort();
+        let entries = self.listing()?;
         let mut files: Vec<(String, Schema)> = Vec::with_capacity(entries.len());
         for (rel, _, _) in entries {
             let path = if rel.is_empty() { self.path.clone() } else { self.path.join(&rel) };
@@ -292,19 +286,25 @@ impl FileSource {
         Ok(())
     }
 
+    /// Its files (path relative to `path`, size, modification time in ns), sorted: every
+    /// file with one of the format's extensions, or the one file `path` names.
+    fn listing(&self) -> Result<Vec<(String, u64, u128)>> {
+        let mut entries = Vec::new();
+        list_files(&self.path, &self.path, self.format.extensions(), &mut entries)?;
+        entries.sort();
+        Ok(entries)
+    }
+
     /// The modification time of its newest file (milliseconds since the epoch), `None`
     /// when it has no files.
     pub fn newest_modified_ms(&self) -> Result<Option<i64>> {
-        let mut entries = Vec::new();
-        list_files(&self.path, &self.path, self.format.extensions(), &mut entries)?;
-        Ok(entries.iter().map(|(_, _, ns)| (*ns / 1_000_000) as i64).max())
+        Ok(self.listing()?.iter().map(|(_, _, ns)| (*ns / 1_000_000) as i64).max())
     }
 
     /// The data version: sha256 over the sorted listing (relative path, size, modification
     /// time in ns). Any added, removed, rewritten or touched file changes it.
     pub fn data_version(&self) -> Result<String> {
-        let mut entries = Vec::new();
-        list_files(&self.path, &self.path, self.format.extensions(), &mut entries)?;
+        let entries = self.listing()?;
         if entries.is_empty() {
             return Err(DataError::Config(format!(
                 "source `{}`: no {} files under {}",
@@ -313,7 +313,6 @@ impl FileSource {
                 self.path.display()
             )));
         }
-        entries.sort();
         Ok(kiln_artifact::identity::listing_version(&entries))
     }
 }

@@ -168,12 +168,17 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
     let in_jobs: BTreeSet<usize> = jobs.iter().map(|j| j.i).collect();
     let mut waits: HashMap<usize, Vec<usize>> = HashMap::new();
     for job in &jobs {
-        let downstream = graph.select(&format!("{}+", graph.nodes[job.i].name)).unwrap_or_default();
         let mut deps: Vec<usize> = graph.nodes[job.i].deps.iter().copied().filter(|d| in_jobs.contains(d)).collect();
-        for d in session.check_reads(&job.checks) {
-            if d != job.i && in_jobs.contains(&d) && !downstream.contains(&d) && !deps.contains(&d) {
-                deps.push(d);
-            }
+        let reads: Vec<usize> = session
+            .check_reads(&job.checks)
+            .into_iter()
+            .filter(|d| *d != job.i && in_jobs.contains(d) && !deps.contains(d))
+            .collect();
+        // Only a job whose checks read another job's product walks its downstream (waiting
+        // for a product downstream of it would never end).
+        if !reads.is_empty() {
+            let downstream = graph.select(&format!("{}+", graph.nodes[job.i].name)).unwrap_or_default();
+            deps.extend(reads.into_iter().filter(|d| !downstream.contains(d)));
         }
         waits.insert(job.i, deps);
     }

@@ -320,15 +320,7 @@ pub async fn ls(dir: &Path, options: &BuildOptions) -> Result<kiln_artifact::Lis
     let project = kiln_control::Project::load(dir)?;
     let warehouse = kiln_data::Warehouse::open(&project.config.storage.warehouse, &project.root)?;
     let graph = &project.graph;
-    let mut selected: std::collections::BTreeSet<usize> = match &options.select {
-        Some(s) => graph.select(s)?,
-        None => (0..graph.nodes.len()).collect(),
-    };
-    if let Some(exclude) = &options.exclude {
-        for i in graph.select(exclude)? {
-            selected.remove(&i);
-        }
-    }
+    let selected = graph.select_excluding(options.select.as_deref(), options.exclude.as_deref())?;
     let reads = selected.iter().map(|&i| {
         let (warehouse, node) = (warehouse.clone(), &graph.nodes[i]);
         async move {

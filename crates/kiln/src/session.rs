@@ -136,15 +136,7 @@ impl Session {
                 .map(ControlError::Node),
         );
         let order = graph.order()?;
-        let mut selected: BTreeSet<usize> = match &options.select {
-            Some(s) => graph.select(s)?,
-            None => (0..graph.nodes.len()).collect(),
-        };
-        if let Some(exclude) = &options.exclude {
-            for i in graph.select(exclude)? {
-                selected.remove(&i);
-            }
-        }
+        let selected = graph.select_excluding(options.select.as_deref(), options.exclude.as_deref())?;
         let nodes = (0..graph.nodes.len()).map(|_| NodeState::default()).collect();
         let mut session = Self {
             project,
