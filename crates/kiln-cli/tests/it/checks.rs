@@ -43,8 +43,12 @@ fn project(models: &str, csv: &str) -> tempfile::TempDir {
 /// sorted, as text.
 fn delta_reads(dir: &Path, dataset: &str) -> String {
     let python = crate::venv("delta-venv", &["deltalake", "polars", "pyarrow"], "import deltalake, polars, pyarrow");
-    let script = "import sys\nfrom deltalake import DeltaTable\nt = DeltaTable(sys.argv[1])\n\
-                  rows = sorted(map(str, t.to_pyarrow_table().to_pylist()))\nprint(t.version(), rows)";
+    // os._exit after the flush: the reader's threads have been seen to abort the
+    // interpreter's shutdown ("terminate called without an active exception"), after the
+    // answer was printed.
+    let script = "import os, sys\nfrom deltalake import DeltaTable\nt = DeltaTable(sys.argv[1])\n\
+                  rows = sorted(map(str, t.to_pyarrow_table().to_pylist()))\nprint(t.version(), rows, flush=True)\n\
+                  os._exit(0)";
     let out = std::process::Command::new(python)
         .args(["-c", script])
         .arg(dir.join("warehouse").join(dataset))
