@@ -333,6 +333,12 @@ pub enum Reason {
     Polls {
         source: String,
     },
+    /// Its new build id is already committed (`from`: `prod v3`, `dev v0`): that build is
+    /// bound again instead of executing.
+    Reused {
+        build_id: String,
+        from: String,
+    },
 }
 
 impl std::fmt::Display for Reason {
@@ -362,6 +368,7 @@ impl std::fmt::Display for Reason {
                 write!(f, "{records} new record(s) from `{source}` in {batches} micro-batch(es)")
             }
             Reason::Polls { source } => write!(f, "polls `{source}` for new records"),
+            Reason::Reused { build_id, from } => write!(f, "reused build {} from {from}", short(build_id)),
         }
     }
 }

@@ -11,6 +11,9 @@ use crate::plan::Reason;
 pub enum Action {
     Built,
     Fresh,
+    /// Its build id was already committed (in this or another environment, or an earlier
+    /// version): bound to that build again, nothing executed, no data written.
+    Reused,
     Failed,
     Skipped,
     /// Its staged build (or, for a fresh product whose checks changed, its committed one)
@@ -19,12 +22,13 @@ pub enum Action {
 }
 
 impl Action {
-    /// The action as records write it: `built`, `fresh`, `failed`, `skipped`,
+    /// The action as records write it: `built`, `fresh`, `reused`, `failed`, `skipped`,
     /// `audit_failed`.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Built => "built",
             Action::Fresh => "fresh",
+            Action::Reused => "reused",
             Action::Failed => "failed",
             Action::Skipped => "skipped",
             Action::AuditFailed => "audit_failed",

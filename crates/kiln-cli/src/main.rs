@@ -112,6 +112,8 @@ enum Command {
         target: String,
         #[command(flatten)]
         dir: ProjectDir,
+        #[command(flatten)]
+        env: EnvArg,
         /// Print the lineage as JSON (docs/json.md).
         #[arg(long)]
         json: bool,
@@ -121,6 +123,8 @@ enum Command {
         product: String,
         #[command(flatten)]
         dir: ProjectDir,
+        #[command(flatten)]
+        env: EnvArg,
         /// Print the diff as JSON (docs/json.md).
         #[arg(long)]
         json: bool,
@@ -133,6 +137,8 @@ enum Command {
         analyze: bool,
         #[command(flatten)]
         dir: ProjectDir,
+        #[command(flatten)]
+        env: EnvArg,
         /// Print the plans as JSON (docs/json.md).
         #[arg(long)]
         json: bool,
@@ -142,6 +148,8 @@ enum Command {
         sql: String,
         #[command(flatten)]
         dir: ProjectDir,
+        #[command(flatten)]
+        env: EnvArg,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
@@ -151,6 +159,8 @@ enum Command {
         product: String,
         #[command(flatten)]
         dir: ProjectDir,
+        #[command(flatten)]
+        env: EnvArg,
         #[arg(long)]
         json: bool,
     },
@@ -215,7 +225,48 @@ enum Command {
         exclude: Option<String>,
         #[command(flatten)]
         dir: ProjectDir,
+        #[command(flatten)]
+        env: EnvArg,
         /// Print the list as JSON (docs/json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every environment, with the products whose build differs from prod's.
+    Envs {
+        #[command(flatten)]
+        dir: ProjectDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create, drop, show or compare environments.
+    Env {
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
+    /// Make every product of environment FROM have FROM's build in --to (default prod),
+    /// all-or-nothing; nothing is executed and no data copied.
+    Promote {
+        from: String,
+        /// The environment to promote into.
+        #[arg(long, default_value = "prod")]
+        to: String,
+        #[command(flatten)]
+        dir: ProjectDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare two builds of one product: schema, row counts and, with --key, the rows only
+    /// in one and the changed rows per column.
+    TableDiff {
+        product: String,
+        /// The two environments (`--env dev --env prod`; one: against prod).
+        #[arg(long = "env", required = true)]
+        envs: Vec<String>,
+        /// Key columns (comma-separated) to match rows by.
+        #[arg(long, value_delimiter = ',')]
+        key: Vec<String>,
+        #[command(flatten)]
+        dir: ProjectDir,
         #[arg(long)]
         json: bool,
     },
@@ -230,6 +281,55 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum EnvCommand {
+    /// A new environment bound to the builds of --from (default prod): no data copied.
+    Create {
+        name: String,
+        #[arg(long, default_value = "prod")]
+        from: String,
+        #[command(flatten)]
+        dir: ProjectDir,
+    },
+    /// Delete an environment and the builds only it has.
+    Drop {
+        name: String,
+        #[command(flatten)]
+        dir: ProjectDir,
+    },
+    /// Where each dataset of an environment is: the Delta table and version to read.
+    Show {
+        name: String,
+        #[command(flatten)]
+        dir: ProjectDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per product: the same build in A and B, a different one (and why), or only in one.
+    Diff {
+        a: String,
+        b: String,
+        #[command(flatten)]
+        dir: ProjectDir,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--env NAME`: the environment a command reads (default prod).
+#[derive(Debug, clap::Args)]
+struct EnvArg {
+    /// Environment (default: prod).
+    #[arg(long)]
+    env: Option<String>,
+}
+
+impl EnvArg {
+    fn options(self) -> BuildOptions {
+        BuildOptions { env: self.env, ..BuildOptions::default() }
+    }
 }
 
 /// What `build` and `plan` share: the project, the selection, the profile and overrides.
@@ -252,6 +352,10 @@ struct RunArgs {
     /// Override a setting: `--set datafusion.execution.batch_size=4096`.
     #[arg(long = "set", value_parser = parse_setting)]
     settings: Vec<(String, String)>,
+    /// Environment to build in (default: prod); `build` makes a missing one from prod's
+    /// builds.
+    #[arg(long)]
+    env: Option<String>,
 }
 
 impl RunArgs {
@@ -260,7 +364,13 @@ impl RunArgs {
         let dir = self.project.resolve(self.dir)?;
         Ok((
             dir,
-            BuildOptions { select: self.select, exclude: self.exclude, profile: self.profile, settings: self.settings },
+            BuildOptions {
+                select: self.select,
+                exclude: self.exclude,
+                profile: self.profile,
+                settings: self.settings,
+                env: self.env,
+            },
         ))
     }
 }
@@ -383,13 +493,57 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             }
             Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
-        Command::Ls { select, exclude, dir, json } => {
-            let options = BuildOptions { select, exclude, ..BuildOptions::default() };
+        Command::Ls { select, exclude, dir, env, json } => {
+            let options = BuildOptions { select, exclude, env: env.env, ..BuildOptions::default() };
             let report = kiln::ls(&dir.resolve(None)?, &options).await?;
             if json {
                 out!("{}", json_text(&report).map_err(KilnError::Internal)?);
             } else {
                 render::ls(&report);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Envs { dir, json } => {
+            let list = kiln::envs::envs(&dir.resolve(None)?).await?;
+            if json {
+                out!("{}", json_text(&list).map_err(KilnError::Internal)?);
+            } else {
+                render::envs(&list);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Env { command } => env_command(command).await,
+        Command::Promote { from, to, dir, json } => {
+            let r = kiln::envs::promote(&dir.resolve(None)?, &from, &to).await?;
+            if json {
+                out!("{}", json_text(&r).map_err(KilnError::Internal)?);
+            } else {
+                for d in &r.changed {
+                    let was = d.was.as_deref().map_or("none", render::short);
+                    out!("{}: {} -> {}", d.dataset, was, render::short(&d.now));
+                }
+                out!(
+                    "promoted {} into {}: {} changed, {} unchanged in {:.2}s",
+                    r.from,
+                    r.to,
+                    r.changed.len(),
+                    r.unchanged,
+                    r.seconds
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::TableDiff { product, envs, key, dir, json } => {
+            let (a, b) = match envs.as_slice() {
+                [a] => (a.clone(), kiln::data::warehouse::PROD.to_owned()),
+                [a, b] => (a.clone(), b.clone()),
+                _ => return Err(KilnError::Usage("table-diff takes one or two --env".into())),
+            };
+            let r = kiln::envs::table_diff(&dir.resolve(None)?, &product, &a, &b, &key).await?;
+            if json {
+                out!("{}", json_text(&r).map_err(KilnError::Internal)?);
+            } else {
+                render::table_diff(&r);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -423,8 +577,8 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             let failed = !report.errors.is_empty() || report.products.iter().any(|p| p.decision == Decision::Failed);
             Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
-        Command::Diff { product, dir, json } => {
-            let diff = kiln::diff(&dir.resolve(None)?, &product, &BuildOptions::default()).await?;
+        Command::Diff { product, dir, env, json } => {
+            let diff = kiln::diff(&dir.resolve(None)?, &product, &env.options()).await?;
             if json {
                 out!("{}", json_text(&diff).map_err(KilnError::Internal)?);
             } else {
@@ -432,8 +586,8 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Explain { product, analyze, dir, json } => {
-            let report = kiln::explain(&dir.resolve(None)?, &product, analyze, &BuildOptions::default()).await?;
+        Command::Explain { product, analyze, dir, env, json } => {
+            let report = kiln::explain(&dir.resolve(None)?, &product, analyze, &env.options()).await?;
             if json {
                 out!("{}", json_text(&report).map_err(KilnError::Internal)?);
             } else {
@@ -441,8 +595,8 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Query { sql, dir, format } => {
-            let (schema, stream) = kiln::query(&dir.resolve(None)?, &sql).await?;
+        Command::Query { sql, dir, env, format } => {
+            let (schema, stream) = kiln::query(&dir.resolve(None)?, &sql, &env.options()).await?;
             let format = match format {
                 Format::Table => kiln::QueryFormat::Table,
                 Format::Csv => kiln::QueryFormat::Csv,
@@ -455,8 +609,9 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
                 .map_err(|e| KilnError::Io { context: "cannot write the result".into(), source: e })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rollback { product, dir, json } => {
-            let r = kiln::rollback(&dir.resolve(None)?, &product).await?;
+        Command::Rollback { product, dir, env, json } => {
+            let env = env.env.unwrap_or_else(|| kiln::data::warehouse::PROD.to_owned());
+            let r = kiln::rollback(&dir.resolve(None)?, &product, &env).await?;
             if json {
                 out!("{}", json_text(&r).map_err(KilnError::Internal)?);
             } else {
@@ -522,8 +677,8 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Lineage { target, dir, json } => {
-            let lineage = kiln::lineage(&dir.resolve(None)?, &target, &BuildOptions::default()).await?;
+        Command::Lineage { target, dir, env, json } => {
+            let lineage = kiln::lineage(&dir.resolve(None)?, &target, &env.options()).await?;
             if json {
                 out!("{}", String::from_utf8_lossy(&lineage.to_json()?));
             } else {
@@ -576,6 +731,38 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
     }
+}
+
+async fn env_command(command: EnvCommand) -> Result<ExitCode, KilnError> {
+    match command {
+        EnvCommand::Create { name, from, dir } => {
+            let e = kiln::envs::env_create(&dir.resolve(None)?, &name, &from).await?;
+            out!("created environment {} from {} ({} products, no data copied)", e.name, e.from, e.products);
+        }
+        EnvCommand::Drop { name, dir } => {
+            let n = kiln::envs::env_drop(&dir.resolve(None)?, &name).await?;
+            out!("dropped environment {name} ({n} objects deleted)");
+        }
+        EnvCommand::Show { name, dir, json } => {
+            let t = kiln::envs::env_show(&dir.resolve(None)?, &name).await?;
+            if json {
+                out!("{}", json_text(&t).map_err(KilnError::Internal)?);
+            } else {
+                for d in &t.datasets {
+                    out!("{}: {} version {} (build {})", d.dataset, d.table, d.version, render::short(&d.build_id));
+                }
+            }
+        }
+        EnvCommand::Diff { a, b, dir, json } => {
+            let r = kiln::envs::env_diff(&dir.resolve(None)?, &a, &b).await?;
+            if json {
+                out!("{}", json_text(&r).map_err(KilnError::Internal)?);
+            } else {
+                render::env_diff(&r);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints an error (all of them, for a multi-error) and returns its exit code.
@@ -642,6 +829,7 @@ fn print_summary(summary: &RunSummary) {
         let action = match p.action {
             Action::Built => "built",
             Action::Fresh => "fresh",
+            Action::Reused => "reused",
             Action::Failed => "FAILED",
             Action::AuditFailed => "AUDIT FAILED",
             Action::Skipped => "skipped",
@@ -665,10 +853,12 @@ fn print_summary(summary: &RunSummary) {
     }
     let built = summary.products.iter().filter(|p| p.action == Action::Built).count();
     let fresh = summary.products.iter().filter(|p| p.action == Action::Fresh).count();
+    let reused = summary.products.iter().filter(|p| p.action == Action::Reused).count();
     let failed = summary.products.iter().filter(|p| p.action.is_failure()).count();
     let skipped = summary.products.iter().filter(|p| p.action == Action::Skipped).count();
+    let reused = if reused > 0 { format!(", {reused} reused") } else { String::new() };
     out!(
-        "{built} built, {fresh} fresh, {failed} failed, {skipped} skipped in {:.2}s (run {})",
+        "{built} built, {fresh} fresh{reused}, {failed} failed, {skipped} skipped in {:.2}s (run {})",
         summary.seconds,
         summary.run_id
     );

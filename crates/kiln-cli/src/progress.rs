@@ -97,6 +97,7 @@ impl kiln::Observer for CliProgress {
                 let msg = match run.action {
                     Action::Built => format!("built: {} rows, {} files in {:.2}s", run.rows, run.files, run.seconds),
                     Action::Fresh => "fresh".to_owned(),
+                    Action::Reused => "reused: nothing executed".to_owned(),
                     Action::Failed => "FAILED".to_owned(),
                     Action::AuditFailed => "AUDIT FAILED: nothing committed".to_owned(),
                     Action::Skipped => "skipped".to_owned(),

@@ -3,7 +3,7 @@
 
 use kiln::artifact::{BaseColumn, Decision, Edit, EditOp, ExplainReport, Lineage, PlanReport, ProductDiff, Reason};
 
-fn short(id: &str) -> &str {
+pub fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
@@ -274,5 +274,92 @@ pub fn ls(report: &kiln::artifact::ListReport) {
         let tags = n.tags.join(", ");
         let last = [tags, target].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("; ");
         out!("{:<width$}  {:<7}  {:<at_width$}  {:<sw$}  {last}", n.name, n.kind, n.at, status(n));
+    }
+}
+
+pub fn envs(list: &kiln::artifact::env::EnvList) {
+    for e in &list.environments {
+        let created = e.created.as_deref().map(|c| format!(", created {c}")).unwrap_or_default();
+        if e.name == e.from {
+            out!("{}: {} products", e.name, e.products);
+        } else if e.differs.is_empty() {
+            out!("{} (from {}{created}): {} products, all as in prod", e.name, e.from, e.products);
+        } else {
+            out!(
+                "{} (from {}{created}): {} products, {} differ from prod: {}",
+                e.name,
+                e.from,
+                e.products,
+                e.differs.len(),
+                e.differs.join(", ")
+            );
+        }
+    }
+}
+
+pub fn env_diff(r: &kiln::artifact::env::EnvDiffReport) {
+    for p in &r.products {
+        let id = |b: &Option<String>| b.as_deref().map_or("-".to_owned(), |b| short(b).to_owned());
+        match p.status.as_str() {
+            "same" => out!("{}: same build {}", p.product, id(&p.a_build_id)),
+            "only_a" => out!("{}: only in {} ({})", p.product, r.a, id(&p.a_build_id)),
+            "only_b" => out!("{}: only in {} ({})", p.product, r.b, id(&p.b_build_id)),
+            _ => {
+                let reasons: Vec<String> = p.reasons.iter().map(ToString::to_string).collect();
+                out!(
+                    "{}: different build ({} {}, {} {}): {}",
+                    p.product,
+                    r.a,
+                    id(&p.a_build_id),
+                    r.b,
+                    id(&p.b_build_id),
+                    reasons.join("; ")
+                );
+            }
+        }
+    }
+}
+
+pub fn table_diff(r: &kiln::artifact::env::TableDiffReport) {
+    out!(
+        "{}: {} {} rows (build {}), {} {} rows (build {})",
+        r.product,
+        r.a.env,
+        r.a.rows,
+        short(&r.a.build_id),
+        r.b.env,
+        r.b.rows,
+        short(&r.b.build_id)
+    );
+    for c in &r.columns_only_a {
+        out!("  column {c}: only in {}", r.a.env);
+    }
+    for c in &r.columns_only_b {
+        out!("  column {c}: only in {}", r.b.env);
+    }
+    for c in &r.columns_retyped {
+        out!("  column {c}");
+    }
+    let Some(rows) = &r.rows else { return };
+    out!(
+        "  by {}: {} only in {}, {} only in {}, {} changed",
+        rows.key.join(", "),
+        rows.only_a,
+        r.a.env,
+        rows.only_b,
+        r.b.env,
+        rows.changed
+    );
+    for k in &rows.sample_only_a {
+        out!("    only in {}: {k}", r.a.env);
+    }
+    for k in &rows.sample_only_b {
+        out!("    only in {}: {k}", r.b.env);
+    }
+    for c in &rows.columns {
+        out!("  {}: {} rows differ", c.column, c.changed);
+        for [k, a, b] in &c.sample {
+            out!("    {k}: {a} -> {b}");
+        }
     }
 }

@@ -108,6 +108,24 @@ pub fn failpoint(name: &str) {
     }
 }
 
+/// Like [`failpoint`], for a step that runs many times: `KILN_FAILPOINT=name#N` aborts at
+/// the Nth time `name` is reached (tests kill a promote at each of its steps).
+pub fn failpoint_step(name: &str) {
+    static POINT: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let point = POINT.get_or_init(|| {
+        let v = std::env::var("KILN_FAILPOINT").ok()?;
+        let (n, k) = v.split_once('#')?;
+        Some((n.to_owned(), k.parse().ok()?))
+    });
+    if let Some((n, k)) = point
+        && n == name
+        && SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == *k
+    {
+        std::process::abort();
+    }
+}
+
 /// The one error type of the data plane.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {

@@ -55,6 +55,25 @@ async fn checks_stale(session: &Session, i: usize, id: &str) -> Result<bool, Kil
     }))
 }
 
+/// Binds product `i` to an already committed build with its new build id `id` (this
+/// environment's earlier version, prod's, another environment's), when one exists whose
+/// files are all there: nothing is executed and no data written. Only products that
+/// replace their data: an appending product's build holds what earlier builds appended.
+async fn reuse(
+    session: &Session,
+    i: usize,
+    id: &str,
+    current: Option<&kiln_artifact::Manifest>,
+) -> Result<Option<(kiln_artifact::Manifest, String)>, KilnError> {
+    let Some(product) = &session.nodes[i].compiled else { return Ok(None) };
+    if product.layout.existing != kiln_data::ExistingData::Replace {
+        return Ok(None);
+    }
+    let Some((found, from)) = session.warehouse.find_build(&product.name, id).await? else { return Ok(None) };
+    let manifest = session.warehouse.adopt(&found, current).await?;
+    Ok(Some((manifest, from)))
+}
+
 /// Builds a project: every selected product whose build id differs from its committed
 /// build is executed and committed; the others are reported fresh. Project-level problems
 /// (no project, syntax errors, unknown tables, cycles) are an `Err`; per-product failures
@@ -133,8 +152,37 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
                     ..product_run(&name, Action::Fresh, None, t)
                 })
             }
-            Step::Build { fps, id, reasons, .. } => {
-                let checks = match session.ensure_compiled(i).await {
+            Step::Build { fps, id, mut reasons, current } => {
+                let compiled = session.ensure_compiled(i).await;
+                let reused = match compiled {
+                    Ok(()) => reuse(&session, i, &id, current.as_ref()).await?,
+                    Err(_) => None,
+                };
+                if let Some((manifest, from)) = reused {
+                    reasons.push(Reason::Reused { build_id: id.clone(), from });
+                    if let Some(table) = session.substrate.product_table(&name) {
+                        table.bind(&session.warehouse, &manifest)?;
+                    }
+                    if checks_stale(&session, i, &id).await? {
+                        let checks = session.product_checks(i).await;
+                        if let Ok(checks) = checks {
+                            let content = session.nodes[i].content.clone();
+                            jobs.push(Job { i, id, fps, reasons, content, checks, recheck: Some(manifest) });
+                            continue;
+                        }
+                    }
+                    let run = ProductRun {
+                        build_id: Some(id),
+                        rows: manifest.totals.rows_written,
+                        files: manifest.totals.files,
+                        reasons,
+                        ..product_run(&name, Action::Reused, None, t)
+                    };
+                    finished(i, &run, &session);
+                    results.insert(i, run);
+                    continue;
+                }
+                let checks = match compiled {
                     Ok(()) => session.product_checks(i).await,
                     Err(e) => Err(e),
                 };
@@ -213,7 +261,7 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
             k += 1;
         }
         let Some((i, run)) = running.next().await else { break };
-        ok.insert(i, matches!(run.action, Action::Built | Action::Fresh));
+        ok.insert(i, matches!(run.action, Action::Built | Action::Fresh | Action::Reused));
         finished(i, &run, session_ref);
         results.insert(i, run);
     }
@@ -394,7 +442,10 @@ pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, Kiln
                 };
                 with_checks(plan, checks)
             }
-            Step::Build { fps, id, reasons, current } => {
+            Step::Build { fps, id, mut reasons, current } => {
+                if let Some((_, from)) = session.warehouse.find_build(&name, &id).await? {
+                    reasons.push(Reason::Reused { build_id: id.clone(), from });
+                }
                 let plan = ProductPlan {
                     product: name.clone(),
                     decision: Decision::Build,

@@ -19,6 +19,15 @@ pub struct BuildOptions {
     pub profile: Option<String>,
     /// `--set key=value` overrides, applied last.
     pub settings: Vec<(String, String)>,
+    /// The environment to read and build (`--env`); `prod` when `None`.
+    pub env: Option<String>,
+}
+
+impl BuildOptions {
+    /// The environment these options name (`prod` by default).
+    pub fn env(&self) -> &str {
+        self.env.as_deref().unwrap_or(kiln_data::warehouse::PROD)
+    }
 }
 
 /// Progress of a run, for whoever draws it.

@@ -129,8 +129,12 @@ pub enum QueryFormat {
 /// products and views (and its sources), checked by the untrusted surface before anything
 /// runs. Streams read as unbounded tables from their beginning (`LIMIT n` returns once n
 /// records are there; without a limit the query follows the stream).
-pub async fn query(dir: &Path, sql: &str) -> Result<(SchemaRef, SendableRecordBatchStream), KilnError> {
-    let mut session = Session::open(dir, &BuildOptions::default(), Need::Versions, &Quiet).await?;
+pub async fn query(
+    dir: &Path,
+    sql: &str,
+    options: &BuildOptions,
+) -> Result<(SchemaRef, SendableRecordBatchStream), KilnError> {
+    let mut session = Session::open(dir, options, Need::Versions, &Quiet).await?;
     session.bind_all_committed().await?;
     session.substrate.follow_streams()?;
     let plan = session.substrate.plan_sql(Surface::Untrusted, sql).await?;
@@ -253,7 +257,7 @@ pub async fn write_result(
 
 /// Collects a query result (tests and library users; the CLI streams).
 pub async fn query_batches(dir: &Path, sql: &str) -> Result<Vec<RecordBatch>, KilnError> {
-    let (_, stream) = query(dir, sql).await?;
+    let (_, stream) = query(dir, sql, &BuildOptions::default()).await?;
     datafusion::physical_plan::common::collect(stream).await.map_err(exec_error("query"))
 }
 
@@ -318,7 +322,9 @@ pub async fn ls(dir: &Path, options: &BuildOptions) -> Result<kiln_artifact::Lis
     use futures::TryStreamExt;
     use kiln_control::NodeKind;
     let project = kiln_control::Project::load(dir)?;
-    let warehouse = kiln_data::Warehouse::open(&project.config.storage.warehouse, &project.root)?;
+    let warehouse = kiln_data::Warehouse::open(&project.config.storage.warehouse, &project.root)?
+        .open_env(options.env(), false)
+        .await?;
     let graph = &project.graph;
     let selected = graph.select_excluding(options.select.as_deref(), options.exclude.as_deref())?;
     let reads = selected.iter().map(|&i| {

@@ -30,8 +30,9 @@ fn open(dir: &Path) -> Result<(Project, Warehouse, ArtifactStore), KilnError> {
 /// version Kiln recorded whose run came before the current build's) as a new version of
 /// its table. The next `kiln build` sees the restored build id and rebuilds the product
 /// (and what reads it) unless its definition and inputs match that build again.
-pub async fn rollback(dir: &Path, product: &str) -> Result<RollbackReport, KilnError> {
+pub async fn rollback(dir: &Path, product: &str, env: &str) -> Result<RollbackReport, KilnError> {
     let (_, warehouse, _) = open(dir)?;
+    let warehouse = warehouse.open_env(env, false).await?;
     let product_error = |message: String| KilnError::Product { product: product.to_owned(), message };
     let Some(current) = warehouse.current(product).await? else {
         return Err(product_error("no committed build".into()));
@@ -77,10 +78,64 @@ struct Retained {
 /// versions; deletes the build directories nothing retained uses, the build records of
 /// builds no retained version holds, the canonical plans no retained build uses, and the
 /// blobs no remaining record names.
+///
+/// Every environment is collected the same way (its own tables and build directories),
+/// and a version some environment's binding reads (warehouse::env) is retained as if it
+/// were one of its table's latest. A directory of an environment whose document is
+/// missing (a creation or drop killed midway) is deleted.
 pub async fn gc(dir: &Path) -> Result<GcReport, KilnError> {
-    let (project, warehouse, store) = open(dir)?;
+    let (project, base, store) = open(dir)?;
     let retain = project.config.storage.retain_versions.get() as usize;
     let mut report = GcReport { format_version: REPORT_FORMAT_VERSION, ..GcReport::default() };
+    let docs = base.environments().await?;
+    let mut bound: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for doc in &docs {
+        for b in doc.bindings.values() {
+            bound.entry(b.table.clone()).or_default().push(b.version);
+        }
+    }
+    let known: BTreeSet<&str> = docs.iter().map(|d| d.name.as_str()).collect();
+    for (path, _) in base.objects("__env/").await? {
+        let Some(env) = path.strip_prefix("__env/").and_then(|r| r.split_once('/')).map(|(e, _)| e) else { continue };
+        if !known.contains(env) {
+            base.delete(&path).await?;
+        }
+    }
+    let mut plans_in_use = BTreeSet::new();
+    let mut builds_in_use = BTreeSet::new();
+    let mut envs = vec![base.open_env(kiln_data::warehouse::PROD, true).await?];
+    for doc in &docs {
+        envs.push(base.open_env(&doc.name, false).await?);
+    }
+    for warehouse in &envs {
+        gc_env(warehouse, retain, &bound, &mut report, &mut plans_in_use, &mut builds_in_use).await?;
+    }
+    report.plans = store.retain_plans(&plans_in_use).await?;
+    let mut blobs_in_use = BTreeSet::new();
+    for (product, build_id) in store.build_records().await? {
+        if builds_in_use.contains(&(product.clone(), build_id.clone())) {
+            if let Some(record) = store.build_record(&product, &build_id).await? {
+                blobs_in_use.extend(record.substrait);
+            }
+        } else {
+            store.delete_build_record(&product, &build_id).await?;
+            report.records += 1;
+        }
+    }
+    report.blobs = store.retain_blobs(&blobs_in_use).await?;
+    Ok(report)
+}
+
+/// Gc of one environment's tables and build directories (see [`gc`]); `bound`: the
+/// versions environments' bindings read, by table root.
+async fn gc_env(
+    warehouse: &Warehouse,
+    retain: usize,
+    bound: &BTreeMap<String, Vec<u64>>,
+    report: &mut GcReport,
+    plans_in_use: &mut BTreeSet<String>,
+    builds_in_use: &mut BTreeSet<(String, String)>,
+) -> Result<(), KilnError> {
     let products = warehouse.products().await?;
 
     // First what every table keeps, and the side-dataset commits a view's latest
@@ -92,6 +147,10 @@ pub async fn gc(dir: &Path) -> Result<GcReport, KilnError> {
         let Some(latest) = history.last().map(|v| v.version) else { continue };
         let mut versions = vec![latest];
         versions.extend(history.iter().rev().filter(|v| v.record.is_some()).take(retain).map(|v| v.version));
+        let binds = bound.get(&warehouse.scoped(product)).map(Vec::as_slice).unwrap_or_default();
+        versions.extend(binds.iter().filter(|v| history.iter().any(|h| h.version == **v)));
+        versions.dedup();
+        versions[1..].sort_unstable_by(|a, b| b.cmp(a));
         versions.dedup();
         let mut manifests = Vec::with_capacity(versions.len());
         for &v in &versions {
@@ -106,8 +165,6 @@ pub async fn gc(dir: &Path) -> Result<GcReport, KilnError> {
         retained.insert(product.clone(), Retained { versions, manifests, committed_dirs });
     }
 
-    let mut plans_in_use = BTreeSet::new();
-    let mut builds_in_use = BTreeSet::new();
     for product in products {
         let sides = pending.get(&product).map(Vec::as_slice).unwrap_or_default();
         let pending_use = |dir: &str| {
@@ -121,8 +178,8 @@ pub async fn gc(dir: &Path) -> Result<GcReport, KilnError> {
             if warehouse.current(&product).await.is_err() {
                 continue;
             }
-            let objects = warehouse.objects(&format!("{product}/builds/")).await?;
-            sweep(&warehouse, &product, &objects, &BTreeSet::new(), pending_use, &BTreeSet::new(), &mut report).await?;
+            let objects = warehouse.objects(&warehouse.scoped(&format!("{product}/builds/"))).await?;
+            sweep(warehouse, &product, &objects, &BTreeSet::new(), pending_use, &BTreeSet::new(), report).await?;
             continue;
         };
         report.kept += 1;
@@ -142,7 +199,7 @@ pub async fn gc(dir: &Path) -> Result<GcReport, KilnError> {
                     .any(|m| m.build_dir == dir || m.files.iter().any(|f| f.path.starts_with(&prefix)))
         };
         // Before the vacuum: what the build directories hold, for the report.
-        let objects = warehouse.objects(&format!("{product}/builds/")).await?;
+        let objects = warehouse.objects(&warehouse.scoped(&format!("{product}/builds/"))).await?;
         let sizes: BTreeMap<&str, u64> = objects.iter().map(|(p, size)| (p.as_str(), *size)).collect();
         let vacuumed: BTreeSet<String> = warehouse.vacuum(&product, &kept.versions).await?.into_iter().collect();
         for path in &vacuumed {
@@ -153,31 +210,20 @@ pub async fn gc(dir: &Path) -> Result<GcReport, KilnError> {
                 report.bytes += sizes.get(path.as_str()).copied().unwrap_or(0);
             }
         }
-        sweep(&warehouse, &product, &objects, &vacuumed, in_use, &kept.committed_dirs, &mut report).await?;
+        sweep(warehouse, &product, &objects, &vacuumed, in_use, &kept.committed_dirs, report).await?;
         // A conversion from the pre-Delta layout killed before it removed the pointer.
-        warehouse.delete(&format!("{product}/_current.json")).await?;
+        warehouse.delete(&warehouse.scoped(&format!("{product}/_current.json"))).await?;
     }
-    report.plans = store.retain_plans(&plans_in_use).await?;
-    let mut blobs_in_use = BTreeSet::new();
-    for (product, build_id) in store.build_records().await? {
-        if builds_in_use.contains(&(product.clone(), build_id.clone())) {
-            if let Some(record) = store.build_record(&product, &build_id).await? {
-                blobs_in_use.extend(record.substrait);
-            }
-        } else {
-            store.delete_build_record(&product, &build_id).await?;
-            report.records += 1;
-        }
-    }
-    report.blobs = store.retain_blobs(&blobs_in_use).await?;
-    Ok(report)
+    Ok(())
 }
 
-/// `<product>/builds/<run>` of a warehouse-relative file path.
+/// `[__env/<env>/]<product>/builds/<run>` of a warehouse-relative file path.
 fn build_dir_of(path: &str) -> Option<&str> {
-    let mut slashes = path.match_indices('/').map(|(i, _)| i);
+    let start = path.len() - kiln_data::warehouse::unscoped(path).len();
+    let rest = &path[start..];
+    let mut slashes = rest.match_indices('/').map(|(i, _)| i);
     let end = slashes.nth(2)?;
-    path.get(..end).filter(|d| d.split('/').nth(1) == Some("builds"))
+    rest.get(..end).filter(|d| d.split('/').nth(1) == Some("builds")).map(|d| &path[..start + d.len()])
 }
 
 /// Deletes every build directory of `product` that `in_use` does not keep: `objects` is

@@ -112,7 +112,10 @@ impl Session {
         if need == Need::Data {
             generate_example_data(&project, observer).await?;
         }
-        let warehouse = Warehouse::open(&config.storage.warehouse, &project.root)?;
+        // Building makes a missing environment (from prod's bindings); reading names it.
+        let warehouse = Warehouse::open(&config.storage.warehouse, &project.root)?
+            .open_env(options.env(), need == Need::Data)
+            .await?;
         let secrets = config.resolve_secrets();
         if need == Need::Data {
             for name in secrets.fallbacks() {

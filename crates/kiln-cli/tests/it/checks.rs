@@ -41,7 +41,7 @@ fn project(models: &str, csv: &str) -> tempfile::TempDir {
 
 /// What the Python `deltalake` package reads of `dataset`: its version and its rows
 /// sorted, as text.
-fn delta_reads(dir: &Path, dataset: &str) -> String {
+pub(crate) fn delta_reads(dir: &Path, dataset: &str) -> String {
     let python = crate::venv("delta-venv", &["deltalake", "polars", "pyarrow"], "import deltalake, polars, pyarrow");
     // os._exit after the flush: the reader's threads have been seen to abort the
     // interpreter's shutdown ("terminate called without an active exception"), after the

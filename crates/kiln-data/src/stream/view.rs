@@ -407,7 +407,7 @@ impl ViewRunner {
             Some(current) if pending.emitted.is_empty() => Manifest {
                 build_id: build_id.clone(),
                 run_id: self.run_id.clone(),
-                build_dir: spec.build_dir(),
+                build_dir: warehouse.scoped(&spec.build_dir()),
                 ..current.clone()
             },
             _ => {

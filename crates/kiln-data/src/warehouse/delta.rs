@@ -72,16 +72,17 @@ struct FileChange {
 }
 
 impl Warehouse {
-    /// The delta-rs log store of dataset `name`'s table.
-    fn log_store(&self, name: &str) -> Result<LogStoreRef> {
-        let url = self.table_url(name)?;
-        let prefixed: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(Arc::clone(&self.store), self.path(name)));
+    /// The delta-rs log store of the table at warehouse-relative `root`.
+    fn log_store(&self, root: &str) -> Result<LogStoreRef> {
+        let url = self.table_url(root)?;
+        let prefixed: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(Arc::clone(&self.store), self.path(root)));
         Ok(default_logstore(prefixed, Arc::clone(&self.store), &url, &StorageConfig::default()))
     }
 
-    /// The versions whose commit files are in `name`'s log, ascending (empty: no table).
-    pub(super) async fn log_versions(&self, name: &str) -> Result<Vec<u64>> {
-        let dir = self.path(&format!("{name}/_delta_log"));
+    /// The versions whose commit files are in the log of the table at `root`, ascending
+    /// (empty: no table).
+    pub(super) async fn log_versions(&self, root: &str) -> Result<Vec<u64>> {
+        let dir = self.path(&format!("{root}/_delta_log"));
         let listed =
             self.store.list_with_delimiter(Some(&dir)).await.map_err(DataError::store(format!("cannot list {dir}")))?;
         let mut versions: Vec<u64> =
@@ -90,9 +91,9 @@ impl Warehouse {
         Ok(versions)
     }
 
-    /// What commit `version` of `name` did (`None`: its commit file is gone).
-    async fn read_commit(&self, name: &str, version: u64) -> Result<Option<TableVersion>> {
-        let rel = format!("{name}/_delta_log/{version:020}.json");
+    /// What commit `version` of the table at `root` did (`None`: its commit file is gone).
+    async fn read_commit(&self, root: &str, version: u64) -> Result<Option<TableVersion>> {
+        let rel = format!("{root}/_delta_log/{version:020}.json");
         let Some(bytes) = super::get_optional(&self.store, &self.path(&rel)).await? else { return Ok(None) };
         let text = String::from_utf8_lossy(&bytes);
         let mut out = TableVersion { version, operation: None, record: None, changes_data: false };
@@ -114,36 +115,67 @@ impl Warehouse {
         Ok(Some(out))
     }
 
-    /// Every version of `name`'s table whose commit file is kept, oldest first.
+    /// Every version of this environment's table of `name` whose commit file is kept,
+    /// oldest first.
     pub async fn history(&self, name: &str) -> Result<Vec<TableVersion>> {
+        self.history_at(&self.scoped(name)).await
+    }
+
+    /// Every version of the table at `root` whose commit file is kept, oldest first.
+    pub(super) async fn history_at(&self, root: &str) -> Result<Vec<TableVersion>> {
         let mut out = Vec::new();
-        for version in self.log_versions(name).await? {
-            if let Some(v) = self.read_commit(name, version).await? {
+        for version in self.log_versions(root).await? {
+            if let Some(v) = self.read_commit(root, version).await? {
                 out.push(v);
             }
         }
         Ok(out)
     }
 
-    /// The committed manifest of dataset `name`: its table's latest version (`None`: no
-    /// table yet).
+    /// The committed manifest of dataset `name` in this environment (`None`: no build):
+    /// an unfinished promote's, else its table's latest version, else its binding
+    /// (warehouse::env).
     pub async fn current(&self, name: &str) -> Result<Option<Manifest>> {
-        let versions = self.log_versions(name).await?;
-        let Some(&latest) = versions.last() else {
-            super::legacy::refuse_old_layout(self, name).await?;
-            return Ok(None);
-        };
-        self.manifest_at(name, latest, &versions).await.map(Some)
+        if let Some(m) = self.scope.pending.get(name) {
+            return Ok(Some(m.clone()));
+        }
+        if let Some(own) = self.own_current(name).await? {
+            return Ok(Some(own));
+        }
+        match self.scope.bindings.get(name) {
+            Some(b) => self.manifest_of(name, &b.table, b.version).await.map(Some),
+            None => Ok(None),
+        }
     }
 
-    /// The manifest of version `version` of `name` (`versions`: the log's versions).
-    async fn manifest_at(&self, name: &str, version: u64, versions: &[u64]) -> Result<Manifest> {
+    /// The latest version of this environment's own table of `name`.
+    pub(super) async fn own_current(&self, name: &str) -> Result<Option<Manifest>> {
+        let root = self.scoped(name);
+        let versions = self.log_versions(&root).await?;
+        let Some(&latest) = versions.last() else {
+            if self.scope.prefix.is_empty() {
+                super::legacy::refuse_old_layout(self, name).await?;
+            }
+            return Ok(None);
+        };
+        self.manifest_at(name, &root, latest, &versions).await.map(Some)
+    }
+
+    /// The manifest of version `version` of the table at `root` (dataset `name`).
+    pub(super) async fn manifest_of(&self, name: &str, root: &str, version: u64) -> Result<Manifest> {
+        let versions = self.log_versions(root).await?;
+        self.manifest_at(name, root, version, &versions).await
+    }
+
+    /// The manifest of version `version` of the table at `root` (`versions`: its log's
+    /// versions).
+    async fn manifest_at(&self, name: &str, root: &str, version: u64, versions: &[u64]) -> Result<Manifest> {
         // The commit whose Kiln record describes this version's data: this one, or the
         // last before it when only commits that change no data (VACUUM, properties)
         // followed.
         let mut at = version;
         let record = loop {
-            match self.read_commit(name, at).await? {
+            match self.read_commit(root, at).await? {
                 Some(TableVersion { record: Some(record), .. }) => break Some(record),
                 Some(v) if !v.changes_data && at > 0 && versions.binary_search(&(at - 1)).is_ok() => at -= 1,
                 _ => break None,
@@ -152,32 +184,68 @@ impl Warehouse {
         match record {
             Some(r) if r.complete => Ok(r.manifest(version, r.added.clone())),
             Some(r) => {
-                let state = self.snapshot(name, version).await?;
-                let files = snapshot_files(&state, name, &r.partition_by, &r.added);
+                let state = self.snapshot(root, version).await?;
+                let files = snapshot_files(&state, root, &r.partition_by, &r.added);
                 Ok(r.manifest(version, files))
             }
             // Another writer changed the data: the version stands as it is (Kiln's readers
             // read exactly its files); without fingerprints, the next build replaces it.
             None => {
-                let state = self.snapshot(name, version).await?;
+                let state = self.snapshot(root, version).await?;
                 let partition_by = state.metadata().partition_columns().to_vec();
-                let files = snapshot_files(&state, name, &partition_by, &[]);
+                let files = snapshot_files(&state, root, &partition_by, &[]);
                 Ok(foreign_manifest(name, version, partition_by, files))
             }
         }
     }
 
-    /// The committed manifest of version `version` of `name`.
+    /// The committed manifest of version `version` of this environment's table of `name`.
     pub async fn version(&self, name: &str, version: u64) -> Result<Manifest> {
-        let versions = self.log_versions(name).await?;
-        self.manifest_at(name, version, &versions).await
+        self.manifest_of(name, &self.scoped(name), version).await
     }
 
-    async fn snapshot(&self, name: &str, version: u64) -> Result<DeltaTableState> {
-        let log_store = self.log_store(name)?;
+    /// The Delta schema (JSON) of the table `build` was committed to, at its version.
+    pub(super) async fn build_schema_json(&self, build: &Manifest) -> Result<String> {
+        let root = table_root_of(build)?;
+        let version = build.version.ok_or_else(|| {
+            DataError::Internal(format!("dataset `{}`: build {} has no table version", build.product, build.build_id))
+        })?;
+        let state = self.snapshot(&root, version).await?;
+        serde_json::to_string(state.schema().as_ref())
+            .map_err(|e| DataError::Internal(format!("dataset `{}`: Delta schema: {e}", build.product)))
+    }
+
+    /// The schema of the table `build` was committed to, at its version, as stored
+    /// (kiln_contracts::storage: the types Delta holds).
+    pub async fn stored_schema(&self, build: &Manifest) -> Result<Schema> {
+        use deltalake_core::kernel::engine::arrow_conversion::TryIntoArrow;
+        let json = self.build_schema_json(build).await?;
+        let bad = |e: String| DataError::Internal(format!("dataset `{}`: Delta schema: {e}", build.product));
+        let table_schema: StructType = serde_json::from_str(&json).map_err(|e| bad(e.to_string()))?;
+        (&table_schema).try_into_arrow().map_err(|e| bad(e.to_string()))
+    }
+
+    /// Commits `manifest` over `base` with the table schema `schema` (Delta JSON, as
+    /// [`Warehouse::build_schema_json`] gives it).
+    pub(super) async fn commit_with_delta_schema(
+        &self,
+        manifest: &Manifest,
+        base: Option<&Manifest>,
+        schema: &str,
+    ) -> Result<Manifest> {
+        use deltalake_core::kernel::engine::arrow_conversion::TryIntoArrow;
+        let name = manifest.product.as_str();
+        let bad = |e: String| DataError::Internal(format!("dataset `{name}`: Delta schema: {e}"));
+        let table_schema: StructType = serde_json::from_str(schema).map_err(|e| bad(e.to_string()))?;
+        let stored: Schema = (&table_schema).try_into_arrow().map_err(|e| bad(e.to_string()))?;
+        self.commit_stored(manifest, base, &stored, table_schema).await
+    }
+
+    async fn snapshot(&self, root: &str, version: u64) -> Result<DeltaTableState> {
+        let log_store = self.log_store(root)?;
         DeltaTableState::try_new(log_store.as_ref(), Some(version))
             .await
-            .map_err(DataError::delta(format!("dataset `{name}`: cannot read version {version}")))
+            .map_err(DataError::delta(format!("table `{root}`: cannot read version {version}")))
     }
 
     /// Commits `manifest` (a build of a dataset of logical schema `schema`) as the next
@@ -187,19 +255,43 @@ impl Warehouse {
     /// version.
     pub async fn commit(&self, manifest: &Manifest, base: Option<&Manifest>, schema: &Schema) -> Result<Manifest> {
         let name = manifest.product.as_str();
+        let stored = kiln_contracts::storage_schema(schema)
+            .map_err(|source| DataError::Storage { product: name.to_owned(), source })?;
+        let table_schema: StructType = (&stored)
+            .try_into_kernel()
+            .map_err(|e| DataError::Internal(format!("dataset `{name}`: Delta schema of {stored:?}: {e}")))?;
+        self.commit_stored(manifest, base, &stored, table_schema).await
+    }
+
+    /// [`Warehouse::commit`] with the stored schema and its Delta form.
+    async fn commit_stored(
+        &self,
+        manifest: &Manifest,
+        base: Option<&Manifest>,
+        stored: &Schema,
+        table_schema: StructType,
+    ) -> Result<Manifest> {
+        let name = manifest.product.as_str();
+        let root = self.scoped(name);
+        // A base from another table (this environment's binding, before it had a table of
+        // its own): this commit creates the table, with the files it keeps of that build
+        // linked into it (warehouse::env).
+        let imported;
+        let (manifest, base) = match base {
+            Some(b) if !self.owns(&root, b) => {
+                imported = self.import(manifest).await?;
+                (&imported, None)
+            }
+            other => (manifest, other),
+        };
         let read = match base {
             Some(b) => Some(b.version.ok_or_else(|| {
                 DataError::Internal(format!("dataset `{name}`: commit over a manifest with no table version"))
             })?),
             None => None,
         };
-        let stored = kiln_contracts::storage_schema(schema)
-            .map_err(|source| DataError::Storage { product: name.to_owned(), source })?;
-        let table_schema: StructType = (&stored)
-            .try_into_kernel()
-            .map_err(|e| DataError::Internal(format!("dataset `{name}`: Delta schema of {stored:?}: {e}")))?;
         let state = match read {
-            Some(v) => Some(self.snapshot(name, v).await?),
+            Some(v) => Some(self.snapshot(&root, v).await?),
             None => None,
         };
 
@@ -217,7 +309,7 @@ impl Warehouse {
                     new_metadata(&table_schema, &manifest.partition_by, std::iter::empty::<(String, String)>())
                         .and_then(|m| m.with_name(name.to_owned()))
                         .map_err(delta)?;
-                (protocol_for(&stored, None)?, Some(metadata))
+                (protocol_for(stored, None)?, Some(metadata))
             }
             Some(s) => {
                 let same = s.schema().as_ref() == &table_schema
@@ -230,7 +322,7 @@ impl Warehouse {
                             .and_then(|m| m.with_table_id(s.metadata().id().to_owned()))
                             .and_then(|m| m.with_name(name.to_owned()))
                             .map_err(delta)?;
-                    (protocol_for(&stored, Some(s.protocol()))?, Some(metadata))
+                    (protocol_for(stored, Some(s.protocol()))?, Some(metadata))
                 }
             }
         };
@@ -242,17 +334,17 @@ impl Warehouse {
         }
         let mut removed = 0;
         for file in base.iter().flat_map(|b| &b.files).filter(|f| !after.contains(f.path.as_str())) {
-            actions.push(Action::Remove(remove_action(file, name, &base_partitions(base), now)?));
+            actions.push(Action::Remove(remove_action(file, &root, &base_partitions(base), now)?));
             removed += 1;
         }
         for file in &record.added {
-            actions.push(Action::Add(add_action(file, name, &manifest.partition_by, now, true)?));
+            actions.push(Action::Add(add_action(file, &root, &manifest.partition_by, now, true)?));
         }
 
         let operation = match (&state, protocol, metadata) {
             (None, Some(protocol), Some(metadata)) => DeltaOperation::Create {
                 mode: SaveMode::ErrorIfExists,
-                location: self.table_url(name)?,
+                location: self.table_url(&root)?,
                 protocol,
                 metadata,
             },
@@ -275,21 +367,22 @@ impl Warehouse {
             properties = properties
                 .with_application_transaction(Transaction::new(format!("kiln:{name}:{feed}"), position.batches as i64));
         }
-        let version = self.commit_actions(name, read, state.as_ref(), actions, operation, properties).await?;
+        let version = self.commit_actions(&root, read, state.as_ref(), actions, operation, properties).await?;
         Ok(committed(manifest, version))
     }
 
     /// Makes one commit on top of `state` (version `read`), without retries.
     async fn commit_actions(
         &self,
-        name: &str,
+        root: &str,
         read: Option<u64>,
         state: Option<&DeltaTableState>,
         actions: Vec<Action>,
         operation: DeltaOperation,
         properties: CommitProperties,
     ) -> Result<u64> {
-        let log_store = self.log_store(name)?;
+        let log_store = self.log_store(root)?;
+        let name = super::env::unscoped(root);
         let refused = |e: DeltaTableError| commit_error(name, read, e);
         crate::failpoint("before_commit");
         let committed = CommitBuilder::from(properties)
@@ -319,25 +412,26 @@ impl Warehouse {
         target_size: u64,
     ) -> Result<Manifest> {
         let name = current.product.as_str();
+        let root = self.scoped(name);
         let read = current.version.ok_or_else(|| DataError::Internal(format!("dataset `{name}`: no table version")))?;
-        let state = self.snapshot(name, read).await?;
+        let state = self.snapshot(&root, read).await?;
         let before: BTreeSet<&str> = current.files.iter().map(|f| f.path.as_str()).collect();
         let after: BTreeSet<&str> = compacted.files.iter().map(|f| f.path.as_str()).collect();
         let record = KilnCommit::of(compacted, &before);
         let now = now_ms();
         let mut actions = Vec::new();
         for file in current.files.iter().filter(|f| !after.contains(f.path.as_str())) {
-            let mut remove = remove_action(file, name, &current.partition_by, now)?;
+            let mut remove = remove_action(file, &root, &current.partition_by, now)?;
             remove.data_change = false;
             actions.push(Action::Remove(remove));
         }
         for file in &record.added {
-            actions.push(Action::Add(add_action(file, name, &compacted.partition_by, now, false)?));
+            actions.push(Action::Add(add_action(file, &root, &compacted.partition_by, now, false)?));
         }
         let operation = DeltaOperation::Optimize { predicate: None, target_size: target_size as i64 };
         let properties =
             CommitProperties::default().with_metadata([(RECORD_KEY.to_owned(), record.to_json()?)]).with_max_retries(0);
-        let version = self.commit_actions(name, Some(read), Some(&state), actions, operation, properties).await?;
+        let version = self.commit_actions(&root, Some(read), Some(&state), actions, operation, properties).await?;
         Ok(committed(compacted, version))
     }
 
@@ -349,7 +443,7 @@ impl Warehouse {
         let (Some(from), Some(to)) = (current.version, target.version) else {
             return Err(DataError::Internal(format!("dataset `{name}`: restore between unversioned manifests")));
         };
-        let mut table = DeltaTable::new(self.log_store(name)?);
+        let mut table = DeltaTable::new(self.log_store(&self.scoped(name))?);
         table.load_version(from).await.map_err(DataError::delta(format!("dataset `{name}`: version {from}")))?;
         let before: BTreeSet<&str> = current.files.iter().map(|f| f.path.as_str()).collect();
         let record = KilnCommit::of(target, &before);
@@ -381,7 +475,8 @@ impl Warehouse {
     /// no longer reference (delta-rs's VACUUM, lite: files of `remove` actions). Returns
     /// their warehouse-relative paths.
     pub async fn vacuum(&self, name: &str, keep: &[u64]) -> Result<Vec<String>> {
-        let mut table = DeltaTable::new(self.log_store(name)?);
+        let root = self.scoped(name);
+        let mut table = DeltaTable::new(self.log_store(&root)?);
         table.load().await.map_err(DataError::delta(format!("dataset `{name}`: cannot read its table")))?;
         let (_, metrics) = table
             .vacuum()
@@ -391,7 +486,7 @@ impl Warehouse {
             .with_mode(VacuumMode::Lite)
             .await
             .map_err(DataError::delta(format!("dataset `{name}`: vacuum")))?;
-        Ok(metrics.files_deleted.iter().map(|p| file_path(name, p)).collect())
+        Ok(metrics.files_deleted.iter().map(|p| file_path(&root, p)).collect())
     }
 }
 
@@ -424,37 +519,58 @@ fn commit_error(name: &str, read: Option<u64>, e: DeltaTableError) -> DataError 
     DataError::Delta { context: format!("dataset `{name}`: commit"), source: Box::new(e) }
 }
 
+/// The table root a committed build's records live in: its build directory's
+/// `<root>/builds/<run>`.
+fn table_root_of(build: &Manifest) -> Result<String> {
+    build.build_dir.rsplit_once("/builds/").map(|(root, _)| root.to_owned()).ok_or_else(|| {
+        DataError::Internal(format!("dataset `{}`: build {} has no build directory", build.product, build.build_id))
+    })
+}
+
+impl Warehouse {
+    /// Whether `base` is a version of the table at `root` (not a binding to another's).
+    fn owns(&self, root: &str, base: &Manifest) -> bool {
+        if base.build_dir.is_empty() {
+            // Versions another writer made carry no build directory; they are this table's
+            // unless this environment has no table yet (then they are a binding's).
+            return self.scope.prefix.is_empty() || base.files.iter().all(|f| f.path.starts_with(&format!("{root}/")));
+        }
+        base.build_dir.starts_with(&format!("{root}/"))
+    }
+}
+
 fn base_partitions(base: Option<&Manifest>) -> Vec<String> {
     base.map(|b| b.partition_by.clone()).unwrap_or_default()
 }
 
-/// The path of a warehouse-relative file of dataset `name` as its `add` action names it
-/// (relative to the table root; its object key, which delta-rs escapes for the log).
-fn table_path(file: &FileEntry, name: &str) -> Result<String> {
+/// The path of a warehouse-relative file of the table at `root` as its `add` action names
+/// it (relative to the table root; its object key, which delta-rs escapes for the log).
+fn table_path(file: &FileEntry, root: &str) -> Result<String> {
     file.path
-        .strip_prefix(name)
+        .strip_prefix(root)
         .and_then(|p| p.strip_prefix('/'))
         .map(str::to_owned)
-        .ok_or_else(|| DataError::Internal(format!("file {} is not inside dataset `{name}`", file.path)))
+        .ok_or_else(|| DataError::Internal(format!("file {} is not inside table `{root}`", file.path)))
 }
 
-/// The warehouse-relative path of a file of dataset `name` from its `add` path (decoded).
-fn file_path(name: &str, add_path: &str) -> String {
-    format!("{name}/{add_path}")
+/// The warehouse-relative path of a file of the table at `root` from its `add` path
+/// (decoded).
+fn file_path(root: &str, add_path: &str) -> String {
+    format!("{root}/{add_path}")
 }
 
 fn partition_values(file: &FileEntry, partition_by: &[String]) -> HashMap<String, Option<String>> {
     partition_by.iter().cloned().zip(file.partition.iter().cloned().chain(std::iter::repeat(None))).collect()
 }
 
-fn add_action(file: &FileEntry, name: &str, partition_by: &[String], now: i64, data_change: bool) -> Result<Add> {
+fn add_action(file: &FileEntry, root: &str, partition_by: &[String], now: i64, data_change: bool) -> Result<Add> {
     // Files Kiln knows without their footer's statistics (converted from the pre-Delta
     // layout) still give readers their row count.
     let stats = file.delta_stats.clone().unwrap_or_else(|| {
         format!("{{\"numRecords\":{},\"minValues\":{{}},\"maxValues\":{{}},\"nullCount\":{{}}}}", file.rows)
     });
     Ok(Add {
-        path: table_path(file, name)?,
+        path: table_path(file, root)?,
         partition_values: partition_values(file, partition_by),
         size: file.bytes as i64,
         modification_time: now,
@@ -464,9 +580,9 @@ fn add_action(file: &FileEntry, name: &str, partition_by: &[String], now: i64, d
     })
 }
 
-fn remove_action(file: &FileEntry, name: &str, partition_by: &[String], now: i64) -> Result<Remove> {
+fn remove_action(file: &FileEntry, root: &str, partition_by: &[String], now: i64) -> Result<Remove> {
     Ok(Remove {
-        path: table_path(file, name)?,
+        path: table_path(file, root)?,
         data_change: true,
         deletion_timestamp: Some(now),
         extended_file_metadata: Some(true),
@@ -478,13 +594,13 @@ fn remove_action(file: &FileEntry, name: &str, partition_by: &[String], now: i64
 
 /// The files of a snapshot, as manifest entries (those in `known` with Kiln's details),
 /// ordered by path (run ids sort by time, so appended builds come in commit order).
-fn snapshot_files(state: &DeltaTableState, name: &str, partition_by: &[String], known: &[FileEntry]) -> Vec<FileEntry> {
+fn snapshot_files(state: &DeltaTableState, root: &str, partition_by: &[String], known: &[FileEntry]) -> Vec<FileEntry> {
     let known: HashMap<&str, &FileEntry> = known.iter().map(|f| (f.path.as_str(), f)).collect();
     let mut files: Vec<FileEntry> = state
         .log_data()
         .iter()
         .map(|view| {
-            let path = file_path(name, &view.path());
+            let path = file_path(root, &view.path());
             if let Some(f) = known.get(path.as_str()) {
                 return (*f).clone();
             }

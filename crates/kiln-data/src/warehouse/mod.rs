@@ -1,11 +1,13 @@
 //! Where datasets live: a warehouse root on an object store, each dataset a Delta Lake
 //! table under it ([`delta`]: reading and committing versions; [`legacy`]: converting the
-//! layout from before Delta tables).
+//! layout from before Delta tables; [`env`]: environments, their bindings and promotion).
 
 mod delta;
+mod env;
 mod legacy;
 
 pub use delta::TableVersion;
+pub use env::{Binding, EnvDoc, PROD, PromoteOutcome, unscoped, validate_env_name};
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -27,6 +29,9 @@ pub struct Warehouse {
     /// The URL DataFusion resolves the store by: `file://`, `memory://`, `s3://bucket`.
     base_url: String,
     root: Path,
+    /// The environment this handle reads and commits (`prod` when `None`'s default):
+    /// its tables live under `__env/<name>/` (env).
+    scope: Arc<env::Scope>,
 }
 
 impl Warehouse {
@@ -36,12 +41,17 @@ impl Warehouse {
         let abs = dir.canonicalize().map_err(DataError::io(format!("cannot resolve warehouse {}", dir.display())))?;
         let root = Path::from_absolute_path(&abs)
             .map_err(|e| DataError::Config(format!("bad warehouse path {}: {e}", abs.display())))?;
-        Ok(Self { store: Arc::new(LocalFileSystem::new()), base_url: "file://".into(), root })
+        Ok(Self { store: Arc::new(LocalFileSystem::new()), base_url: "file://".into(), root, scope: Arc::default() })
     }
 
     /// An in-memory warehouse (tests; `memory://` in kiln.toml).
     pub fn memory() -> Self {
-        Self { store: Arc::new(InMemory::new()), base_url: "memory://".into(), root: Path::from("warehouse") }
+        Self {
+            store: Arc::new(InMemory::new()),
+            base_url: "memory://".into(),
+            root: Path::from("warehouse"),
+            scope: Arc::default(),
+        }
     }
 
     /// Opens `location`: a path relative to `base`, an absolute path, `file://PATH`,
@@ -55,7 +65,12 @@ impl Warehouse {
         }
         match kiln_artifact::remote::open_remote(location) {
             Ok(Some(remote)) => {
-                return Ok(Self { store: remote.store, base_url: remote.base_url, root: remote.prefix });
+                return Ok(Self {
+                    store: remote.store,
+                    base_url: remote.base_url,
+                    root: remote.prefix,
+                    scope: Arc::default(),
+                });
             }
             Ok(None) => {}
             Err(e) => return Err(DataError::Config(format!("warehouse {e}"))),
@@ -120,9 +135,23 @@ impl Warehouse {
         ListingTableUrl::parse(&full).map_err(DataError::exec(format!("bad dataset url {full}")))
     }
 
-    /// `<product>/builds/<run_id>`: the private directory of one build.
+    /// `<product>/builds/<run_id>`: the private directory of one build, relative to its
+    /// environment's root (see [`Warehouse::scoped`]).
     pub fn build_dir(product: &str, run_id: &str) -> String {
         format!("{product}/builds/{run_id}")
+    }
+
+    /// `relative` (a dataset-relative path: `<dataset>/...`) as a warehouse-relative path
+    /// in this handle's environment: `__env/<env>/<dataset>/...`, or unchanged in `prod`.
+    /// Every manifest path is warehouse-relative, so a build of one environment can be read
+    /// from any other.
+    pub fn scoped(&self, relative: &str) -> String {
+        format!("{}{relative}", self.scope.prefix)
+    }
+
+    /// The environment this handle reads and commits.
+    pub fn env(&self) -> &str {
+        &self.scope.name
     }
 
     /// Writes one object (atomically, as `put` is) at `relative`.
@@ -136,19 +165,17 @@ impl Warehouse {
         self.store.get(&self.path(relative)).await.map_err(failed())?.bytes().await.map_err(failed())
     }
 
-    /// The products with a directory in the warehouse, sorted. Maintenance only (`gc`):
-    /// readers never list.
+    /// The datasets with a directory in this environment (prod: the warehouse), sorted.
+    /// Maintenance only (`gc`, environments): readers never list.
     pub async fn products(&self) -> Result<Vec<String>> {
-        let listed = self
-            .store
-            .list_with_delimiter(Some(&self.root))
-            .await
-            .map_err(DataError::store(format!("cannot list {}", self.root)))?;
+        let dir = self.path(&self.scope.prefix);
+        let listed =
+            self.store.list_with_delimiter(Some(&dir)).await.map_err(DataError::store(format!("cannot list {dir}")))?;
         let mut out: Vec<String> = listed
             .common_prefixes
             .iter()
             .filter_map(|p| p.filename().map(str::to_owned))
-            .filter(|name| name != "_topics") // the embedded log (crate::log)
+            .filter(|name| name != "_topics" && name != env::ENV_DIR) // the embedded log (crate::log), environments
             .collect();
         out.sort();
         Ok(out)
@@ -184,9 +211,9 @@ impl Warehouse {
         Some(decoded.join("/"))
     }
 
-    /// The URL of dataset `name`'s table root (`file:///.../warehouse/name/`).
-    fn table_url(&self, name: &str) -> Result<url::Url> {
-        let root = self.path(name);
+    /// The URL of the table at warehouse-relative `root` (`file:///.../warehouse/name/`).
+    fn table_url(&self, root: &str) -> Result<url::Url> {
+        let root = self.path(root);
         url_of(&format!("{}/{}/", self.base_url, root))
     }
 }

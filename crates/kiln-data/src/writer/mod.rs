@@ -104,7 +104,7 @@ pub async fn write_dataset(
     spec: Arc<WriteSpec>,
     progress: Arc<WriteProgress>,
 ) -> Result<Manifest> {
-    let dir = spec.build_dir();
+    let dir = warehouse.scoped(&spec.build_dir());
     let order = OrderCheck::keys(&spec)?;
     let target = Arc::new(Target::of(&spec)?);
     // Without an order to keep, encoding is spread so that every core stays busy to the
