@@ -13,6 +13,8 @@
 //! - `stream`: Nexmark bids through q7-like and q5-like views (see the module).
 //! - `checks`: the example's checks as a fraction of its build; `kiln test` on 1,000
 //!   products with one constraint each (see the module).
+//! - `envs`: environment creation, a no-op build in it and promote of 1,000 products (see
+//!   the module).
 //!
 //! Results are merged into `<out>/results.json` (keyed by suite) and `<out>/results.md`.
 
@@ -36,6 +38,7 @@ use kiln::control::dialect::Statement;
 use serde_json::{Value, json};
 
 mod checks;
+mod envs;
 mod explode;
 mod functions;
 mod incremental;
@@ -74,7 +77,7 @@ enum Cmd {
     },
 }
 
-const SUITES: [&str; 8] = ["build", "functions", "explode", "plan", "incremental", "write", "stream", "checks"];
+const SUITES: [&str; 9] = ["build", "functions", "explode", "plan", "incremental", "write", "stream", "checks", "envs"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -100,6 +103,7 @@ async fn main() -> Result<()> {
                     "write" => write::suite(&out, sf, runs.max(1)).await?,
                     "stream" => stream::suite(&out, runs.max(1)).await?,
                     "checks" => checks::suite(&out, sf, runs.max(1)).await?,
+                    "envs" => envs::suite(&out, runs.max(1)).await?,
                     _ => build_suite(&out, sf, runs.max(1)).await?,
                 };
                 record(&out, s, result)?;
