@@ -17,6 +17,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Result, ensure};
+use kiln::lock::Wait;
 use serde_json::{Value, json};
 
 fn parquet_files(dir: &Path) -> Result<usize> {
@@ -43,9 +44,9 @@ pub async fn suite(out: &Path, runs: usize) -> Result<Value> {
     let dev = kiln::BuildOptions { env: Some("dev".into()), ..Default::default() };
     let (mut creates, mut noops) = (Vec::new(), Vec::new());
     for run in 0..runs {
-        let _ = kiln::envs::env_drop(&dir, "dev").await;
+        let _ = kiln::envs::env_drop(&dir, "dev", Wait::Block, &kiln::Quiet).await;
         let t = Instant::now();
-        let created = kiln::envs::env_create(&dir, "dev", "prod").await?;
+        let created = kiln::envs::env_create(&dir, "dev", "prod", Wait::Block, &kiln::Quiet).await?;
         let create = t.elapsed().as_secs_f64();
         ensure!(created.products == 1000, "dev has {} products", created.products);
         let before = parquet_files(&dir.join("warehouse"))?;
@@ -60,7 +61,7 @@ pub async fn suite(out: &Path, runs: usize) -> Result<Value> {
         noops.push(noop);
     }
 
-    kiln::envs::env_create(&dir, "old", "prod").await?;
+    kiln::envs::env_create(&dir, "old", "prod", Wait::Block, &kiln::Quiet).await?;
     let changed = kiln::BuildOptions {
         env: Some("dev".into()),
         settings: vec![("datafusion.execution.parquet.compression".into(), "snappy".into())],
@@ -72,7 +73,7 @@ pub async fn suite(out: &Path, runs: usize) -> Result<Value> {
     let mut promotes = Vec::new();
     for run in 0..runs {
         for from in ["dev", "old"] {
-            let r = kiln::envs::promote(&dir, from, "prod").await?;
+            let r = kiln::envs::promote(&dir, from, "prod", Wait::Block, &kiln::Quiet).await?;
             ensure!(r.changed.len() == 1000, "promote {from}: {} changed", r.changed.len());
             eprintln!("envs run {run}: promote {from} (1000 changed) {:.3} s", r.seconds);
             promotes.push(r.seconds);

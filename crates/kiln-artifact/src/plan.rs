@@ -443,6 +443,10 @@ pub struct CachedCompile {
     /// The product's schema as a contract (kiln-contracts' JSON shape), as text: decoded
     /// only when a compile downstream needs the table.
     pub schema: String,
+    /// Each column's exact Arrow type (`Utf8`, `Utf8View`: one SQL type, `VARCHAR`, in the
+    /// contract), as Arrow displays it; an entry without them is not used.
+    #[serde(default)]
+    pub arrow_types: Vec<String>,
     pub schema_fp: String,
     pub query_fp: String,
     pub func_fp: String,
@@ -594,6 +598,10 @@ pub struct GcReport {
     /// Table versions whose files were kept (`[storage] retain_versions` per dataset).
     #[serde(default)]
     pub versions_kept: u64,
+    /// Empty directories removed from a local warehouse (what deleted objects and killed
+    /// builds leave; object stores have no directories).
+    #[serde(default)]
+    pub empty_dirs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ macro_rules! out {
     };
 }
 
+mod envs;
 mod progress;
 mod render;
 
@@ -70,6 +71,8 @@ enum Command {
     Build {
         #[command(flatten)]
         run: RunArgs,
+        #[command(flatten)]
+        wait: WaitArg,
         /// Print the run summary as JSON (docs/json.md) instead of a table.
         #[arg(long)]
         json: bool,
@@ -161,6 +164,8 @@ enum Command {
         dir: ProjectDir,
         #[command(flatten)]
         env: EnvArg,
+        #[command(flatten)]
+        wait: WaitArg,
         #[arg(long)]
         json: bool,
     },
@@ -172,6 +177,8 @@ enum Command {
         select: Option<String>,
         #[command(flatten)]
         dir: ProjectDir,
+        #[command(flatten)]
+        wait: WaitArg,
         #[arg(long)]
         json: bool,
     },
@@ -181,6 +188,8 @@ enum Command {
         dir: Option<PathBuf>,
         #[command(flatten)]
         project: ProjectDir,
+        #[command(flatten)]
+        wait: WaitArg,
         #[arg(long)]
         json: bool,
     },
@@ -204,6 +213,8 @@ enum Command {
     Stream {
         #[command(flatten)]
         run: RunArgs,
+        #[command(flatten)]
+        wait: WaitArg,
         /// Stop (after a final checkpoint) once no stream has new records.
         #[arg(long)]
         until_idle: bool,
@@ -241,35 +252,14 @@ enum Command {
     /// Create, drop, show or compare environments.
     Env {
         #[command(subcommand)]
-        command: EnvCommand,
+        command: envs::EnvCommand,
     },
     /// Make every product of environment FROM have FROM's build in --to (default prod),
     /// all-or-nothing; nothing is executed and no data copied.
-    Promote {
-        from: String,
-        /// The environment to promote into.
-        #[arg(long, default_value = "prod")]
-        to: String,
-        #[command(flatten)]
-        dir: ProjectDir,
-        #[arg(long)]
-        json: bool,
-    },
+    Promote(envs::PromoteArgs),
     /// Compare two builds of one product: schema, row counts and, with --key, the rows only
     /// in one and the changed rows per column.
-    TableDiff {
-        product: String,
-        /// The two environments (`--env dev --env prod`; one: against prod).
-        #[arg(long = "env", required = true)]
-        envs: Vec<String>,
-        /// Key columns (comma-separated) to match rows by.
-        #[arg(long, value_delimiter = ',')]
-        key: Vec<String>,
-        #[command(flatten)]
-        dir: ProjectDir,
-        #[arg(long)]
-        json: bool,
-    },
+    TableDiff(envs::TableDiffArgs),
     /// A shell completion script for kiln: `kiln completions bash > ~/.local/share/bash-completion/completions/kiln`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -283,52 +273,36 @@ enum Command {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum EnvCommand {
-    /// A new environment bound to the builds of --from (default prod): no data copied.
-    Create {
-        name: String,
-        #[arg(long, default_value = "prod")]
-        from: String,
-        #[command(flatten)]
-        dir: ProjectDir,
-    },
-    /// Delete an environment and the builds only it has.
-    Drop {
-        name: String,
-        #[command(flatten)]
-        dir: ProjectDir,
-    },
-    /// Where each dataset of an environment is: the Delta table and version to read.
-    Show {
-        name: String,
-        #[command(flatten)]
-        dir: ProjectDir,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Per product: the same build in A and B, a different one (and why), or only in one.
-    Diff {
-        a: String,
-        b: String,
-        #[command(flatten)]
-        dir: ProjectDir,
-        #[arg(long)]
-        json: bool,
-    },
+/// `--no-wait`, on every command that commits (kiln::lock).
+#[derive(Debug, clap::Args)]
+struct WaitArg {
+    /// Fail at once (exit 1) when another kiln command is writing the project, instead of
+    /// waiting for it.
+    #[arg(long)]
+    no_wait: bool,
 }
 
-/// `--env NAME`: the environment a command reads (default prod).
+impl WaitArg {
+    fn wait(&self) -> kiln::lock::Wait {
+        if self.no_wait { kiln::lock::Wait::Fail } else { kiln::lock::Wait::Block }
+    }
+}
+
+/// `--env NAME` (the environment a command reads; default prod) and `--var NAME=VALUE`
+/// (the project variables its SQL compiles with).
 #[derive(Debug, clap::Args)]
 struct EnvArg {
     /// Environment (default: prod).
     #[arg(long)]
     env: Option<String>,
+    /// Set a project variable declared in kiln.toml [vars]: `--var start_date=1995-01-01`.
+    #[arg(long = "var", value_parser = parse_setting)]
+    vars: Vec<(String, String)>,
 }
 
 impl EnvArg {
     fn options(self) -> BuildOptions {
-        BuildOptions { env: self.env, ..BuildOptions::default() }
+        BuildOptions { env: self.env, vars: self.vars, ..BuildOptions::default() }
     }
 }
 
@@ -352,6 +326,9 @@ struct RunArgs {
     /// Override a setting: `--set datafusion.execution.batch_size=4096`.
     #[arg(long = "set", value_parser = parse_setting)]
     settings: Vec<(String, String)>,
+    /// Set a project variable declared in kiln.toml [vars]: `--var start_date=1995-01-01`.
+    #[arg(long = "var", value_parser = parse_setting)]
+    vars: Vec<(String, String)>,
     /// Environment to build in (default: prod); `build` makes a missing one from prod's
     /// builds.
     #[arg(long)]
@@ -369,7 +346,9 @@ impl RunArgs {
                 exclude: self.exclude,
                 profile: self.profile,
                 settings: self.settings,
+                vars: self.vars,
                 env: self.env,
+                ..BuildOptions::default()
             },
         ))
     }
@@ -503,50 +482,10 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Envs { dir, json } => {
-            let list = kiln::envs::envs(&dir.resolve(None)?).await?;
-            if json {
-                out!("{}", json_text(&list).map_err(KilnError::Internal)?);
-            } else {
-                render::envs(&list);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Env { command } => env_command(command).await,
-        Command::Promote { from, to, dir, json } => {
-            let r = kiln::envs::promote(&dir.resolve(None)?, &from, &to).await?;
-            if json {
-                out!("{}", json_text(&r).map_err(KilnError::Internal)?);
-            } else {
-                for d in &r.changed {
-                    let was = d.was.as_deref().map_or("none", render::short);
-                    out!("{}: {} -> {}", d.dataset, was, render::short(&d.now));
-                }
-                out!(
-                    "promoted {} into {}: {} changed, {} unchanged in {:.2}s",
-                    r.from,
-                    r.to,
-                    r.changed.len(),
-                    r.unchanged,
-                    r.seconds
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::TableDiff { product, envs, key, dir, json } => {
-            let (a, b) = match envs.as_slice() {
-                [a] => (a.clone(), kiln::data::warehouse::PROD.to_owned()),
-                [a, b] => (a.clone(), b.clone()),
-                _ => return Err(KilnError::Usage("table-diff takes one or two --env".into())),
-            };
-            let r = kiln::envs::table_diff(&dir.resolve(None)?, &product, &a, &b, &key).await?;
-            if json {
-                out!("{}", json_text(&r).map_err(KilnError::Internal)?);
-            } else {
-                render::table_diff(&r);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Envs { dir, json } => envs::list(dir, json).await,
+        Command::Env { command } => envs::env(command).await,
+        Command::Promote(args) => envs::promote(args).await,
+        Command::TableDiff(args) => envs::table_diff(args).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "kiln", &mut script);
@@ -609,9 +548,10 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
                 .map_err(|e| KilnError::Io { context: "cannot write the result".into(), source: e })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rollback { product, dir, env, json } => {
+        Command::Rollback { product, dir, env, wait, json } => {
             let env = env.env.unwrap_or_else(|| kiln::data::warehouse::PROD.to_owned());
-            let r = kiln::rollback(&dir.resolve(None)?, &product, &env).await?;
+            let observer = progress::CliProgress::new(false);
+            let r = kiln::rollback(&dir.resolve(None)?, &product, &env, wait.wait(), &observer).await?;
             if json {
                 out!("{}", json_text(&r).map_err(KilnError::Internal)?);
             } else {
@@ -635,8 +575,9 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             out!("appended {} records to topic `{}`{detail}", r.records, r.topic);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Optimize { select, dir, json } => {
-            let r = kiln::optimize(&dir.resolve(None)?, &BuildOptions { select, ..BuildOptions::default() }).await?;
+        Command::Optimize { select, dir, wait, json } => {
+            let options = BuildOptions { select, wait: wait.wait(), ..BuildOptions::default() };
+            let r = kiln::optimize(&dir.resolve(None)?, &options, &progress::CliProgress::new(false)).await?;
             if json {
                 out!("{}", json_text(&r).map_err(KilnError::Internal)?);
             } else {
@@ -655,8 +596,8 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Gc { dir, project, json } => {
-            let r = kiln::gc(&project.resolve(dir)?).await?;
+        Command::Gc { dir, project, wait, json } => {
+            let r = kiln::gc(&project.resolve(dir)?, wait.wait(), &progress::CliProgress::new(false)).await?;
             if json {
                 out!("{}", json_text(&r).map_err(KilnError::Internal)?);
             } else {
@@ -665,13 +606,14 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
                     out!("deleted {} ({what}, {} files, {} bytes)", d.build_dir, d.files, d.bytes);
                 }
                 out!(
-                    "{} builds deleted ({} files, {} bytes), {} plans, {} build records and {} blobs deleted, {} current builds kept",
+                    "{} builds deleted ({} files, {} bytes), {} plans, {} build records and {} blobs deleted, {} empty directories removed, {} current builds kept",
                     r.deleted.len(),
                     r.files,
                     r.bytes,
                     r.plans,
                     r.records,
                     r.blobs,
+                    r.empty_dirs,
                     r.kept
                 );
             }
@@ -686,8 +628,9 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Stream { run, until_idle, checkpoint_interval, json } => {
-            let (dir, build) = run.split()?;
+        Command::Stream { run, wait, until_idle, checkpoint_interval, json } => {
+            let (dir, mut build) = run.split()?;
+            build.wait = wait.wait();
             let options = kiln::StreamOptions { build, until_idle, checkpoint_interval, ..Default::default() };
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             watch_signals(std::sync::Arc::clone(&stop))
@@ -710,8 +653,9 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build { run, json } => {
-            let (dir, options) = run.split()?;
+        Command::Build { run, wait, json } => {
+            let (dir, mut options) = run.split()?;
+            options.wait = wait.wait();
             let observer = progress::CliProgress::new(!json);
             let report = kiln::build(&dir, &options, &observer).await?;
             observer.finish();
@@ -731,38 +675,6 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
     }
-}
-
-async fn env_command(command: EnvCommand) -> Result<ExitCode, KilnError> {
-    match command {
-        EnvCommand::Create { name, from, dir } => {
-            let e = kiln::envs::env_create(&dir.resolve(None)?, &name, &from).await?;
-            out!("created environment {} from {} ({} products, no data copied)", e.name, e.from, e.products);
-        }
-        EnvCommand::Drop { name, dir } => {
-            let n = kiln::envs::env_drop(&dir.resolve(None)?, &name).await?;
-            out!("dropped environment {name} ({n} objects deleted)");
-        }
-        EnvCommand::Show { name, dir, json } => {
-            let t = kiln::envs::env_show(&dir.resolve(None)?, &name).await?;
-            if json {
-                out!("{}", json_text(&t).map_err(KilnError::Internal)?);
-            } else {
-                for d in &t.datasets {
-                    out!("{}: {} version {} (build {})", d.dataset, d.table, d.version, render::short(&d.build_id));
-                }
-            }
-        }
-        EnvCommand::Diff { a, b, dir, json } => {
-            let r = kiln::envs::env_diff(&dir.resolve(None)?, &a, &b).await?;
-            if json {
-                out!("{}", json_text(&r).map_err(KilnError::Internal)?);
-            } else {
-                render::env_diff(&r);
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints an error (all of them, for a multi-error) and returns its exit code.

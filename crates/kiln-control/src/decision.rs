@@ -23,7 +23,7 @@
 //! changes them.
 use std::collections::BTreeSet;
 
-use kiln_artifact::{BuildFingerprints, CanonicalPlan, Decision, Manifest, Reason};
+use kiln_artifact::{BuildFingerprints, CanonicalPlan, Decision, Manifest, PlanDiff, Reason};
 
 use crate::compiler::CompiledProduct;
 use crate::diff::diff;
@@ -43,40 +43,55 @@ pub fn decide(
         return (Decision::Fresh, Vec::new());
     }
     let Some(old) = &current.fingerprints else { return (Decision::Build, vec![Reason::NoRecord]) };
-    let mut reasons = Vec::new();
-    if old.schema_fp != fps.schema_fp {
-        reasons.push(Reason::SchemaChanged { old: old.schema_fp.clone(), new: fps.schema_fp.clone() });
-    }
-    if old.query_fp != fps.query_fp {
-        reasons.push(Reason::QueryChanged {
-            old: old.query_fp.clone(),
-            new: fps.query_fp.clone(),
-            diff: previous.map(|p| diff(p, &product.canonical)),
-        });
-    }
-    if old.runtime_fp != fps.runtime_fp {
-        reasons.push(Reason::RuntimeChanged { old: old.runtime_fp.clone(), new: fps.runtime_fp.clone() });
-    }
-    if old.func_fp != fps.func_fp {
-        reasons.push(Reason::FunctionsChanged { old: old.func_fp.clone(), new: fps.func_fp.clone() });
-    }
-    let names: BTreeSet<&String> = old.upstream.keys().chain(fps.upstream.keys()).collect();
-    for name in names {
-        let (was, now) = (old.upstream.get(name), fps.upstream.get(name));
-        if was != now {
-            reasons.push(Reason::UpstreamChanged {
-                upstream: name.clone(),
-                old: was.cloned(),
-                new: now.cloned(),
-                columns: columns_read(product, name),
-            });
-        }
-    }
+    let mut reasons = fingerprint_reasons(
+        old,
+        fps,
+        || previous.map(|p| diff(p, &product.canonical)),
+        |name| columns_read(product, name),
+    );
     if reasons.is_empty() {
         // Same inputs, different id: the build-id encoding itself changed.
         reasons.push(Reason::NoRecord);
     }
     (Decision::Build, reasons)
+}
+
+/// Each fingerprint of `new` that differs from `old` as a [`Reason`] (`query_diff`: the
+/// plan diff of a changed query, if known; `columns(upstream)`: the columns of a changed
+/// upstream the product reads). Shared by [`decide`] and `kiln env diff`, which compares two committed
+/// builds.
+pub fn fingerprint_reasons(
+    old: &BuildFingerprints,
+    new: &BuildFingerprints,
+    query_diff: impl FnOnce() -> Option<PlanDiff>,
+    columns: impl Fn(&str) -> Vec<String>,
+) -> Vec<Reason> {
+    let mut reasons = Vec::new();
+    if old.schema_fp != new.schema_fp {
+        reasons.push(Reason::SchemaChanged { old: old.schema_fp.clone(), new: new.schema_fp.clone() });
+    }
+    if old.query_fp != new.query_fp {
+        reasons.push(Reason::QueryChanged { old: old.query_fp.clone(), new: new.query_fp.clone(), diff: query_diff() });
+    }
+    if old.runtime_fp != new.runtime_fp {
+        reasons.push(Reason::RuntimeChanged { old: old.runtime_fp.clone(), new: new.runtime_fp.clone() });
+    }
+    if old.func_fp != new.func_fp {
+        reasons.push(Reason::FunctionsChanged { old: old.func_fp.clone(), new: new.func_fp.clone() });
+    }
+    let names: BTreeSet<&String> = old.upstream.keys().chain(new.upstream.keys()).collect();
+    for name in names {
+        let (was, now) = (old.upstream.get(name), new.upstream.get(name));
+        if was != now {
+            reasons.push(Reason::UpstreamChanged {
+                upstream: name.clone(),
+                old: was.cloned(),
+                new: now.cloned(),
+                columns: columns(name),
+            });
+        }
+    }
+    reasons
 }
 
 /// The columns of `table` that any output column of `product` depends on, sorted.

@@ -60,6 +60,9 @@ pub enum ControlError {
     Query { surface: &'static str, message: String },
     #[error("profile: {0}")]
     Profile(String),
+    /// A `--var` that kiln.toml does not declare, or whose value its type cannot hold.
+    #[error("{0}")]
+    Var(String),
     /// A compiled query could not be planned for execution (physical planning).
     #[error("{message}")]
     Plan { message: String },

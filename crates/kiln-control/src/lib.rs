@@ -70,6 +70,7 @@ pub mod sqlfile;
 pub mod surface;
 pub mod units;
 pub mod unnest;
+pub mod vars;
 pub mod windows;
 
 pub use compiler::{CompiledCheck, CompiledProduct, CompiledSource, CompiledTest, Substrate};

@@ -35,6 +35,9 @@ pub struct ProjectConfig {
     /// `[tags]`: `"marts/" = ["finance"]`: tags of every statement in files under a path.
     #[serde(default)]
     pub tags: BTreeMap<String, Vec<String>>,
+    /// `[vars]`: typed project variables, `$name` in SQL (crate::vars).
+    #[serde(default)]
+    pub vars: BTreeMap<String, toml::Value>,
 }
 
 /// One declared secret. Only where its value comes from is configured; the value itself is

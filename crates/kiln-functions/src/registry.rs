@@ -39,6 +39,11 @@ impl Registry {
         Self { entries, secrets }
     }
 
+    /// The secrets keyed functions use.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
     pub fn specs(&self) -> impl Iterator<Item = &FunctionSpec> {
         self.entries.iter().map(|(s, _)| *s)
     }

@@ -55,21 +55,54 @@ async fn checks_stale(session: &Session, i: usize, id: &str) -> Result<bool, Kil
     }))
 }
 
-/// Binds product `i` to an already committed build with its new build id `id` (this
-/// environment's earlier version, prod's, another environment's), when one exists whose
-/// files are all there: nothing is executed and no data written. Only products that
-/// replace their data: an appending product's build holds what earlier builds appended.
+/// An already committed build of product `i` with its new build id `id` (this
+/// environment's earlier version, prod's, another environment's) whose files are all
+/// there, with where it was found. Only for products that replace their data: an
+/// appending product's build holds what earlier builds appended.
+async fn reusable(
+    session: &Session,
+    i: usize,
+    id: &str,
+) -> Result<Option<(kiln_artifact::Manifest, String)>, KilnError> {
+    let Some(product) = &session.nodes[i].compiled else { return Ok(None) };
+    if product.layout.existing != kiln_data::ExistingData::Replace {
+        return Ok(None);
+    }
+    Ok(session.warehouse.find_build(&product.name, id).await?)
+}
+
+/// Binds product `i` to its [`reusable`] build: nothing is executed and no data written.
+/// Its side datasets (`__rejected`, `__failures`) are bound to that build's too, first,
+/// as a build commits them: rejects or failures of another build would describe rows
+/// that are not there. When a side dataset holds rows of another build and the reused
+/// build's is not found (it had none there, or it was collected), the product is not
+/// reused but built.
 async fn reuse(
     session: &Session,
     i: usize,
     id: &str,
     current: Option<&kiln_artifact::Manifest>,
 ) -> Result<Option<(kiln_artifact::Manifest, String)>, KilnError> {
-    let Some(product) = &session.nodes[i].compiled else { return Ok(None) };
-    if product.layout.existing != kiln_data::ExistingData::Replace {
-        return Ok(None);
+    let Some((found, from)) = reusable(session, i, id).await? else { return Ok(None) };
+    let name = &session.graph.nodes[i].name;
+    let mut sides = Vec::new();
+    for side in [format!("{name}__rejected"), crate::session::failures_name(name)] {
+        let now = session.warehouse.current(&side).await?;
+        if now.as_ref().is_some_and(|m| m.build_id == id) {
+            continue;
+        }
+        match session.warehouse.find_build(&side, id).await? {
+            Some((build, _)) => sides.push((side, build, now)),
+            None if now.as_ref().is_none_or(|m| m.totals.rows_written == 0) => {}
+            None => return Ok(None),
+        }
     }
-    let Some((found, from)) = session.warehouse.find_build(&product.name, id).await? else { return Ok(None) };
+    for (side, build, now) in sides {
+        let manifest = session.warehouse.adopt(&build, now.as_ref()).await?;
+        if let Some(table) = session.substrate.product_table(&side) {
+            table.bind(&session.warehouse, &manifest)?;
+        }
+    }
     let manifest = session.warehouse.adopt(&found, current).await?;
     Ok(Some((manifest, from)))
 }
@@ -205,6 +238,23 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
         if let Some(run) = done {
             finished(i, &run, &session);
             results.insert(i, run);
+        }
+    }
+
+    // A development fallback of a secret is worth a warning only when a product about to
+    // be computed is keyed by it.
+    for name in session.substrate.secret_fallbacks() {
+        let users: Vec<&str> = jobs
+            .iter()
+            .filter_map(|j| session.nodes[j.i].compiled.as_ref())
+            .filter(|p| p.secrets.contains(name))
+            .map(|p| p.name.as_str())
+            .collect();
+        if !users.is_empty() {
+            observer.event(Event::Warning(format!(
+                "secret `{name}` uses its fallback value from kiln.toml (for {}); set its environment variable outside development",
+                users.join(", ")
+            )));
         }
     }
 
@@ -443,7 +493,10 @@ pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, Kiln
                 with_checks(plan, checks)
             }
             Step::Build { fps, id, mut reasons, current } => {
-                if let Some((_, from)) = session.warehouse.find_build(&name, &id).await? {
+                let compiled = session.ensure_compiled(i).await;
+                if compiled.is_ok()
+                    && let Some((_, from)) = reusable(&session, i, &id).await?
+                {
                     reasons.push(Reason::Reused { build_id: id.clone(), from });
                 }
                 let plan = ProductPlan {
@@ -456,7 +509,7 @@ pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, Kiln
                     error: None,
                     checks: Vec::new(),
                 };
-                let checks = match session.ensure_compiled(i).await {
+                let checks = match compiled {
                     Ok(()) => session.product_checks(i).await,
                     Err(e) => Err(e),
                 };

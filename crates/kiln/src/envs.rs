@@ -2,7 +2,7 @@
 //! protocol): listing, creating, dropping, showing and diffing them, promoting one into
 //! another, and comparing two builds of a product row by row (`kiln table-diff`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,16 +17,30 @@ use kiln_artifact::env::{
     RowDiff, TableDiffReport, TableSide,
 };
 use kiln_artifact::plan::REPORT_FORMAT_VERSION;
-use kiln_artifact::{BuildFingerprints, Manifest, Reason};
+use kiln_artifact::{Manifest, Reason};
 use kiln_data::Warehouse;
 use kiln_data::warehouse::PROD;
 
-use crate::KilnError;
+use crate::lock::{Wait, WriterLock};
+use crate::{KilnError, Observer};
 
 /// The project's warehouse (as prod).
 fn warehouse(dir: &Path) -> Result<Warehouse, KilnError> {
     let project = kiln_control::Project::load(dir)?;
     Ok(Warehouse::open(&project.config.storage.warehouse, &project.root)?)
+}
+
+/// The project's warehouse (as prod) with its writer lock held for `command`.
+async fn writing(
+    dir: &Path,
+    command: &str,
+    wait: Wait,
+    observer: &dyn Observer,
+) -> Result<(Warehouse, WriterLock), KilnError> {
+    let project = kiln_control::Project::load(dir)?;
+    let base = Warehouse::open(&project.config.storage.warehouse, &project.root)?;
+    let lock = crate::lock::hold(&project.root, &base, command, wait, observer).await?;
+    Ok((base, lock))
 }
 
 /// Side datasets (`__rejected`, `__failures`, `__late`) travel with their product and are
@@ -40,12 +54,18 @@ fn is_side(name: &str) -> bool {
 pub async fn envs(dir: &Path) -> Result<EnvList, KilnError> {
     let base = warehouse(dir)?;
     let prod = base.open_env(PROD, false).await?;
-    let prod_products: Vec<String> = prod.datasets().await?.into_iter().filter(|d| !is_side(d)).collect();
+    // Prod's build of each product, read once for every environment's comparison.
+    let mut prod_builds = BTreeMap::new();
+    for d in prod.datasets().await?.into_iter().filter(|d| !is_side(d)) {
+        if let Some(m) = prod.current(&d).await? {
+            prod_builds.insert(d, m.build_id);
+        }
+    }
     let mut environments = vec![EnvSummary {
         name: PROD.to_owned(),
         from: PROD.to_owned(),
         created: None,
-        products: prod_products.len() as u64,
+        products: prod_builds.len() as u64,
         differs: Vec::new(),
     }];
     for doc in base.environments().await? {
@@ -55,7 +75,7 @@ pub async fn envs(dir: &Path) -> Result<EnvList, KilnError> {
         for d in env.datasets().await?.into_iter().filter(|d| !is_side(d)) {
             let Some(mine) = env.current(&d).await? else { continue };
             products += 1;
-            if prod.current(&d).await?.is_none_or(|p| p.build_id != mine.build_id) {
+            if prod_builds.get(&d) != Some(&mine.build_id) {
                 differs.push(d);
             }
         }
@@ -66,8 +86,14 @@ pub async fn envs(dir: &Path) -> Result<EnvList, KilnError> {
 
 /// `kiln env create NAME [--from ENV]`: a new environment bound to `from`'s builds (no
 /// data copied).
-pub async fn env_create(dir: &Path, name: &str, from: &str) -> Result<EnvSummary, KilnError> {
-    let base = warehouse(dir)?;
+pub async fn env_create(
+    dir: &Path,
+    name: &str,
+    from: &str,
+    wait: Wait,
+    observer: &dyn Observer,
+) -> Result<EnvSummary, KilnError> {
+    let (base, _writer) = writing(dir, "env create", wait, observer).await?;
     let source = base.open_env(from, false).await?;
     let doc = base.create_env(name, &source).await?;
     let products = doc.bindings.keys().filter(|d| !is_side(d)).count() as u64;
@@ -75,8 +101,9 @@ pub async fn env_create(dir: &Path, name: &str, from: &str) -> Result<EnvSummary
 }
 
 /// `kiln env drop NAME`: the environment and its own tables; how many objects went.
-pub async fn env_drop(dir: &Path, name: &str) -> Result<u64, KilnError> {
-    Ok(warehouse(dir)?.drop_env(name).await?)
+pub async fn env_drop(dir: &Path, name: &str, wait: Wait, observer: &dyn Observer) -> Result<u64, KilnError> {
+    let (base, _writer) = writing(dir, "env drop", wait, observer).await?;
+    Ok(base.drop_env(name).await?)
 }
 
 /// `kiln env show NAME`: for every dataset, the Delta table and version an external
@@ -129,48 +156,20 @@ pub async fn env_diff(dir: &Path, a: &str, b: &str) -> Result<EnvDiffReport, Kil
 /// `kiln plan` gives, without the plan diff, which needs the compiled product).
 fn reasons_between(old: &Manifest, new: &Manifest) -> Vec<Reason> {
     let (Some(o), Some(n)) = (&old.fingerprints, &new.fingerprints) else { return vec![Reason::NoRecord] };
-    fingerprint_reasons(o, n)
-}
-
-fn fingerprint_reasons(o: &BuildFingerprints, n: &BuildFingerprints) -> Vec<Reason> {
-    let mut out = Vec::new();
-    let pair = |a: &String, b: &String| (a.clone(), b.clone());
-    if o.schema_fp != n.schema_fp {
-        let (old, new) = pair(&o.schema_fp, &n.schema_fp);
-        out.push(Reason::SchemaChanged { old, new });
-    }
-    if o.query_fp != n.query_fp {
-        let (old, new) = pair(&o.query_fp, &n.query_fp);
-        out.push(Reason::QueryChanged { old, new, diff: None });
-    }
-    if o.runtime_fp != n.runtime_fp {
-        let (old, new) = pair(&o.runtime_fp, &n.runtime_fp);
-        out.push(Reason::RuntimeChanged { old, new });
-    }
-    if o.func_fp != n.func_fp {
-        let (old, new) = pair(&o.func_fp, &n.func_fp);
-        out.push(Reason::FunctionsChanged { old, new });
-    }
-    let names: BTreeSet<&String> = o.upstream.keys().chain(n.upstream.keys()).collect();
-    for name in names {
-        let (was, now) = (o.upstream.get(name), n.upstream.get(name));
-        if was != now {
-            out.push(Reason::UpstreamChanged {
-                upstream: name.clone(),
-                old: was.cloned(),
-                new: now.cloned(),
-                columns: Vec::new(),
-            });
-        }
-    }
-    out
+    kiln_control::decision::fingerprint_reasons(o, n, || None, |_| Vec::new())
 }
 
 /// `kiln promote FROM --to TO`: every dataset of `from` whose build differs becomes
 /// `to`'s, all-or-nothing (kiln_data::warehouse's `env` module).
-pub async fn promote(dir: &Path, from: &str, to: &str) -> Result<PromoteReport, KilnError> {
+pub async fn promote(
+    dir: &Path,
+    from: &str,
+    to: &str,
+    wait: Wait,
+    observer: &dyn Observer,
+) -> Result<PromoteReport, KilnError> {
+    let (base, _writer) = writing(dir, "promote", wait, observer).await?;
     let t = Instant::now();
-    let base = warehouse(dir)?;
     let source = base.open_env(from, false).await?;
     let target = base.open_env(to, false).await?;
     let outcome = target.promote_from(&source).await?;

@@ -19,8 +19,12 @@ pub struct BuildOptions {
     pub profile: Option<String>,
     /// `--set key=value` overrides, applied last.
     pub settings: Vec<(String, String)>,
+    /// `--var name=value`: values of kiln.toml's `[vars]` (kiln_control::vars).
+    pub vars: Vec<(String, String)>,
     /// The environment to read and build (`--env`); `prod` when `None`.
     pub env: Option<String>,
+    /// Whether a command that commits waits for another writer (`--no-wait`: fails).
+    pub wait: crate::lock::Wait,
 }
 
 impl BuildOptions {

@@ -58,6 +58,7 @@ mod execute;
 mod ingest;
 pub mod init;
 pub mod inspect;
+pub mod lock;
 pub mod maintain;
 pub mod produce;
 mod record;
@@ -109,6 +110,10 @@ pub enum KilnError {
     /// The command was used wrongly: an unknown product or column, a bad argument.
     #[error("{0}")]
     Usage(String),
+    /// Another writer holds the project's writer lock and the command was told not to
+    /// wait (`--no-wait`; kiln::lock).
+    #[error("{0}")]
+    Busy(String),
     /// Something that cannot happen did (a bug in Kiln, or a task that died).
     #[error("internal error: {0}")]
     Internal(String),
@@ -121,7 +126,11 @@ impl KilnError {
         match self {
             KilnError::Control(e) => e.is_user_error(),
             KilnError::Data(e) => e.is_user_error(),
-            KilnError::Usage(_) | KilnError::Product { .. } | KilnError::Query(_) | KilnError::Audit { .. } => true,
+            KilnError::Usage(_)
+            | KilnError::Product { .. }
+            | KilnError::Query(_)
+            | KilnError::Audit { .. }
+            | KilnError::Busy(_) => true,
             KilnError::Artifact(_) | KilnError::Io { .. } | KilnError::Internal(_) => false,
         }
     }

@@ -17,7 +17,8 @@ use kiln_artifact::{ArtifactStore, DeletedBuild, GcReport, Manifest, RollbackRep
 use kiln_control::Project;
 use kiln_data::Warehouse;
 
-use crate::KilnError;
+use crate::lock::Wait;
+use crate::{KilnError, Observer};
 
 fn open(dir: &Path) -> Result<(Project, Warehouse, ArtifactStore), KilnError> {
     let project = Project::load(dir)?;
@@ -30,8 +31,15 @@ fn open(dir: &Path) -> Result<(Project, Warehouse, ArtifactStore), KilnError> {
 /// version Kiln recorded whose run came before the current build's) as a new version of
 /// its table. The next `kiln build` sees the restored build id and rebuilds the product
 /// (and what reads it) unless its definition and inputs match that build again.
-pub async fn rollback(dir: &Path, product: &str, env: &str) -> Result<RollbackReport, KilnError> {
-    let (_, warehouse, _) = open(dir)?;
+pub async fn rollback(
+    dir: &Path,
+    product: &str,
+    env: &str,
+    wait: Wait,
+    observer: &dyn Observer,
+) -> Result<RollbackReport, KilnError> {
+    let (project, warehouse, _) = open(dir)?;
+    let _writer = crate::lock::hold(&project.root, &warehouse, "rollback", wait, observer).await?;
     let warehouse = warehouse.open_env(env, false).await?;
     let product_error = |message: String| KilnError::Product { product: product.to_owned(), message };
     let Some(current) = warehouse.current(product).await? else {
@@ -83,8 +91,9 @@ struct Retained {
 /// and a version some environment's binding reads (warehouse::env) is retained as if it
 /// were one of its table's latest. A directory of an environment whose document is
 /// missing (a creation or drop killed midway) is deleted.
-pub async fn gc(dir: &Path) -> Result<GcReport, KilnError> {
+pub async fn gc(dir: &Path, wait: Wait, observer: &dyn Observer) -> Result<GcReport, KilnError> {
     let (project, base, store) = open(dir)?;
+    let _writer = crate::lock::hold(&project.root, &base, "gc", wait, observer).await?;
     let retain = project.config.storage.retain_versions.get() as usize;
     let mut report = GcReport { format_version: REPORT_FORMAT_VERSION, ..GcReport::default() };
     let docs = base.environments().await?;
@@ -123,6 +132,7 @@ pub async fn gc(dir: &Path) -> Result<GcReport, KilnError> {
         }
     }
     report.blobs = store.retain_blobs(&blobs_in_use).await?;
+    report.empty_dirs = base.prune_empty_dirs()?;
     Ok(report)
 }
 
@@ -274,9 +284,15 @@ async fn sweep(
 /// left as it is. Run it while nothing writes the dataset: a stream or build committing
 /// meanwhile makes one of the two commits fail (nothing is lost; rerun it), which
 /// `compact_after` avoids by compacting inside the writing run.
-pub async fn optimize(dir: &Path, options: &crate::BuildOptions) -> Result<kiln_artifact::OptimizeReport, KilnError> {
+pub async fn optimize(
+    dir: &Path,
+    options: &crate::BuildOptions,
+    observer: &dyn Observer,
+) -> Result<kiln_artifact::OptimizeReport, KilnError> {
     use crate::session::{Need, Session};
-    let mut session = Session::open(dir, options, Need::Versions, &crate::Quiet).await?;
+    let (project, base, _) = open(dir)?;
+    let _writer = crate::lock::hold(&project.root, &base, "optimize", options.wait, observer).await?;
+    let mut session = Session::open(dir, options, Need::Versions, observer).await?;
     let run_id = kiln_artifact::time::new_run_id();
     let mut report = kiln_artifact::OptimizeReport {
         format_version: REPORT_FORMAT_VERSION,

@@ -27,6 +27,9 @@ pub(crate) enum Need {
     Plans,
     /// Also data versions and committed upstream builds (plan).
     Versions,
+    /// What `Versions` reads, for a command that commits (stream): a missing environment
+    /// is made.
+    Stream,
     /// Also generated example data (build).
     Data,
 }
@@ -80,6 +83,8 @@ pub(crate) struct Session {
     lazy: bool,
     /// Source columns read with a wider type than declared (permissive evolution).
     pub(crate) promotions: Vec<SchemaPromotion>,
+    /// The writer lock of a command that commits, held while the session lives.
+    _writer: Option<crate::lock::WriterLock>,
 }
 
 /// What compiling needs to carry from one node to the next.
@@ -109,23 +114,26 @@ impl Session {
         let config = &project.config;
         let profile_name = options.profile.clone().unwrap_or_else(|| config.profile.default.clone());
         let profile = RuntimeProfile::resolve(&profile_name, &config.profiles, &options.settings)?;
+        let base = Warehouse::open(&config.storage.warehouse, &project.root)?;
+        // A command that commits holds the writer lock from before its first write
+        // (example data, a new environment) to its end (crate::lock).
+        let writer = match need {
+            Need::Data | Need::Stream => {
+                let command = if need == Need::Data { "build" } else { "stream" };
+                let path = crate::lock::lock_path(&project.root, &base);
+                Some(crate::lock::WriterLock::acquire(path, command, options.wait, observer).await?)
+            }
+            Need::Plans | Need::Versions => None,
+        };
         if need == Need::Data {
             generate_example_data(&project, observer).await?;
         }
         // Building makes a missing environment (from prod's bindings); reading names it.
-        let warehouse = Warehouse::open(&config.storage.warehouse, &project.root)?
-            .open_env(options.env(), need == Need::Data)
-            .await?;
+        let warehouse = base.open_env(options.env(), matches!(need, Need::Data | Need::Stream)).await?;
         let secrets = config.resolve_secrets();
-        if need == Need::Data {
-            for name in secrets.fallbacks() {
-                observer.event(Event::Warning(format!(
-                    "secret `{name}` uses its fallback value from kiln.toml; set its environment variable outside development"
-                )));
-            }
-        }
         let functions = kiln_functions::Registry::builtin(secrets);
-        let substrate = Substrate::new(&profile, warehouse.clone(), &project.root, functions)?;
+        let mut substrate = Substrate::new(&profile, warehouse.clone(), &project.root, functions)?;
+        substrate.set_vars(kiln_control::vars::Vars::resolve(&config.vars, &options.vars)?);
         let store = ArtifactStore::open(&config.storage.artifacts, &project.root)?;
         let graph = Arc::new(std::mem::take(&mut project.graph));
         let mut problems = problems;
@@ -154,6 +162,7 @@ impl Session {
             nodes,
             lazy: need != Need::Data,
             promotions: Vec::new(),
+            _writer: writer,
         };
         session.compile_all(need).await;
         if need == Need::Data {
@@ -450,7 +459,7 @@ impl Session {
         let schema = serde_json::from_str::<serde_json::Value>(&entry.schema)
             .ok()
             .and_then(|v| kiln_contracts::Contract::from_json(&v).ok())
-            .map(|c| c.schema)
+            .and_then(|c| exact_types(&c.schema, &entry.arrow_types))
             .filter(|s| kiln_contracts::schema_fingerprint(s) == entry.schema_fp);
         match schema {
             Some(schema) => Ok(self.substrate.register_product_schema(&self.graph.nodes[i].name, schema)?),
@@ -631,6 +640,23 @@ async fn generate_example_data(project: &Project, observer: &dyn Observer) -> Re
     Ok(())
 }
 
+/// `schema` (decoded from a contract, whose SQL types name several Arrow types) with each
+/// column's exact Arrow type as the cache entry recorded it (`None`: not recorded, or not
+/// readable: the product is compiled instead). The table must have the schema compiling
+/// gives, or registering the compiled product over it later fails.
+fn exact_types(schema: &Schema, types: &[String]) -> Option<SchemaRef> {
+    if types.len() != schema.fields().len() {
+        return None;
+    }
+    let fields = schema
+        .fields()
+        .iter()
+        .zip(types)
+        .map(|(f, t)| t.parse::<DataType>().ok().map(|t| Field::clone(f).with_data_type(t)))
+        .collect::<Option<Vec<Field>>>()?;
+    Some(Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())))
+}
+
 /// A compile-cache entry for a compiled product.
 fn cache_entry(c: &CompiledProduct) -> CachedCompile {
     let contract = kiln_contracts::Contract::try_new(
@@ -643,6 +669,7 @@ fn cache_entry(c: &CompiledProduct) -> CachedCompile {
     CachedCompile {
         product: c.name.clone(),
         schema: contract.map(|c| c.to_json().to_string()).unwrap_or_default(),
+        arrow_types: c.schema.fields().iter().map(|f| f.data_type().to_string()).collect(),
         schema_fp: c.schema_fp.clone(),
         query_fp: c.query_fp.clone(),
         func_fp: c.func_fp.clone(),

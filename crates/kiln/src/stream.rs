@@ -52,7 +52,7 @@ pub async fn stream(
     observer: &dyn Observer,
     stop: Arc<AtomicBool>,
 ) -> Result<StreamReport, KilnError> {
-    let mut session = Session::open(dir, &options.build, Need::Versions, observer).await?;
+    let mut session = Session::open(dir, &options.build, Need::Stream, observer).await?;
     // Problems elsewhere in the project (a product's source not generated yet, a file
     // that does not parse) do not stop views that compiled; a view that did not is an
     // error below.

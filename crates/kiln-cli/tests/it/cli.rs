@@ -304,3 +304,58 @@ fn completions_for_every_shell() {
         .unwrap();
     assert!(String::from_utf8_lossy(&shown.stdout).contains("_kiln"), "{shown:?}");
 }
+
+/// A secret's development fallback is announced only when a product about to be computed
+/// is keyed by it: not for other products, not when nothing is built.
+#[test]
+fn a_fallback_secret_is_reported_only_when_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_files(
+        dir,
+        &[
+            (
+                "kiln.toml",
+                "[project]\nname = \"s\"\n\n[secrets]\nk = { env = \"KILN_TEST_NEVER_SET\", fallback = \"dev\" }\n",
+            ),
+            (
+                "m.sql",
+                "CREATE PRODUCT hashed AS SELECT kiln_pii_hash(v, key => 'k') AS h FROM (VALUES ('555-0100')) t(v);\nCREATE PRODUCT plain AS SELECT 1 AS one;\n",
+            ),
+        ],
+    );
+    let (code, _, err) = kiln(&["build", "--select", "plain"], dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("fallback"), "{err}");
+    let (code, _, err) = kiln(&["build"], dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning: secret `k` uses its fallback value from kiln.toml (for hashed)"), "{err}");
+    let (code, _, err) = kiln(&["build"], dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("fallback"), "nothing computed: {err}");
+}
+
+/// A product compiled (and cached) but not selected builds on the next run: its table is
+/// registered from the cache with the exact Arrow types compiling gives (`Utf8`, not the
+/// `Utf8View` that the contract's `VARCHAR` reads back as), so compiling it again does not
+/// collide with it ("The table hashed already exists", before).
+#[test]
+fn a_product_left_out_of_a_selection_builds_on_the_next_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_files(
+        dir,
+        &[
+            ("kiln.toml", "[project]\nname = \"c\"\n"),
+            (
+                "m.sql",
+                "CREATE PRODUCT hashed AS SELECT kiln_sha256_hex(v) AS h FROM (VALUES ('x')) t(v);\nCREATE PRODUCT plain AS SELECT 1 AS one;\n",
+            ),
+        ],
+    );
+    let (code, _, err) = kiln(&["build", "--select", "plain"], dir);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = kiln(&["build"], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 built, 1 fresh"), "{out}");
+}

@@ -253,9 +253,11 @@ fn killed_and_running_builds_never_show_a_partial_version() {
     assert_eq!((report["p"]["digest"].clone(), report["q"]["digest"].clone()), complete[&k]);
 }
 
-/// Two `kiln build`s of one project at once: they never both commit a version; the one
-/// that loses the race fails clearly, with nothing of it visible, and the table's log is
-/// one version per committed build.
+/// Two `kiln build`s of one project at once: they never both commit a version. The
+/// writer lock (kiln::lock) makes the second wait for the first, which then finds the
+/// products fresh; should two writers still race (two machines on one remote warehouse,
+/// not excluded by a local lock), the loser fails clearly with nothing of it visible.
+/// Either way the table's log is one version per committed build.
 #[test]
 fn concurrent_builds_never_both_commit_a_version() {
     let tmp = tempfile::tempdir().unwrap();

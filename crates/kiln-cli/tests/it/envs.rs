@@ -157,6 +157,35 @@ fn reverting_a_definition_reuses_its_earlier_build() {
     assert_eq!(sums(dir, "prod"), expected(10));
 }
 
+/// A reused build brings its own rejected records: `p` reads source `a` (one malformed
+/// line), then `b` (none), then `a` again; the reused first build's `p__rejected` is
+/// bound with it, not left at the second build's empty one.
+#[test]
+fn a_reused_build_brings_its_rejected_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let sources = "CREATE SOURCE a (k BIGINT NOT NULL) WITH (connector = 'files', path = 'data/a/', format = 'csv', on_error = 'reject');
+                   CREATE SOURCE b (k BIGINT NOT NULL) WITH (connector = 'files', path = 'data/b/', format = 'csv', on_error = 'reject');\n";
+    let model = |from: &str| format!("{sources}CREATE PRODUCT p ORDER BY (k) AS SELECT k FROM {from};\n");
+    write_files(dir, &[TOML, ("data/a/x.csv", "k\n1\noops\n3\n"), ("data/b/x.csv", "k\n7\n"), ("m.sql", &model("a"))]);
+    let rejected = |dir: &Path| {
+        let (code, out, err) = kiln(&["query", "--format", "csv", "SELECT count(*) AS n FROM p__rejected"], dir);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    build(dir, &[]);
+    assert_eq!(rejected(dir), "n\n1\n");
+    write_files(dir, &[("m.sql", &model("b"))]);
+    build(dir, &[]);
+    assert_eq!(rejected(dir), "n\n0\n");
+    write_files(dir, &[("m.sql", &model("a"))]);
+    let out = build(dir, &[]);
+    assert!(out.contains("1 reused"), "{out}");
+    assert_eq!(rejected(dir), "n\n1\n", "the reused build's rejects");
+    let (_, out, _) = kiln(&["query", "--format", "csv", "SELECT k FROM p ORDER BY k"], dir);
+    assert_eq!(out, "k\n1\n3\n");
+}
+
 /// A promote killed at each of its steps (`KILN_FAILPOINT=promote#N`: linking each
 /// dataset's files, the intent, each Delta commit): Kiln then reads prod all old or all
 /// new, never a mix, and the next command leaves it all new once the intent was written.
@@ -233,4 +262,40 @@ fn table_diff_reports_a_hand_made_change_exactly() {
         .collect();
     assert_eq!(columns, vec![("a".to_owned(), 2), ("b".to_owned(), 2)]);
     assert_eq!(rows["columns"][0]["sample"][0], serde_json::json!(["k=2", "Y", "y"]));
+}
+
+/// `kiln stream --env dev` makes `dev` as a build does, and its view's rows stay in dev.
+#[test]
+fn a_stream_in_a_new_environment_makes_it_and_leaves_prod_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_files(
+        dir,
+        &[
+            TOML,
+            (
+                "stream.sql",
+                "CREATE STREAM events (user_id BIGINT NOT NULL, amount BIGINT) WITH (connector = 'log', topic = 'events');
+                 CREATE MATERIALIZED VIEW big AS SELECT user_id, amount FROM events WHERE amount > 10;\n",
+            ),
+        ],
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["produce", "events"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let records: String = (0..30).map(|i| format!("{{\"user_id\": {}, \"amount\": {i}}}\n", i % 3)).collect();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), records.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    let (code, out, err) = kiln(&["stream", "--env", "dev", "--until-idle"], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = kiln(&["query", "--env", "dev", "--format", "csv", "SELECT count(*) AS n FROM big"], dir);
+    assert_eq!((code, out.as_str()), (0, "n\n19\n"), "{err}");
+    let (code, out, _) = kiln(&["envs"], dir);
+    assert_eq!(code, 0);
+    assert!(out.contains("dev"), "{out}");
+    assert!(crate::committed(dir, "big").is_none(), "prod has no build of the view");
 }

@@ -466,6 +466,21 @@ fn a_killed_build_leaves_a_consistent_state_and_the_next_build_finishes_it() {
     assert_eq!(code, 0);
     let gc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(gc["deleted"].as_array().unwrap().iter().all(|d| d["committed"] == false), "{out}");
+    // It leaves no empty directory behind, and the next gc has nothing left to do.
+    fn empty_dirs(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        let entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        if entries.is_empty() {
+            out.push(dir.to_owned());
+        }
+        entries.iter().filter(|p| p.is_dir()).for_each(|p| empty_dirs(p, out));
+    }
+    let mut left = Vec::new();
+    empty_dirs(&killed.join("warehouse"), &mut left);
+    assert!(left.is_empty(), "empty directories after gc: {left:?}");
+    let (code, out, _) = kiln(&["gc", "--json", killed.to_str().unwrap()], tmp.path());
+    assert_eq!(code, 0);
+    let again: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((again["deleted"].as_array().unwrap().len(), &again["empty_dirs"]), (0, &serde_json::json!(0)), "{out}");
 }
 
 /// With the `substrait` feature, every build record points at its plan's Substrait bytes.

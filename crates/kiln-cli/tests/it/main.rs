@@ -11,9 +11,11 @@ mod envs;
 pub(crate) mod example;
 mod http_source;
 mod interop;
+mod lock;
 #[cfg(feature = "s3")]
 mod s3;
 mod streams;
+mod vars;
 use std::path::Path;
 use std::process::Command;
 

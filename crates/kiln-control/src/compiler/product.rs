@@ -91,6 +91,8 @@ pub struct CompiledProduct {
     pub shape: ProductShape,
     /// Fingerprint of the Kiln functions the plan calls and the secrets it keys them with.
     pub func_fp: String,
+    /// The project secrets its functions are keyed by (`kiln_pii_hash(x, key => 'name')`).
+    pub secrets: BTreeSet<String>,
     /// How its files are laid out (ordering tier, partitioning, file sizing, Parquet
     /// options, existing-data policy, file names): the data plane's program.
     pub layout: WriteLayout,
@@ -227,6 +229,7 @@ impl Substrate {
         crate::unnest::nest_unnest_joins_in_query(&mut query);
         let statement = DfStatement::Statement(Box::new(SqlStatement::Query(query)));
         let plan = state.statement_to_plan(statement).await.map_err(|e| planning_error(e, &def.at, &def.name))?;
+        let plan = self.vars.bind(plan).map_err(fail)?;
         Surface::Internal.verify(&plan, &self.tables()).map_err(|e| fail(e.to_string()))?;
         let ingests = self.ingested_source(&plan, base.existing).map_err(|e| fail(e.to_string()))?;
 
@@ -345,6 +348,7 @@ impl Substrate {
             lineage: analysis.lineage,
             shape,
             func_fp,
+            secrets,
             layout,
             ingests,
             windows,

@@ -44,6 +44,8 @@ pub struct Substrate {
     /// Hash of every explicit setting (semantic or not: optimizer switches change plans).
     pub(super) settings_fp: String,
     pub(super) functions_fp: String,
+    /// The project's variables (`$name` in SQL).
+    pub(super) vars: crate::vars::Vars,
 }
 
 impl std::fmt::Debug for Substrate {
@@ -90,7 +92,18 @@ impl Substrate {
             runtime_fp,
             settings_fp,
             functions_fp,
+            vars: crate::vars::Vars::default(),
         })
+    }
+
+    /// The secrets resolved from their kiln.toml fallback rather than the environment.
+    pub fn secret_fallbacks(&self) -> &[String] {
+        self.functions.secrets().fallbacks()
+    }
+
+    /// Sets the variables `$name` in SQL reads (crate::vars); before compiling.
+    pub fn set_vars(&mut self, vars: crate::vars::Vars) {
+        self.vars = vars;
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -119,9 +132,11 @@ impl Substrate {
     /// the statement reads. Compiling is a function of exactly these, so a hit can stand in
     /// for planning, optimizing and fingerprinting.
     pub fn compile_key(&self, statement_fp: &str, inputs: &[(String, String)]) -> String {
+        // Variables are part of what a statement compiles to (crate::vars).
+        let settings = format!("{}:{}", self.settings_fp, self.vars.fingerprint());
         kiln_artifact::identity::compile_key(
             env!("CARGO_PKG_VERSION"),
-            &self.settings_fp,
+            &settings,
             &self.functions_fp,
             statement_fp,
             inputs,
@@ -187,6 +202,7 @@ impl Substrate {
             crate::unnest::nest_unnest_joins(s);
         }
         let plan = state.statement_to_plan(statement).await.map_err(|e| err(e.strip_backtrace()))?;
+        let plan = self.vars.bind(plan).map_err(err)?;
         surface.verify(&plan, &self.tables()).map_err(|e| err(e.to_string()))?;
         Ok(plan)
     }

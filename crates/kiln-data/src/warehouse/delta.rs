@@ -139,8 +139,18 @@ impl Warehouse {
         if let Some(m) = self.scope.pending.get(name) {
             return Ok(Some(m.clone()));
         }
-        if let Some(own) = self.own_current(name).await? {
-            return Ok(Some(own));
+        let own = self.own_current(name).await?;
+        self.current_over(name, own).await
+    }
+
+    /// [`Warehouse::current`] given `own`, the latest version of this environment's own
+    /// table of `name` (read already by the caller).
+    pub(super) async fn current_over(&self, name: &str, own: Option<Manifest>) -> Result<Option<Manifest>> {
+        if let Some(m) = self.scope.pending.get(name) {
+            return Ok(Some(m.clone()));
+        }
+        if own.is_some() {
+            return Ok(own);
         }
         match self.scope.bindings.get(name) {
             Some(b) => self.manifest_of(name, &b.table, b.version).await.map(Some),
@@ -210,8 +220,12 @@ impl Warehouse {
         let version = build.version.ok_or_else(|| {
             DataError::Internal(format!("dataset `{}`: build {} has no table version", build.product, build.build_id))
         })?;
-        let state = self.snapshot(&root, version).await?;
-        serde_json::to_string(state.schema().as_ref())
+        // A lazy snapshot: the schema needs the log's metadata, not its files.
+        let log_store = self.log_store(&root)?;
+        let snapshot = deltalake_core::kernel::Snapshot::try_new(log_store.as_ref(), Some(version))
+            .await
+            .map_err(DataError::delta(format!("table `{root}`: cannot read version {version}")))?;
+        serde_json::to_string(snapshot.schema().as_ref())
             .map_err(|e| DataError::Internal(format!("dataset `{}`: Delta schema: {e}", build.product)))
     }
 
@@ -395,9 +409,19 @@ impl Warehouse {
             .map_err(refused)?;
         let version = committed.version;
         crate::failpoint("after_commit");
-        // The commit is durable; what follows (a checkpoint every 100 versions, expired log
-        // cleanup) only speeds up later reads, so its failure does not fail the build.
-        if let Err(e) = committed.await {
+        // The commit is durable; what follows only speeds up later reads: a checkpoint
+        // every `checkpoint_interval` versions and, with it, expired log cleanup (which
+        // can only remove logs a checkpoint covers). It runs only at those versions: its
+        // other work is reloading the table state, which Kiln does not use, and listing the
+        // log, on every commit (a promote of 1,000 products makes 1,000 commits). Its
+        // failure does not fail the build.
+        let interval = state.map_or(100, |s| {
+            use deltalake_core::table::config::TablePropertiesExt;
+            s.table_config().checkpoint_interval().get()
+        });
+        if (version + 1).is_multiple_of(interval)
+            && let Err(e) = committed.await
+        {
             tracing::warn!(dataset = name, version, error = %e, "post-commit checkpoint failed");
         }
         Ok(version)

@@ -100,6 +100,28 @@ struct PromoteIntent {
     datasets: BTreeMap<String, (Manifest, String)>,
 }
 
+/// How many datasets a promote reads, links and commits at a time.
+const PROMOTE_PARALLEL: usize = 8;
+
+/// One dataset's part of a promote, decided before anything is written.
+enum PlannedPromote {
+    Unchanged,
+    Changed(Box<ChangedDataset>),
+}
+
+/// A dataset whose build a promote changes.
+struct ChangedDataset {
+    name: String,
+    /// The build it had (`None`: none).
+    was: Option<String>,
+    /// `from`'s build, its files linked into this environment's table.
+    imported: Manifest,
+    /// Its table's Delta schema (JSON).
+    schema: String,
+    /// The latest version of this environment's own table of it: the commit's base.
+    own: Option<Manifest>,
+}
+
 /// What a promote did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromoteOutcome {
@@ -170,7 +192,7 @@ impl Warehouse {
         }
         let mut out = Warehouse { scope: Arc::new(scope), ..base };
         if let Some(intent) = out.intent().await?
-            && let Err(e) = out.finish_promote(&intent).await
+            && let Err(e) = out.finish_promote(&intent, None).await
         {
             tracing::warn!(env = name, error = %e, "cannot finish the promote into it; reading its builds");
             let scope = Scope {
@@ -299,26 +321,32 @@ impl Warehouse {
     }
 
     /// Makes every dataset of `from` whose build differs bound to `from`'s build in this
-    /// environment, all-or-nothing (module docs).
+    /// environment, all-or-nothing (module docs). Datasets are read, linked and committed
+    /// [`PROMOTE_PARALLEL`] at a time: each is its own table, and the log reads and
+    /// commits are small store round trips.
     pub async fn promote_from(&self, from: &Warehouse) -> Result<PromoteOutcome> {
         if from.env() == self.env() {
             return Err(DataError::Config(format!("cannot promote `{}` into itself", self.env())));
         }
+        let plans = from.datasets().await?.into_iter().map(|name| self.plan_promote(from, name));
+        let planned: Vec<PlannedPromote> = futures::stream::iter(plans)
+            .buffer_unordered(PROMOTE_PARALLEL)
+            .try_filter_map(|p| async move { Ok(p) })
+            .try_collect()
+            .await?;
         let mut outcome = PromoteOutcome::default();
         let mut datasets = BTreeMap::new();
-        for name in from.datasets().await? {
-            let Some(build) = from.current(&name).await? else { continue };
-            let mine = self.current(&name).await?;
-            if mine.as_ref().is_some_and(|m| m.build_id == build.build_id && same_files(m, &build)) {
-                outcome.unchanged += 1;
-                continue;
+        let mut bases = BTreeMap::new();
+        for p in planned {
+            match p {
+                PlannedPromote::Unchanged => outcome.unchanged += 1,
+                PlannedPromote::Changed(c) => {
+                    let ChangedDataset { name, was, imported, schema, own } = *c;
+                    outcome.changed.insert(name.clone(), (was, imported.build_id.clone()));
+                    bases.insert(name.clone(), own);
+                    datasets.insert(name, (imported, schema));
+                }
             }
-            let schema = self.build_schema_json(&build).await?;
-            // The files first, into this environment's tables (visible to nothing yet).
-            let imported = self.import(&build).await?;
-            crate::failpoint_step("promote");
-            outcome.changed.insert(name.clone(), (mine.map(|m| m.build_id), build.build_id.clone()));
-            datasets.insert(name, (imported, schema));
         }
         if datasets.is_empty() {
             return Ok(outcome);
@@ -332,21 +360,48 @@ impl Warehouse {
         let bytes = serde_json::to_vec(&intent).map_err(|e| DataError::Internal(format!("promote intent: {e}")))?;
         self.put(&intent_path(self.env()), bytes).await?;
         crate::failpoint_step("promote");
-        self.finish_promote(&intent).await?;
+        self.finish_promote(&intent, Some(&bases)).await?;
         Ok(outcome)
     }
 
+    /// Whether dataset `name` of `from` changes in a promote into this environment and,
+    /// if so, its build with the files linked into this environment's table (visible to
+    /// nothing yet).
+    async fn plan_promote(&self, from: &Warehouse, name: String) -> Result<Option<PlannedPromote>> {
+        let Some(build) = from.current(&name).await? else { return Ok(None) };
+        let own = self.own_current(&name).await?;
+        let mine = self.current_over(&name, own.clone()).await?;
+        if mine.as_ref().is_some_and(|m| m.build_id == build.build_id && same_files(m, &build)) {
+            return Ok(Some(PlannedPromote::Unchanged));
+        }
+        let schema = self.build_schema_json(&build).await?;
+        let imported = self.import(&build).await?;
+        crate::failpoint_step("promote");
+        let was = mine.map(|m| m.build_id);
+        Ok(Some(PlannedPromote::Changed(Box::new(ChangedDataset { name, was, imported, schema, own }))))
+    }
+
     /// Makes the Delta commits of a promote whose intent is written, skipping those made
-    /// already, then deletes the intent.
-    async fn finish_promote(&self, intent: &PromoteIntent) -> Result<()> {
-        for (name, (manifest, schema)) in &intent.datasets {
-            let current = self.own_current(name).await?;
+    /// already, then deletes the intent. `bases`: each dataset's latest own version as
+    /// the promote read it (`None`: read them, when finishing an interrupted promote).
+    async fn finish_promote(
+        &self,
+        intent: &PromoteIntent,
+        bases: Option<&BTreeMap<String, Option<Manifest>>>,
+    ) -> Result<()> {
+        let commits = intent.datasets.iter().map(|(name, (manifest, schema))| async move {
+            let current = match bases.and_then(|b| b.get(name)) {
+                Some(base) => base.clone(),
+                None => self.own_current(name).await?,
+            };
             if current.as_ref().is_some_and(|c| c.build_id == manifest.build_id && same_files(c, manifest)) {
-                continue;
+                return Ok(());
             }
             self.commit_with_delta_schema(manifest, current.as_ref(), schema).await?;
             crate::failpoint_step("promote");
-        }
+            Ok::<(), DataError>(())
+        });
+        futures::stream::iter(commits).buffer_unordered(PROMOTE_PARALLEL).try_collect::<Vec<()>>().await?;
         self.delete(&intent_path(self.env())).await
     }
 

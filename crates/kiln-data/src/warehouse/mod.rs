@@ -100,6 +100,43 @@ impl Warehouse {
         &self.store
     }
 
+    /// Removes every empty directory below a local warehouse's root (a no-op on object
+    /// stores, which have none): deleting a build's objects leaves its directories, and a
+    /// killed build can leave one it made. Returns how many went. Only while no writer
+    /// runs (gc holds the writer lock): a writer may make a directory and then its file.
+    /// The embedded log (`_topics/`) is left as it is: its directories are its topics.
+    pub fn prune_empty_dirs(&self) -> Result<u64> {
+        fn prune(dir: &FsPath, removed: &mut u64) -> std::io::Result<bool> {
+            let mut empty = true;
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                if entry.file_name() == "_topics" {
+                    empty = false;
+                } else if entry.file_type()?.is_dir() {
+                    if prune(&entry.path(), removed)? {
+                        std::fs::remove_dir(entry.path())?;
+                        *removed += 1;
+                    } else {
+                        empty = false;
+                    }
+                } else {
+                    empty = false;
+                }
+            }
+            Ok(empty)
+        }
+        let Some(root) = self.local_dir() else { return Ok(0) };
+        let mut removed = 0;
+        prune(&root, &mut removed)
+            .map_err(DataError::io(format!("cannot prune empty directories of {}", root.display())))?;
+        Ok(removed)
+    }
+
+    /// The warehouse's directory when it is on the local file system.
+    pub fn local_dir(&self) -> Option<PathBuf> {
+        (self.base_url == "file://").then(|| PathBuf::from(format!("/{}", self.root.as_ref())))
+    }
+
     /// The object path of a warehouse-relative path. Its segments are object names as
     /// they are (a Hive directory `k=a%3Ab` is the object prefix `k=a%3Ab`, the name other
     /// engines decode to `a:b`); only a segment object_store cannot hold as it is (a
