@@ -306,6 +306,61 @@ pub fn parse_file(file: &str, text: &str) -> Result<Vec<Statement>, ControlError
     Ok(out)
 }
 
+/// The definitions a file that does not parse still names, found by tokens alone
+/// (`CREATE [OR REPLACE] PRODUCT|SOURCE|STREAM|MATERIALIZED VIEW name` at the start of a
+/// statement): (kind keyword, name as normalized, where). So its products are reported
+/// failed with the file's syntax error rather than missing, and what reads them is
+/// skipped rather than told the table is unknown. Empty when the text does not even
+/// tokenize.
+pub fn declared_names(file: &str, text: &str) -> Vec<(&'static str, String, Location)> {
+    let dialect = KilnDialect::default();
+    let Ok(tokens) = Tokenizer::new(&dialect, text).tokenize_with_location() else { return Vec::new() };
+    let words: Vec<_> = tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_))).collect();
+    let keyword = |i: usize, k: &str| {
+        words.get(i).is_some_and(
+            |t| matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(k)),
+        )
+    };
+    let mut out = Vec::new();
+    let mut start = true;
+    for i in 0..words.len() {
+        if matches!(words[i].token, Token::SemiColon) {
+            start = true;
+            continue;
+        }
+        if !std::mem::take(&mut start) || !keyword(i, "create") {
+            continue;
+        }
+        let mut j = i + 1;
+        if keyword(j, "or") && keyword(j + 1, "replace") {
+            j += 2;
+        }
+        let kind = if keyword(j, "product") {
+            "product"
+        } else if keyword(j, "source") {
+            "source"
+        } else if keyword(j, "stream") {
+            "stream"
+        } else if keyword(j, "materialized") && keyword(j + 1, "view") {
+            j += 1;
+            "view"
+        } else {
+            continue;
+        };
+        if let Some(t) = words.get(j + 1)
+            && let Token::Word(w) = &t.token
+        {
+            let ident = datafusion::sql::sqlparser::ast::Ident {
+                value: w.value.clone(),
+                quote_style: w.quote_style,
+                span: t.span,
+            };
+            out.push((kind, normalize(&ident), loc(file, t.span.start)));
+        }
+    }
+    out
+}
+
 fn loc(file: &str, at: SqlLocation) -> Location {
     Location { file: file.to_owned(), line: at.line.max(1), column: at.column.max(1) }
 }

@@ -216,6 +216,8 @@ impl Project {
                         file
                     }
                     Err(e) => {
+                        // Its definitions stay in the graph, broken by the error.
+                        files.push(SqlFile::unparsed(&rel, text, &e));
                         problems.push(e);
                         continue;
                     }

@@ -59,6 +59,28 @@ impl SqlFile {
         })
     }
 
+    /// A file that does not parse (`error`): one summary per definition it still names
+    /// ([`dialect::declared_names`]), each broken by the syntax error. Never cached.
+    pub fn unparsed(path: &str, text: String, error: &ControlError) -> Self {
+        let summaries = dialect::declared_names(path, &text)
+            .into_iter()
+            .filter_map(|(kind, name, at)| {
+                Some(Summary {
+                    kind: NodeKind::parse(kind)?,
+                    name,
+                    at,
+                    refs: Vec::new(),
+                    problem: Some(format!("{path} does not parse: {error}")),
+                    target: None,
+                    checks_fp: String::new(),
+                    tags: Vec::new(),
+                })
+            })
+            .collect();
+        let fp = sha256_hex(text.as_bytes());
+        Self { path: path.to_owned(), text, fp, summaries, parsed: OnceLock::new() }
+    }
+
     /// A file whose summaries are known (from the parse cache); parsed on demand.
     pub fn summarized(path: &str, text: String, fp: String, summaries: Vec<Summary>) -> Self {
         Self { path: path.to_owned(), text, fp, summaries, parsed: OnceLock::new() }

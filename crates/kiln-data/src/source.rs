@@ -73,6 +73,9 @@ pub struct FileSource {
     pub promotions: Vec<Promotion>,
     /// How old its newest data may be (`kiln freshness`).
     pub freshness: Option<Freshness>,
+    /// `allow_empty = 'true'`: a path with no data files (or none yet) reads 0 rows,
+    /// with a warning, instead of failing the source.
+    pub allow_empty: bool,
 }
 
 /// A source's freshness expectation: its newest data is the largest value of `column`
@@ -109,6 +112,10 @@ impl std::fmt::Display for Promotion {
 impl FileSource {
     /// The DataFusion table that scans this source with its declared schema.
     pub fn table(&self) -> Result<Arc<dyn TableProvider>> {
+        if self.allow_empty && self.listing()?.is_empty() {
+            // No files (or no directory) yet: no rows, with the declared columns.
+            return Ok(Arc::new(datafusion::datasource::empty::EmptyTable::new(Arc::clone(&self.schema))));
+        }
         if self.reject {
             let files = self
                 .listing()?
@@ -290,9 +297,17 @@ impl FileSource {
     /// file with one of the format's extensions, or the one file `path` names.
     fn listing(&self) -> Result<Vec<(String, u64, u128)>> {
         let mut entries = Vec::new();
+        if self.allow_empty && !self.path.exists() {
+            return Ok(entries);
+        }
         list_files(&self.path, &self.path, self.format.extensions(), &mut entries)?;
         entries.sort();
         Ok(entries)
+    }
+
+    /// Whether it has no data files now (an `allow_empty` source read as empty).
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.listing()?.is_empty())
     }
 
     /// The modification time of its newest file (milliseconds since the epoch), `None`
@@ -305,9 +320,9 @@ impl FileSource {
     /// time in ns). Any added, removed, rewritten or touched file changes it.
     pub fn data_version(&self) -> Result<String> {
         let entries = self.listing()?;
-        if entries.is_empty() {
+        if entries.is_empty() && !self.allow_empty {
             return Err(DataError::Config(format!(
-                "source `{}`: no {} files under {}",
+                "source `{}`: no {} files under {} (allow_empty = 'true' reads it as empty)",
                 self.name,
                 self.format.extensions().join(" or "),
                 self.path.display()

@@ -39,7 +39,7 @@ async fn writing(
 ) -> Result<(Warehouse, WriterLock), KilnError> {
     let project = kiln_control::Project::load(dir)?;
     let base = Warehouse::open(&project.config.storage.warehouse, &project.root)?;
-    let lock = crate::lock::hold(&project.root, &base, command, wait, observer).await?;
+    let lock = crate::lock::hold(&base, command, wait, observer).await?;
     Ok((base, lock))
 }
 

@@ -107,7 +107,7 @@ pub(crate) async fn run_product(
         table.bind(warehouse, &manifest)?;
     }
     phases.insert("commit".to_owned(), t.elapsed().as_secs_f64());
-    let mut built = built(manifest, &physical, phases);
+    let mut built = built(manifest, &physical, phases, substrate.root());
     built.checks = check_runs;
     Ok(built)
 }

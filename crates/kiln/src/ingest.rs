@@ -246,7 +246,7 @@ async fn ingest_batches(
         }
         base = Some(manifest.clone());
         phases.insert("commit".to_owned(), t.elapsed().as_secs_f64());
-        last = Some(built(manifest.clone(), &physical, phases));
+        last = Some(built(manifest.clone(), &physical, phases, substrate.root()));
         records += batch.records;
         batches += u64::from(batch.records > 0);
         position = batch.position;

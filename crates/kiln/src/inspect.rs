@@ -8,7 +8,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use futures::StreamExt;
 use kiln_artifact::plan::REPORT_FORMAT_VERSION;
 use kiln_artifact::{ExplainReport, FunctionArg, FunctionCatalog, FunctionEntry, Lineage, ProductDiff};
@@ -93,7 +92,7 @@ pub async fn explain(
         product: product.to_owned(),
         logical: logical.display_indent().to_string(),
         optimized: optimized.display_indent().to_string(),
-        physical: DisplayableExecutionPlan::new(physical.as_ref()).indent(true).to_string(),
+        physical: crate::record::plan_text(physical.as_ref(), false, &session.project.root),
         canonical,
         analyzed: None,
         operators: Vec::new(),
@@ -108,7 +107,7 @@ pub async fn explain(
                 batch.map_err(exec_error(product))?;
             }
         }
-        report.analyzed = Some(DisplayableExecutionPlan::with_metrics(physical.as_ref()).indent(true).to_string());
+        report.analyzed = Some(crate::record::plan_text(physical.as_ref(), true, &session.project.root));
         crate::record::operator_metrics(&physical, 0, &mut report.operators);
     }
     Ok(report)

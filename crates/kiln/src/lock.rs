@@ -5,7 +5,8 @@
 //!
 //! The lock is an OS file lock (`flock` through `std::fs::File::lock`) on
 //! `<warehouse>/_kiln_writer.lock` when the warehouse is a local directory, else on
-//! `<project>/.kiln/writer.lock`. The OS releases it when its process ends however it ends
+//! `<temp dir>/kiln-locks/<hash of the warehouse URL>.lock` (nothing is written to the
+//! project, whose artifacts may be remote too). The OS releases it when its process ends however it ends
 //! (`kill -9` included), so a lock is never left stale. The holder writes its pid, command
 //! and start time into the file for the message a waiter prints.
 //!
@@ -23,7 +24,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use kiln_data::Warehouse;
 
@@ -45,24 +46,28 @@ pub struct WriterLock {
     _file: File,
 }
 
-/// The lock file of a project whose warehouse is `warehouse` (module docs).
-pub(crate) fn lock_path(project_root: &Path, warehouse: &Warehouse) -> PathBuf {
+/// The lock file of warehouse `warehouse` (module docs).
+pub(crate) fn lock_path(warehouse: &Warehouse) -> PathBuf {
     match warehouse.local_dir() {
         Some(dir) => dir.join("_kiln_writer.lock"),
-        None => project_root.join(".kiln").join("writer.lock"),
+        None => {
+            // A remote (or in-memory) warehouse: a lock per warehouse location in the
+            // system's temporary directory, so nothing is written to the project.
+            let location = format!("{}/{}", warehouse.store_url(), warehouse.path(""));
+            let key = kiln_artifact::plan::sha256_hex(location.as_bytes());
+            std::env::temp_dir().join("kiln-locks").join(format!("{}.lock", &key[..32]))
+        }
     }
 }
 
-/// Takes the writer lock of the project at `project_root` (warehouse `warehouse`) for
-/// `command`.
+/// Takes the writer lock of `warehouse` for `command`.
 pub(crate) async fn hold(
-    project_root: &Path,
     warehouse: &Warehouse,
     command: &str,
     wait: Wait,
     observer: &dyn Observer,
 ) -> Result<WriterLock, KilnError> {
-    WriterLock::acquire(lock_path(project_root, warehouse), command, wait, observer).await
+    WriterLock::acquire(lock_path(warehouse), command, wait, observer).await
 }
 
 impl WriterLock {

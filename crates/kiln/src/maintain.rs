@@ -38,8 +38,8 @@ pub async fn rollback(
     wait: Wait,
     observer: &dyn Observer,
 ) -> Result<RollbackReport, KilnError> {
-    let (project, warehouse, _) = open(dir)?;
-    let _writer = crate::lock::hold(&project.root, &warehouse, "rollback", wait, observer).await?;
+    let (_, warehouse, _) = open(dir)?;
+    let _writer = crate::lock::hold(&warehouse, "rollback", wait, observer).await?;
     let warehouse = warehouse.open_env(env, false).await?;
     let product_error = |message: String| KilnError::Product { product: product.to_owned(), message };
     let Some(current) = warehouse.current(product).await? else {
@@ -93,7 +93,7 @@ struct Retained {
 /// missing (a creation or drop killed midway) is deleted.
 pub async fn gc(dir: &Path, wait: Wait, observer: &dyn Observer) -> Result<GcReport, KilnError> {
     let (project, base, store) = open(dir)?;
-    let _writer = crate::lock::hold(&project.root, &base, "gc", wait, observer).await?;
+    let _writer = crate::lock::hold(&base, "gc", wait, observer).await?;
     let retain = project.config.storage.retain_versions.get() as usize;
     let mut report = GcReport { format_version: REPORT_FORMAT_VERSION, ..GcReport::default() };
     let docs = base.environments().await?;
@@ -290,8 +290,8 @@ pub async fn optimize(
     observer: &dyn Observer,
 ) -> Result<kiln_artifact::OptimizeReport, KilnError> {
     use crate::session::{Need, Session};
-    let (project, base, _) = open(dir)?;
-    let _writer = crate::lock::hold(&project.root, &base, "optimize", options.wait, observer).await?;
+    let (_, base, _) = open(dir)?;
+    let _writer = crate::lock::hold(&base, "optimize", options.wait, observer).await?;
     let mut session = Session::open(dir, options, Need::Versions, observer).await?;
     let run_id = kiln_artifact::time::new_run_id();
     let mut report = kiln_artifact::OptimizeReport {

@@ -3,6 +3,7 @@
 //! as they happen, and per-operator metrics from a drained physical plan.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::physical_plan::ExecutionPlan;
@@ -32,11 +33,35 @@ pub(crate) struct Built {
 
 /// The record of a committed build: its manifest, the drained physical plan (whose
 /// metrics are final) and phase timings.
-pub(crate) fn built(manifest: Manifest, physical: &Arc<dyn ExecutionPlan>, phases: BTreeMap<String, f64>) -> Built {
+pub(crate) fn built(
+    manifest: Manifest,
+    physical: &Arc<dyn ExecutionPlan>,
+    phases: BTreeMap<String, f64>,
+    root: &Path,
+) -> Built {
     let mut operators = Vec::new();
     operator_metrics(physical, 0, &mut operators);
-    let physical = DisplayableExecutionPlan::new(physical.as_ref()).indent(true).to_string();
+    let physical = plan_text(physical.as_ref(), false, root);
     Built { manifest, physical, operators, phases, checks: Vec::new() }
+}
+
+/// `plan` as text (with its metrics when `metrics`), its file paths relative to the
+/// project at `root`: DataFusion prints each file by its object-store path
+/// (`home/me/shop/data/t.csv`), which would tie build records and `kiln explain --json`
+/// to one machine's checkout.
+pub(crate) fn plan_text(plan: &dyn ExecutionPlan, metrics: bool, root: &Path) -> String {
+    let shown =
+        if metrics { DisplayableExecutionPlan::with_metrics(plan) } else { DisplayableExecutionPlan::new(plan) };
+    relative_paths(&shown.indent(true).to_string(), root)
+}
+
+/// `text` with every path below `root` written relative to it.
+fn relative_paths(text: &str, root: &Path) -> String {
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let Some(root) = root.to_str().map(|r| r.trim_matches('/')).filter(|r| !r.is_empty()) else {
+        return text.to_owned();
+    };
+    text.replace(&format!("/{root}/"), "").replace(&format!("{root}/"), "")
 }
 
 /// The build a record is written for.

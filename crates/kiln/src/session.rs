@@ -83,6 +83,8 @@ pub(crate) struct Session {
     lazy: bool,
     /// Source columns read with a wider type than declared (permissive evolution).
     pub(crate) promotions: Vec<SchemaPromotion>,
+    /// `allow_empty` sources that have no files: a warning each.
+    empty_sources: Vec<String>,
     /// The writer lock of a command that commits, held while the session lives.
     _writer: Option<crate::lock::WriterLock>,
 }
@@ -120,7 +122,7 @@ impl Session {
         let writer = match need {
             Need::Data | Need::Stream => {
                 let command = if need == Need::Data { "build" } else { "stream" };
-                let path = crate::lock::lock_path(&project.root, &base);
+                let path = crate::lock::lock_path(&base);
                 Some(crate::lock::WriterLock::acquire(path, command, options.wait, observer).await?)
             }
             Need::Plans | Need::Versions => None,
@@ -162,10 +164,14 @@ impl Session {
             nodes,
             lazy: need != Need::Data,
             promotions: Vec::new(),
+            empty_sources: Vec::new(),
             _writer: writer,
         };
         session.compile_all(need).await;
         if need == Need::Data {
+            for warning in &session.empty_sources {
+                observer.event(Event::Warning(warning.clone()));
+            }
             for p in &session.promotions {
                 observer.event(Event::Warning(format!(
                     "source `{}`: column `{}` declared {} is read as {}, the type {} holds (schema_evolution = 'permissive')",
@@ -335,6 +341,17 @@ impl Session {
             && f.freshness.is_some()
         {
             self.nodes[i].freshness = Some(f.clone());
+        }
+        if let CompiledSource::Files(f) = &source
+            && f.allow_empty
+            && f.is_empty().unwrap_or(false)
+        {
+            self.empty_sources.push(format!(
+                "source `{}` has no {} files under {} (allow_empty = 'true'): it reads as empty",
+                f.name,
+                f.format.extensions().join(" or "),
+                f.path.strip_prefix(&self.project.root).unwrap_or(&f.path).display()
+            ));
         }
         if let CompiledSource::Files(f) = &source {
             self.promotions.extend(f.promotions.iter().map(|p| SchemaPromotion {

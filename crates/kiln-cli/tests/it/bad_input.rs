@@ -145,7 +145,10 @@ fn a_source_without_data_is_a_located_error_not_a_silent_skip() {
     std::fs::remove_file(tmp.path().join("data/t.csv")).unwrap();
     let (code, out, err) = kiln(&["build", "."], tmp.path());
     assert_eq!(code, 1, "{out}");
-    assert_eq!(first_error_line(&err), "error: models.sql:1:15: source `t`: no .csv files under ./data/");
+    assert_eq!(
+        first_error_line(&err),
+        "error: models.sql:1:15: source `t`: no .csv files under ./data/ (allow_empty = 'true' reads it as empty)"
+    );
     assert!(out.contains("p        skipped"), "{out}");
 }
 
@@ -425,4 +428,70 @@ fn arrow_ipc_sources() {
     assert_eq!(code, 0, "{out}{err}");
     let (_, out, _) = kiln(&["query", "SELECT tag, s FROM p", "--format", "csv"], dir);
     assert_eq!(out, "tag,s\nt0,92\nt1,4\n");
+}
+
+/// A file that does not parse keeps its products in the run: each is reported failed with
+/// the syntax error, what reads them is skipped, and the rest of the project builds.
+#[test]
+fn a_file_that_does_not_parse_shows_its_products_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_files(
+        tmp.path(),
+        &[
+            TOML,
+            ("a.sql", "CREATE PRODUCT good AS SELECT 1 AS x;\n"),
+            (
+                "b.sql",
+                "CREATE PRODUCT one AS SELEC 1;\n-- a comment\nCREATE OR REPLACE PRODUCT \"Two\" AS SELECT 2 AS y;\n",
+            ),
+            ("c.sql", "CREATE PRODUCT reader AS SELECT y FROM \"Two\";\n"),
+        ],
+    );
+    let (code, out, err) = kiln(&["build", "--json"], tmp.path());
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("b.sql:1:"), "the syntax error is reported: {err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let action = |name: &str| {
+        let p = summary["products"].as_array().unwrap().iter().find(|p| p["product"] == name);
+        p.map(|p| (p["action"].as_str().unwrap().to_owned(), p["error"].as_str().unwrap_or_default().to_owned()))
+    };
+    assert_eq!(action("good").unwrap().0, "built", "{out}");
+    for name in ["one", "Two"] {
+        let (what, why) = action(name).unwrap_or_else(|| panic!("`{name}` missing: {out}"));
+        assert_eq!(what, "failed", "{out}");
+        assert!(why.contains("b.sql does not parse"), "{why}");
+    }
+    let (what, why) = action("reader").unwrap_or_else(|| panic!("`reader` missing: {out}"));
+    assert!(what == "skipped" || what == "failed", "{out}");
+    assert!(why.contains("upstream `Two` failed"), "{why}");
+}
+
+/// A source path with no data files fails the source (naming the fix), unless
+/// `allow_empty = 'true'`: then it reads as empty and the build warns.
+#[test]
+fn an_empty_source_fails_unless_allowed_and_then_warns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = |allow: &str| {
+        format!(
+            "CREATE SOURCE t (a BIGINT NOT NULL) WITH (connector = 'files', path = 'incoming/', format = 'csv'{allow});
+             CREATE PRODUCT p AS SELECT count(*) AS n FROM t;\n"
+        )
+    };
+    write_files(tmp.path(), &[TOML, ("incoming/readme.txt", "not data\n"), ("m.sql", &model(""))]);
+    let (code, out, err) = kiln(&["build"], tmp.path());
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("source `t`: no .csv files under") && err.contains("allow_empty = 'true'"), "{err}");
+    write_files(tmp.path(), &[("m.sql", &model(", allow_empty = 'true'"))]);
+    let (code, out, err) = kiln(&["build"], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("warning: source `t` has no .csv files under incoming (allow_empty = 'true')"), "{err}");
+    let (_, out, _) = kiln(&["query", "--format", "csv", "SELECT n FROM p"], tmp.path());
+    assert_eq!(out, "n\n0\n");
+    // Files arriving later are read.
+    write_files(tmp.path(), &[("incoming/x.csv", "a\n1\n2\n")]);
+    let (code, _, err) = kiln(&["build"], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("no .csv files"), "{err}");
+    let (_, out, _) = kiln(&["query", "--format", "csv", "SELECT n FROM p"], tmp.path());
+    assert_eq!(out, "n\n2\n");
 }

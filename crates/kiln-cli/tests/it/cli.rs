@@ -359,3 +359,30 @@ fn a_product_left_out_of_a_selection_builds_on_the_next_run() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("1 built, 1 fresh"), "{out}");
 }
+
+/// Plans name files relative to the project: `kiln explain --json` (with and without
+/// `--analyze`) and the build records carry no path of this machine.
+#[test]
+fn plans_and_build_records_hold_no_machine_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().canonicalize().unwrap();
+    write_files(&dir, &PROJECT);
+    let (code, _, err) = kiln(&["build"], &dir);
+    assert_eq!(code, 0, "{err}");
+    let machine = dir.to_str().unwrap().trim_start_matches('/').to_owned();
+    for args in [["explain", "q", "--json"], ["explain", "q", "--analyze"]] {
+        let (code, out, err) = kiln(&args, &dir);
+        assert_eq!(code, 0, "{err}");
+        assert!(!out.contains(&machine), "{args:?}: {out}");
+        assert!(out.contains("warehouse/p/builds/"), "{args:?} names the files it reads: {out}");
+    }
+    let mut records = 0;
+    for product in ["p", "q"] {
+        for entry in std::fs::read_dir(dir.join(".kiln/builds").join(product)).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            assert!(!text.contains(&machine), "{product}: {text}");
+            records += 1;
+        }
+    }
+    assert_eq!(records, 2);
+}

@@ -67,9 +67,10 @@ fn scalar_columns(def: &SourceDef, what: &str) -> Result<SchemaRef, ControlError
 }
 
 /// Options a `files` source accepts.
-const SOURCE_OPTIONS: [&str; 9] = [
+const SOURCE_OPTIONS: [&str; 10] = [
     "connector",
     "path",
+    "allow_empty",
     "format",
     "schema_evolution",
     "on_error",
@@ -222,7 +223,13 @@ impl Substrate {
             ));
         }
         let freshness = freshness(def, &schema)?;
+        let allow_empty = match def.options.get("allow_empty") {
+            None | Some(("false", _)) => false,
+            Some(("true", _)) => true,
+            Some((v, at)) => return Err(option_error(at, format!("allow_empty = '{v}' (valid: 'true', 'false')"))),
+        };
         let mut source = FileSource {
+            allow_empty,
             freshness,
             name: def.name.clone(),
             path: self.root.join(path),

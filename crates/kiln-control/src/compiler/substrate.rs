@@ -119,6 +119,11 @@ impl Substrate {
         &self.warehouse
     }
 
+    /// The project directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn product_table(&self, name: &str) -> Option<&Arc<ProductTable>> {
         self.products.get(name)
     }
