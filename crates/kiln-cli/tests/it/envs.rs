@@ -280,16 +280,8 @@ fn a_stream_in_a_new_environment_makes_it_and_leaves_prod_alone() {
             ),
         ],
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["produce", "events"])
-        .current_dir(dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     let records: String = (0..30).map(|i| format!("{{\"user_id\": {}, \"amount\": {i}}}\n", i % 3)).collect();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), records.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    assert_eq!(crate::produce(dir, &["events"], &records).0, Some(0));
     let (code, out, err) = kiln(&["stream", "--env", "dev", "--until-idle"], dir);
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = kiln(&["query", "--env", "dev", "--format", "csv", "SELECT count(*) AS n FROM big"], dir);

@@ -872,30 +872,13 @@ fn tier_two_keeps_the_producer_order() {
     assert_eq!(a, b, "but keeps every row");
 }
 
-/// Runs `kiln produce ARGS` in `dir` with `input` on stdin: (exit code, stdout + stderr).
-fn produce(dir: &std::path::Path, args: &[&str], input: &str) -> (Option<i32>, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("produce")
-        .args(args)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
-}
-
 /// `kiln produce` appends stdin's records to a topic as immutable segments: keyed records
 /// keep their partition, offsets continue across calls, the partition count is fixed.
 #[test]
 fn produce_appends_segments_to_topics() {
     let tmp = tempfile::tempdir().unwrap();
     crate::write_files(tmp.path(), &[("kiln.toml", "[project]\nname = \"p\"\n")]);
-    let produce = |args: &[&str], input: &str| produce(tmp.path(), args, input);
+    let produce = |args: &[&str], input: &str| crate::produce(tmp.path(), args, input);
     let input: String = (0..10).map(|i| format!("{{\"user\": \"u{}\", \"i\": {i}}}\n", i % 3)).collect();
     let (code, out) = produce(&["clicks", "--partitions", "2", "--key", "user"], &input);
     assert_eq!(code, Some(0), "{out}");
@@ -950,7 +933,7 @@ fn products_ingest_log_topics() {
             ),
         ],
     );
-    let produce = |args: &[&str], input: &str| assert_eq!(produce(tmp.path(), args, input).0, Some(0));
+    let produce = |args: &[&str], input: &str| assert_eq!(crate::produce(tmp.path(), args, input).0, Some(0));
     produce(
         &["clicks", "--partitions", "2"],
         "{\"user\": \"a\", \"n\": 1}\n{\"user\": \"b\", \"n\": 2}\n{\"n\": 3}\n{\"user\": \"a\", \"n\": 4}\n",

@@ -24,15 +24,7 @@ fn a_second_writer_waits_or_fails_and_readers_go_on() {
     );
     let (code, _, err) = kiln(&["build"], dir);
     assert_eq!(code, 0, "{err}");
-    let mut produce = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["produce", "events"])
-        .current_dir(dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut produce.stdin.take().unwrap(), b"{\"n\": 1}\n").unwrap();
-    assert!(produce.wait().unwrap().success());
+    assert_eq!(crate::produce(dir, &["events"], "{\"n\": 1}\n").0, Some(0));
     let lock = dir.join("warehouse/_kiln_writer.lock");
     let mut stream = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["stream", "--checkpoint-interval", "0s"])

@@ -39,6 +39,23 @@ pub fn venv(name: &str, packages: &[&str], check: &str) -> std::path::PathBuf {
     python
 }
 
+/// Runs `kiln produce ARGS` in `dir` with `input` on stdin: (exit code, stdout + stderr).
+pub fn produce(dir: &std::path::Path, args: &[&str], input: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("produce")
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
 /// Runs the kiln binary; returns (exit code, stdout, stderr).
 pub fn kiln(args: &[&str], cwd: &Path) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).current_dir(cwd).output().unwrap();
