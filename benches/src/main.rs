@@ -1,10 +1,8 @@
 //! `kiln-bench`: end-to-end benchmark suites against peers, driven by `cargo xtask bench`.
 //!
 //! Suites:
-//! - `build`: the example project's products at the given TPC-H scale factor. Kiln's
-//!   `build` wall time against the same SQL run by plain DataFusion (`DataFrame::
-//!   write_parquet`, zstd(3) like Kiln, the same ORDER BY sorts), alternating the two
-//!   in one process and reporting medians and their ratio.
+//! - `build`: the example project at the given TPC-H scale factor against DuckDB and plain
+//!   DataFusion, per product and in total, with peak RSS (see the module).
 //!
 //! - `functions`, `explode`: see their modules.
 //! - `plan`: `kiln plan` cold, no-op and after one edit on generated projects of 1,000 and
@@ -24,19 +22,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use datafusion::common::config::TableParquetOptions;
-use datafusion::dataframe::DataFrameWriteOptions;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::ListingOptions;
-use datafusion::prelude::SessionContext;
-use kiln::control::dialect::Statement;
 use serde_json::{Value, json};
 
+mod build;
 mod checks;
 mod envs;
 mod explode;
@@ -104,7 +95,7 @@ async fn main() -> Result<()> {
                     "stream" => stream::suite(&out, runs.max(1)).await?,
                     "checks" => checks::suite(&out, sf, runs.max(1)).await?,
                     "envs" => envs::suite(&out, runs.max(1)).await?,
-                    _ => build_suite(&out, sf, runs.max(1)).await?,
+                    _ => build::suite(&out, sf, runs.max(1)).await?,
                 };
                 record(&out, s, result)?;
             }
@@ -134,105 +125,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn build_suite(out: &Path, sf: f64, runs: usize) -> Result<Value> {
-    let data = std::path::absolute(out.join(format!("tpch-sf{sf}")))?;
-    if !kiln::data::tpch::is_generated(&data, sf) {
-        eprintln!("generating TPC-H sf {sf} into {}", data.display());
-        tpch(&data, sf)?;
-    }
-    let project = std::path::absolute(out.join("build-project"))?;
-    let _ = std::fs::remove_dir_all(&project);
-    kiln::init::init(&project, Some("tpch"))?;
-    let toml = std::fs::read_to_string(project.join("kiln.toml"))?;
-    let toml = toml.replace("scale_factor = 0.1 ", &format!("scale_factor = {sf} "));
-    std::fs::write(project.join("kiln.toml"), toml)?;
-    std::os::unix::fs::symlink(&data, project.join("data")).context("link data")?;
-
-    let loaded = kiln::Project::load(&project)?;
-    let mut kiln_times = Vec::new();
-    let mut df_times = Vec::new();
-    for i in 0..runs {
-        let t = Instant::now();
-        let report = kiln::build(&project, &kiln::BuildOptions::default(), &kiln::Quiet).await?;
-        if report.failed().next().is_some() {
-            bail!("kiln build failed: {:?}", report.summary.products);
-        }
-        kiln_times.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        plain_datafusion(&loaded, &project.join(format!("df-out-{i}"))).await?;
-        df_times.push(t.elapsed().as_secs_f64());
-        let _ = std::fs::remove_dir_all(project.join(format!("df-out-{i}")));
-        eprintln!("build run {i}: kiln {:.2}s, datafusion {:.2}s", kiln_times[i], df_times[i]);
-    }
-    let (k, d) = (median(kiln_times.clone()), median(df_times.clone()));
-    Ok(json!({
-        "scale_factor": sf,
-        "kiln_seconds": kiln_times,
-        "datafusion_seconds": df_times,
-        "kiln_median": k,
-        "datafusion_median": d,
-        "ratio": k / d,
-        "target": "ratio <= 1.10",
-    }))
+/// Resets this process's peak RSS ("5" to clear_refs, Linux >= 4.0); failure only loses
+/// the figure.
+fn peak_rss_reset() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// The same products as plain DataFusion: register the sources, then run each product's
-/// SQL (with its ORDER BY) and `write_parquet` it, registering the output for downstream.
-async fn plain_datafusion(project: &kiln::Project, out: &Path) -> Result<()> {
-    let ctx = SessionContext::new();
-    // Kiln's functions (the example hashes PII) are the only Kiln code on this side.
-    kiln::functions::Registry::builtin(project.config.resolve_secrets())
-        .install(&ctx)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut parquet = TableParquetOptions::default();
-    parquet.global.compression = Some("zstd(3)".into());
-    for &i in &project.graph.order()? {
-        let node = &project.graph.nodes[i];
-        let (fi, si) = node.def;
-        match project.files[fi].statement(si)? {
-            Statement::Source(def) => {
-                let (path, _) = def.options.get("path").context("source path")?;
-                let dir = project.root.join(path);
-                ctx.register_listing_table(
-                    &def.name,
-                    dir.to_string_lossy().as_ref(),
-                    ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet"),
-                    None,
-                    None,
-                )
-                .await?;
-            }
-            Statement::Product(def) => {
-                let mut sql = format!("SELECT * FROM ({}) AS q", def.query);
-                if !def.order_by.is_empty() {
-                    let keys: Vec<String> = def
-                        .order_by
-                        .iter()
-                        .map(|(c, asc)| format!("{c} {}", if *asc { "ASC" } else { "DESC" }))
-                        .collect();
-                    sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
-                }
-                let dir = out.join(&def.name);
-                std::fs::create_dir_all(&dir)?;
-                let dir_url = format!("{}/", dir.display());
-                ctx.sql(&sql)
-                    .await?
-                    .write_parquet(&dir_url, DataFrameWriteOptions::new(), Some(parquet.clone()))
-                    .await?;
-                ctx.register_listing_table(
-                    &def.name,
-                    &dir_url,
-                    ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet"),
-                    None,
-                    None,
-                )
-                .await?;
-            }
-            Statement::Stream(_) | Statement::View(_) => anyhow::bail!("the build bench runs batch projects only"),
-            Statement::Audit(_) | Statement::Test(_) => {} // checks are not part of the plain-DataFusion side
-        }
-    }
-    Ok(())
+/// This process's peak RSS since the last [`peak_rss_reset`] (`VmHWM`).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 fn record(out: &Path, suite: &str, result: Value) -> Result<()> {

@@ -42,23 +42,44 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Why a variable's value or use was refused (the caller adds where).
+#[derive(Debug, thiserror::Error)]
+pub enum VarError {
+    /// A value its declared type cannot hold.
+    #[error("`{text}` is not a {ty}")]
+    NotOfType { text: String, ty: String },
+    /// `$1`: positional parameters have no value in a project.
+    #[error("`{0}`: variables are named (`$start_date`), declared in kiln.toml [vars]")]
+    Positional(String),
+    /// `$name` that kiln.toml does not declare.
+    #[error("unknown variable `{id}` (kiln.toml [vars] declares: {declared})")]
+    Unknown { id: String, declared: String },
+    /// DataFusion could not list or replace the plan's placeholders.
+    #[error("{0}")]
+    Plan(String),
+}
+
 /// `text` read as a value of type `ty`.
-fn typed(text: &str, ty: &DataType) -> Result<ScalarValue, String> {
+fn typed(text: &str, ty: &DataType) -> Result<ScalarValue, VarError> {
     ScalarValue::Utf8(Some(text.to_owned())).cast_to(ty).ok().filter(|v| !v.is_null()).ok_or_else(|| {
-        format!("`{text}` is not a {}", kiln_contracts::arrow_to_sql(ty).unwrap_or_else(|| ty.to_string()))
+        VarError::NotOfType {
+            text: text.to_owned(),
+            ty: kiln_contracts::arrow_to_sql(ty).unwrap_or_else(|| ty.to_string()),
+        }
     })
 }
 
 /// One `[vars]` entry's value.
 fn declared(name: &str, value: &toml::Value) -> Result<ScalarValue, ControlError> {
     let bad = |why: String| config_error(format!("[vars] {name}: {why}"));
+    let bad_value = |e: VarError| bad(e.to_string());
     Ok(match value {
         toml::Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
         toml::Value::Integer(i) => ScalarValue::Int64(Some(*i)),
         toml::Value::Float(f) => ScalarValue::Float64(Some(*f)),
         toml::Value::Boolean(b) => ScalarValue::Boolean(Some(*b)),
         toml::Value::Datetime(d) => match (d.date, d.time) {
-            (Some(_), None) => typed(&d.to_string(), &DataType::Date32).map_err(bad)?,
+            (Some(_), None) => typed(&d.to_string(), &DataType::Date32).map_err(bad_value)?,
             _ => return Err(bad("only a date (1995-01-01) is a TOML date value; for a timestamp use { type = \"TIMESTAMP\", value = \"...\" }".into())),
         },
         toml::Value::Table(t) => {
@@ -68,7 +89,7 @@ fn declared(name: &str, value: &toml::Value) -> Result<ScalarValue, ControlError
                 return Err(bad("a table is { type = \"SQL TYPE\", value = \"...\" } (both strings)".into()));
             };
             let ty = kiln_contracts::parse_sql_type(ty).map_err(|e| bad(e.to_string()))?;
-            typed(text, &ty).map_err(bad)?
+            typed(text, &ty).map_err(bad_value)?
         }
         toml::Value::Array(_) => return Err(bad("a variable is one value, not an array".into())),
     })
@@ -113,9 +134,8 @@ impl Vars {
 
     /// `plan` with every `$name` replaced by its variable's value (the error: why not, for
     /// the caller to locate).
-    pub(crate) fn bind(&self, plan: LogicalPlan) -> Result<LogicalPlan, String> {
-        let fail = |message: String| message;
-        let used = plan.get_parameter_names().map_err(|e| fail(e.strip_backtrace()))?;
+    pub(crate) fn bind(&self, plan: LogicalPlan) -> Result<LogicalPlan, VarError> {
+        let used = plan.get_parameter_names().map_err(|e| VarError::Plan(e.strip_backtrace()))?;
         if used.is_empty() {
             return Ok(plan);
         }
@@ -128,21 +148,15 @@ impl Vars {
                 Some(v) => {
                     params.insert(name.to_owned(), v.clone().into());
                 }
-                None if name.chars().all(|c| c.is_ascii_digit()) => {
-                    return Err(fail(format!(
-                        "`{id}`: variables are named (`$start_date`), declared in kiln.toml [vars]"
-                    )));
-                }
+                None if name.chars().all(|c| c.is_ascii_digit()) => return Err(VarError::Positional(id)),
                 None => {
                     let known: Vec<&str> = self.values.keys().map(String::as_str).collect();
-                    return Err(fail(format!(
-                        "unknown variable `{id}` (kiln.toml [vars] declares: {})",
-                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
-                    )));
+                    let declared = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+                    return Err(VarError::Unknown { id, declared });
                 }
             }
         }
-        plan.replace_params_with_values(&ParamValues::Map(params)).map_err(|e| fail(e.strip_backtrace()))
+        plan.replace_params_with_values(&ParamValues::Map(params)).map_err(|e| VarError::Plan(e.strip_backtrace()))
     }
 }
 

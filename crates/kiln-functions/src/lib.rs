@@ -13,6 +13,9 @@
 //! project secret), `kiln_stable_id` (128-bit typed id), `kiln_tumble_start`,
 //! `kiln_tumble_end`, `kiln_hop_starts`.
 //!
+//! [`nest`]: `array_agg` grouped and ordered without a value per element (installed in
+//! place of DataFusion's, same name and semantics; ties in the ORDER BY broken by value).
+//!
 //! Secrets ([`Secrets`]) are resolved at run time and never printed: their `Debug` is
 //! redacted, plans carry only the secret's *name*, and fingerprints carry a keyed digest.
 //!
@@ -42,6 +45,7 @@
 
 pub mod builtins;
 pub mod hex;
+pub mod nest;
 pub mod registry;
 pub mod secrets;
 pub mod spec;

@@ -75,6 +75,12 @@ impl Registry {
                 ctx.register_udf(udf.as_ref().clone());
             }
         }
+        // DataFusion's `array_agg` with Kiln's grouped accumulator (crate::nest): the same
+        // function to every plan, faster and deterministic among ties.
+        let array_agg = crate::nest::array_agg();
+        if state.aggregate_functions().get(array_agg.name()).is_none_or(|f| f.as_ref() != &array_agg) {
+            ctx.register_udaf(array_agg);
+        }
         Ok(())
     }
 

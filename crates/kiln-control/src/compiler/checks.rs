@@ -470,7 +470,7 @@ impl Substrate {
             ControlError::Compile { at, message, .. } => ControlError::Check { at, check: check.to_owned(), message },
             other => other,
         })?;
-        let plan = self.vars.bind(plan).map_err(|e| check_error(at, check, e))?;
+        let plan = self.vars.bind(plan).map_err(|e| check_error(at, check, e.to_string()))?;
         Surface::Internal.verify(&plan, &self.tables()).map_err(|e| check_error(at, check, e.to_string()))?;
         Ok(plan)
     }

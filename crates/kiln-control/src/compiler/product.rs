@@ -229,7 +229,7 @@ impl Substrate {
         crate::unnest::nest_unnest_joins_in_query(&mut query);
         let statement = DfStatement::Statement(Box::new(SqlStatement::Query(query)));
         let plan = state.statement_to_plan(statement).await.map_err(|e| planning_error(e, &def.at, &def.name))?;
-        let plan = self.vars.bind(plan).map_err(fail)?;
+        let plan = self.vars.bind(plan).map_err(|e| fail(e.to_string()))?;
         Surface::Internal.verify(&plan, &self.tables()).map_err(|e| fail(e.to_string()))?;
         let ingests = self.ingested_source(&plan, base.existing).map_err(|e| fail(e.to_string()))?;
 

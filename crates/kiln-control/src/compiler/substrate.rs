@@ -207,7 +207,7 @@ impl Substrate {
             crate::unnest::nest_unnest_joins(s);
         }
         let plan = state.statement_to_plan(statement).await.map_err(|e| err(e.strip_backtrace()))?;
-        let plan = self.vars.bind(plan).map_err(err)?;
+        let plan = self.vars.bind(plan).map_err(|e| err(e.to_string()))?;
         surface.verify(&plan, &self.tables()).map_err(|e| err(e.to_string()))?;
         Ok(plan)
     }
