@@ -170,8 +170,9 @@ pub(crate) async fn run_checks(
     Ok(results)
 }
 
-/// Executes one check: its failing-row count and the first [`FAILURES_KEPT`] rows as
-/// JSON objects (the only rows held in memory).
+/// Executes one check: its failing-row count and [`FAILURES_KEPT`] of its rows as JSON
+/// objects (the only rows held in memory): the first in text order, so the same rows
+/// whatever the partitioning or batch sizes that delivered them.
 async fn run_one(
     substrate: &Substrate,
     check: &CompiledCheck,
@@ -186,16 +187,20 @@ async fn run_one(
     let physical = substrate.physical_plan(&plan).await?;
     let mut stream = datafusion::physical_plan::execute_stream(physical, state.task_ctx()).map_err(exec)?;
     let mut failing = 0u64;
-    let mut kept = Vec::new();
+    let mut kept = std::collections::BinaryHeap::new();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(exec)?;
-        let room = FAILURES_KEPT.saturating_sub(kept.len()).min(batch.num_rows());
-        if room > 0 {
-            kept.extend(json_rows(&batch.slice(0, room)).map_err(exec)?);
-        }
         failing += batch.num_rows() as u64;
+        for row in json_rows(&batch).map_err(exec)? {
+            if kept.len() < FAILURES_KEPT {
+                kept.push(row);
+            } else if kept.peek().is_some_and(|largest| row < *largest) {
+                kept.pop();
+                kept.push(row);
+            }
+        }
     }
-    Ok((failing, kept))
+    Ok((failing, kept.into_sorted_vec()))
 }
 
 /// Each row of `batch` as a JSON object (NULLs written as null).

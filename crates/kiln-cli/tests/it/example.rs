@@ -1245,3 +1245,65 @@ fn example_checks_warn_and_unit_tests_pass() {
     assert!(out.contains("pass  test segment_value_per_nation (for segment_value)"), "{out}");
     assert!(out.contains("7 checks (0 failed, 1 warned), 2 tests (0 failed)"), "{out}");
 }
+
+/// Every data file of every product, by path under the warehouse (the run's directory
+/// masked), with its sha256.
+fn data_files(warehouse: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    use sha2::Digest;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![warehouse.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                // builds/<run id>/: each run's directory is named by the run.
+                let rel = p.strip_prefix(warehouse).unwrap().to_string_lossy().into_owned();
+                let mut parts: Vec<&str> = rel.split('/').collect();
+                if let Some(i) = parts.iter().position(|s| *s == "builds") {
+                    parts[i + 1] = "<run>";
+                }
+                let rel = parts.join("/");
+                out.insert(rel, format!("{:x}", sha2::Sha256::digest(std::fs::read(&p).unwrap())));
+            }
+        }
+    }
+    out
+}
+
+/// Performance settings change neither build ids nor bytes: the example built from an
+/// empty warehouse under four combinations of batch size, partitions, memory pool and
+/// product concurrency writes the same files, byte for byte.
+#[test]
+fn performance_settings_do_not_change_the_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("shop");
+    let (code, _, err) = kiln(&["init", "--example", "tpch", dir.to_str().unwrap()], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    let toml = std::fs::read_to_string(dir.join("kiln.toml")).unwrap();
+    std::fs::write(dir.join("kiln.toml"), toml.replace("scale_factor = 0.1 ", "scale_factor = 0.02 ")).unwrap();
+    let settings: [&[&str]; 4] = [
+        &[],
+        &["--profile", "memory_limited"],
+        &["--set", "datafusion.execution.batch_size=77", "--set", "datafusion.execution.target_partitions=3"],
+        &["--profile", "dev", "--set", "datafusion.execution.batch_size=1000", "--set", "kiln.max_parallel_products=4"],
+    ];
+    let mut first: Option<std::collections::BTreeMap<String, String>> = None;
+    for args in settings {
+        let _ = std::fs::remove_dir_all(dir.join("warehouse"));
+        let _ = std::fs::remove_dir_all(dir.join(".kiln"));
+        let mut all = vec!["build"];
+        all.extend_from_slice(args);
+        all.push(dir.to_str().unwrap());
+        let (code, out, err) = kiln(&all, tmp.path());
+        assert_eq!(code, 0, "{args:?}\n{out}\n{err}");
+        assert!(out.contains("6 built"), "{args:?}\n{out}");
+        let files = data_files(&dir.join("warehouse"));
+        assert!(files.keys().any(|f| f.starts_with("orders_nested/")), "{files:?}");
+        match &first {
+            None => first = Some(files),
+            Some(expected) => assert_eq!(&files, expected, "files under {args:?} differ from the default profile's"),
+        }
+    }
+}

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::parquet::arrow::AsyncArrowWriter;
@@ -159,11 +159,67 @@ pub(crate) async fn read_back_metadata(wh: &Warehouse, file: &FileEntry) -> Resu
     reader.finish()
 }
 
+/// Rows reach the Parquet writer in chunks of this many, on a grid from the file's first
+/// row. The writer cuts pages where its mini-batches of each `write` end, so handing it the
+/// plan's batches as they come made a file's bytes depend on `batch_size`, the number of
+/// partitions, memory pressure and product concurrency; on the grid they depend only on the
+/// file's rows and the write options (tested in kiln-cli's example tests). A multiple of
+/// the writer's default mini-batch (1,024 rows).
+pub(crate) const WRITE_CHUNK_ROWS: usize = 8192;
+
 /// A data file being written.
 pub(crate) struct OpenFile {
     pub(crate) writer: AsyncArrowWriter<BufWriter>,
     pub(crate) relative: String,
+    /// Rows given to [`OpenFile::write`], including those still pending.
     pub(crate) rows: u64,
+    /// The start of the next chunk, when fewer than [`WRITE_CHUNK_ROWS`] rows have come.
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+}
+
+impl OpenFile {
+    /// Writes `batch` on the chunk grid (slices of it when it holds whole chunks, one
+    /// concatenation for a chunk that straddles batches).
+    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> std::result::Result<(), ParquetError> {
+        let mut offset = 0;
+        let n = batch.num_rows();
+        if self.pending_rows > 0 {
+            let head = (WRITE_CHUNK_ROWS - self.pending_rows).min(n);
+            self.pending.push(batch.slice(0, head));
+            self.pending_rows += head;
+            offset = head;
+            if self.pending_rows < WRITE_CHUNK_ROWS {
+                self.rows += n as u64;
+                return Ok(());
+            }
+            self.flush().await?;
+        }
+        while n - offset >= WRITE_CHUNK_ROWS {
+            self.writer.write(&batch.slice(offset, WRITE_CHUNK_ROWS)).await?;
+            offset += WRITE_CHUNK_ROWS;
+        }
+        if offset < n {
+            self.pending.push(batch.slice(offset, n - offset));
+            self.pending_rows = n - offset;
+        }
+        self.rows += n as u64;
+        Ok(())
+    }
+
+    /// Writes the pending rows (a whole chunk, or the file's last rows).
+    async fn flush(&mut self) -> std::result::Result<(), ParquetError> {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_rows = 0;
+        match pending.as_slice() {
+            [] => Ok(()),
+            [one] => self.writer.write(one).await,
+            [first, ..] => {
+                let chunk = datafusion::arrow::compute::concat_batches(&first.schema(), &pending)?;
+                self.writer.write(&chunk).await
+            }
+        }
+    }
 }
 
 pub(crate) fn open_file(
@@ -178,7 +234,7 @@ pub(crate) fn open_file(
     let upload = BufWriter::new(Arc::clone(wh.store()), wh.path(&relative));
     let writer = AsyncArrowWriter::try_new(upload, Arc::clone(schema), Some(spec.properties.clone()))
         .map_err(DataError::parquet(format!("cannot start {relative}")))?;
-    Ok(OpenFile { writer, relative, rows: 0 })
+    Ok(OpenFile { writer, relative, rows: 0, pending: Vec::new(), pending_rows: 0 })
 }
 
 pub(crate) async fn finish_file(
@@ -188,11 +244,11 @@ pub(crate) async fn finish_file(
     schema: &Schema,
     spec: &WriteSpec,
 ) -> Result<FileEntry> {
-    let OpenFile { writer, relative, rows } = file;
-    let meta = writer
-        .close()
-        .await
-        .map_err(DataError::parquet(format!("product `{}`: cannot finish {relative}", spec.product)))?;
+    let mut file = file;
+    let finishing = format!("product `{}`: cannot finish {}", spec.product, file.relative);
+    file.flush().await.map_err(DataError::parquet(finishing.clone()))?;
+    let OpenFile { writer, relative, rows, .. } = file;
+    let meta = writer.close().await.map_err(DataError::parquet(finishing))?;
     let path = wh.path(&relative);
     crate::failpoint("after_file");
     let head = wh.store().head(&path).await.map_err(DataError::store(format!("cannot stat {relative}")))?;

@@ -31,7 +31,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use kiln_artifact::{FileEntry, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals};
 
-use self::files::{OpenFile, finish_file, open_file, read_footers, verify_files, write_sidecars};
+use self::files::{OpenFile, WRITE_CHUNK_ROWS, finish_file, open_file, read_footers, verify_files, write_sidecars};
 use self::order::{OrderCheck, OrderState};
 use self::route::{group_rows, hive_segment, pipelined, route_by_key};
 use self::spec::Target;
@@ -287,22 +287,24 @@ async fn write_partition(
                 let key = &mut keys[k];
                 key.last_used = clock;
                 let Some(file) = key.open.as_mut() else { continue };
-                let take = (max - file.rows as usize).min(rows_batch.num_rows() - offset);
+                // Slices end at the writer's chunk boundaries, where the byte limit is checked.
+                let to_chunk_end = WRITE_CHUNK_ROWS - file.rows as usize % WRITE_CHUNK_ROWS;
+                let take = (max - file.rows as usize).min(rows_batch.num_rows() - offset).min(to_chunk_end);
                 let slice = rows_batch.slice(offset, take);
                 if let Some(order) = key.order.as_mut() {
                     order.check(&slice, spec, &file.relative, file.rows)?;
                 }
                 let slice = slice.project(&target.keep).map_err(|e| DataError::Internal(e.to_string()))?;
                 let slice = target.stored(slice, &spec.product)?;
-                file.writer.write(&slice).await.map_err(DataError::parquet(format!(
+                file.write(&slice).await.map_err(DataError::parquet(format!(
                     "product `{}`: cannot write {}",
                     spec.product, file.relative
                 )))?;
-                file.rows += take as u64;
                 offset += take;
                 progress.rows.fetch_add(take as u64, AtomicOrdering::Relaxed);
                 let bytes = (file.writer.bytes_written() + file.writer.in_progress_size()) as u64;
-                if (file.rows as usize >= max || bytes >= max_bytes)
+                let chunk_written = (file.rows as usize).is_multiple_of(WRITE_CHUNK_ROWS);
+                if (file.rows as usize >= max || (chunk_written && bytes >= max_bytes))
                     && let Some(full) = key.open.take()
                 {
                     done.push(finish_file(wh, full, key.values.clone(), &target.file_schema, spec).await?);
@@ -411,8 +413,9 @@ mod tests {
         assert_eq!(wh.current("p").await.unwrap().unwrap(), committed);
     }
 
-    /// `max_bytes_per_file`: files end once their bytes reach the limit (checked after each
-    /// batch), whichever of rows and bytes comes first.
+    /// `max_bytes_per_file`: files end once their bytes reach the limit, checked on the
+    /// writer's chunk grid (every `WRITE_CHUNK_ROWS` rows of a file, whatever the batches),
+    /// whichever of rows and bytes comes first.
     #[tokio::test]
     async fn rolls_files_by_bytes() {
         let wh = Warehouse::memory();
@@ -421,16 +424,14 @@ mod tests {
         s.layout.parquet.dictionary.default = Some(false);
         s.layout.files.max_bytes = Some(16 << 10);
         s.properties = s.layout.parquet.apply(WriterProperties::builder()).build();
-        // 10,000 distinct int64s = 80 KB of plain values, in batches of 500 (4 KB).
-        let m = write_dataset(&wh, vec![stream((0..10_000).map(Some).collect(), 500)], Arc::new(s), Arc::default())
+        // 40,000 distinct int64s = 320 KB of plain values, in batches of 500 (4 KB); one
+        // chunk (8,192 rows, 64 KiB) is past the limit.
+        let m = write_dataset(&wh, vec![stream((0..40_000).map(Some).collect(), 500)], Arc::new(s), Arc::default())
             .await
             .unwrap();
-        assert_eq!(m.totals.rows_written, 10_000);
-        assert!(m.files.len() >= 4, "{} files", m.files.len());
-        for f in &m.files[..m.files.len() - 1] {
-            // Each full file holds 16 KiB of values (2,048 rows) rounded up to whole batches.
-            assert_eq!(f.rows, 2_500, "{}", f.path);
-        }
+        assert_eq!(m.totals.rows_written, 40_000);
+        let rows: Vec<u64> = m.files.iter().map(|f| f.rows).collect();
+        assert_eq!(rows, [8_192, 8_192, 8_192, 8_192, 7_232]);
     }
 
     #[tokio::test]
