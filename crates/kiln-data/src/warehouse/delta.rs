@@ -222,8 +222,11 @@ impl Warehouse {
         })?;
         // A lazy snapshot: the schema needs the log's metadata, not its files.
         let log_store = self.log_store(&root)?;
-        let snapshot = deltalake_core::kernel::Snapshot::try_new(log_store.as_ref(), Some(version))
-            .await
+        let snapshot =
+            off_worker(
+                async move { deltalake_core::kernel::Snapshot::try_new(log_store.as_ref(), Some(version)).await },
+            )
+            .await?
             .map_err(DataError::delta(format!("table `{root}`: cannot read version {version}")))?;
         serde_json::to_string(snapshot.schema().as_ref())
             .map_err(|e| DataError::Internal(format!("dataset `{}`: Delta schema: {e}", build.product)))
@@ -240,25 +243,26 @@ impl Warehouse {
     }
 
     /// Commits `manifest` over `base` with the table schema `schema` (Delta JSON, as
-    /// [`Warehouse::build_schema_json`] gives it).
+    /// [`Warehouse::build_schema_json`] gives it; `None`: the table's own, unchanged).
     pub(super) async fn commit_with_delta_schema(
         &self,
         manifest: &Manifest,
         base: Option<&Manifest>,
-        schema: &str,
+        schema: Option<&str>,
     ) -> Result<Manifest> {
         use deltalake_core::kernel::engine::arrow_conversion::TryIntoArrow;
         let name = manifest.product.as_str();
         let bad = |e: String| DataError::Internal(format!("dataset `{name}`: Delta schema: {e}"));
+        let Some(schema) = schema else { return self.commit_stored(manifest, base, None).await };
         let table_schema: StructType = serde_json::from_str(schema).map_err(|e| bad(e.to_string()))?;
         let stored: Schema = (&table_schema).try_into_arrow().map_err(|e| bad(e.to_string()))?;
-        self.commit_stored(manifest, base, &stored, table_schema).await
+        self.commit_stored(manifest, base, Some((&stored, table_schema))).await
     }
 
     async fn snapshot(&self, root: &str, version: u64) -> Result<DeltaTableState> {
         let log_store = self.log_store(root)?;
-        DeltaTableState::try_new(log_store.as_ref(), Some(version))
-            .await
+        off_worker(async move { DeltaTableState::try_new(log_store.as_ref(), Some(version)).await })
+            .await?
             .map_err(DataError::delta(format!("table `{root}`: cannot read version {version}")))
     }
 
@@ -274,16 +278,16 @@ impl Warehouse {
         let table_schema: StructType = (&stored)
             .try_into_kernel()
             .map_err(|e| DataError::Internal(format!("dataset `{name}`: Delta schema of {stored:?}: {e}")))?;
-        self.commit_stored(manifest, base, &stored, table_schema).await
+        self.commit_stored(manifest, base, Some((&stored, table_schema))).await
     }
 
-    /// [`Warehouse::commit`] with the stored schema and its Delta form.
+    /// [`Warehouse::commit`] with the stored schema and its Delta form (`None`: the
+    /// table exists and keeps its schema).
     async fn commit_stored(
         &self,
         manifest: &Manifest,
         base: Option<&Manifest>,
-        stored: &Schema,
-        table_schema: StructType,
+        schema: Option<(&Schema, StructType)>,
     ) -> Result<Manifest> {
         let name = manifest.product.as_str();
         let root = self.scoped(name);
@@ -317,15 +321,19 @@ impl Warehouse {
             |e: deltalake_core::kernel::Error| DataError::Internal(format!("dataset `{name}`: Delta metadata: {e}"));
 
         let mut actions = Vec::new();
-        let (protocol, metadata) = match &state {
-            None => {
+        let (protocol, metadata) = match (&state, schema) {
+            (Some(_), None) => (None, None),
+            (None, None) => {
+                return Err(DataError::Internal(format!("dataset `{name}`: a new table needs a schema")));
+            }
+            (None, Some((stored, table_schema))) => {
                 let metadata =
                     new_metadata(&table_schema, &manifest.partition_by, std::iter::empty::<(String, String)>())
                         .and_then(|m| m.with_name(name.to_owned()))
                         .map_err(delta)?;
                 (protocol_for(stored, None)?, Some(metadata))
             }
-            Some(s) => {
+            (Some(s), Some((stored, table_schema))) => {
                 let same = s.schema().as_ref() == &table_schema
                     && s.metadata().partition_columns() == manifest.partition_by.as_slice();
                 if same {
@@ -731,6 +739,25 @@ fn has_ntz(field: &Field) -> bool {
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Runs a snapshot load of delta-rs on a blocking thread when the runtime has worker
+/// threads. The Delta kernel waits for each of its reads with `block_in_place` when called
+/// on a runtime worker, which hands the worker's core to another thread per read: most of
+/// a 1,000-table promote's time went to that thread churn. From a blocking thread it
+/// simply waits. (A current-thread runtime makes delta-rs use its own background thread.)
+async fn off_worker<F, T>(load: F) -> Result<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return Ok(load.await);
+    }
+    tokio::task::spawn_blocking(move || handle.block_on(load))
+        .await
+        .map_err(|e| DataError::Internal(format!("a Delta snapshot load did not finish: {e}")))
 }
 
 #[cfg(test)]

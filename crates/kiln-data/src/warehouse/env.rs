@@ -96,8 +96,10 @@ struct PromoteIntent {
     from: String,
     to: String,
     /// Per dataset: its manifest in `to` (paths under `to`'s tables) and its table's
-    /// Delta schema (JSON), which the commit needs when `from` is gone.
-    datasets: BTreeMap<String, (Manifest, String)>,
+    /// Delta schema (JSON), which the commit needs when `from` is gone (`None`: the
+    /// schema of `to`'s table, which the build's schema fingerprint and partitioning
+    /// equal).
+    datasets: BTreeMap<String, (Manifest, Option<String>)>,
 }
 
 /// How many datasets a promote reads, links and commits at a time.
@@ -116,8 +118,8 @@ struct ChangedDataset {
     was: Option<String>,
     /// `from`'s build, its files linked into this environment's table.
     imported: Manifest,
-    /// Its table's Delta schema (JSON).
-    schema: String,
+    /// Its table's Delta schema (JSON; `None`: the same as this environment's table).
+    schema: Option<String>,
     /// The latest version of this environment's own table of it: the commit's base.
     own: Option<Manifest>,
 }
@@ -374,7 +376,11 @@ impl Warehouse {
         if mine.as_ref().is_some_and(|m| m.build_id == build.build_id && same_files(m, &build)) {
             return Ok(Some(PlannedPromote::Unchanged));
         }
-        let schema = self.build_schema_json(&build).await?;
+        // The target table's schema stands when the build's is the same (one Delta log
+        // read less per dataset).
+        let same_schema =
+            own.as_ref().is_some_and(|o| o.schema_fp == build.schema_fp && o.partition_by == build.partition_by);
+        let schema = if same_schema { None } else { Some(self.build_schema_json(&build).await?) };
         let imported = self.import(&build).await?;
         crate::failpoint_step("promote");
         let was = mine.map(|m| m.build_id);
@@ -397,7 +403,7 @@ impl Warehouse {
             if current.as_ref().is_some_and(|c| c.build_id == manifest.build_id && same_files(c, manifest)) {
                 return Ok(());
             }
-            self.commit_with_delta_schema(manifest, current.as_ref(), schema).await?;
+            self.commit_with_delta_schema(manifest, current.as_ref(), schema.as_deref()).await?;
             crate::failpoint_step("promote");
             Ok::<(), DataError>(())
         });
@@ -502,7 +508,7 @@ impl Warehouse {
     pub async fn adopt(&self, build: &Manifest, base: Option<&Manifest>) -> Result<Manifest> {
         let schema = self.build_schema_json(build).await?;
         let imported = self.import(build).await?;
-        self.commit_with_delta_schema(&imported, base, &schema).await
+        self.commit_with_delta_schema(&imported, base, Some(&schema)).await
     }
 }
 
