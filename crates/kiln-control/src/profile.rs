@@ -4,7 +4,9 @@
 //! A setting is either a DataFusion config key (`datafusion.execution.batch_size`), checked
 //! with DataFusion's own parser so an unknown key or bad value is an error naming the key,
 //! or a Kiln runtime key:
-//! - `kiln.memory_limit`: `512MiB`, `2GiB`, or bytes; no limit when absent;
+//! - `kiln.memory_limit`: `512MiB`, `2GiB`, or bytes; `auto` (the default of `dev`,
+//!   `prod_fast` and profiles defined in kiln.toml): half the machine's or cgroup's memory
+//!   ([`auto_memory_limit`]); `none` or absent: no limit;
 //! - `kiln.memory_pool`: `fair` (spilling operators share the limit fairly) or `greedy`;
 //! - `kiln.spill_dir`: a directory for spill files (the OS temp dir when absent);
 //! - `kiln.max_parallel_products`: how many independent products a build executes at
@@ -146,8 +148,12 @@ impl RuntimeProfile {
         let mut settings: BTreeMap<String, String> =
             BASE.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let builtin: &[(&str, &str)] = match name {
-            "dev" => &[("datafusion.execution.batch_size", "8192"), ("kiln.memory_pool", "greedy")],
-            "prod_fast" => &[("kiln.memory_pool", "greedy")],
+            "dev" => &[
+                ("datafusion.execution.batch_size", "8192"),
+                ("kiln.memory_pool", "greedy"),
+                ("kiln.memory_limit", "auto"),
+            ],
+            "prod_fast" => &[("kiln.memory_pool", "greedy"), ("kiln.memory_limit", "auto")],
             "prod_safe" => &[("kiln.memory_pool", "fair"), ("kiln.memory_limit", "8GiB")],
             "memory_limited" => &[
                 ("kiln.memory_pool", "fair"),
@@ -156,7 +162,9 @@ impl RuntimeProfile {
                 ("datafusion.execution.target_partitions", "2"),
                 ("kiln.max_parallel_products", "1"),
             ],
-            other if from_config.contains_key(other) => &[("kiln.memory_pool", "greedy")],
+            other if from_config.contains_key(other) => {
+                &[("kiln.memory_pool", "greedy"), ("kiln.memory_limit", "auto")]
+            }
             other => {
                 return Err(ControlError::Profile(format!(
                     "unknown profile `{other}` (built-in: {}; or define [profiles.{other}] in kiln.toml)",
@@ -213,11 +221,19 @@ impl RuntimeProfile {
         })
     }
 
-    fn memory_limit(&self) -> Result<Option<usize>, ControlError> {
+    /// `kiln.memory_limit` in bytes (`None`: no limit).
+    pub fn memory_limit(&self) -> Result<Option<usize>, ControlError> {
         let Some(text) = self.settings.get("kiln.memory_limit") else { return Ok(None) };
+        match text.trim() {
+            "none" => return Ok(None),
+            "auto" => return Ok(Some(auto_memory_limit())),
+            _ => {}
+        }
         let bytes = crate::units::parse_bytes(text).and_then(|n| usize::try_from(n).ok());
         bytes.map(Some).ok_or_else(|| {
-            ControlError::Profile(format!("setting `kiln.memory_limit` = `{text}`: expected bytes like 512MiB or 2GiB"))
+            ControlError::Profile(format!(
+                "setting `kiln.memory_limit` = `{text}`: expected bytes like 512MiB or 2GiB, `auto` or `none`"
+            ))
         })
     }
 
@@ -263,4 +279,28 @@ impl RuntimeProfile {
         }
         builder.build_arc().map_err(|e| ControlError::Profile(format!("profile `{}`: {e}", self.name)))
     }
+}
+
+/// `kiln.memory_limit = 'auto'`: half the memory this process may use, the lesser of the
+/// machine's (`MemTotal` in /proc/meminfo) and its cgroup's limit (`memory.max`, v2, or
+/// `memory.limit_in_bytes`, v1). The other half is left to what DataFusion's pool does
+/// not account (Parquet buffers, hash-join inputs, the allocator) and to the rest of the
+/// machine. Where neither can be read (not Linux), 4 GiB.
+pub fn auto_memory_limit() -> usize {
+    const FALLBACK: u64 = 4 << 30;
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let machine = read("/proc/meminfo").and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+    });
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    let available = match (machine, cgroup) {
+        (Some(m), Some(c)) => m.min(c),
+        (Some(m), None) => m,
+        (None, Some(c)) => c,
+        (None, None) => return FALLBACK as usize,
+    };
+    usize::try_from(available / 2).unwrap_or(usize::MAX)
 }

@@ -68,6 +68,33 @@ fn effective_settings_record_both_classes() {
     assert!(!effective.semantic.contains_key("datafusion.execution.target_partitions"));
 }
 
+/// The default profile is memory-bounded: `auto` is half the machine's memory (this
+/// machine's MemTotal read independently here), `none` lifts the bound, bytes set it.
+#[test]
+fn the_default_memory_limit_is_half_the_machine() {
+    let limit = |settings: &[(&str, &str)]| {
+        let settings: Vec<(String, String)> =
+            settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        RuntimeProfile::resolve("prod_fast", &BTreeMap::new(), &settings).unwrap().memory_limit().unwrap()
+    };
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let total_kb: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let auto = limit(&[]).expect("prod_fast has a memory limit") as u64;
+    assert!(auto <= total_kb * 1024 / 2 && auto > 0, "{auto} vs MemTotal {total_kb} kB");
+    assert_eq!(limit(&[("kiln.memory_limit", "none")]), None);
+    assert_eq!(limit(&[("kiln.memory_limit", "512MiB")]), Some(512 << 20));
+    let profile = RuntimeProfile::resolve("prod_fast", &BTreeMap::new(), &[]).unwrap();
+    assert_eq!(profile.effective().unwrap().performance["kiln.memory_limit"], "auto");
+}
+
 #[test]
 fn bad_settings_name_the_key() {
     for (k, v, needle) in [
