@@ -279,6 +279,15 @@ impl Reader {
         let mut out = Vec::new();
         let mut pending = self.pending();
         let mut record = csv::ByteRecord::new();
+        // Lines are counted here: after a CRLF record the reader's position is between the
+        // `\r` and the `\n`, so its line number and the next record's start lag by one.
+        let (mut counted_to, mut line_at) = (0usize, 1u64);
+        // The header first, so the first record's start is after it.
+        if let Err(e) = reader.byte_headers() {
+            let line = e.position().map_or(1, csv::Position::line);
+            self.reject(shown, line, String::new(), format!("unreadable CSV: {e}"));
+            return Ok(out);
+        }
         loop {
             let start = reader.position().clone();
             let more = match reader.read_byte_record(&mut record) {
@@ -293,11 +302,15 @@ impl Reader {
             if !more {
                 break;
             }
-            let end = reader.position().byte() as usize;
-            let raw = String::from_utf8_lossy(&bytes[start.byte() as usize..end.min(bytes.len())])
-                .trim_end_matches(['\r', '\n'])
-                .to_owned();
-            let line = record.position().map_or(start.line(), csv::Position::line);
+            let end = (reader.position().byte() as usize).min(bytes.len());
+            let mut begin = (start.byte() as usize).min(end);
+            while begin < end && matches!(bytes[begin], b'\r' | b'\n') {
+                begin += 1;
+            }
+            line_at += bytes[counted_to.min(begin)..begin].iter().filter(|b| **b == b'\n').count() as u64;
+            counted_to = begin;
+            let raw = String::from_utf8_lossy(&bytes[begin..end]).trim_end_matches(['\r', '\n']).to_owned();
+            let line = line_at;
             if record.len() != width {
                 self.reject(shown, line, raw, format!("expected {width} fields, found {}", record.len()));
                 continue;

@@ -197,6 +197,38 @@ fn rejected_records_are_kept_with_their_reason() {
     assert_eq!(manifest["totals"]["rows_read"], 7);
 }
 
+/// CRLF line endings: the same lines and raw text as with LF (the reader's position lags
+/// one byte after a CRLF record: lines were one short and raw text began with `\n`), and a
+/// quoted field spanning lines keeps the line its record starts on.
+#[test]
+fn crlf_rejects_keep_their_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv =
+        "a,b,d\r\n1,x,2024-01-01\r\noops,y,2024-01-02\r\n3,z\r\n4,\"two\r\nlines\",2024-01-04\r\n6,v,not a date\r\n";
+    write_files(
+        tmp.path(),
+        &[
+            TOML,
+            ("data/t.csv", csv),
+            (
+                "models.sql",
+                "CREATE SOURCE t (a BIGINT NOT NULL, b VARCHAR, d DATE) WITH (connector = 'files', path = 'data/', format = 'csv', on_error = 'reject');
+                 CREATE PRODUCT p ORDER BY (a) AS SELECT a, b, d FROM t;",
+            ),
+        ],
+    );
+    let (code, out, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let manifest = current_manifest(tmp.path(), "p__rejected");
+    let rows = read_rows(manifest_files(tmp.path(), &manifest), &["line", "raw", "reason"], "line");
+    let want = [
+        "| 3 | oops,y,2024-01-02 | column `a`: cannot read `oops` as Int64 |",
+        "| 4 | 3,z | expected 3 fields, found 2 |",
+        "| 7 | 6,v,not a date | column `d`: cannot read `not a date` as Date32 |",
+    ];
+    assert_eq!(rows, want);
+}
+
 /// The same for NDJSON: invalid JSON, a non-object line, a nested value, a value of the
 /// wrong type and a missing NOT NULL field are rejected by line.
 #[test]
