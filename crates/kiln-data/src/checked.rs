@@ -216,6 +216,7 @@ impl ExecutionPlan for CheckedScanExec {
             projection: self.projection.clone(),
             rejects: Arc::clone(&self.rejects),
             batch_size,
+            first_only: false,
         };
         let files = self.files.clone();
         let stream = futures::stream::iter(files).flat_map(move |file| {
@@ -238,6 +239,8 @@ struct Reader {
     projection: Option<Vec<usize>>,
     rejects: RejectSink,
     batch_size: usize,
+    /// Locating a bad record ([`first_rejected`]): stop at the first, keep no batches.
+    first_only: bool,
 }
 
 /// Records of one batch, as text, with where they came from.
@@ -257,7 +260,18 @@ impl Reader {
             projection: None,
             rejects: Arc::default(),
             batch_size: batch_size.max(1),
+            first_only: false,
         }
+    }
+
+    /// Whether a locating reader is done: it has its first rejected record (and it
+    /// drops the batches read so far).
+    fn located(&self, out: &mut Vec<RecordBatch>) -> bool {
+        if !self.first_only {
+            return false;
+        }
+        out.clear();
+        self.rejects.lock().map(|r| !r.is_empty()).unwrap_or(true)
     }
 
     fn take_rejects(&self) -> Vec<Rejected> {
@@ -289,6 +303,9 @@ impl Reader {
             return Ok(out);
         }
         loop {
+            if self.located(&mut out) {
+                return Ok(out);
+            }
             let start = reader.position().clone();
             let more = match reader.read_byte_record(&mut record) {
                 Ok(more) => more,
@@ -355,6 +372,9 @@ impl Reader {
         let mut out = Vec::new();
         let mut pending = self.pending();
         for (line_no, raw) in records {
+            if self.located(&mut out) {
+                return Ok(out);
+            }
             let object = match serde_json::from_str::<serde_json::Value>(&raw) {
                 Ok(serde_json::Value::Object(map)) => map,
                 Ok(_) => {
@@ -472,6 +492,22 @@ pub fn parse_file_records(
     let reader = Reader::standalone(source, schema, format, batch_size);
     let batches = reader.read_bytes(bytes, shown, &[])?;
     Ok((batches, reader.take_rejects()))
+}
+
+/// The first record of `file` that does not conform to `schema` (`None`: all do), read
+/// by the rules of the module docs without keeping any rows. A files source in fail mode
+/// is read by DataFusion's readers, whose parse errors name neither the file nor the
+/// line; a build that fails on one re-reads the source with this to say where.
+pub fn first_rejected(
+    source: &str,
+    schema: &SchemaRef,
+    format: CheckedFormat,
+    file: &CheckedFile,
+) -> DfResult<Option<Rejected>> {
+    let mut reader = Reader::standalone(source, schema, format, 1024);
+    reader.first_only = true;
+    reader.read_file(file)?;
+    Ok(reader.take_rejects().into_iter().min_by_key(|r| r.line))
 }
 
 /// Field metadata marking a stream's event-time column (NOT NULL for the reader): a

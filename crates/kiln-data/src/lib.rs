@@ -224,6 +224,19 @@ impl DataError {
 }
 
 impl DataError {
+    /// Whether this is a reader's verdict on a record (a value that does not parse as
+    /// its column's type, a malformed CSV or JSON record), not a failure of the query.
+    pub fn is_record_error(&self) -> bool {
+        use datafusion::arrow::error::ArrowError;
+        let Self::Execution { source, .. } = self else { return false };
+        match source.find_root() {
+            DataFusionError::ArrowError(e, _) => {
+                matches!(**e, ArrowError::ParseError(_) | ArrowError::CsvError(_) | ArrowError::JsonError(_))
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn exec(context: impl Into<String>) -> impl FnOnce(DataFusionError) -> Self {
         let context = context.into();
         move |source| DataError::Execution { context, source }

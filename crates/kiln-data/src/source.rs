@@ -110,6 +110,48 @@ impl std::fmt::Display for Promotion {
 }
 
 impl FileSource {
+    /// The files as Kiln's checked reader reads them, with their partition values.
+    fn checked_files(&self) -> Result<Vec<crate::checked::CheckedFile>> {
+        self.listing()?
+            .into_iter()
+            .map(|(rel, _, _)| {
+                let partition = hive_values(&rel, &self.partition_by).ok_or_else(|| DataError::Source {
+                    name: self.name.clone(),
+                    message: format!(
+                        "{rel} is not under `{}=<value>/` directories (partitioned_by)",
+                        self.partition_by.join("=<value>/")
+                    ),
+                })?;
+                let path = if rel.is_empty() { self.path.clone() } else { self.path.join(rel) };
+                Ok(crate::checked::CheckedFile { path, partition })
+            })
+            .collect()
+    }
+
+    fn checked_format(&self) -> crate::checked::CheckedFormat {
+        match self.format {
+            FileFormat::Json => crate::checked::CheckedFormat::Json,
+            _ => crate::checked::CheckedFormat::Csv,
+        }
+    }
+
+    /// Where a CSV or JSON source read in fail mode first holds a record that does not
+    /// conform (`None`: nowhere, or another format): the checked reader's verdict
+    /// ([`crate::checked::first_rejected`]), for an error that can name file and line.
+    pub fn first_bad_record(&self) -> Result<Option<crate::checked::Rejected>> {
+        if self.reject || !matches!(self.format, FileFormat::Csv | FileFormat::Json) {
+            return Ok(None);
+        }
+        for file in self.checked_files()? {
+            let found = crate::checked::first_rejected(&self.name, &self.schema, self.checked_format(), &file)
+                .map_err(DataError::exec(format!("source `{}`", self.name)))?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
     /// The DataFusion table that scans this source with its declared schema.
     pub fn table(&self) -> Result<Arc<dyn TableProvider>> {
         if self.allow_empty && self.listing()?.is_empty() {
@@ -117,30 +159,11 @@ impl FileSource {
             return Ok(Arc::new(datafusion::datasource::empty::EmptyTable::new(Arc::clone(&self.schema))));
         }
         if self.reject {
-            let files = self
-                .listing()?
-                .into_iter()
-                .map(|(rel, _, _)| {
-                    let partition = hive_values(&rel, &self.partition_by).ok_or_else(|| DataError::Source {
-                        name: self.name.clone(),
-                        message: format!(
-                            "{rel} is not under `{}=<value>/` directories (partitioned_by)",
-                            self.partition_by.join("=<value>/")
-                        ),
-                    })?;
-                    let path = if rel.is_empty() { self.path.clone() } else { self.path.join(rel) };
-                    Ok(crate::checked::CheckedFile { path, partition })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let format = match self.format {
-                FileFormat::Json => crate::checked::CheckedFormat::Json,
-                _ => crate::checked::CheckedFormat::Csv,
-            };
             return Ok(Arc::new(crate::checked::CheckedCsvTable {
                 name: self.name.clone(),
                 schema: Arc::clone(&self.schema),
-                files,
-                format,
+                files: self.checked_files()?,
+                format: self.checked_format(),
             }));
         }
         let mut location = self.path.to_string_lossy().into_owned();

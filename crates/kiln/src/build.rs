@@ -378,9 +378,32 @@ async fn execute(session: &Session, job: Job, run_id: &str, observer: &dyn Obser
             let error = KilnError::Audit { product, runs: runs.clone() }.to_string();
             ProductRun { checks: runs, ..product_run(name, Action::AuditFailed, Some(error), t) }
         }
-        Err(e) => product_run(name, Action::Failed, Some(e.to_string()), t),
+        Err(e) => product_run(name, Action::Failed, Some(locate_record_error(session, job.i, e)), t),
     };
     (job.i, run)
+}
+
+/// A product's error, and, when a reader refused a record of a CSV or JSON source it
+/// reads in fail mode (DataFusion's readers name neither file nor line), where: the first
+/// record Kiln's checked reader rejects in the sources, with the way to keep going.
+fn locate_record_error(session: &Session, i: usize, e: KilnError) -> String {
+    let KilnError::Data(data) = &e else { return e.to_string() };
+    if !data.is_record_error() {
+        return e.to_string();
+    }
+    let sources = session.graph.nodes[i].deps.iter().filter_map(|&d| session.nodes[d].records.as_ref());
+    for source in sources {
+        if let Ok(Some(r)) = source.first_bad_record() {
+            let product = &session.graph.nodes[i].name;
+            let file = std::path::Path::new(&r.file);
+            let file = file.strip_prefix(&session.project.root).unwrap_or(file).display();
+            return format!(
+                "product `{product}`: source `{}`: {file}:{}: {} (record: `{}`); on_error = 'reject' keeps such records in `{product}__rejected` instead",
+                r.source, r.line, r.reason, r.raw
+            );
+        }
+    }
+    e.to_string()
 }
 
 /// Runs a fresh product's changed checks on its committed build.

@@ -55,6 +55,9 @@ pub(crate) struct NodeState {
     pub(crate) failed: Option<String>,
     /// A files source with a freshness expectation (`kiln freshness`).
     pub(crate) freshness: Option<kiln_data::FileSource>,
+    /// A CSV or JSON files source read in fail mode: a build over it that fails on a
+    /// record re-reads it to name the file and line (`build::locate_record_error`).
+    pub(crate) records: Option<kiln_data::FileSource>,
 }
 
 impl NodeState {
@@ -341,6 +344,12 @@ impl Session {
             && f.freshness.is_some()
         {
             self.nodes[i].freshness = Some(f.clone());
+        }
+        if let CompiledSource::Files(f) = &source
+            && !f.reject
+            && matches!(f.format, kiln_data::FileFormat::Csv | kiln_data::FileFormat::Json)
+        {
+            self.nodes[i].records = Some(f.clone());
         }
         if let CompiledSource::Files(f) = &source
             && f.allow_empty

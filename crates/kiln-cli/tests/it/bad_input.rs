@@ -1,6 +1,6 @@
 //! Bad input: one precise error, the right exit code, nothing half-written visible.
 
-use crate::{current_manifest, kiln, manifest_files, read_rows, write_files};
+use crate::{committed, current_manifest, kiln, manifest_files, read_rows, write_files};
 
 const CSV: (&str, &str) = ("data/t.csv", "a,b\n1,x\n2,y\n");
 const TOML: (&str, &str) = ("kiln.toml", "[project]\nname = \"bad\"\n");
@@ -195,6 +195,37 @@ fn rejected_records_are_kept_with_their_reason() {
     let manifest = current_manifest(tmp.path(), "p");
     assert_eq!(manifest["totals"]["rows_rejected"], 4);
     assert_eq!(manifest["totals"]["rows_read"], 7);
+}
+
+/// on_error = 'fail' (the default): a value that does not parse fails the product with
+/// the file, the line and the column (DataFusion's CSV and JSON readers say "line 2" of a
+/// batch and no file), and nothing of it is committed.
+#[test]
+fn failing_records_name_their_file_and_line() {
+    for (file, data, line, raw) in [
+        ("data/t.csv", "a,b\n1,x\n2,y\nthree,z\n4,w\n", 4, "three,z"),
+        (
+            "data/t.json",
+            "{\"a\": 1, \"b\": \"x\"}\n\n{\"a\": \"three\", \"b\": \"z\"}\n",
+            3,
+            "{\"a\": \"three\", \"b\": \"z\"}",
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let format = if file.ends_with("csv") { "csv" } else { "json" };
+        let models = format!(
+            "CREATE SOURCE t (a BIGINT NOT NULL, b VARCHAR) WITH (connector = 'files', path = 'data/', format = '{format}');
+             CREATE PRODUCT p AS SELECT a, b FROM t;"
+        );
+        write_files(tmp.path(), &[TOML, (file, data), ("models.sql", &models)]);
+        let (code, out, err) = kiln(&["build", "."], tmp.path());
+        assert_eq!(code, 1, "{out}{err}");
+        let want = format!(
+            "error: product `p`: source `t`: {file}:{line}: column `a`: cannot read `three` as Int64 (record: `{raw}`); on_error = 'reject' keeps such records in `p__rejected` instead"
+        );
+        assert!(err.contains(&want), "{err}");
+        assert!(committed(tmp.path(), "p").is_none());
+    }
 }
 
 /// CRLF line endings: the same lines and raw text as with LF (the reader's position lags
