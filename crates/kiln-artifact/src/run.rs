@@ -130,6 +130,10 @@ pub struct RunSummary {
     /// 'permissive'`): the schema the run actually read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub promotions: Vec<SchemaPromotion>,
+    /// Every warning the run gave (stale sources, empty `allow_empty` sources, secrets
+    /// read from their fallback, records that could not be written, ...), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A declared source column the files hold with a wider type, read as that type.

@@ -763,6 +763,9 @@ fn print_summary(summary: &RunSummary) {
         let reasons: Vec<String> = p.reasons.iter().map(ToString::to_string).collect();
         out!("  {}: {}", p.product, reasons.join("; "));
     }
+    for warning in &summary.warnings {
+        out!("warning: {warning}");
+    }
     let built = summary.products.iter().filter(|p| p.action == Action::Built).count();
     let fresh = summary.products.iter().filter(|p| p.action == Action::Fresh).count();
     let reused = summary.products.iter().filter(|p| p.action == Action::Reused).count();

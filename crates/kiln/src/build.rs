@@ -113,6 +113,8 @@ async fn reuse(
 /// are reported in the summary, with every independent product still built.
 pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) -> Result<BuildReport, KilnError> {
     let started = Instant::now();
+    let kept = crate::events::KeepWarnings::new(observer);
+    let observer: &dyn Observer = &kept;
     let mut session = Session::open(dir, options, Need::Data, observer).await?;
     for s in crate::testing::source_freshness(&session).await {
         if s.status != kiln_artifact::CheckStatus::Pass {
@@ -319,7 +321,7 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
     let runs: Vec<ProductRun> = products.iter().filter_map(|i| results.remove(i)).collect();
     events.emit(TelemetryEvent { seconds: Some(started.elapsed().as_secs_f64()), ..events.event("run_finished") });
 
-    let summary = RunSummary {
+    let mut summary = RunSummary {
         format_version: 1,
         run_id: run_id.clone(),
         project: session.project.config.project.name.clone(),
@@ -329,8 +331,10 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
         products: runs,
         seconds: started.elapsed().as_secs_f64(),
         promotions: session.promotions.clone(),
+        warnings: Vec::new(),
     };
     events.finish(observer).await;
+    summary.warnings = kept.take();
     let settings = serde_json::to_vec_pretty(&session.profile.effective()?)
         .map_err(|e| KilnError::Internal(format!("cannot encode the run's settings: {e}")))?;
     session.store.put_run_file(&run_id, "settings.json", settings).await?;

@@ -65,6 +65,34 @@ pub trait Observer: Send + Sync {
     fn event(&self, event: Event);
 }
 
+/// Forwards every event to `inner` and keeps the warnings, for a run's summary.
+pub(crate) struct KeepWarnings<'a> {
+    inner: &'a dyn Observer,
+    warnings: std::sync::Mutex<Vec<String>>,
+}
+
+impl<'a> KeepWarnings<'a> {
+    pub(crate) fn new(inner: &'a dyn Observer) -> Self {
+        Self { inner, warnings: std::sync::Mutex::default() }
+    }
+
+    /// The warnings so far, in the order they were given.
+    pub(crate) fn take(&self) -> Vec<String> {
+        self.warnings.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default()
+    }
+}
+
+impl Observer for KeepWarnings<'_> {
+    fn event(&self, event: Event) {
+        if let Event::Warning(message) = &event
+            && let Ok(mut w) = self.warnings.lock()
+        {
+            w.push(message.clone());
+        }
+        self.inner.event(event);
+    }
+}
+
 /// An observer that ignores everything (library use, tests).
 #[derive(Debug, Default)]
 pub struct Quiet;

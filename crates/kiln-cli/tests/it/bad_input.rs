@@ -547,7 +547,14 @@ fn an_empty_source_fails_unless_allowed_and_then_warns() {
     write_files(tmp.path(), &[("m.sql", &model(", allow_empty = 'true'"))]);
     let (code, out, err) = kiln(&["build"], tmp.path());
     assert_eq!(code, 0, "{out}{err}");
-    assert!(err.contains("warning: source `t` has no .csv files under incoming (allow_empty = 'true')"), "{err}");
+    let warning = "source `t` has no .csv files under incoming (allow_empty = 'true')";
+    assert!(err.contains(&format!("warning: {warning}")), "{err}");
+    // The summary repeats it, and the run summary (`--json`) has it.
+    assert!(out.contains(&format!("warning: {warning}")), "{out}");
+    let (_, json, _) = kiln(&["build", "--json"], tmp.path());
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let warnings = json["warnings"].as_array().unwrap();
+    assert!(warnings.iter().any(|w| w.as_str().unwrap().starts_with(warning)), "{json}");
     let (_, out, _) = kiln(&["query", "--format", "csv", "SELECT n FROM p"], tmp.path());
     assert_eq!(out, "n\n0\n");
     // Files arriving later are read.

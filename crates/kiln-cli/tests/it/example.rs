@@ -216,6 +216,7 @@ fn build_json_is_the_run_summary() {
     assert_eq!(json["products"][0]["product"], "evens");
     assert_eq!(json["products"][0]["action"], "built");
     assert_eq!(json["products"][0]["rows"], 1);
+    assert!(json.get("warnings").is_none(), "a run without warnings lists none: {json}");
     let phases = json["products"][0]["phases"].as_object().unwrap();
     let names: Vec<&str> = phases.keys().map(String::as_str).collect();
     assert_eq!(names, ["commit", "compile", "execute_write", "plan"]);
