@@ -1308,3 +1308,90 @@ fn performance_settings_do_not_change_the_files() {
         }
     }
 }
+
+/// README.md's "A short tour", run as written, in order, against a fresh `kiln init
+/// --example tpch shop` (generated at scale factor 0.01 instead of 0.1, to be quick; the
+/// `[...]` parts are the README's optional arguments and are left out): every command
+/// succeeds and says what the README says it does.
+#[test]
+fn readme_tour_runs_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let tour = readme.split("## A short tour").nth(1).unwrap();
+    let block = tour.split("```sh\n").nth(1).unwrap().split("```").next().unwrap();
+    let optional = |line: &str| {
+        let mut out = String::new();
+        let mut depth = 0;
+        for c in line.chars() {
+            match c {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                _ if depth == 0 => out.push(c),
+                _ => {}
+            }
+        }
+        out.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_kiln"), bin.join("kiln")).unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(home.join(".local/share/bash-completion/completions")).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut builds = 0;
+    let mut ran = 0;
+    for line in block.lines() {
+        let command = optional(line.split("  #").next().unwrap());
+        if command.is_empty() {
+            continue;
+        }
+        let out = std::process::Command::new("bash")
+            .args(["-c", &command])
+            .current_dir(tmp.path())
+            .env("PATH", &path)
+            .env("HOME", &home)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "`{command}`:\n{stdout}\n{stderr}");
+        ran += 1;
+        let words = command.split_whitespace().collect::<Vec<_>>();
+        match words.get(1).copied() {
+            Some("init") => {
+                let toml = tmp.path().join("shop/kiln.toml");
+                let text = std::fs::read_to_string(&toml).unwrap();
+                std::fs::write(&toml, text.replace("scale_factor = 0.1 ", "scale_factor = 0.01 ")).unwrap();
+            }
+            Some("build") if command.contains("--json") => {
+                let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+                assert_eq!(summary["products"].as_array().unwrap().len(), 6, "{stdout}");
+            }
+            Some("build") => {
+                builds += 1;
+                assert!(stdout.contains(" built, ") && stdout.contains(" fresh"), "`{command}`:\n{stdout}");
+                if builds == 1 {
+                    assert!(stdout.contains("6 built, 0 fresh"), "{stdout}");
+                }
+                if line.contains("nothing changed") {
+                    assert!(stdout.contains("0 built, 6 fresh"), "`{command}`:\n{stdout}");
+                }
+            }
+            Some("ls") => assert!(stdout.contains("orders_nested") && stdout.contains("lineitem"), "{stdout}"),
+            Some("plan") => assert!(stdout.contains("decision") && stdout.contains("6 fresh"), "{stdout}"),
+            Some("lineage") => assert!(stdout.contains("l_extendedprice"), "{stdout}"),
+            Some("query") => assert!(stdout.contains("nation") && stdout.contains("EGYPT"), "{stdout}"),
+            Some("explain") => assert!(stdout.to_lowercase().contains("physical"), "{stdout}"),
+            Some("functions") => assert!(stdout.contains("kiln_pii_hash"), "{stdout}"),
+            Some("test") => {
+                assert!(stdout.contains("checks (0 failed") && stdout.contains("tests (0 failed)"), "{stdout}")
+            }
+            Some("completions") => {
+                let script = home.join(".local/share/bash-completion/completions/kiln");
+                assert!(std::fs::read_to_string(script).unwrap().contains("kiln"));
+            }
+            Some("produce") => assert!(stdout.contains("clicks") || stderr.contains("clicks"), "{stdout}{stderr}"),
+            _ => {}
+        }
+    }
+    assert!(ran >= 20, "the tour has {ran} commands");
+}
