@@ -602,6 +602,13 @@ pub struct GcReport {
     /// builds leave; object stores have no directories).
     #[serde(default)]
     pub empty_dirs: u64,
+    /// Tables of products the project no longer defines (with their `__rejected`,
+    /// `__failures` and `__late` datasets), kept: `kiln gc --drop-removed` deletes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+    /// Tables of removed products deleted by `--drop-removed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

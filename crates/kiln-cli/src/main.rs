@@ -190,6 +190,10 @@ enum Command {
         project: ProjectDir,
         #[command(flatten)]
         wait: WaitArg,
+        /// Also delete the tables of products the project no longer defines (kept and
+        /// listed otherwise; a table an environment binds is always kept)
+        #[arg(long)]
+        drop_removed: bool,
         #[arg(long)]
         json: bool,
     },
@@ -596,8 +600,9 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Gc { dir, project, wait, json } => {
-            let r = kiln::gc(&project.resolve(dir)?, wait.wait(), &progress::CliProgress::new(false)).await?;
+        Command::Gc { dir, project, wait, drop_removed, json } => {
+            let r =
+                kiln::gc(&project.resolve(dir)?, drop_removed, wait.wait(), &progress::CliProgress::new(false)).await?;
             if json {
                 out!("{}", json_text(&r).map_err(KilnError::Internal)?);
             } else {
@@ -616,6 +621,15 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
                     r.empty_dirs,
                     r.kept
                 );
+                if !r.dropped.is_empty() {
+                    out!("dropped the tables of removed products: {}", r.dropped.join(", "));
+                }
+                if !r.removed.is_empty() {
+                    out!(
+                        "kept the tables of products no longer defined: {} (kiln gc --drop-removed deletes them)",
+                        r.removed.join(", ")
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -91,8 +91,18 @@ struct Retained {
 /// and a version some environment's binding reads (warehouse::env) is retained as if it
 /// were one of its table's latest. A directory of an environment whose document is
 /// missing (a creation or drop killed midway) is deleted.
-pub async fn gc(dir: &Path, wait: Wait, observer: &dyn Observer) -> Result<GcReport, KilnError> {
+///
+/// Tables of products the project no longer defines are reported in `removed` and kept,
+/// or, with `drop_removed`, deleted whole (`dropped`) — unless an environment binds one
+/// (it stays, reported), or a project file does not parse (its products are unknown, so
+/// nothing is dropped: an error).
+pub async fn gc(dir: &Path, drop_removed: bool, wait: Wait, observer: &dyn Observer) -> Result<GcReport, KilnError> {
     let (project, base, store) = open(dir)?;
+    if drop_removed && let Some(problem) = project.problems.first() {
+        return Err(KilnError::Usage(format!(
+            "gc --drop-removed: the project's products are not all known ({problem}); fix it first"
+        )));
+    }
     let _writer = crate::lock::hold(&base, "gc", wait, observer).await?;
     let retain = project.config.storage.retain_versions.get() as usize;
     let mut report = GcReport { format_version: REPORT_FORMAT_VERSION, ..GcReport::default() };
@@ -115,6 +125,30 @@ pub async fn gc(dir: &Path, wait: Wait, observer: &dyn Observer) -> Result<GcRep
     let mut envs = vec![base.open_env(kiln_data::warehouse::PROD, true).await?];
     for doc in &docs {
         envs.push(base.open_env(&doc.name, false).await?);
+    }
+    // Datasets of products no longer defined: a dataset is its product's, or a derived
+    // one (`<p>__rejected`, `<p>__failures`, `<v>__late`) of a product.
+    let defined: BTreeSet<&str> = project.graph.nodes.iter().map(|n| n.name.as_str()).collect();
+    let owner = |dataset: &str| {
+        ["__rejected", "__failures", "__late"]
+            .iter()
+            .find_map(|s| dataset.strip_suffix(s))
+            .unwrap_or(dataset)
+            .to_owned()
+    };
+    for dataset in envs[0].products().await? {
+        let product = owner(&dataset);
+        if defined.contains(product.as_str()) || defined.contains(dataset.as_str()) {
+            continue;
+        }
+        if drop_removed && !bound.contains_key(&dataset) {
+            for (path, _) in base.objects(&format!("{dataset}/")).await? {
+                base.delete(&path).await?;
+            }
+            report.dropped.push(dataset);
+        } else {
+            report.removed.push(dataset);
+        }
     }
     for warehouse in &envs {
         gc_env(warehouse, retain, &bound, &mut report, &mut plans_in_use, &mut builds_in_use).await?;

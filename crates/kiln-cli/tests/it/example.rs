@@ -1395,3 +1395,48 @@ fn readme_tour_runs_as_written() {
     }
     assert!(ran >= 20, "the tour has {ran} commands");
 }
+
+/// A product removed from the project: gc lists its tables and keeps them; `--drop-removed`
+/// deletes them (its rejected dataset too) and nothing else; with a file that does not
+/// parse, whose products are unknown, it refuses.
+#[test]
+fn gc_lists_and_drops_removed_products() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sql = "CREATE SOURCE t (a BIGINT NOT NULL) WITH (connector = 'files', path = 'data/', format = 'csv', on_error = 'reject');\n\
+               CREATE PRODUCT keep AS SELECT a FROM t;\n";
+    crate::write_files(
+        tmp.path(),
+        &[
+            ("kiln.toml", "[project]\nname = \"g\"\n"),
+            ("data/t.csv", "a\n1\nx\n"),
+            ("models.sql", sql),
+            ("gone.sql", "CREATE PRODUCT gone AS SELECT a + 1 AS b FROM t;\n"),
+        ],
+    );
+    let (code, out, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(tmp.path().join("warehouse/gone__rejected/_delta_log").is_dir());
+    std::fs::remove_file(tmp.path().join("gone.sql")).unwrap();
+
+    let (code, out, err) = kiln(&["gc", "--json", "."], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["removed"], serde_json::json!(["gone", "gone__rejected"]), "{out}");
+    assert!(tmp.path().join("warehouse/gone/_delta_log").is_dir(), "kept without --drop-removed");
+
+    std::fs::write(tmp.path().join("broken.sql"), "CREATE PRODUCT x AS SELEC 1;").unwrap();
+    let (code, _, err) = kiln(&["gc", "--drop-removed", "."], tmp.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--drop-removed") && err.contains("broken.sql"), "{err}");
+    assert!(tmp.path().join("warehouse/gone/_delta_log").is_dir());
+    std::fs::remove_file(tmp.path().join("broken.sql")).unwrap();
+
+    let (code, out, err) = kiln(&["gc", "--drop-removed", "."], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("dropped the tables of removed products: gone, gone__rejected"), "{out}");
+    assert!(!tmp.path().join("warehouse/gone").exists() && !tmp.path().join("warehouse/gone__rejected").exists());
+    let (code, out, _) = kiln(&["query", "SELECT a FROM keep", "--format", "csv"], tmp.path());
+    assert_eq!((code, out.as_str()), (0, "a\n1\n"));
+    let (_, out, _) = kiln(&["gc", "."], tmp.path());
+    assert!(!out.contains("no longer defined"), "{out}");
+}

@@ -668,7 +668,7 @@ fn runs_say_where_they_started_and_are_recorded() {
     assert!(second.views[0].started.starts_with("resumed from checkpoint "), "{}", second.views[0].started);
     assert_eq!(second.views[0].events, 30, "nothing read twice");
     // gc keeps what the checkpoint needs: the next run resumes with the open window's state.
-    rt.block_on(kiln::gc(dir.path(), kiln::lock::Wait::Block, &kiln::Quiet)).unwrap();
+    rt.block_on(kiln::gc(dir.path(), false, kiln::lock::Wait::Block, &kiln::Quiet)).unwrap();
     let more: Vec<Ev> = (30..40).map(|k| (k * 100, 1, 1)).collect();
     rt.block_on(produce(dir.path(), &more));
     let after_gc = rt.block_on(run_until_idle(dir.path()));
