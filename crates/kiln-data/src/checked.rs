@@ -332,11 +332,17 @@ impl Reader {
                 self.reject(shown, line, raw, format!("expected {width} fields, found {}", record.len()));
                 continue;
             }
+            // A field that is not UTF-8 text rejects its record (it was read as NULL).
+            let bad = record.iter().position(|field| std::str::from_utf8(field).is_err());
+            if let Some(k) = bad {
+                let column = self.schema.field(k).name();
+                self.reject(shown, line, raw, format!("column `{column}`: not valid UTF-8 text"));
+                continue;
+            }
             for (builder, field) in pending.fields.iter_mut().zip(record.iter()) {
                 match std::str::from_utf8(field) {
-                    Ok("") => builder.append_null(),
+                    Ok("") | Err(_) => builder.append_null(),
                     Ok(text) => builder.append_value(text),
-                    Err(_) => builder.append_null(),
                 }
             }
             for (builder, value) in pending.fields[width..].iter_mut().zip(partition) {
@@ -355,7 +361,15 @@ impl Reader {
     fn read_json(&self, bytes: &[u8], shown: &str, partition: &[Option<String>]) -> DfResult<Vec<RecordBatch>> {
         let lines = bytes.split(|b| *b == b'\n').enumerate().filter_map(|(k, line)| {
             let raw = String::from_utf8_lossy(line).trim_end_matches('\r').to_owned();
-            (!raw.trim().is_empty()).then_some((k as u64 + 1, raw))
+            if raw.trim().is_empty() {
+                return None;
+            }
+            if std::str::from_utf8(line).is_err() {
+                // Read lossily it would parse with U+FFFD in place of the bytes.
+                self.reject(shown, k as u64 + 1, raw, "not valid UTF-8 text".into());
+                return None;
+            }
+            Some((k as u64 + 1, raw))
         });
         self.json_records(lines, shown, partition)
     }

@@ -228,6 +228,36 @@ fn failing_records_name_their_file_and_line() {
     }
 }
 
+/// Bytes that are not UTF-8 in a text field reject their record (CSV: it was read as NULL;
+/// NDJSON: as U+FFFD), with the column; the other records are read as they are.
+#[test]
+fn non_utf8_records_are_rejected_not_altered() {
+    for (file, data, good) in [
+        ("data/t.csv", &b"a,b\n1,caf\xe9\n2,ok\n"[..], "a,b\n2,ok\n"),
+        ("data/t.json", &b"{\"a\": 1, \"b\": \"caf\xe9\"}\n{\"a\": 2, \"b\": \"ok\"}\n"[..], "a,b\n2,ok\n"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let format = if file.ends_with("csv") { "csv" } else { "json" };
+        let models = format!(
+            "CREATE SOURCE t (a BIGINT NOT NULL, b VARCHAR) WITH (connector = 'files', path = 'data/', format = '{format}', on_error = 'reject');
+             CREATE PRODUCT p ORDER BY (a) AS SELECT a, b FROM t;"
+        );
+        write_files(tmp.path(), &[TOML, ("models.sql", &models)]);
+        std::fs::create_dir_all(tmp.path().join("data")).unwrap();
+        std::fs::write(tmp.path().join(file), data).unwrap();
+        let (code, out, err) = kiln(&["build", "."], tmp.path());
+        assert_eq!(code, 0, "{out}{err}");
+        let (_, out, _) = kiln(&["query", "SELECT a, b FROM p", "--format", "csv"], tmp.path());
+        assert_eq!(out, good, "{file}");
+        let manifest = current_manifest(tmp.path(), "p__rejected");
+        let rows = read_rows(manifest_files(tmp.path(), &manifest), &["line", "reason"], "line");
+        // The CSV header is line 1; NDJSON has none.
+        let want =
+            if format == "csv" { "| 2 | column `b`: not valid UTF-8 text |" } else { "| 1 | not valid UTF-8 text |" };
+        assert_eq!(rows, [want], "{file}");
+    }
+}
+
 /// CRLF line endings: the same lines and raw text as with LF (the reader's position lags
 /// one byte after a CRLF record: lines were one short and raw text began with `\n`), and a
 /// quoted field spanning lines keeps the line its record starts on.
