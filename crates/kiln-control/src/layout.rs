@@ -202,6 +202,24 @@ pub fn parse_basename(template: &str) -> Result<Basename, BasenameError> {
 }
 
 /// The Parquet options and `max_bytes_per_file` of `options` (keys from
+/// A Parquet codec, `name` or `name(level)`: checked here first, as parquet's own parser
+/// panics on text it does not expect (a non-ASCII character before the closing `)`).
+pub(crate) fn parse_codec(text: &str) -> Option<Compression> {
+    let well_formed = match text.split_once('(') {
+        None => text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        Some((name, rest)) => {
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && rest
+                    .strip_suffix(')')
+                    .is_some_and(|level| !level.is_empty() && level.chars().all(|c| c.is_ascii_digit()))
+        }
+    };
+    if !well_formed {
+        return None;
+    }
+    text.parse::<Compression>().ok()
+}
+
 /// [`WRITE_OPTIONS`]) for a product with output `schema`. An error is `(option, message)`.
 fn parquet_options(
     options: &BTreeMap<String, String>,
@@ -214,8 +232,7 @@ fn parquet_options(
         match key.as_str() {
             "compression" => {
                 let expected = "a Parquet codec such as 'zstd(3)', 'snappy', 'lz4_raw', 'gzip(6)' or 'uncompressed' (per column: 'zstd(3); col: snappy')";
-                out.compression =
-                    per_column(value, schema, &bad, |v| v.parse::<Compression>().map_err(|_| bad(expected)))?;
+                out.compression = per_column(value, schema, &bad, |v| parse_codec(v).ok_or_else(|| bad(expected)))?;
             }
             "dictionary" => {
                 out.dictionary = per_column(value, schema, &bad, |v| match v {
@@ -343,6 +360,10 @@ mod tests {
     #[test]
     fn bad_values_say_what_was_expected() {
         assert!(props(&[("compression", "zip")]).unwrap_err().contains("expected a Parquet codec"));
+        // Text parquet's parser panics on is refused before it gets there.
+        for bad in ["zstd(3)ß", "zstd(ß)", "zstd(", "zstd()", "gzip(6", "ß", "zstd(3))"] {
+            assert!(props(&[("compression", bad)]).unwrap_err().contains("expected a Parquet codec"), "{bad}");
+        }
         assert!(props(&[("dictionary", "nope: true")]).unwrap_err().contains("no leaf column `nope`"));
         assert!(props(&[("statistics", "s: none")]).unwrap_err().contains("no leaf column `s`"));
         assert!(props(&[("dictionary", "true; false")]).unwrap_err().contains("one default"));

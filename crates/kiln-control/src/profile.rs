@@ -204,6 +204,16 @@ impl RuntimeProfile {
                 }
                 continue;
             }
+            // Parquet's codec parser panics on some malformed text: checked first.
+            if key.ends_with(".compression")
+                && key.starts_with("datafusion.execution.parquet.")
+                && crate::layout::parse_codec(value).is_none()
+            {
+                return Err(ControlError::Profile(format!(
+                    "setting `{key}` = `{value}` in profile `{}`: expected a Parquet codec such as zstd(3), snappy or uncompressed",
+                    self.name
+                )));
+            }
             config.options_mut().set(key, value).map_err(|e| {
                 ControlError::Profile(format!("setting `{key}` = `{value}` in profile `{}`: {e}", self.name))
             })?;

@@ -167,7 +167,7 @@ pub fn window_tvfs(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
             let inner = p.strip_prefix("DESCRIPTOR").or_else(|| p.strip_prefix("descriptor"))?.trim();
             inner.strip_prefix('(')?.strip_suffix(')').map(str::trim)
         });
-        let text = match (kind, name, time, &parts[2..]) {
+        let text = match (kind, name, time, parts.get(2..).unwrap_or_default()) {
             (Kind::Tumble, Some(t), Some(ts), [size]) => Some(format!(
                 "(SELECT *, kiln_tumble_start({ts}, {size}) AS window_start, kiln_tumble_start({ts}, {size}) + {size} AS window_end FROM {t})"
             )),
