@@ -427,18 +427,36 @@ fn watch_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::io
     Ok(())
 }
 
+/// The stack of every thread that plans SQL. DataFusion's planner and optimizer recurse
+/// once per level of an expression, and generated SQL (a 5,000-term OR chain) goes deep:
+/// the default 8 MiB overflowed (an abort) at about 8,000 terms. The dialect refuses
+/// statements beyond `kiln_control::dialect::MAX_OPERATORS`, which bounds the depth well
+/// inside this. A stack is reserved address space; only the pages used are memory.
+const STACK_BYTES: usize = 512 << 20;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(3);
+    let main = std::thread::Builder::new().name("kiln".into()).stack_size(STACK_BYTES).spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().thread_stack_size(STACK_BYTES).enable_all().build();
+        let runtime = match runtime {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the runtime: {e}");
+                return ExitCode::from(3);
+            }
+        };
+        match runtime.block_on(run(cli)) {
+            Ok(code) => code,
+            Err(e) => report(&e),
         }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(code) => code,
-        Err(e) => report(&e),
+    });
+    match main.map(std::thread::JoinHandle::join) {
+        Ok(Ok(code)) => code,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(e) => {
+            eprintln!("error: cannot start the main thread: {e}");
+            ExitCode::from(3)
+        }
     }
 }
 

@@ -258,6 +258,26 @@ fn non_utf8_records_are_rejected_not_altered() {
     }
 }
 
+/// A deep expression plans (a 1,500-term chain aborted the process with a stack overflow
+/// on the default 8 MiB stack) and one past the dialect's operator limit is a located
+/// error; the other products of the project are unaffected.
+#[test]
+fn deep_expressions_plan_or_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let chain = |n: usize| vec!["a"; n].join("+");
+    let models = format!(
+        "CREATE SOURCE t (a BIGINT) WITH (connector = 'files', path = 'data/', format = 'csv');\n\
+         CREATE PRODUCT deep AS SELECT {} AS x FROM t;\n",
+        chain(1500)
+    );
+    let huge = format!("CREATE PRODUCT huge AS SELECT {} AS x FROM t;\n", chain(3000));
+    write_files(tmp.path(), &[TOML, ("data/t.csv", "a\n1\n"), ("models.sql", &models), ("huge.sql", &huge)]);
+    let (code, out, err) = kiln(&["plan", "."], tmp.path());
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("deep     build"), "{out}");
+    assert!(out.contains("huge.sql:1:4032: statement too large: more than 2000 operators"), "{out}");
+}
+
 /// CRLF line endings: the same lines and raw text as with LF (the reader's position lags
 /// one byte after a CRLF record: lines were one short and raw text began with `\n`), and a
 /// quoted field spanning lines keeps the line its record starts on.

@@ -123,3 +123,25 @@ fn golden_syntax_errors() {
     assert!(e.to_string().starts_with("models/x.sql:1:8: "), "{e}");
     assert!(e.snippet().unwrap().contains("^"), "{:?}", e.snippet());
 }
+
+/// A statement with more operators than planning handles in reasonable time (its cost
+/// grows with the square of an expression's depth) is refused where it passes the limit;
+/// one at the limit parses. Semicolons start the count again.
+#[test]
+fn oversized_statements_are_refused_with_their_location() {
+    use kiln_control::dialect::MAX_OPERATORS;
+    let chain = |n: usize| vec!["a"; n + 1].join("+");
+    let at_limit = format!("CREATE PRODUCT p AS SELECT {} AS x FROM t;", chain(MAX_OPERATORS));
+    assert!(parse_file("m.sql", &at_limit).is_ok());
+    let twice = format!("{at_limit}\n{}", at_limit.replace(" p ", " q "));
+    assert_eq!(parse_file("m.sql", &twice).unwrap().len(), 2);
+    let over = format!("CREATE PRODUCT p AS SELECT {} AS x FROM t;", chain(MAX_OPERATORS + 1));
+    let column = "CREATE PRODUCT p AS SELECT ".len() + 2 * (MAX_OPERATORS + 1);
+    let e = error(&over).to_string();
+    assert!(
+        e.starts_with(&format!("models/x.sql:1:{column}: statement too large: more than {MAX_OPERATORS} operators")),
+        "{e}"
+    );
+    let ands = format!("CREATE PRODUCT p AS SELECT a FROM t WHERE {};", vec!["a > 0"; MAX_OPERATORS].join(" AND "));
+    assert!(error(&ands).to_string().contains("statement too large"));
+}
