@@ -417,17 +417,21 @@ impl GroupsAccumulator for NestAccumulator {
         };
         self.groups = self.groups.max(total_num_groups);
         let offsets = lists.offsets();
+        // The state arrives as slices of one large emitted array: keep (and account for)
+        // only the range of the values these lists cover, not the whole buffer.
+        let (start, end) = (offsets[0] as usize, offsets[offsets.len() - 1] as usize);
         let mut entries = Vec::new();
         for (row, &group) in group_indices.iter().enumerate() {
             if lists.is_null(row) {
                 continue;
             }
             for pos in offsets[row]..offsets[row + 1] {
-                entries.push((group as u32, pos as u32));
+                entries.push((group as u32, (pos as usize - start) as u32));
             }
         }
         if !entries.is_empty() {
-            self.push(Source { values: Arc::clone(lists.values()), keys, entries });
+            let keys = keys.iter().map(|k| k.slice(start, end - start)).collect();
+            self.push(Source { values: lists.values().slice(start, end - start), keys, entries });
         }
         Ok(())
     }
