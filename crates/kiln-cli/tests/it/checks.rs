@@ -94,23 +94,10 @@ fn query(dir: &Path, sql: &str) -> String {
 /// reader sees it: log and data files).
 fn snapshot(dir: &Path, dataset: &str) -> Vec<(String, Vec<u8>)> {
     let root = dir.join("warehouse").join(dataset);
-    let mut out = Vec::new();
-    let mut todo = vec![root.clone()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                todo.push(path);
-            } else {
-                out.push((
-                    path.strip_prefix(&root).unwrap().to_string_lossy().into_owned(),
-                    std::fs::read(&path).unwrap(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
+    crate::files_under(&root)
+        .into_iter()
+        .map(|rel| (rel.to_string_lossy().into_owned(), std::fs::read(root.join(&rel)).unwrap()))
+        .collect()
 }
 
 /// The files the committed version of `dataset` reads, with their bytes.

@@ -1251,26 +1251,19 @@ fn example_checks_warn_and_unit_tests_pass() {
 /// masked), with its sha256.
 fn data_files(warehouse: &std::path::Path) -> std::collections::BTreeMap<String, String> {
     use sha2::Digest;
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![warehouse.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                // builds/<run id>/: each run's directory is named by the run.
-                let rel = p.strip_prefix(warehouse).unwrap().to_string_lossy().into_owned();
-                let mut parts: Vec<&str> = rel.split('/').collect();
-                if let Some(i) = parts.iter().position(|s| *s == "builds") {
-                    parts[i + 1] = "<run>";
-                }
-                let rel = parts.join("/");
-                out.insert(rel, format!("{:x}", sha2::Sha256::digest(std::fs::read(&p).unwrap())));
+    let parquet = crate::files_under(warehouse).into_iter().filter(|p| p.extension().is_some_and(|x| x == "parquet"));
+    parquet
+        .map(|rel| {
+            let digest = format!("{:x}", sha2::Sha256::digest(std::fs::read(warehouse.join(&rel)).unwrap()));
+            // builds/<run id>/: each run's directory is named by the run.
+            let rel = rel.to_string_lossy().into_owned();
+            let mut parts: Vec<&str> = rel.split('/').collect();
+            if let Some(i) = parts.iter().position(|s| *s == "builds") {
+                parts[i + 1] = "<run>";
             }
-        }
-    }
-    out
+            (parts.join("/"), digest)
+        })
+        .collect()
 }
 
 /// Performance settings change neither build ids nor bytes: the example built from an
@@ -1280,10 +1273,7 @@ fn data_files(warehouse: &std::path::Path) -> std::collections::BTreeMap<String,
 fn performance_settings_do_not_change_the_files() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("shop");
-    let (code, _, err) = kiln(&["init", "--example", "tpch", dir.to_str().unwrap()], tmp.path());
-    assert_eq!(code, 0, "{err}");
-    let toml = std::fs::read_to_string(dir.join("kiln.toml")).unwrap();
-    std::fs::write(dir.join("kiln.toml"), toml.replace("scale_factor = 0.1 ", "scale_factor = 0.02 ")).unwrap();
+    example_at(&dir, "0.02");
     let settings: [&[&str]; 4] = [
         &[],
         &["--profile", "memory_limited"],
@@ -1357,11 +1347,7 @@ fn readme_tour_runs_as_written() {
         ran += 1;
         let words = command.split_whitespace().collect::<Vec<_>>();
         match words.get(1).copied() {
-            Some("init") => {
-                let toml = tmp.path().join("shop/kiln.toml");
-                let text = std::fs::read_to_string(&toml).unwrap();
-                std::fs::write(&toml, text.replace("scale_factor = 0.1 ", "scale_factor = 0.01 ")).unwrap();
-            }
+            Some("init") => set_scale_factor(&tmp.path().join("shop"), "0.01"),
             Some("build") if command.contains("--json") => {
                 let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
                 assert_eq!(summary["products"].as_array().unwrap().len(), 6, "{stdout}");
@@ -1439,4 +1425,18 @@ fn gc_lists_and_drops_removed_products() {
     assert_eq!((code, out.as_str()), (0, "a\n1\n"));
     let (_, out, _) = kiln(&["gc", "."], tmp.path());
     assert!(!out.contains("no longer defined"), "{out}");
+}
+
+/// `kiln init --example tpch DIR`, generating scale factor `sf`.
+fn example_at(dir: &std::path::Path, sf: &str) {
+    let (code, _, err) = kiln(&["init", "--example", "tpch", dir.to_str().unwrap()], dir.parent().unwrap());
+    assert_eq!(code, 0, "{err}");
+    set_scale_factor(dir, sf);
+}
+
+/// The example at `dir` generates scale factor `sf` (instead of 0.1).
+fn set_scale_factor(dir: &std::path::Path, sf: &str) {
+    let toml = dir.join("kiln.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, text.replace("scale_factor = 0.1 ", &format!("scale_factor = {sf} "))).unwrap();
 }
