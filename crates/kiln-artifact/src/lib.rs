@@ -42,6 +42,7 @@
 //! ```
 
 pub mod catalog;
+pub mod docs;
 pub mod env;
 pub mod identity;
 pub mod manifest;

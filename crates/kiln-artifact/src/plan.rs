@@ -426,7 +426,7 @@ impl PlanReport {
 
 /// Version of the compile cache (`.kiln/cache/compile.json`); a cache of another version
 /// is ignored.
-pub const COMPILE_CACHE_VERSION: u32 = 1;
+pub const COMPILE_CACHE_VERSION: u32 = 2;
 
 /// Compile results keyed by everything compiling depends on (kiln-control documents the
 /// key), so a run where nothing changed fingerprints a project without planning a query.
@@ -451,6 +451,8 @@ pub struct CachedCompile {
     pub query_fp: String,
     pub func_fp: String,
     pub shape: ProductShape,
+    /// Lineage of every output column (`kiln docs` draws it without compiling).
+    pub lineage: Vec<ColumnLineage>,
 }
 
 /// Version of the parse cache (`.kiln/cache/parse.json`).

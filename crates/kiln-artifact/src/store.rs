@@ -279,6 +279,16 @@ impl ArtifactStore {
     }
 
     /// A file of a run, if stored.
+    /// The ids of the runs kept, oldest first (run ids sort by time).
+    pub async fn run_ids(&self) -> Result<Vec<String>, ArtifactError> {
+        let prefix = Self::path(&["runs"]);
+        let listed = self.store.list_with_delimiter(Some(&prefix)).await.map_err(self.err("list", &prefix))?;
+        let mut ids: Vec<String> =
+            listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_owned)).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
     pub async fn run_file(&self, run_id: &str, name: &str) -> Result<Option<Vec<u8>>, ArtifactError> {
         self.get(&Self::path(&["runs", run_id, name])).await
     }

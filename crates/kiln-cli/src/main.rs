@@ -122,6 +122,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the project's documentation site (DAG, products, column lineage, runs):
+    /// static files that work opened from disk, default .kiln/docs/.
+    Docs {
+        #[command(flatten)]
+        dir: ProjectDir,
+        #[command(flatten)]
+        env: EnvArg,
+        /// Directory to write the site to (replaced; default: .kiln/docs in the project).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Serve the site on 127.0.0.1 and rebuild it when the project changes (Ctrl-C stops).
+        #[arg(long)]
+        serve: bool,
+        /// Port for --serve (default 8080; 0: any free port).
+        #[arg(long, default_value_t = 8080, requires = "serve")]
+        port: u16,
+    },
     /// The semantic diff of a product's query against its committed build.
     Diff {
         product: String,
@@ -538,6 +555,30 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             }
             let failed = !report.errors.is_empty() || report.products.iter().any(|p| p.decision == Decision::Failed);
             Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Docs { dir, env, out, serve, port } => {
+            let dir = dir.resolve(None)?;
+            let out = out.unwrap_or_else(|| kiln::docs::default_out(&dir));
+            let options = env.options();
+            if !serve {
+                let report = kiln::docs::docs(&dir, &out, &options).await?;
+                out!("wrote {} pages ({} bytes) to {}", report.pages, report.bytes, report.out.display());
+                out!("open {}", report.out.join("index.html").display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let report = |event: kiln::docs::serve::ServeEvent<'_>| match event {
+                kiln::docs::serve::ServeEvent::Listening(addr) => out!("serving http://{addr}/ (Ctrl-C stops)"),
+                kiln::docs::serve::ServeEvent::Built(r) => out!("wrote {} pages to {}", r.pages, r.out.display()),
+                kiln::docs::serve::ServeEvent::Failed(e) => eprintln!("error: {e} (still serving the previous site)"),
+            };
+            let stop = async {
+                // Without a signal handler the process cannot stop cleanly; it then runs until killed.
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            kiln::docs::serve::serve(&dir, &out, port, &options, &report, stop).await?;
+            Ok(ExitCode::from(130))
         }
         Command::Diff { product, dir, env, json } => {
             let diff = kiln::diff(&dir.resolve(None)?, &product, &env.options()).await?;

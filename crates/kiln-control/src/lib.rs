@@ -26,6 +26,7 @@
 //! - [`canonical`]: the canonical plan (hashed into `query_fp`, with its explicit
 //!   encoders in [`canonical::encode`]) and column lineage, from one walk;
 //! - [`diff`]: the semantic diff of two canonical plans;
+//! - [`sqltext`]: statements as written with their comment blocks, and highlighting;
 //! - [`decision`]: fresh or build, with reasons.
 //!
 //! Every identity (build ids, fingerprints, versions) is computed by
@@ -67,6 +68,7 @@ pub mod layout;
 pub mod profile;
 pub mod project;
 pub mod sqlfile;
+pub mod sqltext;
 pub mod surface;
 pub mod units;
 pub mod unnest;

@@ -475,6 +475,20 @@ fn with_checks(mut plan: ProductPlan, checks: Result<Vec<kiln_control::CompiledC
 /// `kiln plan`: the decisions `build` would take, without executing or writing anything.
 pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, KilnError> {
     let mut session = Session::open(dir, options, Need::Versions, &Quiet).await?;
+    let products = plan_products(&mut session).await?;
+    Ok(PlanReport {
+        format_version: REPORT_FORMAT_VERSION,
+        project: session.project.config.project.name.clone(),
+        profile: session.profile.name.clone(),
+        runtime_fp: session.substrate.runtime_fp().to_owned(),
+        settings: session.profile.effective()?,
+        errors: session.problems.iter().map(ToString::to_string).collect(),
+        products,
+    })
+}
+
+/// Phase 1 for the session's selected products: what each would do, and why.
+pub(crate) async fn plan_products(session: &mut Session) -> Result<Vec<ProductPlan>, KilnError> {
     let graph = Arc::clone(&session.graph);
     let selected = session.products();
     let mut currents = session.currents(&selected).await?;
@@ -502,11 +516,8 @@ pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, Kiln
                 }
             },
             Step::Fresh { fps, id, manifest } => {
-                let checks = if checks_stale(&session, i, &id).await? {
-                    session.product_checks(i).await
-                } else {
-                    Ok(Vec::new())
-                };
+                let checks =
+                    if checks_stale(session, i, &id).await? { session.product_checks(i).await } else { Ok(Vec::new()) };
                 let plan = ProductPlan {
                     product: name.clone(),
                     decision: Decision::Fresh,
@@ -522,7 +533,7 @@ pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, Kiln
             Step::Build { fps, id, mut reasons, current } => {
                 let compiled = session.ensure_compiled(i).await;
                 if compiled.is_ok()
-                    && let Some((_, from)) = reusable(&session, i, &id).await?
+                    && let Some((_, from)) = reusable(session, i, &id).await?
                 {
                     reasons.push(Reason::Reused { build_id: id.clone(), from });
                 }
@@ -545,13 +556,5 @@ pub async fn plan(dir: &Path, options: &BuildOptions) -> Result<PlanReport, Kiln
         };
         products.push(entry);
     }
-    Ok(PlanReport {
-        format_version: REPORT_FORMAT_VERSION,
-        project: session.project.config.project.name.clone(),
-        profile: session.profile.name.clone(),
-        runtime_fp: session.substrate.runtime_fp().to_owned(),
-        settings: session.profile.effective()?,
-        errors: session.problems.iter().map(ToString::to_string).collect(),
-        products,
-    })
+    Ok(products)
 }

@@ -52,6 +52,7 @@
 mod build;
 mod checks;
 mod decide;
+pub mod docs;
 pub mod envs;
 pub mod events;
 mod execute;

@@ -700,6 +700,7 @@ fn cache_entry(c: &CompiledProduct) -> CachedCompile {
         query_fp: c.query_fp.clone(),
         func_fp: c.func_fp.clone(),
         shape: c.shape.clone(),
+        lineage: c.lineage.clone(),
     }
 }
 

@@ -7,6 +7,7 @@ mod bad_input;
 mod checks;
 mod cli;
 mod delta;
+mod docs;
 mod envs;
 pub(crate) mod example;
 mod http_source;
