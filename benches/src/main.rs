@@ -11,6 +11,7 @@
 //! - `stream`: Nexmark bids through q7-like and q5-like views (see the module).
 //! - `checks`: the example's checks as a fraction of its build; `kiln test` on 1,000
 //!   products with one constraint each (see the module).
+//! - `docs`: `kiln docs` on 1,000 generated products and its DAG page in headless Chromium.
 //! - `envs`: environment creation, a no-op build in it and promote of 1,000 products (see
 //!   the module).
 //!
@@ -29,6 +30,7 @@ use serde_json::{Value, json};
 
 mod build;
 mod checks;
+mod docs;
 mod envs;
 mod explode;
 mod functions;
@@ -68,7 +70,8 @@ enum Cmd {
     },
 }
 
-const SUITES: [&str; 9] = ["build", "functions", "explode", "plan", "incremental", "write", "stream", "checks", "envs"];
+const SUITES: [&str; 10] =
+    ["build", "functions", "explode", "plan", "incremental", "write", "stream", "checks", "envs", "docs"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -95,6 +98,7 @@ async fn main() -> Result<()> {
                     "stream" => stream::suite(&out, runs.max(1)).await?,
                     "checks" => checks::suite(&out, sf, runs.max(1)).await?,
                     "envs" => envs::suite(&out, runs.max(1)).await?,
+                    "docs" => docs::suite(&out, runs.max(1)).await?,
                     _ => build::suite(&out, sf, runs.max(1)).await?,
                 };
                 record(&out, s, result)?;

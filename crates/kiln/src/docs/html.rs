@@ -61,7 +61,8 @@ pub(super) fn render(site: &Site) -> Result<BTreeMap<String, Vec<u8>>, KilnError
     files.insert("runs.html".to_owned(), page(project, "Runs", "", "runs", &runs_body(&site.runs.runs), &site.runs)?);
 
     for p in &site.pages {
-        let html = page(project, &p.node.name, "../", "node", &node_body(p), p)?;
+        // Rendered whole here: the page needs no script data (its document is in data/).
+        let html = page(project, &p.node.name, "../", "node", &node_body(p), &())?;
         files.insert(p.node.page.clone(), html);
         let json = p.node.page.trim_start_matches("nodes/").trim_end_matches(".html");
         files.insert(format!("data/products/{json}.json"), to_json(p)?);
