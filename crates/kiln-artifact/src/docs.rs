@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ArtifactError;
 use crate::plan::{BuildRecord, ColumnLineage, PlanDiff, ProductPlan};
-use crate::run::{CheckRun, RunSummary};
+use crate::run::{CheckRun, LastTestRun, RunSummary};
 
 /// Version of every document of the site.
 pub const DOCS_FORMAT_VERSION: u32 = 1;
@@ -174,6 +174,9 @@ pub struct DocsCheck {
     /// Its last result on the committed build (constraints and audits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<CheckRun>,
+    /// A unit test's last result (`kiln test`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<LastTestRun>,
 }
 
 /// What changed in a product's query between two builds.

@@ -65,8 +65,8 @@ pub use plan::{
     Reason, RollbackReport, TelemetryEvent,
 };
 pub use run::{
-    Action, CheckRun, CheckStatus, ChecksRecord, FreshnessReport, ListReport, ListedNode, ProductRun, RunSummary,
-    STREAM_REPORT_VERSION, SchemaPromotion, SourceFreshness, Stopped, StreamReport, TestReport, TestStatus,
+    Action, CheckRun, CheckStatus, ChecksRecord, FreshnessReport, LastTestRun, ListReport, ListedNode, ProductRun,
+    RunSummary, STREAM_REPORT_VERSION, SchemaPromotion, SourceFreshness, Stopped, StreamReport, TestReport, TestStatus,
     UnitTestRun, ViewStatus,
 };
 pub use store::ArtifactStore;

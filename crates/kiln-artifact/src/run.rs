@@ -273,6 +273,15 @@ pub struct UnitTestRun {
     pub error: Option<String>,
 }
 
+/// A unit test's last result (`.kiln/tests/<test>.json`), kept by `kiln test` for `kiln docs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastTestRun {
+    /// RFC 3339, UTC: when `kiln test` ran it.
+    pub at: String,
+    #[serde(flatten)]
+    pub run: UnitTestRun,
+}
+
 /// `kiln freshness --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FreshnessReport {

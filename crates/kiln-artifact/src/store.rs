@@ -7,6 +7,7 @@
 //! blobs/<sha256[0..2]>/<sha256>         binary artifacts by content (Substrait plans)
 //! runs/<run_id>/run_summary.json        what each product did and why
 //! runs/<run_id>/settings.json           the effective settings of the run
+//! tests/<test>.json                   a unit test's last result (`kiln test`)
 //! runs/<run_id>/events.jsonl            telemetry; while the run is going, events/<seq>.jsonl parts
 //! cache/compile.json, cache/parse.json  local caches (see below)
 //! ```
@@ -279,6 +280,19 @@ impl ArtifactStore {
     }
 
     /// A file of a run, if stored.
+    /// Keeps a unit test's last result (`tests/<test>.json`).
+    pub async fn put_test_run(&self, run: &crate::LastTestRun) -> Result<(), ArtifactError> {
+        let bytes =
+            serde_json::to_vec_pretty(run).map_err(|source| ArtifactError::Encode { what: "test run", source })?;
+        self.put(&Self::path(&["tests", &format!("{}.json", run.run.name)]), bytes).await
+    }
+
+    /// A unit test's last result (`None`: never run, or written by another version).
+    pub async fn test_run(&self, test: &str) -> Result<Option<crate::LastTestRun>, ArtifactError> {
+        let bytes = self.get(&Self::path(&["tests", &format!("{test}.json")])).await?;
+        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
     /// The ids of the runs kept, oldest first (run ids sort by time).
     pub async fn run_ids(&self) -> Result<Vec<String>, ArtifactError> {
         let prefix = Self::path(&["runs"]);

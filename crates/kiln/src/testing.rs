@@ -99,7 +99,10 @@ pub async fn test(dir: &Path, options: &BuildOptions) -> Result<TestReport, Kiln
                 error: Some(e.to_string()),
             },
         };
-        tests.push(UnitTestRun { seconds: t.elapsed().as_secs_f64(), ..run });
+        let run = UnitTestRun { seconds: t.elapsed().as_secs_f64(), ..run };
+        let at = kiln_artifact::time::rfc3339_ms(i64::try_from(kiln_artifact::time::now_ms()).unwrap_or(i64::MAX));
+        session.store.put_test_run(&kiln_artifact::LastTestRun { at, run: run.clone() }).await?;
+        tests.push(run);
     }
     Ok(TestReport {
         format_version: REPORT_FORMAT_VERSION,

@@ -138,6 +138,8 @@ fn docs_site_of_the_example_renders_in_a_browser() {
     let (code, _, err) = kiln(&["build", "-C", d], tmp.path());
     assert_eq!(code, 0, "{err}");
 
+    let (code, _, err) = kiln(&["test", "-C", d], tmp.path());
+    assert_eq!(code, 0, "{err}");
     let (code, out, err) = kiln(&["docs", "-C", d], tmp.path());
     assert_eq!(code, 0, "{err}");
     let site = dir.join(".kiln/docs");
@@ -257,6 +259,8 @@ fn docs_site_of_the_example_renders_in_a_browser() {
     let segment = headless(&browser, &["--dump-dom"], &url(&site, "nodes/segment_value.html"));
     assert!(segment.contains("Semantic diff") && segment.contains("breaking"), "the WHERE added");
     assert!(segment.contains("c_mktsegment"), "the edit names the predicate");
+    let test_row = segment.split("<tr").find(|r| r.contains("segment_value_per_nation")).expect("its unit test");
+    assert!(test_row.contains("check-pass") && test_row.contains("<td>test</td>"), "{test_row}");
     let runs = headless(&browser, &["--dump-dom"], &url(&site, "runs.html"));
     assert_eq!(runs.matches("<section class=\"run\"").count(), 2, "two runs");
 

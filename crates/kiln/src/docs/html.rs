@@ -199,13 +199,25 @@ fn node_body(p: &DocsNodePage) -> String {
              <th>last result</th><th>failing rows</th><th>defined</th></tr>",
         );
         for c in &p.checks {
-            let (severity, status, failing) = match &c.last {
-                Some(r) => (r.severity.as_str(), r.status.as_str(), r.failing_rows.to_string()),
-                None => ("", "not run on this build", String::new()),
+            let tested;
+            let (severity, status, failing) = match (&c.last, &c.test) {
+                (Some(r), _) => (r.severity.as_str(), r.status.as_str(), r.failing_rows.to_string()),
+                (None, Some(t)) => {
+                    let wrong = t.run.missing.len() + t.run.unexpected.len();
+                    tested = format!("{} ({})", t.run.status.as_str(), t.at);
+                    ("", tested.as_str(), if wrong > 0 { wrong.to_string() } else { String::new() })
+                }
+                (None, None) if c.kind == "test" => ("", "not run (kiln test)", String::new()),
+                (None, None) => ("", "not run on this build", String::new()),
             };
             let _ = write!(
                 b,
-                "<tr class=\"check-{status}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr class=\"check-{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                match (&c.last, &c.test) {
+                    (Some(r), _) => r.status.as_str(),
+                    (None, Some(t)) => t.run.status.as_str(),
+                    (None, None) => "none",
+                },
                 esc(&c.name),
                 esc(&c.kind),
                 esc(severity),

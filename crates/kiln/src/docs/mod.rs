@@ -322,7 +322,7 @@ async fn product_shape(session: &mut Session, i: usize) -> Result<Shape, KilnErr
 }
 
 /// A product's constraints and audits with their last results on the committed build
-/// `build_id`, then its unit tests.
+/// `build_id`, then its unit tests with their last results.
 async fn checks_of(session: &Session, i: usize, build_id: Option<&str>) -> Result<Vec<DocsCheck>, KilnError> {
     let graph = &session.graph;
     let name = &graph.nodes[i].name;
@@ -334,19 +334,26 @@ async fn checks_of(session: &Session, i: usize, build_id: Option<&str>) -> Resul
         .map(|r| r.checks)
         .unwrap_or_default()
         .into_iter()
-        .map(|c| DocsCheck { name: c.name.clone(), kind: c.kind.clone(), at: None, last: Some(c) })
+        .map(|c| DocsCheck { name: c.name.clone(), kind: c.kind.clone(), at: None, last: Some(c), test: None })
         .collect();
     for c in graph.checks_of(i) {
         let check = &graph.nodes[c];
         let at = format!("{}:{}", check.path, check.at.line);
         match out.iter_mut().find(|d| d.name == check.name) {
             Some(found) => found.at = Some(at),
-            None => out.push(DocsCheck {
-                name: check.name.clone(),
-                kind: if check.kind == NodeKind::Test { "test" } else { "audit" }.to_owned(),
-                at: Some(at),
-                last: None,
-            }),
+            None => {
+                let test = match check.kind {
+                    NodeKind::Test => session.store.test_run(&check.name).await?,
+                    _ => None,
+                };
+                out.push(DocsCheck {
+                    name: check.name.clone(),
+                    kind: if check.kind == NodeKind::Test { "test" } else { "audit" }.to_owned(),
+                    at: Some(at),
+                    last: None,
+                    test,
+                });
+            }
         }
     }
     Ok(out)
