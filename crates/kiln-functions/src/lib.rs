@@ -13,6 +13,9 @@
 //! project secret), `kiln_stable_id` (128-bit typed id), `kiln_tumble_start`,
 //! `kiln_tumble_end`, `kiln_hop_starts`.
 //!
+//! [`json`]: datafusion-functions-json's typed functions over JSON text (`json_get_str`,
+//! `json_get_int`, `json_contains`, ...), with specs like Kiln's own.
+//!
 //! [`nest`]: `array_agg` grouped and ordered without a value per element (installed in
 //! place of DataFusion's, same name and semantics; ties in the ORDER BY broken by value).
 //!
@@ -45,6 +48,7 @@
 
 pub mod builtins;
 pub mod hex;
+pub mod json;
 pub mod nest;
 pub mod registry;
 pub mod secrets;

@@ -25,7 +25,8 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Every builtin Kiln function, using `secrets` for keyed functions.
+    /// Every builtin Kiln function, using `secrets` for keyed functions, and the JSON
+    /// functions (crate::json).
     pub fn builtin(secrets: Secrets) -> Self {
         let secrets = Arc::new(secrets);
         let entries: Vec<(&'static FunctionSpec, Arc<ScalarUDF>)> = vec![
@@ -36,6 +37,7 @@ impl Registry {
             (&*TUMBLE_END, Arc::new(ScalarUDF::new_from_impl(WindowFn::tumble_end()))),
             (&*HOP_STARTS, Arc::new(ScalarUDF::new_from_impl(WindowFn::hop_starts()))),
         ];
+        let entries = entries.into_iter().chain(crate::json::functions()).collect();
         Self { entries, secrets }
     }
 

@@ -45,7 +45,8 @@ pub struct ArgSpec {
 pub struct FunctionSpec {
     /// Stable id with the major version: `kiln.pii_hash.v1`.
     pub id: &'static str,
-    /// The SQL name, always prefixed `kiln_`.
+    /// The SQL name: prefixed `kiln_` for Kiln's own, `json_` for the JSON functions
+    /// (crate::json).
     pub name: &'static str,
     pub kind: FunctionKind,
     pub args: Vec<ArgSpec>,

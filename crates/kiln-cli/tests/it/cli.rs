@@ -386,3 +386,48 @@ fn plans_and_build_records_hold_no_machine_paths() {
     }
     assert_eq!(records, 2);
 }
+
+/// The JSON functions in a product over a JSON-text column: typed values out, NULL where
+/// nothing is found, listed by `kiln functions`, and part of the product's func_fp.
+#[test]
+fn json_functions_read_json_text_columns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_files(
+        dir,
+        &[
+            ("kiln.toml", "[project]\nname = \"j\"\n"),
+            (
+                "data/e.ndjson",
+                "{\"id\": 1, \"payload\": \"{\\\"user\\\": {\\\"name\\\": \\\"ann\\\"}, \\\"n\\\": 3, \\\"tags\\\": [\\\"a\\\"]}\"}\n\
+                 {\"id\": 2, \"payload\": \"{\\\"n\\\": \\\"three\\\"}\"}\n\
+                 {\"id\": 3, \"payload\": \"not json\"}\n",
+            ),
+            (
+                "m.sql",
+                "CREATE SOURCE e (id BIGINT NOT NULL, payload VARCHAR) WITH (connector = 'files', path = 'data/', format = 'json');\n\
+                 CREATE PRODUCT fields AS SELECT id, json_get_str(payload, 'user', 'name') AS name, \
+                 json_get_int(payload, 'n') AS n, json_contains(payload, 'tags') AS tagged, \
+                 CAST(json_length(payload, 'tags') AS BIGINT) AS tags FROM e;\n",
+            ),
+        ],
+    );
+    let (code, out, err) = kiln(&["build"], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = kiln(&["query", "SELECT * FROM fields ORDER BY id", "--format", "csv"], dir);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "id,name,n,tagged,tags\n1,ann,3,true,1\n2,,,false,\n3,,,false,\n");
+    let (_, catalog, _) = kiln(&["functions", "--json"], dir);
+    let catalog: serde_json::Value = serde_json::from_str(&catalog).unwrap();
+    let names: Vec<&str> =
+        catalog["functions"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    for f in ["json_get_str", "json_get_int", "json_contains", "json_length"] {
+        assert!(names.contains(&f), "{f} in {names:?}");
+    }
+    // func_fp covers the JSON functions the product calls: not the empty set's.
+    let (_, plan, _) = kiln(&["plan", "--json"], dir);
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let func_fp = plan["products"][0]["fingerprints"]["func_fp"].as_str().unwrap().to_owned();
+    let none = kiln::functions::registry::fingerprint_of(&[], &[]);
+    assert_ne!(func_fp, none);
+}

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod hashing;
+mod json;
 mod nest;
 mod registry;
 mod stable_id;

@@ -23,12 +23,23 @@ fn every_builtin_is_prefixed_documented_and_found_by_id_and_name() {
             "kiln_stable_id",
             "kiln_tumble_start",
             "kiln_tumble_end",
-            "kiln_hop_starts"
+            "kiln_hop_starts",
+            "json_get_str",
+            "json_get_int",
+            "json_get_float",
+            "json_get_bool",
+            "json_get_json",
+            "json_get_array",
+            "json_as_text",
+            "json_contains",
+            "json_length",
+            "json_object_keys"
         ]
     );
     let catalog = r.catalog_markdown();
     for s in r.specs() {
-        assert!(s.name.starts_with("kiln_") && s.id.starts_with("kiln.") && s.id.ends_with(".v1"));
+        let (prefix, id) = if s.name.starts_with("json_") { ("json_", "json.") } else { ("kiln_", "kiln.") };
+        assert!(s.name.starts_with(prefix) && s.id.starts_with(id) && s.id.ends_with(".v1"), "{}", s.name);
         assert!(!s.doc.is_empty() && !s.example.is_empty());
         assert!(catalog.contains(&format!("## `{}(", s.name)) && catalog.contains(s.doc));
         assert_eq!(r.by_id(s.id).unwrap().name, s.name);
