@@ -115,6 +115,9 @@ pub struct RunSummary {
     pub format_version: u32,
     pub run_id: String,
     pub project: String,
+    /// The environment it built (summaries written before environments say nothing: prod).
+    #[serde(default = "prod")]
+    pub env: String,
     /// The runtime profile and its semantic fingerprint; every effective setting is in
     /// `settings.json` next to this summary.
     #[serde(default)]
@@ -145,6 +148,10 @@ pub struct SchemaPromotion {
     pub promoted: String,
     /// A file holding the wider type.
     pub file: String,
+}
+
+fn prod() -> String {
+    "prod".to_owned()
 }
 
 impl RunSummary {

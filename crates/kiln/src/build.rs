@@ -325,6 +325,7 @@ pub async fn build(dir: &Path, options: &BuildOptions, observer: &dyn Observer) 
         format_version: 1,
         run_id: run_id.clone(),
         project: session.project.config.project.name.clone(),
+        env: options.env().to_owned(),
         profile: session.profile.name.clone(),
         runtime_fp: session.substrate.runtime_fp().to_owned(),
         errors: session.problems.iter().map(ToString::to_string).collect(),

@@ -232,6 +232,15 @@ fn docs_site_of_the_example_renders_in_a_browser() {
         drawn.contains(&("customer.c_custkey".into(), "customer_clean.c_custkey".into(), "value".into())),
         "{drawn:?}"
     );
+    // Edge kinds filter the graph: value edges only, followed to the sources.
+    let values =
+        edges(&headless(&browser, &["--dump-dom"], &url(&site, &format!("lineage.html#{target}!kinds=value"))));
+    let expected: BTreeSet<(String, String, String)> =
+        [("lineitem.l_extendedprice", target, "value"), ("lineitem.l_discount", target, "value")]
+            .iter()
+            .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+            .collect();
+    assert_eq!(values, expected);
     let down = headless(&browser, &["--dump-dom"], &url(&site, "lineage.html#customer_clean.c_custkey!down"));
     let down = edges(&down);
     assert!(down.contains(&("customer_clean.c_custkey".into(), target.into(), "join".into())), "{down:?}");
@@ -263,6 +272,23 @@ fn docs_site_of_the_example_renders_in_a_browser() {
     assert!(test_row.contains("check-pass") && test_row.contains("<td>test</td>"), "{test_row}");
     let runs = headless(&browser, &["--dump-dom"], &url(&site, "runs.html"));
     assert_eq!(runs.matches("<section class=\"run\"").count(), 2, "two runs");
+
+    // Another environment's site shows its own runs only.
+    let (code, _, err) = kiln(&["build", "--env", "dev", "-C", d], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    let dev_site = tmp.path().join("dev-site");
+    let (code, _, err) = kiln(&["docs", "--env", "dev", "--out", dev_site.to_str().unwrap(), "-C", d], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    let dev_runs = std::fs::read_to_string(dev_site.join("runs.html")).unwrap();
+    assert_eq!(dev_runs.matches("<section class=\"run\"").count(), 1, "dev's one run");
+    assert!(dev_runs.contains("env <code>dev</code>"));
+    let dev_dag: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dev_site.join("data/dag.json")).unwrap()).unwrap();
+    assert_eq!(dev_dag["env"], "dev");
+    let (code, _, err) = kiln(&["docs", "-C", d], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    let prod_runs = std::fs::read_to_string(site.join("runs.html")).unwrap();
+    assert_eq!(prod_runs.matches("<section class=\"run\"").count(), 2, "prod's runs, not dev's");
 
     // Screenshots: something is drawn where the graphs are.
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("docs-screenshots");

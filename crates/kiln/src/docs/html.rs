@@ -342,8 +342,9 @@ fn runs_body(runs: &[RunSummary]) -> String {
         let count = |a: &str| run.products.iter().filter(|p| p.action.as_str() == a).count();
         let _ = write!(
             b,
-            "<section class=\"run\" id=\"{id}\"><h2>{at} <code>{id}</code></h2><p>profile <code>{}</code> · \
+            "<section class=\"run\" id=\"{id}\"><h2>{at} <code>{id}</code></h2><p>env <code>{}</code> · profile <code>{}</code> · \
              {:.2} s · {} built, {} fresh, {} reused, {} failed, {} audit failed, {} skipped</p>",
+            esc(&run.env),
             esc(&run.profile),
             run.seconds,
             count("built"),

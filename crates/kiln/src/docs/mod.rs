@@ -109,8 +109,11 @@ async fn gather(dir: &Path, options: &BuildOptions) -> Result<Site, KilnError> {
     let mut runs: Vec<RunSummary> = Vec::new();
     for id in store.run_ids().await? {
         let Some(bytes) = store.run_file(&id, "run_summary.json").await? else { continue };
-        // A summary another version wrote, or a damaged one, is left out of the site.
-        if let Ok(summary) = serde_json::from_slice::<RunSummary>(&bytes) {
+        // A summary another version wrote, or a damaged one, is left out of the site, and
+        // so are the runs of other environments.
+        if let Ok(summary) = serde_json::from_slice::<RunSummary>(&bytes)
+            && summary.env == options.env()
+        {
             runs.push(summary);
         }
     }

@@ -232,18 +232,23 @@
       }
       if (column) columnSelect.value = column;
     };
+    // `#table.column[!down][!kinds=value+join]`.
     const parseHash = () => {
-      let h = decodeURIComponent(location.hash.slice(1));
-      let down = false;
-      if (h.endsWith("!down")) { down = true; h = h.slice(0, -5); }
-      const dot = h.indexOf(".");
-      return dot < 0 ? null : { table: h.slice(0, dot), column: h.slice(dot + 1), down: down };
+      const [target, ...flags] = decodeURIComponent(location.hash.slice(1)).split("!");
+      const dot = target.indexOf(".");
+      if (dot < 0) return null;
+      const kinds = flags.find((f) => f.startsWith("kinds="));
+      return {
+        table: target.slice(0, dot), column: target.slice(dot + 1), down: flags.includes("down"),
+        kinds: kinds ? kinds.slice(6).split(/[+ ,]/) : KINDS,
+      };
     };
     const draw = () => {
       const table = tableSelect.value, column = columnSelect.value;
       const down = document.querySelector("input[name=direction][value=down]").checked;
       const kinds = new Set(kindsOn());
-      history.replaceState(null, "", `#${table}.${column}${down ? "!down" : ""}`);
+      const kindFlag = kinds.size === KINDS.length ? "" : `!kinds=${KINDS.filter((k) => kinds.has(k)).join("+")}`;
+      history.replaceState(null, "", `#${table}.${column}${down ? "!down" : ""}${kindFlag}`);
       host.textContent = "";
       const start = `${table}.${column}`;
       const cols = new Map(); // "t.c" -> {table, column}
@@ -348,6 +353,7 @@
         tableSelect.value = h.table;
         fillColumns(h.table, h.column);
         document.querySelector(`input[name=direction][value=${h.down ? "down" : "up"}]`).checked = true;
+        for (const k of KINDS) document.querySelector(`.kinds input[value=${k}]`).checked = h.kinds.includes(k);
       } else {
         fillColumns(tableSelect.value);
       }
