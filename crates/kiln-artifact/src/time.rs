@@ -33,6 +33,11 @@ pub fn rfc3339_ms(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
 }
 
+/// Now as RFC 3339 (UTC, milliseconds).
+pub fn now_rfc3339() -> String {
+    rfc3339_ms(i64::try_from(now_ms()).unwrap_or(i64::MAX))
+}
+
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
 /// (Howard Hinnant's algorithm).
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {

@@ -108,11 +108,8 @@ impl WriterLock {
             }
             Err(TryLockError::Error(e)) => return Err(io("take")(e)),
         }
-        let note = format!(
-            "pid {}: kiln {command}, since {}\n",
-            std::process::id(),
-            kiln_artifact::time::rfc3339_ms(kiln_artifact::time::now_ms() as i64)
-        );
+        let note =
+            format!("pid {}: kiln {command}, since {}\n", std::process::id(), kiln_artifact::time::now_rfc3339());
         file.set_len(0).map_err(io("write"))?;
         file.rewind().map_err(io("write"))?;
         file.write_all(note.as_bytes()).map_err(io("write"))?;

@@ -100,7 +100,7 @@ pub async fn test(dir: &Path, options: &BuildOptions) -> Result<TestReport, Kiln
             },
         };
         let run = UnitTestRun { seconds: t.elapsed().as_secs_f64(), ..run };
-        let at = kiln_artifact::time::rfc3339_ms(i64::try_from(kiln_artifact::time::now_ms()).unwrap_or(i64::MAX));
+        let at = kiln_artifact::time::now_rfc3339();
         session.store.put_test_run(&kiln_artifact::LastTestRun { at, run: run.clone() }).await?;
         tests.push(run);
     }

@@ -55,6 +55,21 @@ fn attrs(dom: &str, marker: &str, attr: &str) -> Vec<String> {
         .collect()
 }
 
+/// What `kiln ls --json ARGS` lists in `dir`, audits and tests left out (they are on
+/// their product's page, not the DAG).
+fn definitions(dir: &Path, args: &[&str]) -> BTreeSet<String> {
+    let (code, listed, err) = kiln(&[&["ls", "--json", "-C", dir.to_str().unwrap()], args].concat(), dir);
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    listed["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| !matches!(n["kind"].as_str(), Some("audit" | "test")))
+        .map(|n| n["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// Lineage edges drawn: (from, to, kind).
 fn edges(dom: &str) -> BTreeSet<(String, String, String)> {
     let tags: Vec<&str> = dom.split('<').filter(|t| t.starts_with("path class=\"edge k-")).collect();
@@ -150,17 +165,7 @@ fn docs_site_of_the_example_renders_in_a_browser() {
     // DAG page: every definition of the example, with its last status.
     let dom = headless(&browser, &["--dump-dom"], &url(&site, "index.html"));
     let drawn: BTreeSet<String> = attrs(&dom, "class=\"node ", "data-name").into_iter().collect();
-    let (code, listed, err) = kiln(&["ls", "--json", "-C", d], tmp.path());
-    assert_eq!(code, 0, "{err}");
-    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    let definitions: BTreeSet<String> = listed["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| !matches!(n["kind"].as_str(), Some("audit" | "test")))
-        .map(|n| n["name"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(drawn, definitions);
+    assert_eq!(drawn, definitions(&dir, &[]));
     for product in [
         "customer_clean",
         "customer_order_summary",
@@ -183,16 +188,7 @@ fn docs_site_of_the_example_renders_in_a_browser() {
         let hash = selector.replace('+', "%2B").replace(' ', "%20");
         let dom = headless(&browser, &["--dump-dom"], &format!("{}#select={hash}", url(&site, "index.html")));
         let selected: BTreeSet<String> = attrs(&dom, " selected\"", "data-name").into_iter().collect();
-        let (code, listed, err) = kiln(&["ls", "--json", "--select", selector, "-C", d], tmp.path());
-        assert_eq!(code, 0, "{err}");
-        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
-        let expected: BTreeSet<String> = listed["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|n| !matches!(n["kind"].as_str(), Some("audit" | "test")))
-            .map(|n| n["name"].as_str().unwrap().to_owned())
-            .collect();
+        let expected = definitions(&dir, &["--select", selector]);
         assert!(!expected.is_empty(), "{selector}");
         assert_eq!(selected, expected, "{selector}");
     }

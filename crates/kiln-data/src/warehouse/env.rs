@@ -258,7 +258,7 @@ impl Warehouse {
             format_version: ENV_FORMAT_VERSION,
             name: name.to_owned(),
             from: from.env().to_owned(),
-            created: kiln_artifact::time::rfc3339_ms(kiln_artifact::time::now_ms() as i64),
+            created: kiln_artifact::time::now_rfc3339(),
             bindings: found.into_iter().filter_map(|(d, b)| Some((d, b?))).collect(),
         };
         let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| DataError::Internal(format!("environment: {e}")))?;

@@ -87,7 +87,7 @@ async fn gather(dir: &Path, options: &BuildOptions) -> Result<Site, KilnError> {
         format_version: DOCS_FORMAT_VERSION,
         project: session.project.config.project.name.clone(),
         env: options.env().to_owned(),
-        generated_at: kiln_artifact::time::rfc3339_ms(i64::try_from(kiln_artifact::time::now_ms()).unwrap_or(i64::MAX)),
+        generated_at: kiln_artifact::time::now_rfc3339(),
     };
     let plans: HashMap<String, ProductPlan> =
         crate::build::plan_products(&mut session).await?.into_iter().map(|p| (p.product.clone(), p)).collect();
