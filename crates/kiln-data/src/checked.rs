@@ -66,6 +66,8 @@ pub enum CheckedFormat {
 pub struct CheckedFile {
     pub path: PathBuf,
     pub partition: Vec<Option<String>>,
+    /// How the file is compressed; it is decoded whole before it is split into records.
+    pub codec: crate::source::Codec,
 }
 
 /// A CSV or NDJSON source read with rejection (see the module docs).
@@ -279,7 +281,16 @@ impl Reader {
     }
 
     fn read_file(&self, file: &CheckedFile) -> DfResult<Vec<RecordBatch>> {
-        let bytes = std::fs::read(&file.path).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let external = |e: std::io::Error| {
+            DataFusionError::External(Box::new(std::io::Error::new(e.kind(), format!("{}: {e}", file.path.display()))))
+        };
+        let opened = std::fs::File::open(&file.path).map_err(external)?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut file.codec.file_compression_type().convert_read(std::io::BufReader::new(opened))?,
+            &mut bytes,
+        )
+        .map_err(|e| external(std::io::Error::new(e.kind(), format!("cannot decode {}: {e}", file.codec.name()))))?;
         let shown = file.path.display().to_string();
         self.read_bytes(&bytes, &shown, file.partition.as_slice())
     }

@@ -87,7 +87,7 @@ pub use layout::{
     Basename, ColumnSetting, ExistingData, FileSizing, NamePart, Ordering, ParquetOptions, SortKey, WriteLayout,
 };
 pub use product_table::ProductTable;
-pub use source::{FileFormat, FileSource, Promotion};
+pub use source::{Codec, FileFormat, FileSource, Promotion, SourceCompression};
 pub use warehouse::Warehouse;
 pub use writer::{BuildIds, WriteProgress, WriteSpec, merge_existing, write_dataset};
 

@@ -51,6 +51,85 @@ impl FileFormat {
     }
 }
 
+/// How a CSV or JSON source's files are compressed (`compression`): the codec of the
+/// files, or [`SourceCompression::Auto`] (the default), each file's from its name's last
+/// extension (`.gz`/`.gzip`, `.zst`/`.zstd`, `.bz2`, `.xz`; none: uncompressed). Parquet
+/// and Arrow files compress inside, and take no such option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceCompression {
+    Auto,
+    Fixed(Codec),
+}
+
+/// A whole-file compression codec, decoded by DataFusion's readers (its `compression`
+/// feature) and, for the checked reader, by the same decoders
+/// (`FileCompressionType::convert_read`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Codec {
+    None,
+    Gzip,
+    Zstd,
+    Bzip2,
+    Xz,
+}
+
+impl Codec {
+    /// `compression = '<name>'`: a codec, or `None` for `auto` and unknown names.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "none" | "uncompressed" => Some(Self::None),
+            "gzip" | "gz" => Some(Self::Gzip),
+            "zstd" | "zst" => Some(Self::Zstd),
+            "bzip2" | "bz2" => Some(Self::Bzip2),
+            "xz" => Some(Self::Xz),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Zstd => "zstd",
+            Self::Bzip2 => "bzip2",
+            Self::Xz => "xz",
+        }
+    }
+
+    /// The file-name suffixes that mark a file compressed with it.
+    fn suffixes(self) -> &'static [&'static str] {
+        match self {
+            Self::None => &[],
+            Self::Gzip => &[".gz", ".gzip"],
+            Self::Zstd => &[".zst", ".zstd"],
+            Self::Bzip2 => &[".bz2"],
+            Self::Xz => &[".xz"],
+        }
+    }
+
+    const COMPRESSED: [Codec; 4] = [Self::Gzip, Self::Zstd, Self::Bzip2, Self::Xz];
+
+    /// The codec a file's name says (`None` when it names none).
+    fn of_name(name: &str) -> Self {
+        let lower = name.to_ascii_lowercase();
+        Self::COMPRESSED.into_iter().find(|c| c.suffixes().iter().any(|s| lower.ends_with(s))).unwrap_or(Self::None)
+    }
+
+    /// DataFusion's equivalent.
+    pub fn file_compression_type(
+        self,
+    ) -> datafusion::datasource::file_format::file_compression_type::FileCompressionType {
+        use datafusion::datasource::file_format::file_compression_type::FileCompressionType as T;
+        match self {
+            Self::None => T::UNCOMPRESSED,
+            Self::Gzip => T::GZIP,
+            Self::Zstd => T::ZSTD,
+            Self::Bzip2 => T::BZIP2,
+            Self::Xz => T::XZ,
+        }
+    }
+}
+
 /// A compiled file source.
 #[derive(Debug, Clone)]
 pub struct FileSource {
@@ -76,6 +155,8 @@ pub struct FileSource {
     /// `allow_empty = 'true'`: a path with no data files (or none yet) reads 0 rows,
     /// with a warning, instead of failing the source.
     pub allow_empty: bool,
+    /// How its CSV or JSON files are compressed (`Auto` for Parquet and Arrow).
+    pub compression: SourceCompression,
 }
 
 /// A source's freshness expectation: its newest data is the largest value of `column`
@@ -122,10 +203,49 @@ impl FileSource {
                         self.partition_by.join("=<value>/")
                     ),
                 })?;
-                let path = if rel.is_empty() { self.path.clone() } else { self.path.join(rel) };
-                Ok(crate::checked::CheckedFile { path, partition })
+                let path = if rel.is_empty() { self.path.clone() } else { self.path.join(&rel) };
+                let codec = self.codec_of(&path);
+                Ok(crate::checked::CheckedFile { path, partition, codec })
             })
             .collect()
+    }
+
+    /// The codec a file is decoded with: the declared one, or the one its name says.
+    fn codec_of(&self, path: &FsPath) -> Codec {
+        match self.compression {
+            SourceCompression::Fixed(codec) => codec,
+            SourceCompression::Auto if matches!(self.format, FileFormat::Csv | FileFormat::Json) => {
+                Codec::of_name(&path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())
+            }
+            SourceCompression::Auto => Codec::None,
+        }
+    }
+
+    /// The one codec of all its files. DataFusion's listing reads a table with one
+    /// compression, so a source whose files mix codecs (under `auto`) is an error naming
+    /// two of them: a folder is one source's encoding.
+    fn codec(&self) -> Result<Codec> {
+        let mut seen: Option<(Codec, String)> = None;
+        for (rel, _, _) in self.listing()? {
+            let path = if rel.is_empty() { self.path.clone() } else { self.path.join(&rel) };
+            let codec = self.codec_of(&path);
+            let shown = if rel.is_empty() { self.path.display().to_string() } else { rel };
+            match &seen {
+                None => seen = Some((codec, shown)),
+                Some((first, at)) if *first != codec => {
+                    return Err(DataError::Source {
+                        name: self.name.clone(),
+                        message: format!(
+                            "its files mix compressions: {at} is {}, {shown} is {}; keep one codec per source (or set `compression`)",
+                            first.name(),
+                            codec.name()
+                        ),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(seen.map_or(Codec::None, |(c, _)| c))
     }
 
     fn checked_format(&self) -> crate::checked::CheckedFormat {
@@ -172,10 +292,13 @@ impl FileSource {
         }
         let url = ListingTableUrl::parse(&location)
             .map_err(DataError::exec(format!("source `{}`: bad path {location}", self.name)))?;
+        let codec = self.codec()?;
+        let codec_suffix = codec.suffixes().first().copied().unwrap_or("");
+        let codec = codec.file_compression_type();
         let format: Arc<dyn datafusion::datasource::file_format::FileFormat> = match self.format {
             FileFormat::Parquet => Arc::new(ParquetFormat::default()),
-            FileFormat::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
-            FileFormat::Json => Arc::new(JsonFormat::default()),
+            FileFormat::Csv => Arc::new(CsvFormat::default().with_has_header(true).with_file_compression_type(codec)),
+            FileFormat::Json => Arc::new(JsonFormat::default().with_file_compression_type(codec)),
             FileFormat::Arrow => Arc::new(datafusion::datasource::file_format::arrow::ArrowFormat),
         };
         let files = self.schema.fields().len() - self.partition_by.len().min(self.schema.fields().len());
@@ -184,7 +307,10 @@ impl FileSource {
             self.schema.fields()[files..].iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
         // One file is read whatever its name; an unpartitioned directory reads exactly the
         // files of every standard extension that its data version lists.
-        let extension = if self.path.is_file() { "" } else { self.format.extension() };
+        // (A partitioned directory is listed by DataFusion, by the main extension and the
+        // codec's main suffix: `x.csv.gz`.)
+        let extension =
+            if self.path.is_file() { String::new() } else { format!("{}{}", self.format.extension(), codec_suffix) };
         let options =
             ListingOptions::new(format).with_file_extension(extension).with_table_partition_cols(partition_cols);
         let config = if self.partition_by.is_empty() && self.path.is_dir() {
@@ -323,7 +449,21 @@ impl FileSource {
         if self.allow_empty && !self.path.exists() {
             return Ok(entries);
         }
-        list_files(&self.path, &self.path, self.format.extensions(), &mut entries)?;
+        let extensions: Vec<String> = match self.format {
+            // CSV and JSON files may be compressed whole: `x.csv.gz` is a CSV file.
+            FileFormat::Csv | FileFormat::Json => self
+                .format
+                .extensions()
+                .iter()
+                .flat_map(|e| {
+                    std::iter::once(e.to_string())
+                        .chain(Codec::COMPRESSED.iter().flat_map(|c| c.suffixes()).map(move |s| format!("{e}{s}")))
+                })
+                .collect(),
+            _ => self.format.extensions().iter().map(|e| e.to_string()).collect(),
+        };
+        let extensions: Vec<&str> = extensions.iter().map(String::as_str).collect();
+        list_files(&self.path, &self.path, &extensions, &mut entries)?;
         entries.sort();
         Ok(entries)
     }

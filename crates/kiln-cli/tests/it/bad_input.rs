@@ -615,3 +615,153 @@ fn an_empty_source_fails_unless_allowed_and_then_warns() {
     let (_, out, _) = kiln(&["query", "--format", "csv", "SELECT n FROM p"], tmp.path());
     assert_eq!(out, "n\n2\n");
 }
+
+/// `text` compressed with `codec` by the reference encoder of its format.
+fn compress(codec: &str, text: &str) -> Vec<u8> {
+    use std::io::Write;
+    match codec {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(text.as_bytes()).unwrap();
+            e.finish().unwrap()
+        }
+        "zstd" => zstd::encode_all(text.as_bytes(), 3).unwrap(),
+        "bzip2" => {
+            let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+            e.write_all(text.as_bytes()).unwrap();
+            e.finish().unwrap()
+        }
+        "xz" => {
+            let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
+            e.write_all(text.as_bytes()).unwrap();
+            e.finish().unwrap()
+        }
+        other => panic!("codec {other}"),
+    }
+}
+
+fn write_bytes(dir: &std::path::Path, path: &str, bytes: &[u8]) {
+    let p = dir.join(path);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, bytes).unwrap();
+}
+
+/// CSV rows `a` = `from..=to`, with `b` = `a * 2`.
+fn csv_rows(from: i64, to: i64) -> String {
+    (from..=to).fold(String::from("a,b\n"), |s, a| format!("{s}{a},{}\n", a * 2))
+}
+
+fn json_rows(from: i64, to: i64) -> String {
+    (from..=to).map(|a| format!("{{\"a\": {a}, \"b\": {}}}\n", a * 2)).collect()
+}
+
+/// Compressed CSV and NDJSON sources: each codec by its extension (a directory of
+/// `.csv.gz` files, single `.ndjson.zst`, `.csv.bz2` and `.jsonl.xz` files), a declared
+/// codec on a file whose name says nothing, and rejects with the lines of the decoded text.
+/// Every count and sum is computed here from the rows written.
+#[test]
+fn compressed_sources_are_decoded_by_extension_or_declared_codec() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_bytes(dir, "gz/one.csv.gz", &compress("gzip", &csv_rows(1, 100)));
+    write_bytes(dir, "gz/two.csv.gz", &compress("gzip", &csv_rows(101, 250)));
+    write_bytes(dir, "gz/notes.txt", b"not data");
+    write_bytes(dir, "hive/k=1/part.csv.zst", &compress("zstd", &csv_rows(1, 10)));
+    write_bytes(dir, "hive/k=2/part.csv.zst", &compress("zstd", &csv_rows(11, 15)));
+    write_bytes(dir, "single/events.ndjson.zst", &compress("zstd", &json_rows(1, 40)));
+    write_bytes(dir, "single/x.csv.bz2", &compress("bzip2", &csv_rows(5, 9)));
+    write_bytes(dir, "single/y.jsonl.xz", &compress("xz", &json_rows(10, 12)));
+    write_bytes(dir, "single/dump.dat", &compress("gzip", &csv_rows(1, 3)));
+    write_bytes(dir, "bad/t.csv.gz", &compress("gzip", "a,b\n1,2\r\n2,oops\r\n3\r\n4,8\r\n"));
+    let columns = "(a BIGINT NOT NULL, b BIGINT)";
+    let models = format!(
+        "CREATE SOURCE g {columns} WITH (connector = 'files', path = 'gz/', format = 'csv');
+         CREATE SOURCE z {columns} WITH (connector = 'files', path = 'single/events.ndjson.zst', format = 'ndjson');
+         CREATE SOURCE b {columns} WITH (connector = 'files', path = 'single/x.csv.bz2', format = 'csv');
+         CREATE SOURCE x {columns} WITH (connector = 'files', path = 'single/y.jsonl.xz', format = 'json');
+         CREATE SOURCE f {columns} WITH (connector = 'files', path = 'single/dump.dat', format = 'csv', compression = 'gzip');
+         CREATE SOURCE r {columns} WITH (connector = 'files', path = 'bad/', format = 'csv', on_error = 'reject');
+         CREATE SOURCE h (a BIGINT NOT NULL, b BIGINT, k BIGINT)
+           WITH (connector = 'files', path = 'hive/', format = 'csv', partitioned_by = 'k');
+         CREATE PRODUCT totals ORDER BY (s) AS
+           SELECT 'g' AS s, count(*) AS n, sum(a) AS sa, sum(b) AS sb FROM g
+           UNION ALL SELECT 'z', count(*), sum(a), sum(b) FROM z
+           UNION ALL SELECT 'b', count(*), sum(a), sum(b) FROM b
+           UNION ALL SELECT 'x', count(*), sum(a), sum(b) FROM x
+           UNION ALL SELECT 'f', count(*), sum(a), sum(b) FROM f
+           UNION ALL SELECT 'r', count(*), sum(a), sum(b) FROM r
+           UNION ALL SELECT 'h', count(*), sum(a), sum(b) FROM h WHERE k = 2;\n"
+    );
+    write_files(dir, &[TOML, ("models.sql", &models)]);
+    let (code, out, err) = kiln(&["build"], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = kiln(&["query", "--format", "csv", "SELECT s, n, sa, sb FROM totals"], dir);
+    let sum = |from: i64, to: i64| (from..=to).sum::<i64>();
+    let want: Vec<String> = [
+        ("b", 5, sum(5, 9)),
+        ("f", 3, sum(1, 3)),
+        ("g", 250, sum(1, 250)),
+        ("h", 5, sum(11, 15)),
+        ("r", 2, 1 + 4),
+        ("x", 3, sum(10, 12)),
+        ("z", 40, sum(1, 40)),
+    ]
+    .iter()
+    .map(|(s, n, sa)| format!("{s},{n},{sa},{}", if *s == "r" { 10 } else { sa * 2 }))
+    .collect();
+    assert_eq!(out, format!("s,n,sa,sb\n{}\n", want.join("\n")));
+    let manifest = current_manifest(dir, "totals__rejected");
+    let rows = read_rows(manifest_files(dir, &manifest), &["file", "line", "raw", "reason"], "line");
+    let file = "./bad/t.csv.gz";
+    assert_eq!(
+        rows,
+        [
+            format!("| {file} | 3 | 2,oops | column `b`: cannot read `oops` as Int64 |"),
+            format!("| {file} | 4 | 3 | expected 2 fields, found 1 |"),
+        ]
+    );
+}
+
+/// What a codec cannot read is an error naming the source and file, never rows of
+/// garbage or none: mixed codecs in one directory, a declared codec the file is not in,
+/// fail mode's bad record in a compressed file, and the option on a Parquet source.
+#[test]
+fn compression_errors_name_the_source_and_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_bytes(dir, "mixed/a.csv", csv_rows(1, 2).as_bytes());
+    write_bytes(dir, "mixed/b.csv.gz", &compress("gzip", &csv_rows(3, 4)));
+    write_bytes(dir, "gz/t.csv.gz", &compress("gzip", "a,b\n1,2\n2,oops\n"));
+    let build = |source: &str| {
+        let models = format!("{source}\nCREATE PRODUCT p AS SELECT count(*) AS n, sum(b) AS sb FROM t;\n");
+        write_files(dir, &[TOML, ("models.sql", &models)]);
+        kiln(&["build"], dir)
+    };
+    let columns = "(a BIGINT NOT NULL, b BIGINT)";
+    let (code, out, err) =
+        build(&format!("CREATE SOURCE t {columns} WITH (connector = 'files', path = 'mixed/', format = 'csv');"));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("source `t`: its files mix compressions: a.csv is none, b.csv.gz is gzip"), "{err}");
+
+    let (code, out, err) = build(&format!(
+        "CREATE SOURCE t {columns} WITH (connector = 'files', path = 'gz/', format = 'csv', compression = 'zstd');"
+    ));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("product `p`") && err.to_lowercase().contains("unknown frame descriptor"), "{err}");
+
+    let (code, out, err) =
+        build(&format!("CREATE SOURCE t {columns} WITH (connector = 'files', path = 'gz/', format = 'csv');"));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("source `t`: gz/t.csv.gz:3: column `b`: cannot read `oops` as Int64"), "{err}");
+
+    let (code, out, err) = build(&format!(
+        "CREATE SOURCE t {columns} WITH (connector = 'files', path = 'gz/', format = 'parquet', compression = 'gzip');"
+    ));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("compression is for csv and json sources"), "{err}");
+    let (code, out, err) = build(&format!(
+        "CREATE SOURCE t {columns} WITH (connector = 'files', path = 'gz/', format = 'csv', compression = 'zip');"
+    ));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("compression = 'zip' (valid: 'auto', 'none', 'gzip', 'zstd', 'bzip2', 'xz')"), "{err}");
+}

@@ -8,7 +8,8 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use kiln_contracts::EvolutionPolicy;
 use kiln_data::stream::{EventTime, StreamProgram};
 use kiln_data::{
-    FileFormat, FileSource, HttpFormat, HttpSource, KafkaSource, MicroBatchSource, MicroBatchTable, Pagination,
+    Codec, FileFormat, FileSource, HttpFormat, HttpSource, KafkaSource, MicroBatchSource, MicroBatchTable, Pagination,
+    SourceCompression,
 };
 
 use super::schema::columns_schema;
@@ -67,11 +68,12 @@ fn scalar_columns(def: &SourceDef, what: &str) -> Result<SchemaRef, ControlError
 }
 
 /// Options a `files` source accepts.
-const SOURCE_OPTIONS: [&str; 10] = [
+const SOURCE_OPTIONS: [&str; 11] = [
     "connector",
     "path",
     "allow_empty",
     "format",
+    "compression",
     "schema_evolution",
     "on_error",
     "partitioned_by",
@@ -228,7 +230,20 @@ impl Substrate {
             Some(("true", _)) => true,
             Some((v, at)) => return Err(option_error(at, format!("allow_empty = '{v}' (valid: 'true', 'false')"))),
         };
+        let compression = match def.options.get("compression") {
+            None | Some(("auto", _)) => SourceCompression::Auto,
+            Some((_, at)) if matches!(format, FileFormat::Parquet | FileFormat::Arrow) => {
+                return Err(option_error(
+                    at,
+                    "compression is for csv and json sources (parquet and arrow files compress inside)".into(),
+                ));
+            }
+            Some((v, at)) => SourceCompression::Fixed(Codec::parse(v).ok_or_else(|| {
+                option_error(at, format!("compression = '{v}' (valid: 'auto', 'none', 'gzip', 'zstd', 'bzip2', 'xz')"))
+            })?),
+        };
         let mut source = FileSource {
+            compression,
             allow_empty,
             freshness,
             name: def.name.clone(),
