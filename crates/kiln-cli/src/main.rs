@@ -731,7 +731,18 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             let (dir, mut options) = run.split()?;
             options.wait = wait.wait();
             let observer = progress::CliProgress::new(!json);
-            let report = kiln::build(&dir, &options, &observer).await?;
+            // Ctrl-C ends the run at once: a build is visible only after its commit, so the
+            // running ones leave nothing (their build directories are gc's); the products
+            // that finished stay committed.
+            let report = tokio::select! {
+                report = kiln::build(&dir, &options, &observer) => report?,
+                Ok(()) = tokio::signal::ctrl_c() => {
+                    observer.interrupted();
+                    // Exit now: dropping the runtime would wait for blocking work in flight
+                    // (the OS releases the writer lock with the process).
+                    std::process::exit(130);
+                }
+            };
             observer.finish();
             if json {
                 out!("{}", json_text(&report.summary).map_err(KilnError::Internal)?);

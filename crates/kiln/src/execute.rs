@@ -67,7 +67,8 @@ pub(crate) async fn run_product(
     observer.event(Event::ProductStarted { product: product.name.clone(), progress: Arc::clone(&progress) });
     let t = Instant::now();
     let ids = BuildIds { build_id: stamp.build_id.to_owned(), run_id: run_id.to_owned(), batch: None };
-    let (mut manifest, physical, mut phases) = execute_into(substrate, product, ids.clone(), progress).await?;
+    let (mut manifest, physical, mut phases) =
+        execute_into(substrate, product, ids.clone(), Arc::clone(&progress)).await?;
     // Records the sources set aside (on_error = 'reject') go to `<product>__rejected`,
     // written and committed before the product so the product's accounting never points
     // at rejects that are not there; a build reading checked sources always rewrites it.
@@ -85,6 +86,7 @@ pub(crate) async fn run_product(
     manifest.content = stamp.content.cloned();
     let mut check_runs = Vec::new();
     if !checks.is_empty() {
+        progress.set_phase(kiln_data::writer::PHASE_CHECKS);
         let t = Instant::now();
         let results =
             crate::checks::run_checks(substrate, &product.name, &product.schema, checks, Some(&manifest)).await?;
@@ -96,6 +98,7 @@ pub(crate) async fn run_product(
         }
         check_runs = results.runs;
     }
+    progress.set_phase(kiln_data::writer::PHASE_COMMIT);
     let t = Instant::now();
     let mut manifest = warehouse.commit(&manifest, previous.as_ref(), &product.schema).await?;
     if kiln_data::compact::due(&manifest, &product.layout)
@@ -128,6 +131,15 @@ pub(crate) async fn execute_into(
     let physical = substrate.physical_plan(&product.plan).await?;
     let mut phases = BTreeMap::new();
     phases.insert("plan".to_owned(), t.elapsed().as_secs_f64());
+    // What the plan expects to produce, from its inputs' statistics (for progress only).
+    let stats = datafusion::physical_plan::StatisticsContext::new()
+        .compute(physical.as_ref(), &datafusion::physical_plan::StatisticsArgs::new());
+    if let Ok(stats) = stats
+        && let Some(&rows) = stats.num_rows.get_value()
+    {
+        progress.estimated_rows.store(rows as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    progress.set_phase(WriteProgress::executing_phase(physical.as_ref()));
     let task = substrate.context().task_ctx();
     let partitions = physical.properties().output_partitioning().partition_count();
     let streams = (0..partitions)

@@ -192,6 +192,7 @@ async fn ingest_batches(
     let mut rejected = committed_rejects.filter(|_| !stale);
     let batch_size = substrate.context().state().config().batch_size();
     let progress = Arc::new(WriteProgress::default());
+    progress.set_phase(kiln_data::writer::PHASE_SCAN);
     observer.event(Event::ProductStarted { product: product.name.clone(), progress: Arc::clone(&progress) });
     let (mut records, mut batches, mut last) = (0, 0, None);
     loop {

@@ -431,3 +431,110 @@ fn json_functions_read_json_text_columns() {
     let none = kiln::functions::registry::fingerprint_of(&[], &[]);
     assert_ne!(func_fp, none);
 }
+
+/// A project whose products take a while in a debug build: `copy` (1.5M rows from CSV),
+/// `sorted` (ORDER BY, so nothing is written until the sort has read everything) and
+/// `agg` (97 groups).
+fn slow_project() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut csv = String::from("a,b\n");
+    for a in 0..1_500_000u64 {
+        csv.push_str(&format!("{a},{}\n", a % 97));
+    }
+    write_files(
+        tmp.path(),
+        &[
+            ("kiln.toml", "[project]\nname = \"slow\"\n"),
+            ("data/t.csv", &csv),
+            (
+                "m.sql",
+                "CREATE SOURCE t (a BIGINT NOT NULL, b BIGINT) WITH (connector = 'files', path = 'data/', format = 'csv');
+                 CREATE PRODUCT copy AS SELECT a, b FROM t;
+                 CREATE PRODUCT sorted ORDER BY (b, a) AS SELECT a, b FROM copy;
+                 CREATE PRODUCT agg AS SELECT b, count(*) AS n FROM sorted GROUP BY b;\n",
+            ),
+        ],
+    );
+    tmp
+}
+
+/// Progress where stderr is not a terminal (CI logs): a line when each product starts and
+/// finishes, numbered against the plan, and a line per interval while one runs, with its
+/// phase (`sort` before a sorted product writes anything) and rows against the estimate
+/// from its input's statistics (`copy`'s exact row count).
+#[test]
+fn build_progress_in_logs_names_phases_rows_and_estimates() {
+    let tmp = slow_project();
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build"])
+        .env("KILN_PROGRESS_INTERVAL", "0.1")
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    let position =
+        |line: &str| lines.iter().position(|l| *l == line).unwrap_or_else(|| panic!("no `{line}` in\n{err}"));
+    let (copy, sorted, agg) = (position("copy: started"), position("sorted: started"), position("agg: started"));
+    assert!(copy < sorted && sorted < agg, "{err}");
+    for (k, product, rows) in [(1, "copy", 1_500_000), (2, "sorted", 1_500_000), (3, "agg", 97)] {
+        let done = format!("[{k}/3] {product}: built: {rows} rows, ");
+        assert!(lines.iter().any(|l| l.starts_with(&done)), "no `{done}` in\n{err}");
+    }
+    // While `sorted` runs: its sort first (nothing written yet), then its writing, both
+    // against the 1,500,000 rows `copy` committed.
+    let running: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("sorted: ")).collect();
+    assert!(running.iter().any(|l| l.starts_with("sort 0/~1500000 rows, 0 B, 0 files, ")), "{err}");
+    let rows_of =
+        |l: &str| l.split_whitespace().nth(1).and_then(|r| r.split('/').next()).and_then(|r| r.parse::<u64>().ok());
+    let rows: Vec<u64> = running.iter().filter_map(|l| rows_of(l)).collect();
+    assert!(rows.windows(2).all(|w| w[0] <= w[1]), "rows go backwards: {err}");
+    // Nothing ran on a second build, so it logs nothing per product.
+    let again = Command::new(env!("CARGO_BIN_EXE_kiln")).args(["build"]).current_dir(tmp.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!err.contains(": started"), "{err}");
+}
+
+/// Ctrl-C during a build: it says so, exits 130 and commits nothing of the product that
+/// was running (its previous build stays current); the next build builds it.
+#[test]
+fn ctrl_c_interrupts_a_build_and_commits_nothing_running() {
+    use std::io::{BufRead, BufReader};
+    let tmp = slow_project();
+    let (code, _, err) = kiln(&["build"], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    let before = crate::committed(tmp.path(), "sorted").unwrap().build_id;
+    // A change that rebuilds `sorted` and `agg`.
+    let sql = std::fs::read_to_string(tmp.path().join("m.sql")).unwrap().replace("ORDER BY (b, a)", "ORDER BY (a, b)");
+    write_files(tmp.path(), &[("m.sql", &sql)]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build"])
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the build ended first:\n{seen}");
+        seen.push_str(&line);
+        if line.starts_with("sorted: started") {
+            break;
+        }
+    }
+    let signal = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(signal.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(rest.contains("interrupted: nothing of the running builds was committed"), "{seen}{rest}");
+    assert_eq!(crate::committed(tmp.path(), "sorted").unwrap().build_id, before);
+    let (code, out, err) = kiln(&["build"], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert_ne!(crate::committed(tmp.path(), "sorted").unwrap().build_id, before);
+    assert!(out.contains("2 built, 1 fresh"), "{out}");
+}

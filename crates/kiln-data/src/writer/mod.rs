@@ -89,11 +89,67 @@ pub fn merge_existing(mut new: Manifest, previous: Option<&Manifest>, mode: Exis
     Ok(new)
 }
 
-/// Live counters a caller can poll to draw progress.
+/// Live counters a caller can poll to draw progress of one product's build.
 #[derive(Debug, Default)]
 pub struct WriteProgress {
+    /// Rows written so far (0 while operators such as a sort or an aggregate still read).
     pub rows: AtomicU64,
     pub files: AtomicU64,
+    /// Bytes of the files finished so far.
+    pub bytes: AtomicU64,
+    /// The rows the physical plan expects to produce, from its inputs' statistics (exact or
+    /// estimated); 0 when it cannot say.
+    pub estimated_rows: AtomicU64,
+    /// Where the build is: one of the `PHASE_*` values.
+    pub phase: std::sync::atomic::AtomicU8,
+}
+
+/// Phases of [`WriteProgress::phase`]: planning; executing, waiting on the plan's
+/// scans, on a sort or on an aggregate (what the operator nearest the output blocks on)
+/// until the first row is written; checks; commit.
+pub const PHASE_PLAN: u8 = 0;
+pub const PHASE_SCAN: u8 = 1;
+pub const PHASE_SORT: u8 = 2;
+pub const PHASE_AGGREGATE: u8 = 3;
+pub const PHASE_CHECKS: u8 = 4;
+pub const PHASE_COMMIT: u8 = 5;
+
+impl WriteProgress {
+    pub fn set_phase(&self, phase: u8) {
+        self.phase.store(phase, AtomicOrdering::Relaxed);
+    }
+
+    /// The phase's name: `plan`, `scan`, `sort` or `aggregate` (operators still reading,
+    /// nothing written yet), `write` (rows are being written), `checks`, `commit`.
+    pub fn phase_name(&self) -> &'static str {
+        let executing = |name| if self.rows.load(AtomicOrdering::Relaxed) == 0 { name } else { "write" };
+        match self.phase.load(AtomicOrdering::Relaxed) {
+            PHASE_PLAN => "plan",
+            PHASE_SCAN => executing("scan"),
+            PHASE_SORT => executing("sort"),
+            PHASE_AGGREGATE => executing("aggregate"),
+            PHASE_CHECKS => "checks",
+            _ => "commit",
+        }
+    }
+
+    /// The executing phase of `plan`: what its operator nearest the output that holds
+    /// rows back (a sort or an aggregate) waits on, else the scans.
+    pub fn executing_phase(plan: &dyn datafusion::physical_plan::ExecutionPlan) -> u8 {
+        let name = plan.name();
+        if name == "SortExec" {
+            return PHASE_SORT;
+        }
+        if name == "AggregateExec" {
+            return PHASE_AGGREGATE;
+        }
+        plan.children().first().map_or(PHASE_SCAN, |child| Self::executing_phase(child.as_ref()))
+    }
+
+    fn finished(&self, file: &FileEntry) {
+        self.files.fetch_add(1, AtomicOrdering::Relaxed);
+        self.bytes.fetch_add(file.bytes, AtomicOrdering::Relaxed);
+    }
 }
 
 /// Writes every stream into the build directory of `spec` and returns the manifest to
@@ -277,8 +333,9 @@ async fn write_partition(
                         && let Some(file) = keys[lru].open.take()
                     {
                         let values = keys[lru].values.clone();
-                        done.push(finish_file(wh, file, values, &target.file_schema, spec).await?);
-                        progress.files.fetch_add(1, AtomicOrdering::Relaxed);
+                        let entry = finish_file(wh, file, values, &target.file_schema, spec).await?;
+                        progress.finished(&entry);
+                        done.push(entry);
                     }
                     let key = &mut keys[k];
                     key.open = Some(open_file(wh, &key.dir, partition, key.seq, &target.file_schema, spec)?);
@@ -307,16 +364,18 @@ async fn write_partition(
                 if (file.rows as usize >= max || (chunk_written && bytes >= max_bytes))
                     && let Some(full) = key.open.take()
                 {
-                    done.push(finish_file(wh, full, key.values.clone(), &target.file_schema, spec).await?);
-                    progress.files.fetch_add(1, AtomicOrdering::Relaxed);
+                    let entry = finish_file(wh, full, key.values.clone(), &target.file_schema, spec).await?;
+                    progress.finished(&entry);
+                    done.push(entry);
                 }
             }
         }
     }
     for key in &mut keys {
         if let Some(last) = key.open.take() {
-            done.push(finish_file(wh, last, key.values.clone(), &target.file_schema, spec).await?);
-            progress.files.fetch_add(1, AtomicOrdering::Relaxed);
+            let entry = finish_file(wh, last, key.values.clone(), &target.file_schema, spec).await?;
+            progress.finished(&entry);
+            done.push(entry);
         }
     }
     // Cross-partition order only holds for unpartitioned products (one key).
