@@ -21,6 +21,7 @@
 //! | [`side_build_id`] | `kiln.side.v1` | a side dataset's build (`<view>__late`, `<stream>__rejected`) at a checkpoint |
 //! | [`source_definition`] | `kiln.http_source.v1`, `kiln.kafka_source.v1`, `kiln.log_source.v1`, `kiln.files_stream.v1` | what a micro-batch source's records mean |
 //! | [`listing_version`] | `kiln.source_version.v1` | a file source's data: its listing |
+//! | [`source_rejects`] | `kiln.source_rejects.v1` | the build of a file source's rejected records (`<source>__rejected`) |
 //!
 //! Two fingerprints live in the crates that own their inputs, with the same discipline
 //! (tag, version, pinned golden test): `schema_fp` in kiln-contracts (`kiln.schema.v1`,
@@ -357,5 +358,22 @@ pub fn listing_version(entries: &[(String, u64, u128)]) -> String {
     for (path, size, mtime) in entries {
         t.line(&[&path.len().to_string(), ":", path, " ", &size.to_string(), " ", &mtime.to_string()]);
     }
+    t.digest()
+}
+
+/// The build id of a file source's rejected records (`<source>__rejected`): what the
+/// checked reader set aside depends on the declared schema, the files (the data
+/// version), how they are read (format, codec) and the reader's rules (`reader`, bumped
+/// when they change):
+///
+/// ```text
+/// kiln.source_rejects.v1\n schema_fp\n data_version\n read\n reader\n
+/// ```
+pub fn source_rejects(schema_fp: &str, data_version: &str, read: &str, reader: u32) -> String {
+    let mut t = Text::new("kiln.source_rejects.v1");
+    t.line(&[schema_fp]);
+    t.line(&[data_version]);
+    t.line(&[read]);
+    t.line(&[&reader.to_string()]);
     t.digest()
 }

@@ -70,6 +70,10 @@ pub struct CheckedFile {
     pub codec: crate::source::Codec,
 }
 
+/// The version of the rules above, part of every `<source>__rejected` build id: bump it
+/// when what is rejected, or how it is described, changes.
+pub const READER_VERSION: u32 = 1;
+
 /// A CSV or NDJSON source read with rejection (see the module docs).
 #[derive(Debug)]
 pub struct CheckedCsvTable {
@@ -78,6 +82,39 @@ pub struct CheckedCsvTable {
     /// The source's files, in a stable order.
     pub files: Vec<CheckedFile>,
     pub format: CheckedFormat,
+    /// The build id of `<source>__rejected` for these files
+    /// (`FileSource::rejects_version`).
+    pub rejects_version: String,
+}
+
+/// What one source's scans in a product's plan set aside: the records, and whether a
+/// scan read every file to the end (a plan may stop early, e.g. under a LIMIT; then
+/// [`SourceRejects::all`] reads the source again).
+#[derive(Debug, Clone)]
+pub struct SourceRejects {
+    pub source: String,
+    /// `<source>__rejected`'s build id for the files read.
+    pub version: String,
+    pub rejects: Vec<Rejected>,
+    pub complete: bool,
+    schema: SchemaRef,
+    files: Vec<CheckedFile>,
+    format: CheckedFormat,
+}
+
+impl SourceRejects {
+    /// Every record of the source set aside: those the scan found when it read every
+    /// file, else those of a pass over all files that keeps no rows.
+    pub fn all(&self) -> DfResult<Vec<Rejected>> {
+        if self.complete {
+            return Ok(self.rejects.clone());
+        }
+        let reader = Reader::standalone(&self.source, &self.schema, self.format, 8192);
+        for file in &self.files {
+            drop(reader.read_file(file)?);
+        }
+        Ok(reader.take_rejects())
+    }
 }
 
 #[async_trait]
@@ -103,6 +140,7 @@ impl TableProvider for CheckedCsvTable {
             self.files.clone(),
             self.format,
             projection.cloned(),
+            self.rejects_version.clone(),
         )?))
     }
 }
@@ -117,6 +155,10 @@ pub struct CheckedScanExec {
     projection: Option<Vec<usize>>,
     output: SchemaRef,
     rejects: RejectSink,
+    /// `<source>__rejected`'s build id for these files.
+    rejects_version: String,
+    /// Set when a stream of it has read every file to the end.
+    complete: Arc<std::sync::atomic::AtomicBool>,
     properties: Arc<PlanProperties>,
 }
 
@@ -127,6 +169,7 @@ impl CheckedScanExec {
         files: Vec<CheckedFile>,
         format: CheckedFormat,
         projection: Option<Vec<usize>>,
+        rejects_version: String,
     ) -> DfResult<Self> {
         let output = match &projection {
             Some(p) => Arc::new(schema.project(p)?),
@@ -146,6 +189,8 @@ impl CheckedScanExec {
             projection,
             output,
             rejects: Arc::default(),
+            rejects_version,
+            complete: Arc::default(),
             properties: Arc::new(properties),
         })
     }
@@ -221,13 +266,20 @@ impl ExecutionPlan for CheckedScanExec {
             first_only: false,
         };
         let files = self.files.clone();
-        let stream = futures::stream::iter(files).flat_map(move |file| {
-            let batches = reader.read_file(&file);
-            futures::stream::iter(match batches {
-                Ok(b) => b.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(e) => vec![Err(e)],
+        let complete = Arc::clone(&self.complete);
+        let stream = futures::stream::iter(files)
+            .flat_map(move |file| {
+                let batches = reader.read_file(&file);
+                futures::stream::iter(match batches {
+                    Ok(b) => b.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(e) => vec![Err(e)],
+                })
             })
-        });
+            // Polled past the last batch: every file was read.
+            .chain(futures::stream::poll_fn(move |_| {
+                complete.store(true, std::sync::atomic::Ordering::Relaxed);
+                std::task::Poll::Ready(None)
+            }));
         Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.output), stream)))
     }
 }
@@ -560,20 +612,35 @@ fn nullable_twin(schema: &SchemaRef) -> SchemaRef {
     ))
 }
 
-/// Every rejected record of the checked scans in `plan`; `None` when it has none.
-pub fn collect_rejects(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<Rejected>> {
-    let mut out: Option<Vec<Rejected>> = None;
+/// What the checked scans in `plan` set aside, one entry per source it reads with
+/// `on_error = 'reject'` (empty: it reads none).
+pub fn collect_rejects(plan: &Arc<dyn ExecutionPlan>) -> Vec<SourceRejects> {
+    let mut out: Vec<SourceRejects> = Vec::new();
     let mut stack = vec![Arc::clone(plan)];
     while let Some(node) = stack.pop() {
         if let Some(scan) = node.downcast_ref::<CheckedScanExec>() {
-            out.get_or_insert_with(Vec::new).extend(scan.rejects());
+            let found = SourceRejects {
+                source: scan.name.clone(),
+                version: scan.rejects_version.clone(),
+                rejects: scan.rejects(),
+                complete: scan.complete.load(std::sync::atomic::Ordering::Relaxed),
+                schema: Arc::clone(&scan.schema),
+                files: scan.files.clone(),
+                format: scan.format,
+            };
+            // A source scanned twice (a self-join): one complete scan says it all.
+            match out.iter_mut().find(|s| s.source == found.source) {
+                Some(seen) if !seen.complete && found.complete => *seen = found,
+                Some(_) => {}
+                None => out.push(found),
+            }
         }
         stack.extend(node.children().into_iter().cloned());
     }
     out
 }
 
-/// The schema of `<product>__rejected`.
+/// The schema of `<source>__rejected` (and of a micro-batch product's `<product>__rejected`).
 pub fn rejects_schema() -> SchemaRef {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     let text = |name: &str| Field::new(name, DataType::Utf8, false);

@@ -272,6 +272,18 @@ impl FileSource {
         Ok(None)
     }
 
+    /// The build id of `<source>__rejected` for the files as they are now
+    /// ([`kiln_artifact::identity::source_rejects`]).
+    pub fn rejects_version(&self) -> Result<String> {
+        let read = format!("{:?} {}", self.format, self.codec()?.name());
+        Ok(kiln_artifact::identity::source_rejects(
+            &kiln_contracts::schema_fingerprint(&self.schema),
+            &self.data_version()?,
+            &read,
+            crate::checked::READER_VERSION,
+        ))
+    }
+
     /// The DataFusion table that scans this source with its declared schema.
     pub fn table(&self) -> Result<Arc<dyn TableProvider>> {
         if self.allow_empty && self.listing()?.is_empty() {
@@ -284,6 +296,7 @@ impl FileSource {
                 schema: Arc::clone(&self.schema),
                 files: self.checked_files()?,
                 format: self.checked_format(),
+                rejects_version: self.rejects_version()?,
             }));
         }
         let mut location = self.path.to_string_lossy().into_owned();

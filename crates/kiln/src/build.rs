@@ -72,9 +72,10 @@ async fn reusable(
 }
 
 /// Binds product `i` to its [`reusable`] build: nothing is executed and no data written.
-/// Its side datasets (`__rejected`, `__failures`) are bound to that build's too, first,
-/// as a build commits them: rejects or failures of another build would describe rows
-/// that are not there. When a side dataset holds rows of another build and the reused
+/// Its side datasets (`__rejected`, `__failures`, and the `<source>__rejected` of the
+/// rejecting sources it reads, at their files' version) are bound to that build's too,
+/// first, as a build commits them: rejects or failures of another build would describe
+/// rows that are not there. When a side dataset holds rows of another build and the reused
 /// build's is not found (it had none there, or it was collected), the product is not
 /// reused but built.
 async fn reuse(
@@ -94,6 +95,20 @@ async fn reuse(
         match session.warehouse.find_build(&side, id).await? {
             Some((build, _)) => sides.push((side, build, now)),
             None if now.as_ref().is_none_or(|m| m.totals.rows_written == 0) => {}
+            None => return Ok(None),
+        }
+    }
+    // The rejects of the sources it reads: their build (by the files' version) exists
+    // where the reused build was built, unless gc took it.
+    for &d in &session.graph.nodes[i].deps {
+        let Some(version) = &session.nodes[d].rejects_version else { continue };
+        let side = format!("{}__rejected", session.graph.nodes[d].name);
+        let now = session.warehouse.current(&side).await?;
+        if now.as_ref().is_some_and(|m| &m.build_id == version) {
+            continue;
+        }
+        match session.warehouse.find_build(&side, version).await? {
+            Some((build, _)) => sides.push((side, build, now)),
             None => return Ok(None),
         }
     }
@@ -403,8 +418,11 @@ fn locate_record_error(session: &Session, i: usize, e: KilnError) -> String {
             let file = std::path::Path::new(&r.file);
             let file = file.strip_prefix(&session.project.root).unwrap_or(file).display();
             return format!(
-                "product `{product}`: source `{}`: {file}:{}: {} (record: `{}`); on_error = 'reject' keeps such records in `{product}__rejected` instead",
-                r.source, r.line, r.reason, r.raw
+                "product `{product}`: source `{s}`: {file}:{}: {} (record: `{}`); on_error = 'reject' keeps such records in `{s}__rejected` instead",
+                r.line,
+                r.reason,
+                r.raw,
+                s = r.source
             );
         }
     }

@@ -1,6 +1,6 @@
 //! Running one product: plan it physically, execute it into a new build through the
-//! dataset writer (data plane), set aside the records its sources rejected into
-//! `<product>__rejected`, merge with the committed data per its `existing_data`, run its
+//! dataset writer (data plane), publish the records its sources rejected into
+//! `<source>__rejected` (once per version of the files), merge with the committed data per its `existing_data`, run its
 //! checks on the staged build (crate::checks: an error-level failure stops here, nothing
 //! committed), commit.
 
@@ -69,14 +69,12 @@ pub(crate) async fn run_product(
     let ids = BuildIds { build_id: stamp.build_id.to_owned(), run_id: run_id.to_owned(), batch: None };
     let (mut manifest, physical, mut phases) =
         execute_into(substrate, product, ids.clone(), Arc::clone(&progress)).await?;
-    // Records the sources set aside (on_error = 'reject') go to `<product>__rejected`,
-    // written and committed before the product so the product's accounting never points
-    // at rejects that are not there; a build reading checked sources always rewrites it.
-    if let Some(rejects) = kiln_data::checked::collect_rejects(&physical) {
-        let rejected = write_rejects(substrate, product, &rejects, ids.clone()).await?;
-        let base = warehouse.current_or_convert(&rejected.product, None).await?;
-        warehouse.commit(&rejected, base.as_ref(), &kiln_data::checked::rejects_schema()).await?;
-        let n = rejects.len() as u64;
+    // Records the sources set aside (on_error = 'reject') are the sources': each is in
+    // `<source>__rejected` once per version of its files, committed before the product so
+    // the product's accounting never points at rejects that are not there.
+    for found in kiln_data::checked::collect_rejects(&physical) {
+        publish_source_rejects(substrate, &found, run_id).await?;
+        let n = found.rejects.len() as u64;
         manifest.totals.rows_rejected += n;
         manifest.totals.rows_read += n;
     }
@@ -167,21 +165,64 @@ pub(crate) fn write_spec(
     )?)
 }
 
-/// Writes records set aside by sources into a new (uncommitted) build of
-/// `<product>__rejected`: source, file, line, raw text and reason.
+/// Serializes the check-then-commit of `<source>__rejected` between the products of a
+/// build that run at once (one command at a time writes a project: the writer lock).
+static SOURCE_REJECTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Makes `<source>__rejected` hold what the source's files set aside now: nothing to do
+/// when it is at their version already (another product of this build read them, or an
+/// earlier build); else that version's build where one exists (another environment
+/// built it), else the records, written and committed. When the product's scan stopped
+/// early, the source is read again to find them all ([`kiln_data::checked::SourceRejects::all`]).
+pub(crate) async fn publish_source_rejects(
+    substrate: &Substrate,
+    found: &kiln_data::checked::SourceRejects,
+    run_id: &str,
+) -> Result<(), KilnError> {
+    let _turn = SOURCE_REJECTS.lock().await;
+    let warehouse = substrate.warehouse();
+    let name = format!("{}__rejected", found.source);
+    let current = warehouse.current_or_convert(&name, None).await?;
+    if current.as_ref().is_some_and(|m| m.build_id == found.version) {
+        return Ok(());
+    }
+    let manifest = match warehouse.find_build(&name, &found.version).await? {
+        Some((build, _)) => warehouse.adopt(&build, current.as_ref()).await?,
+        None => {
+            let rejects = found.all().map_err(|e| {
+                KilnError::Data(kiln_data::DataError::Execution {
+                    context: format!("source `{}`", found.source),
+                    source: e,
+                })
+            })?;
+            let ids = BuildIds { build_id: found.version.clone(), run_id: run_id.to_owned(), batch: None };
+            let max_rows = kiln_control::layout::DEFAULT_MAX_ROWS_PER_FILE;
+            let written = write_rejects(substrate, &name, max_rows, &rejects, ids).await?;
+            warehouse.commit(&written, current.as_ref(), &kiln_data::checked::rejects_schema()).await?
+        }
+    };
+    if let Some(table) = substrate.product_table(&name) {
+        table.bind(warehouse, &manifest)?;
+    }
+    Ok(())
+}
+
+/// Writes records set aside into a new (uncommitted) build of side dataset `name`
+/// (`<source>__rejected`, or a micro-batch product's `<product>__rejected`): source,
+/// file, line, raw text and reason.
 pub(crate) async fn write_rejects(
     substrate: &Substrate,
-    product: &CompiledProduct,
+    name: &str,
+    max_rows_per_file: usize,
     rejects: &[kiln_data::checked::Rejected],
     ids: BuildIds,
 ) -> Result<Manifest, KilnError> {
     let batch = kiln_data::checked::rejects_batch(rejects).map_err(|e| {
-        KilnError::Data(kiln_data::DataError::Execution { context: format!("product `{}`", product.name), source: e })
+        KilnError::Data(kiln_data::DataError::Execution { context: format!("dataset `{name}`"), source: e })
     })?;
     let schema = batch.schema();
-    let name = format!("{}__rejected", product.name);
     let parquet = substrate.parquet_options();
-    let spec = Arc::new(WriteSpec::derived(&name, ids, &schema, product.layout.files.max_rows, &parquet)?);
+    let spec = Arc::new(WriteSpec::derived(name, ids, &schema, max_rows_per_file, &parquet)?);
     let stream: SendableRecordBatchStream =
         Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter([Ok(batch)])));
     Ok(write_dataset(substrate.warehouse(), vec![stream], spec, Arc::default()).await?)

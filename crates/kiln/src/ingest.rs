@@ -223,7 +223,8 @@ async fn ingest_batches(
             stale = false;
             let done = rejected.as_ref().is_some_and(|m| m.positions.get(feed) == Some(&batch.position));
             if !done {
-                let new = write_rejects(substrate, product, &batch.rejects, ids).await?;
+                let max_rows = product.layout.files.max_rows;
+                let new = write_rejects(substrate, &rejected_name, max_rows, &batch.rejects, ids).await?;
                 let mut new = merge_existing(new, rejected.as_ref(), ExistingData::Append)?;
                 new.fingerprints = Some(fps.clone());
                 new.positions.insert(feed.to_owned(), batch.position.clone());

@@ -58,6 +58,9 @@ pub(crate) struct NodeState {
     /// A CSV or JSON files source read in fail mode: a build over it that fails on a
     /// record re-reads it to name the file and line (`build::locate_record_error`).
     pub(crate) records: Option<kiln_data::FileSource>,
+    /// A files source read with `on_error = 'reject'`: the build id `<source>__rejected`
+    /// takes from its files now.
+    pub(crate) rejects_version: Option<String>,
 }
 
 impl NodeState {
@@ -346,6 +349,12 @@ impl Session {
             self.nodes[i].freshness = Some(f.clone());
         }
         if let CompiledSource::Files(f) = &source
+            && f.reject
+        {
+            // (A listing that fails fails the source's data version, which says so.)
+            self.nodes[i].rejects_version = f.rejects_version().ok();
+        }
+        if let CompiledSource::Files(f) = &source
             && !f.reject
             && matches!(f.format, kiln_data::FileFormat::Csv | kiln_data::FileFormat::Json)
         {
@@ -565,9 +574,9 @@ impl Session {
         self.bind_side_datasets().await
     }
 
-    /// Registers and binds the committed side datasets: `<product>__rejected`,
-    /// `<product>__failures`, `<stream>__rejected` and `<view>__late` (their schemas are
-    /// Kiln's, not declared).
+    /// Registers and binds the committed side datasets: `<source>__rejected`,
+    /// `<product>__rejected` (micro-batch products), `<product>__failures`,
+    /// `<stream>__rejected` and `<view>__late` (their schemas are Kiln's, not declared).
     async fn bind_side_datasets(&mut self) -> Result<(), KilnError> {
         let rejects = kiln_data::checked::rejects_batch(&[])
             .map_err(|e| KilnError::Internal(format!("the rejected-records schema: {e}")))?
@@ -588,7 +597,10 @@ impl Session {
                         side.push((format!("{}__late", node.name), kiln_data::stream::late_schema(source.schema())));
                     }
                 }
-                NodeKind::Source | NodeKind::Audit | NodeKind::Test => {}
+                NodeKind::Source => {
+                    side.push((format!("{}__rejected", node.name), Arc::clone(&rejects)));
+                }
+                NodeKind::Audit | NodeKind::Test => {}
             }
         }
         let convert = !self.lazy;

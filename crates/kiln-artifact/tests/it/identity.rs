@@ -107,6 +107,7 @@ fn sources() {
     }
     let entries = vec![("a/1.parquet".to_owned(), 10, 5u128), ("b.parquet".to_owned(), 3, 7)];
     assert_eq!(listing_version(&entries), sha256("kiln.source_version.v1\n11:a/1.parquet 10 5\n9:b.parquet 3 7\n"));
+    assert_eq!(source_rejects("SFP", "DV", "Csv gzip", 1), sha256("kiln.source_rejects.v1\nSFP\nDV\nCsv gzip\n1\n"));
 }
 
 /// No two schemes share a tag.

@@ -152,8 +152,10 @@ fn a_source_without_data_is_a_located_error_not_a_silent_skip() {
     assert!(out.contains("p        skipped"), "{out}");
 }
 
-/// on_error = 'reject': malformed records land in `<product>__rejected` with their file,
-/// line, raw text and reason; the manifest accounts for every record read.
+/// on_error = 'reject': malformed records land in `<source>__rejected` with their file,
+/// line, raw text and reason, once per version of the source's files however many
+/// products read it (`q` too; `first`, under a LIMIT, stops its scan early); the
+/// manifest accounts for every record read.
 #[test]
 fn rejected_records_are_kept_with_their_reason() {
     let tmp = tempfile::tempdir().unwrap();
@@ -168,11 +170,13 @@ fn rejected_records_are_kept_with_their_reason() {
             (
                 "models.sql",
                 "CREATE SOURCE t (a BIGINT NOT NULL, b VARCHAR, d DATE) WITH (connector = 'files', path = 'data/', format = 'csv', on_error = 'reject');
-                 CREATE PRODUCT p ORDER BY (a) AS SELECT a, b, d FROM t;",
+                 CREATE PRODUCT p ORDER BY (a) AS SELECT a, b, d FROM t;
+                 CREATE PRODUCT q AS SELECT count(*) AS n FROM t;
+                 CREATE PRODUCT first AS SELECT a FROM t LIMIT 1;",
             ),
         ],
     );
-    let (code, out, err) = kiln(&["build", "--json", "."], tmp.path());
+    let (code, out, err) = kiln(&["build", "--json", "--select", "p", "."], tmp.path());
     assert_eq!(code, 0, "{err}");
     let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(summary["products"][0]["rows"], 3, "{out}");
@@ -180,7 +184,7 @@ fn rejected_records_are_kept_with_their_reason() {
     assert_eq!(out, "a,b\n1,x\n4,\"quoted, comma\"\n7,u\n");
 
     // The rejected dataset, read with plain DataFusion from its manifest.
-    let manifest = current_manifest(tmp.path(), "p__rejected");
+    let manifest = current_manifest(tmp.path(), "t__rejected");
     assert_eq!(manifest["totals"]["rows_written"], 4);
     let rows = read_rows(manifest_files(tmp.path(), &manifest), &["source", "file", "line", "raw", "reason"], "line");
     let want = [
@@ -195,6 +199,30 @@ fn rejected_records_are_kept_with_their_reason() {
     let manifest = current_manifest(tmp.path(), "p");
     assert_eq!(manifest["totals"]["rows_rejected"], 4);
     assert_eq!(manifest["totals"]["rows_read"], 7);
+
+    // The other products read the same files: nothing more is written.
+    let commits = |name: &str| {
+        std::fs::read_dir(tmp.path().join(format!("warehouse/{name}/_delta_log")))
+            .map(|d| d.filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".json")).count())
+            .unwrap_or(0)
+    };
+    let (code, out, err) = kiln(&["build", "."], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(commits("t__rejected"), 1);
+    assert_eq!((commits("p__rejected"), commits("q__rejected"), commits("first__rejected")), (0, 0, 0));
+    let (_, out, _) = kiln(&["query", "SELECT n FROM q", "--format", "csv"], tmp.path());
+    assert_eq!(out, "n\n3\n");
+
+    // New files: the next product to read them writes their rejects, all of them even
+    // when its scan stops early.
+    write_files(tmp.path(), &[("data/u.csv", "a,b,d\n8,t,2024-01-08\nnine,s,2024-01-09\n")]);
+    let (code, out, err) = kiln(&["build", "--select", "first", "."], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(commits("t__rejected"), 2);
+    let manifest = current_manifest(tmp.path(), "t__rejected");
+    let rows = read_rows(manifest_files(tmp.path(), &manifest), &["file", "line"], "line");
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert!(rows.contains(&"| ./data/u.csv | 3 |".to_owned()), "{rows:?}");
 }
 
 /// on_error = 'fail' (the default): a value that does not parse fails the product with
@@ -221,7 +249,7 @@ fn failing_records_name_their_file_and_line() {
         let (code, out, err) = kiln(&["build", "."], tmp.path());
         assert_eq!(code, 1, "{out}{err}");
         let want = format!(
-            "error: product `p`: source `t`: {file}:{line}: column `a`: cannot read `three` as Int64 (record: `{raw}`); on_error = 'reject' keeps such records in `p__rejected` instead"
+            "error: product `p`: source `t`: {file}:{line}: column `a`: cannot read `three` as Int64 (record: `{raw}`); on_error = 'reject' keeps such records in `t__rejected` instead"
         );
         assert!(err.contains(&want), "{err}");
         assert!(committed(tmp.path(), "p").is_none());
@@ -249,7 +277,7 @@ fn non_utf8_records_are_rejected_not_altered() {
         assert_eq!(code, 0, "{out}{err}");
         let (_, out, _) = kiln(&["query", "SELECT a, b FROM p", "--format", "csv"], tmp.path());
         assert_eq!(out, good, "{file}");
-        let manifest = current_manifest(tmp.path(), "p__rejected");
+        let manifest = current_manifest(tmp.path(), "t__rejected");
         let rows = read_rows(manifest_files(tmp.path(), &manifest), &["line", "reason"], "line");
         // The CSV header is line 1; NDJSON has none.
         let want =
@@ -300,7 +328,7 @@ fn crlf_rejects_keep_their_lines() {
     );
     let (code, out, err) = kiln(&["build", "."], tmp.path());
     assert_eq!(code, 0, "{out}{err}");
-    let manifest = current_manifest(tmp.path(), "p__rejected");
+    let manifest = current_manifest(tmp.path(), "t__rejected");
     let rows = read_rows(manifest_files(tmp.path(), &manifest), &["line", "raw", "reason"], "line");
     let want = [
         "| 3 | oops,y,2024-01-02 | column `a`: cannot read `oops` as Int64 |",
@@ -334,7 +362,7 @@ fn rejected_json_records_are_kept_with_their_reason() {
     assert_eq!(code, 0, "{out}{err}");
     let (_, out, _) = kiln(&["query", "SELECT a, b FROM p", "--format", "csv"], tmp.path());
     assert_eq!(out, "a,b\n1,x\n6,\n");
-    let manifest = current_manifest(tmp.path(), "p__rejected");
+    let manifest = current_manifest(tmp.path(), "t__rejected");
     let rows = read_rows(manifest_files(tmp.path(), &manifest), &["line", "reason"], "line");
     assert_eq!(rows.len(), 5, "{rows:?}");
     assert!(rows[0].starts_with("| 2 | invalid JSON:"), "{rows:?}");
@@ -400,7 +428,7 @@ fn rejected_records_of_partitioned_sources() {
 5,3.0,2025,
 "
     );
-    let manifest = current_manifest(tmp.path(), "p__rejected");
+    let manifest = current_manifest(tmp.path(), "t__rejected");
     let rows = read_rows(manifest_files(tmp.path(), &manifest), &["line", "reason"], "reason");
     assert_eq!(
         rows,
@@ -710,7 +738,7 @@ fn compressed_sources_are_decoded_by_extension_or_declared_codec() {
     .map(|(s, n, sa)| format!("{s},{n},{sa},{}", if *s == "r" { 10 } else { sa * 2 }))
     .collect();
     assert_eq!(out, format!("s,n,sa,sb\n{}\n", want.join("\n")));
-    let manifest = current_manifest(dir, "totals__rejected");
+    let manifest = current_manifest(dir, "r__rejected");
     let rows = read_rows(manifest_files(dir, &manifest), &["file", "line", "raw", "reason"], "line");
     let file = "./bad/t.csv.gz";
     assert_eq!(

@@ -157,9 +157,10 @@ fn reverting_a_definition_reuses_its_earlier_build() {
     assert_eq!(sums(dir, "prod"), expected(10));
 }
 
-/// A reused build brings its own rejected records: `p` reads source `a` (one malformed
-/// line), then `b` (none), then `a` again; the reused first build's `p__rejected` is
-/// bound with it, not left at the second build's empty one.
+/// A reused build brings the rejected records of what it read: `p` reads source `a`
+/// (one malformed line), then `b` (none), then `a` again and is reused. Each source's
+/// `__rejected` describes its files; in `dev`, `p`'s build over new files of `a` is built
+/// once, and prod's build after the same change reuses it, `a__rejected` with it.
 #[test]
 fn a_reused_build_brings_its_rejected_records() {
     let tmp = tempfile::tempdir().unwrap();
@@ -168,22 +169,37 @@ fn a_reused_build_brings_its_rejected_records() {
                    CREATE SOURCE b (k BIGINT NOT NULL) WITH (connector = 'files', path = 'data/b/', format = 'csv', on_error = 'reject');\n";
     let model = |from: &str| format!("{sources}CREATE PRODUCT p ORDER BY (k) AS SELECT k FROM {from};\n");
     write_files(dir, &[TOML, ("data/a/x.csv", "k\n1\noops\n3\n"), ("data/b/x.csv", "k\n7\n"), ("m.sql", &model("a"))]);
-    let rejected = |dir: &Path| {
-        let (code, out, err) = kiln(&["query", "--format", "csv", "SELECT count(*) AS n FROM p__rejected"], dir);
+    let rejected = |dir: &Path, source: &str, env: &str| {
+        let sql = format!("SELECT count(*) AS n FROM {source}__rejected");
+        let (code, out, err) = kiln(&["query", "--env", env, "--format", "csv", &sql], dir);
         assert_eq!(code, 0, "{err}");
         out
     };
     build(dir, &[]);
-    assert_eq!(rejected(dir), "n\n1\n");
+    assert_eq!(rejected(dir, "a", "prod"), "n\n1\n");
     write_files(dir, &[("m.sql", &model("b"))]);
     build(dir, &[]);
-    assert_eq!(rejected(dir), "n\n0\n");
+    assert_eq!(rejected(dir, "b", "prod"), "n\n0\n");
+    assert_eq!(rejected(dir, "a", "prod"), "n\n1\n", "a's files did not change");
     write_files(dir, &[("m.sql", &model("a"))]);
     let out = build(dir, &[]);
     assert!(out.contains("1 reused"), "{out}");
-    assert_eq!(rejected(dir), "n\n1\n", "the reused build's rejects");
+    assert_eq!(rejected(dir, "a", "prod"), "n\n1\n");
     let (_, out, _) = kiln(&["query", "--format", "csv", "SELECT k FROM p ORDER BY k"], dir);
     assert_eq!(out, "k\n1\n3\n");
+
+    // New files of `a`, built in dev first: prod then reuses dev's build of `p` and of
+    // `a__rejected`, and nothing is executed.
+    let (code, _, err) = kiln(&["env", "create", "dev"], dir);
+    assert_eq!(code, 0, "{err}");
+    write_files(dir, &[("data/a/y.csv", "k\nbad\n4\nworse\n")]);
+    let out = build(dir, &["--env", "dev"]);
+    assert!(out.contains("1 built"), "{out}");
+    assert_eq!(rejected(dir, "a", "dev"), "n\n3\n");
+    assert_eq!(rejected(dir, "a", "prod"), "n\n1\n", "prod is untouched");
+    let out = build(dir, &[]);
+    assert!(out.contains("1 reused"), "{out}");
+    assert_eq!(rejected(dir, "a", "prod"), "n\n3\n");
 }
 
 /// A promote killed at each of its steps (`KILN_FAILPOINT=promote#N`: linking each

@@ -1382,8 +1382,8 @@ fn readme_tour_runs_as_written() {
     assert!(ran >= 20, "the tour has {ran} commands");
 }
 
-/// A product removed from the project: gc lists its tables and keeps them; `--drop-removed`
-/// deletes them (its rejected dataset too) and nothing else; with a file that does not
+/// A product and a source removed from the project: gc lists their tables and keeps them;
+/// `--drop-removed` deletes them (the source's rejected records too) and nothing else; with a file that does not
 /// parse, whose products are unknown, it refuses.
 #[test]
 fn gc_lists_and_drops_removed_products() {
@@ -1396,18 +1396,23 @@ fn gc_lists_and_drops_removed_products() {
             ("kiln.toml", "[project]\nname = \"g\"\n"),
             ("data/t.csv", "a\n1\nx\n"),
             ("models.sql", sql),
-            ("gone.sql", "CREATE PRODUCT gone AS SELECT a + 1 AS b FROM t;\n"),
+            ("data/u.csv", "a\ny\n"),
+            (
+                "gone.sql",
+                "CREATE SOURCE u (a BIGINT NOT NULL) WITH (connector = 'files', path = 'data/u.csv', format = 'csv', on_error = 'reject');\n\
+                 CREATE PRODUCT gone AS SELECT a + 1 AS b FROM t UNION ALL SELECT a FROM u;\n",
+            ),
         ],
     );
     let (code, out, err) = kiln(&["build", "."], tmp.path());
     assert_eq!(code, 0, "{out}{err}");
-    assert!(tmp.path().join("warehouse/gone__rejected/_delta_log").is_dir());
+    assert!(tmp.path().join("warehouse/u__rejected/_delta_log").is_dir());
     std::fs::remove_file(tmp.path().join("gone.sql")).unwrap();
 
     let (code, out, err) = kiln(&["gc", "--json", "."], tmp.path());
     assert_eq!(code, 0, "{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["removed"], serde_json::json!(["gone", "gone__rejected"]), "{out}");
+    assert_eq!(report["removed"], serde_json::json!(["gone", "u__rejected"]), "{out}");
     assert!(tmp.path().join("warehouse/gone/_delta_log").is_dir(), "kept without --drop-removed");
 
     std::fs::write(tmp.path().join("broken.sql"), "CREATE PRODUCT x AS SELEC 1;").unwrap();
@@ -1419,8 +1424,9 @@ fn gc_lists_and_drops_removed_products() {
 
     let (code, out, err) = kiln(&["gc", "--drop-removed", "."], tmp.path());
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("dropped the tables of removed products: gone, gone__rejected"), "{out}");
-    assert!(!tmp.path().join("warehouse/gone").exists() && !tmp.path().join("warehouse/gone__rejected").exists());
+    assert!(out.contains("dropped the tables of removed products: gone, u__rejected"), "{out}");
+    assert!(!tmp.path().join("warehouse/gone").exists() && !tmp.path().join("warehouse/u__rejected").exists());
+    assert!(tmp.path().join("warehouse/t__rejected/_delta_log").is_dir(), "t is still defined");
     let (code, out, _) = kiln(&["query", "SELECT a FROM keep", "--format", "csv"], tmp.path());
     assert_eq!((code, out.as_str()), (0, "a\n1\n"));
     let (_, out, _) = kiln(&["gc", "."], tmp.path());
