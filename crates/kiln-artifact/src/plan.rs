@@ -611,6 +611,9 @@ pub struct GcReport {
     /// Tables of removed products deleted by `--drop-removed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped: Vec<String>,
+    /// Unit tests no longer defined whose last results (`kiln test`) were deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_results: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -287,6 +287,21 @@ impl ArtifactStore {
         self.put(&Self::path(&["tests", &format!("{}.json", run.run.name)]), bytes).await
     }
 
+    /// Deletes the last results of unit tests not in `keep`; returns their names.
+    pub async fn retain_test_runs(&self, keep: &BTreeSet<String>) -> Result<Vec<String>, ArtifactError> {
+        let mut deleted = Vec::new();
+        for path in self.list(&Self::path(&["tests"])).await? {
+            let Some(test) = path.filename().and_then(|f| f.strip_suffix(".json")) else { continue };
+            if !keep.contains(test) {
+                let test = test.to_owned();
+                self.delete(&path).await?;
+                deleted.push(test);
+            }
+        }
+        deleted.sort();
+        Ok(deleted)
+    }
+
     /// A unit test's last result (`None`: never run, or written by another version).
     pub async fn test_run(&self, test: &str) -> Result<Option<crate::LastTestRun>, ArtifactError> {
         let bytes = self.get(&Self::path(&["tests", &format!("{test}.json")])).await?;

@@ -684,6 +684,9 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
                 if !r.dropped.is_empty() {
                     out!("dropped the tables of removed products: {}", r.dropped.join(", "));
                 }
+                if !r.test_results.is_empty() {
+                    out!("deleted the last results of tests no longer defined: {}", r.test_results.join(", "));
+                }
                 if !r.removed.is_empty() {
                     out!(
                         "kept the tables of products no longer defined: {} (kiln gc --drop-removed deletes them)",

@@ -154,6 +154,18 @@ pub async fn gc(dir: &Path, drop_removed: bool, wait: Wait, observer: &dyn Obser
         gc_env(warehouse, retain, &bound, &mut report, &mut plans_in_use, &mut builds_in_use).await?;
     }
     report.plans = store.retain_plans(&plans_in_use).await?;
+    // Results of unit tests no longer defined (only when every file parsed: the tests of
+    // a file that does not are unknown).
+    if project.problems.is_empty() {
+        let tests: BTreeSet<String> = project
+            .graph
+            .nodes
+            .iter()
+            .filter(|n| n.kind == kiln_control::NodeKind::Test)
+            .map(|n| n.name.clone())
+            .collect();
+        report.test_results = store.retain_test_runs(&tests).await?;
+    }
     let mut blobs_in_use = BTreeSet::new();
     for (product, build_id) in store.build_records().await? {
         if builds_in_use.contains(&(product.clone(), build_id.clone())) {

@@ -325,6 +325,16 @@ EXPECT (VALUES (1, 1, 11), (3, 1, 1));
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     let no_b = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "no_b").unwrap();
     assert_eq!((no_b["status"].as_str(), no_b["failing_rows"].as_u64()), (Some("error"), Some(1)));
+
+    // The two unit tests are no longer defined: gc deletes their last results.
+    assert!(dir.join(".kiln/tests/per_parent_sums.json").is_file());
+    let (code, out, err) = kiln(&["gc", "--json"], dir);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["test_results"], serde_json::json!(["per_parent_sums", "per_parent_wrong"]), "{out}");
+    assert!(!dir.join(".kiln/tests/per_parent_sums.json").exists());
+    let (_, out, _) = kiln(&["gc", "--json"], dir);
+    assert!(!out.contains("test_results"), "{out}");
 }
 
 #[test]
