@@ -67,7 +67,7 @@ pub struct CheckedFile {
     pub path: PathBuf,
     pub partition: Vec<Option<String>>,
     /// How the file is compressed; it is decoded whole before it is split into records.
-    pub codec: crate::source::Codec,
+    pub codec: crate::codec::Codec,
 }
 
 /// The version of the rules above, part of every `<source>__rejected` build id: bump it

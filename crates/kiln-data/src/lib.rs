@@ -19,7 +19,7 @@
 //! - [`source`]: file sources (parquet, csv, json, arrow) with an explicit schema,
 //!   reconciled with the files' own schemas, and their data version (the listing);
 //!   [`checked`]: CSV and NDJSON read with every malformed record rejected with its
-//!   file, line and reason.
+//!   file, line and reason; [`codec`]: the whole-file compressions of CSV and JSON files.
 //! - [`feed`]: micro-batch sources (HTTP, Kafka, files arriving in a directory, the
 //!   embedded [`log`]) and the tables they are registered as.
 //! - [`stream`]: the streaming runtime (watermarks, late events, windowed aggregation
@@ -66,6 +66,7 @@
 //! ```
 
 pub mod checked;
+pub mod codec;
 pub mod compact;
 pub mod explode_exec;
 pub mod feed;
@@ -78,6 +79,7 @@ pub mod tpch;
 pub mod warehouse;
 pub mod writer;
 
+pub use codec::Codec;
 pub use explode_exec::{ExplodeExec, ExplodeMode};
 pub use feed::{
     FilesSource, HttpFormat, HttpSource, KafkaSource, MicroBatch, MicroBatchSource, MicroBatchTable, Pagination,
@@ -87,7 +89,7 @@ pub use layout::{
     Basename, ColumnSetting, ExistingData, FileSizing, NamePart, Ordering, ParquetOptions, SortKey, WriteLayout,
 };
 pub use product_table::ProductTable;
-pub use source::{Codec, FileFormat, FileSource, Promotion, SourceCompression};
+pub use source::{FileFormat, FileSource, Promotion, SourceCompression};
 pub use warehouse::Warehouse;
 pub use writer::{BuildIds, WriteProgress, WriteSpec, merge_existing, write_dataset};
 
