@@ -98,6 +98,10 @@ pub struct ProductRun {
     pub bytes: u64,
     pub seconds: f64,
     pub error: Option<String>,
+    /// A failure that is Kiln's (or a dependency's) fault, not the input's: a panic
+    /// caught at the product's boundary or an internal error. The run exits 3.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
     /// Seconds per phase of a build: `compile`, `plan`, `execute_write`, `commit`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub phases: std::collections::BTreeMap<String, f64>,

@@ -756,11 +756,17 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             for problem in &report.problems {
                 print_error(problem);
             }
+            let mut internal = false;
             for p in report.failed() {
                 failed = true;
+                internal |= p.internal;
                 eprintln!("error: {}", p.error.as_deref().unwrap_or("failed"));
             }
-            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(match (internal, failed) {
+                (true, _) => ExitCode::from(3),
+                (false, true) => ExitCode::from(1),
+                (false, false) => ExitCode::SUCCESS,
+            })
         }
     }
 }

@@ -110,6 +110,16 @@ pub fn failpoint(name: &str) {
     }
 }
 
+/// `KILN_FAILPOINT=panic:<name>` panics at `name` (tests of the panic boundary around
+/// each product's build: no input is known to panic).
+pub fn failpoint_panic(name: &str) {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let point = POINT.get_or_init(|| std::env::var("KILN_FAILPOINT").ok()?.strip_prefix("panic:").map(str::to_owned));
+    if point.as_deref() == Some(name) {
+        panic!("failpoint {name}");
+    }
+}
+
 /// Like [`failpoint`], for a step that runs many times: `KILN_FAILPOINT=name#N` aborts at
 /// the Nth time `name` is reached (tests kill a promote at each of its steps).
 pub fn failpoint_step(name: &str) {

@@ -371,7 +371,25 @@ async fn execute(session: &Session, job: Job, run_id: &str, observer: &dyn Obser
     let stamp = Stamp { build_id: &job.id, fps: &job.fps, content: job.content.as_ref() };
     let recorded =
         Recorded { id: &job.id, fps: &job.fps, compile_seconds: session.nodes[job.i].compile_seconds.unwrap_or(0.0) };
-    let outcome = match run_product(&session.substrate, product, &job.checks, stamp, run_id, observer).await {
+    // The last-resort boundary: a panic while building one product (Kiln's or a
+    // dependency's bug, e.g. inside DataFusion) fails that product, exit 3, and the
+    // rest of the run goes on. Nothing of it was committed: the commit is its last step.
+    let running = run_product(&session.substrate, product, &job.checks, stamp, run_id, observer);
+    let outcome = match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(running)).await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            let error = format!(
+                "product `{name}`: internal error: panicked: {message} (nothing of it was committed; this is a bug, please report it)"
+            );
+            return (job.i, ProductRun { internal: true, ..product_run(name, Action::Failed, Some(error), t) });
+        }
+    };
+    let outcome = match outcome {
         Ok(built) => {
             let checks = built.checks.clone();
             record_build(session, product, recorded, run_id, built).await.map(|(m, p)| (m, p, checks))
@@ -398,7 +416,13 @@ async fn execute(session: &Session, job: Job, run_id: &str, observer: &dyn Obser
             let error = KilnError::Audit { product, runs: runs.clone() }.to_string();
             ProductRun { checks: runs, ..product_run(name, Action::AuditFailed, Some(error), t) }
         }
-        Err(e) => product_run(name, Action::Failed, Some(locate_record_error(session, job.i, e)), t),
+        Err(e) => {
+            let internal = matches!(e, KilnError::Internal(_));
+            ProductRun {
+                internal,
+                ..product_run(name, Action::Failed, Some(locate_record_error(session, job.i, e)), t)
+            }
+        }
     };
     (job.i, run)
 }

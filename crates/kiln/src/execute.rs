@@ -37,6 +37,7 @@ pub(crate) fn product_run(name: &str, action: Action, error: Option<String>, t: 
         bytes: 0,
         seconds: t.elapsed().as_secs_f64(),
         error,
+        internal: false,
         phases: Default::default(),
         reasons: Vec::new(),
         checks: Vec::new(),
@@ -65,6 +66,7 @@ pub(crate) async fn run_product(
     }
     let progress = Arc::new(WriteProgress::default());
     observer.event(Event::ProductStarted { product: product.name.clone(), progress: Arc::clone(&progress) });
+    kiln_data::failpoint_panic(&format!("execute:{}", product.name));
     let t = Instant::now();
     let ids = BuildIds { build_id: stamp.build_id.to_owned(), run_id: run_id.to_owned(), batch: None };
     let (mut manifest, physical, mut phases) =

@@ -793,3 +793,38 @@ fn compression_errors_name_the_source_and_file() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("compression = 'zip' (valid: 'auto', 'none', 'gzip', 'zstd', 'bzip2', 'xz')"), "{err}");
 }
+
+/// A panic while one product builds (a bug: `KILN_FAILPOINT=panic:execute:a` makes one,
+/// no input is known to) fails that product, exit 3, with a message; nothing of it is
+/// committed, what reads it is skipped, and the rest of the project builds.
+#[test]
+fn a_panic_fails_its_product_not_the_project() {
+    let tmp = project(
+        "CREATE PRODUCT a AS SELECT a FROM t;\nCREATE PRODUCT b AS SELECT b FROM t;\nCREATE PRODUCT c AS SELECT a FROM a;\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "--json"])
+        .env("KILN_FAILPOINT", "panic:execute:a")
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(
+        stderr
+            .contains("error: product `a`: internal error: panicked: failpoint execute:a (nothing of it was committed"),
+        "{stderr}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let action = |p: &str| {
+        let run = summary["products"].as_array().unwrap().iter().find(|r| r["product"] == p).unwrap().clone();
+        (run["action"].as_str().unwrap().to_owned(), run["internal"].as_bool().unwrap_or(false))
+    };
+    assert_eq!(action("a"), ("failed".to_owned(), true));
+    assert_eq!(action("b"), ("built".to_owned(), false));
+    assert_eq!(action("c"), ("skipped".to_owned(), false));
+    assert!(committed(tmp.path(), "a").is_none());
+    let (code, out, err) = kiln(&["build"], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 built, 1 fresh"), "{out}");
+}
