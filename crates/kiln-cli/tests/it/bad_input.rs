@@ -828,3 +828,47 @@ fn a_panic_fails_its_product_not_the_project() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("2 built, 1 fresh"), "{out}");
 }
+
+/// Durable commits on a local warehouse, traced with strace: every data file a version
+/// names, and the directories up to the warehouse, are fsync'd before that version's
+/// commit file is linked into `_delta_log`, and the commit file before the build ends.
+/// (Skipped without strace, unless KILN_REQUIRE_STRACE is set, as in CI.)
+#[test]
+fn commits_sync_their_files_before_the_commit_point() {
+    let probe = std::process::Command::new("strace").arg("-V").output();
+    if probe.as_ref().map_or(true, |o| !o.status.success()) {
+        assert!(std::env::var_os("KILN_REQUIRE_STRACE").is_none(), "strace is required here");
+        eprintln!("skipped: no strace");
+        return;
+    }
+    let tmp = project("CREATE PRODUCT p PARTITIONED BY (b) AS SELECT a, b FROM t;\n");
+    let dir = tmp.path().canonicalize().unwrap();
+    let trace = dir.join("trace.txt");
+    let status = std::process::Command::new("strace")
+        .args(["-f", "-y", "-e", "trace=fsync,fdatasync,linkat,link,rename,renameat,renameat2", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .arg("build")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let lines: Vec<String> = std::fs::read_to_string(&trace).unwrap().lines().map(str::to_owned).collect();
+    let synced_at = |path: &str| lines.iter().position(|l| l.contains("fsync(") && l.contains(&format!("<{path}>")));
+    let log = dir.join("warehouse/p/_delta_log/00000000000000000000.json").display().to_string();
+    let commit_point = lines
+        .iter()
+        .position(|l| (l.contains("link") || l.contains("rename")) && l.contains(&format!("\"{log}\"")))
+        .unwrap_or_else(|| panic!("no commit of {log} in the trace"));
+    let manifest = crate::current_manifest(&dir, "p");
+    let files = crate::manifest_files(&dir, &manifest);
+    assert_eq!(files.len(), 2, "one file per value of b");
+    for file in &files {
+        let at = synced_at(file).unwrap_or_else(|| panic!("{file} was never synced"));
+        assert!(at < commit_point, "{file} synced after the commit point");
+        let build_dir = std::path::Path::new(file).parent().unwrap().display().to_string();
+        assert!(synced_at(&build_dir).is_some_and(|d| d < commit_point), "{build_dir} not synced before the commit");
+    }
+    assert!(synced_at(&log).is_some_and(|at| at > commit_point), "the commit file was not synced");
+    assert!(synced_at(&dir.join("warehouse/p/_delta_log").display().to_string()).is_some());
+}

@@ -3,6 +3,7 @@
 //! layout from before Delta tables; [`env`]: environments, their bindings and promotion).
 
 mod delta;
+mod durable;
 mod env;
 mod legacy;
 
@@ -14,7 +15,6 @@ use std::sync::Arc;
 
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::{Path, PathPart};
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -41,7 +41,9 @@ impl Warehouse {
         let abs = dir.canonicalize().map_err(DataError::io(format!("cannot resolve warehouse {}", dir.display())))?;
         let root = Path::from_absolute_path(&abs)
             .map_err(|e| DataError::Config(format!("bad warehouse path {}: {e}", abs.display())))?;
-        Ok(Self { store: Arc::new(LocalFileSystem::new()), base_url: "file://".into(), root, scope: Arc::default() })
+        // Every write is synced before it returns (durable: the power-loss model).
+        let store = Arc::new(durable::Durable::new(abs));
+        Ok(Self { store, base_url: "file://".into(), root, scope: Arc::default() })
     }
 
     /// An in-memory warehouse (tests; `memory://` in kiln.toml).
