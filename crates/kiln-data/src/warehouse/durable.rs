@@ -3,8 +3,9 @@
 //! syncs nothing, so after a power loss a committed Delta version could name data files
 //! whose bytes never reached the disk, or be missing itself. [`Durable`] forwards every
 //! call and, after each write (put, completed multipart upload, copy, rename), syncs the
-//! file and every directory from its parent up to the warehouse root (new directories
-//! need their own entries synced in their parents).
+//! file, its directory, and the ancestors up to the warehouse root whose entries may be
+//! new (a new directory's entry must be synced in its parent; each directory once per
+//! process).
 //!
 //! The power-loss model that follows: a build's data files are written (and so synced)
 //! before its commit file is created; the commit file is synced before the commit
@@ -31,38 +32,62 @@ use object_store::{
 #[derive(Debug)]
 pub struct Durable {
     inner: Arc<LocalFileSystem>,
-    /// The warehouse directory: directories are synced up to it.
+    synced: Arc<Synced>,
+}
+
+/// The warehouse directory, and the directories whose own entry in their parent is
+/// known to be on disk (synced once by this process): a write syncs its file and its
+/// parent, and the ancestors only up to the first such directory.
+#[derive(Debug)]
+struct Synced {
     root: PathBuf,
+    dirs: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 impl Durable {
     pub fn new(root: PathBuf) -> Self {
-        Self { inner: Arc::new(LocalFileSystem::new()), root }
+        let synced = Synced { root, dirs: Default::default() };
+        Self { inner: Arc::new(LocalFileSystem::new()), synced: Arc::new(synced) }
     }
 
     async fn sync(&self, location: &Path) -> Result<()> {
         let file = self.inner.path_to_filesystem(location)?;
-        let root = self.root.clone();
-        tokio::task::spawn_blocking(move || sync_file_and_dirs(&file, &root))
-            .await
-            .map_err(|e| object_store::Error::Generic { store: "durable local", source: Box::new(e) })?
-            .map_err(|e| object_store::Error::Generic { store: "durable local", source: Box::new(e) })
+        sync_blocking(file, Arc::clone(&self.synced)).await
     }
 }
 
-/// Syncs `file`, then each directory from its parent up to `root` (inclusive; only the
-/// parent when `file` is not under `root`).
-fn sync_file_and_dirs(file: &FsPath, root: &FsPath) -> std::io::Result<()> {
-    std::fs::File::open(file)?.sync_all()?;
-    let mut dir = file.parent();
-    while let Some(d) = dir {
-        std::fs::File::open(d)?.sync_all()?;
-        if d == root || !d.starts_with(root) {
-            break;
+async fn sync_blocking(file: PathBuf, synced: Arc<Synced>) -> Result<()> {
+    let generic = |e: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
+        store: "durable local",
+        source: e,
+    };
+    tokio::task::spawn_blocking(move || synced.file(&file))
+        .await
+        .map_err(|e| generic(Box::new(e)))?
+        .map_err(|e| generic(Box::new(e)))
+}
+
+impl Synced {
+    /// Syncs `file` and its directory, then each ancestor whose entry may be new, up to
+    /// the warehouse root.
+    fn file(&self, file: &FsPath) -> std::io::Result<()> {
+        std::fs::File::open(file)?.sync_all()?;
+        let mut dir = file.parent();
+        while let Some(d) = dir {
+            std::fs::File::open(d)?.sync_all()?;
+            if d == self.root || !d.starts_with(&self.root) {
+                break;
+            }
+            // `d`'s entry is in its parent, synced next unless it is known already.
+            let mut known = self.dirs.lock().map_err(|_| std::io::Error::other("durable: poisoned lock"))?;
+            if !known.insert(d.to_path_buf()) {
+                break;
+            }
+            drop(known);
+            dir = d.parent();
         }
-        dir = d.parent();
+        Ok(())
     }
-    Ok(())
 }
 
 impl fmt::Display for Durable {
@@ -82,7 +107,7 @@ impl ObjectStore for Durable {
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
         let upload = self.inner.put_multipart_opts(location, opts).await?;
         let file = self.inner.path_to_filesystem(location)?;
-        Ok(Box::new(DurableUpload { inner: upload, file, root: self.root.clone() }))
+        Ok(Box::new(DurableUpload { inner: upload, file, synced: Arc::clone(&self.synced) }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
@@ -125,7 +150,7 @@ impl ObjectStore for Durable {
 struct DurableUpload {
     inner: Box<dyn MultipartUpload>,
     file: PathBuf,
-    root: PathBuf,
+    synced: Arc<Synced>,
 }
 
 #[async_trait]
@@ -136,11 +161,7 @@ impl MultipartUpload for DurableUpload {
 
     async fn complete(&mut self) -> Result<PutResult> {
         let put = self.inner.complete().await?;
-        let (file, root) = (self.file.clone(), self.root.clone());
-        tokio::task::spawn_blocking(move || sync_file_and_dirs(&file, &root))
-            .await
-            .map_err(|e| object_store::Error::Generic { store: "durable local", source: Box::new(e) })?
-            .map_err(|e| object_store::Error::Generic { store: "durable local", source: Box::new(e) })?;
+        sync_blocking(self.file.clone(), Arc::clone(&self.synced)).await?;
         Ok(put)
     }
 
