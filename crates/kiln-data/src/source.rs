@@ -157,6 +157,15 @@ impl FileSource {
     /// compression, so a source whose files mix codecs (under `auto`) is an error naming
     /// two of them: a folder is one source's encoding.
     fn codec(&self) -> Result<Codec> {
+        match self.compression {
+            SourceCompression::Fixed(codec) => return Ok(codec),
+            // (Parquet and Arrow compress inside; a path not there yet has no files, and
+            // its data version says so.)
+            _ if !matches!(self.format, FileFormat::Csv | FileFormat::Json) || !self.path.exists() => {
+                return Ok(Codec::None);
+            }
+            SourceCompression::Auto => {}
+        }
         let mut seen: Option<(Codec, String)> = None;
         for (rel, _, _) in self.listing()? {
             let path = if rel.is_empty() { self.path.clone() } else { self.path.join(&rel) };
