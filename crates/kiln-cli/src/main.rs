@@ -174,6 +174,14 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// Stop the query after this long (`30s`, `5 minutes`): exit 1, with what was
+        /// printed so far. None by default.
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+        timeout: Option<std::time::Duration>,
+        /// Fail (exit 1) when the result has more rows than this, instead of reading
+        /// (and, for `--format table`, holding) them all. None by default.
+        #[arg(long, value_name = "N")]
+        max_rows: Option<u64>,
     },
     /// Make a product's previous committed build visible again.
     Rollback {
@@ -598,19 +606,35 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Query { sql, dir, env, format } => {
-            let (schema, stream) = kiln::query(&dir.resolve(None)?, &sql, &env.options()).await?;
-            let format = match format {
-                Format::Table => kiln::QueryFormat::Table,
-                Format::Csv => kiln::QueryFormat::Csv,
-                Format::Json => kiln::QueryFormat::Json,
+        Command::Query { sql, dir, env, format, timeout, max_rows } => {
+            let run = async {
+                let (schema, stream) = kiln::query(&dir.resolve(None)?, &sql, &env.options()).await?;
+                let stream = match max_rows {
+                    Some(n) => kiln::inspect::row_capped(stream, n),
+                    None => stream,
+                };
+                let format = match format {
+                    Format::Table => kiln::QueryFormat::Table,
+                    Format::Csv => kiln::QueryFormat::Csv,
+                    Format::Json => kiln::QueryFormat::Json,
+                };
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                kiln::inspect::write_result(&schema, stream, format, &mut out).await?;
+                std::io::Write::flush(&mut out)
+                    .map_err(|e| KilnError::Io { context: "cannot write the result".into(), source: e })?;
+                Ok::<_, KilnError>(ExitCode::SUCCESS)
             };
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            kiln::inspect::write_result(&schema, stream, format, &mut out).await?;
-            std::io::Write::flush(&mut out)
-                .map_err(|e| KilnError::Io { context: "cannot write the result".into(), source: e })?;
-            Ok(ExitCode::SUCCESS)
+            let Some(limit) = timeout else { return run.await };
+            let over = move || format!("the query ran longer than --timeout {limit:?}; stopped");
+            // DataFusion's operators yield to the runtime, so the timeout cancels the query;
+            // should one not, the process ends 2 s later all the same.
+            std::thread::spawn(move || {
+                std::thread::sleep(limit + std::time::Duration::from_secs(2));
+                eprintln!("error: {}", over());
+                std::process::exit(1);
+            });
+            tokio::time::timeout(limit, run).await.map_err(|_| KilnError::Query(over()))?
         }
         Command::Rollback { product, dir, env, wait, json } => {
             let env = env.env.unwrap_or_else(|| kiln::data::warehouse::PROD.to_owned());
@@ -797,4 +821,11 @@ fn print_error(e: &kiln::control::ControlError) {
             eprintln!("{snippet}");
         }
     }
+}
+
+/// `--timeout`: a positive duration (`30s`, `5 minutes`).
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    kiln::control::units::parse_duration(text)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{text}` is not a positive duration (e.g. 30s, 5 minutes)"))
 }

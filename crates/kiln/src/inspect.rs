@@ -168,6 +168,24 @@ pub async fn query(
     Ok((schema, stream))
 }
 
+/// `stream`, failing once it has yielded more than `max` rows (`kiln query --max-rows`):
+/// the query stops there instead of reading, or holding, a result without bound.
+pub fn row_capped(stream: SendableRecordBatchStream, max: u64) -> SendableRecordBatchStream {
+    let schema = stream.schema();
+    let mut seen = 0u64;
+    let capped = stream.map(move |batch| {
+        let batch = batch?;
+        seen += batch.num_rows() as u64;
+        if seen > max {
+            return Err(datafusion::error::DataFusionError::ResourcesExhausted(format!(
+                "the result has more than {max} rows (--max-rows {max})"
+            )));
+        }
+        Ok(batch)
+    });
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, capped))
+}
+
 /// A writer that remembers the kind of its first I/O error.
 struct Tracked<'a> {
     inner: &'a mut dyn Write,

@@ -538,3 +538,28 @@ fn ctrl_c_interrupts_a_build_and_commits_nothing_running() {
     assert_ne!(crate::committed(tmp.path(), "sorted").unwrap().build_id, before);
     assert!(out.contains("2 built, 1 fresh"), "{out}");
 }
+
+/// `kiln query --timeout` stops a query that would run for hours (a count over 10^11
+/// generated rows) with exit 1 within the limit plus the 2 s grace, and `--max-rows`
+/// fails a result with more rows than allowed while one at the limit passes.
+#[test]
+fn query_timeout_and_row_cap() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_files(tmp.path(), &[("kiln.toml", "[project]\nname = \"q\"\n")]);
+    let started = std::time::Instant::now();
+    let (code, _, err) =
+        kiln(&["query", "SELECT count(*) FROM generate_series(1, 100000000000)", "--timeout", "1s"], tmp.path());
+    let took = started.elapsed();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the query ran longer than --timeout 1s"), "{err}");
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    let (code, _, err) = kiln(&["query", "SELECT 1", "--timeout", "0s"], tmp.path());
+    assert_eq!(code, 2, "{err}");
+
+    let sql = |n: u32| format!("SELECT value FROM generate_series(1, {n})");
+    let (code, out, err) = kiln(&["query", &sql(5), "--max-rows", "5", "--format", "csv"], tmp.path());
+    assert_eq!((code, out.as_str()), (0, "value\n1\n2\n3\n4\n5\n"), "{err}");
+    let (code, _, err) = kiln(&["query", &sql(6), "--max-rows", "5", "--format", "csv"], tmp.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the result has more than 5 rows (--max-rows 5)"), "{err}");
+}
