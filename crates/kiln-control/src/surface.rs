@@ -5,7 +5,8 @@
 //! - [`Surface::Untrusted`]: anything not from the project files (`kiln query`). Exactly one
 //!   query; no DDL, DML, COPY, SET or other statements (also not inside EXPLAIN [ANALYZE]);
 //!   every table read must be a registered source or product, or a table function that
-//!   reads no files ([`SAFE_TABLE_FUNCTIONS`]): no URL tables, no paths.
+//!   reads no files ([`SAFE_TABLE_FUNCTIONS`]): no URL tables, no paths; no function
+//!   keyed by a project secret ([`SECRET_KEYED_FUNCTIONS`]).
 //! - [`Surface::Admin`]: operators' maintenance; everything DataFusion plans.
 //!
 //! Enforcement is on the *plan*, after planning and before anything runs, so no spelling of
@@ -13,12 +14,17 @@
 
 use std::collections::BTreeSet;
 
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 
 /// Table functions the untrusted surface may call: they generate rows and read nothing.
 pub const SAFE_TABLE_FUNCTIONS: [&str; 2] = ["generate_series", "range"];
+
+/// Functions keyed by a project secret, which the untrusted surface may not call: with
+/// `kiln_pii_hash` anyone who can query could hash candidate values (phone numbers) and
+/// join them against the stored hashes, which the key exists to prevent.
+pub const SECRET_KEYED_FUNCTIONS: [&str; 1] = ["kiln_pii_hash"];
 
 /// Why a surface refused a plan.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +36,8 @@ pub enum Refused {
     Table(String),
     #[error("plan node `{0}` is not allowed here")]
     Node(String),
+    #[error("`{0}` is keyed by a project secret and cannot be called here: only the project's products may use it")]
+    SecretKeyed(String),
 }
 
 /// Where a piece of SQL comes from, which decides what it may do.
@@ -83,6 +91,22 @@ impl Surface {
                     return Ok(TreeNodeRecursion::Stop);
                 }
                 _ => {}
+            }
+            if self == Surface::Untrusted {
+                let _ = node.apply_expressions(|e| {
+                    e.apply(|e| {
+                        if let datafusion::logical_expr::Expr::ScalarFunction(f) = e
+                            && SECRET_KEYED_FUNCTIONS.contains(&f.name())
+                        {
+                            problem = Some(Refused::SecretKeyed(f.name().to_owned()));
+                            return Ok(TreeNodeRecursion::Stop);
+                        }
+                        Ok(TreeNodeRecursion::Continue)
+                    })
+                });
+                if problem.is_some() {
+                    return Ok(TreeNodeRecursion::Stop);
+                }
             }
             Ok(TreeNodeRecursion::Continue)
         });

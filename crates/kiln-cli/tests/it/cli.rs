@@ -333,6 +333,20 @@ fn a_fallback_secret_is_reported_only_when_used() {
     let (code, _, err) = kiln(&["build"], dir);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("fallback"), "nothing computed: {err}");
+
+    // `kiln query` reads the stored hashes but cannot use the key itself (anyone who can
+    // query could hash candidate phone numbers and join them against those hashes).
+    let (code, out, err) = kiln(&["query", "--format", "csv", "SELECT length(h) AS n FROM hashed"], dir);
+    assert_eq!((code, out.as_str()), (0, "n\n64\n"), "{err}");
+    for sql in [
+        "SELECT kiln_pii_hash('555-0100', key => 'k') AS h",
+        "SELECT h FROM hashed WHERE h = kiln_pii_hash('555-0100', key => 'k')",
+        "SELECT * FROM hashed WHERE h IN (SELECT kiln_pii_hash(v, key => 'k') FROM (VALUES ('555-0100')) t(v))",
+    ] {
+        let (code, out, err) = kiln(&["query", sql], dir);
+        assert_eq!(code, 1, "{sql}: {out}{err}");
+        assert!(err.contains("`kiln_pii_hash` is keyed by a project secret and cannot be called here"), "{sql}: {err}");
+    }
 }
 
 /// A product compiled (and cached) but not selected builds on the next run: its table is
