@@ -116,6 +116,7 @@ pub fn failpoint_panic(name: &str) {
     static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let point = POINT.get_or_init(|| std::env::var("KILN_FAILPOINT").ok()?.strip_prefix("panic:").map(str::to_owned));
     if point.as_deref() == Some(name) {
+        // The point of it: a panic on purpose, only when KILN_FAILPOINT asks for one.
         panic!("failpoint {name}");
     }
 }

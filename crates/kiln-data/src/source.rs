@@ -135,11 +135,16 @@ impl FileSource {
                         self.partition_by.join("=<value>/")
                     ),
                 })?;
-                let path = if rel.is_empty() { self.path.clone() } else { self.path.join(&rel) };
+                let path = self.file_path(&rel);
                 let codec = self.codec_of(&path);
                 Ok(crate::checked::CheckedFile { path, partition, codec })
             })
             .collect()
+    }
+
+    /// The file at `rel` of its listing (empty: `path` names the one file).
+    fn file_path(&self, rel: &str) -> PathBuf {
+        if rel.is_empty() { self.path.clone() } else { self.path.join(rel) }
     }
 
     /// The codec a file is decoded with: the declared one, or the one its name says.
@@ -168,7 +173,7 @@ impl FileSource {
         }
         let mut seen: Option<(Codec, String)> = None;
         for (rel, _, _) in self.listing()? {
-            let path = if rel.is_empty() { self.path.clone() } else { self.path.join(&rel) };
+            let path = self.file_path(&rel);
             let codec = self.codec_of(&path);
             let shown = if rel.is_empty() { self.path.display().to_string() } else { rel };
             match &seen {
@@ -316,7 +321,7 @@ impl FileSource {
         let entries = self.listing()?;
         let mut files: Vec<(String, Schema)> = Vec::with_capacity(entries.len());
         for (rel, _, _) in entries {
-            let path = if rel.is_empty() { self.path.clone() } else { self.path.join(&rel) };
+            let path = self.file_path(&rel);
             let shown = if rel.is_empty() { self.path.display().to_string() } else { rel };
             let file = std::fs::File::open(&path).map_err(DataError::io(format!("cannot read {}", path.display())))?;
             let schema = if self.format == FileFormat::Arrow {

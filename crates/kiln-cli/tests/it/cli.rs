@@ -479,14 +479,8 @@ fn slow_project() -> tempfile::TempDir {
 #[test]
 fn build_progress_in_logs_names_phases_rows_and_estimates() {
     let tmp = slow_project();
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["build"])
-        .env("KILN_PROGRESS_INTERVAL", "0.1")
-        .current_dir(tmp.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let (code, _, err) = crate::kiln_env(&["build"], tmp.path(), &[("KILN_PROGRESS_INTERVAL", "0.1")]);
+    assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = err.lines().collect();
     let position =
         |line: &str| lines.iter().position(|l| *l == line).unwrap_or_else(|| panic!("no `{line}` in\n{err}"));
@@ -505,8 +499,7 @@ fn build_progress_in_logs_names_phases_rows_and_estimates() {
     let rows: Vec<u64> = running.iter().filter_map(|l| rows_of(l)).collect();
     assert!(rows.windows(2).all(|w| w[0] <= w[1]), "rows go backwards: {err}");
     // Nothing ran on a second build, so it logs nothing per product.
-    let again = Command::new(env!("CARGO_BIN_EXE_kiln")).args(["build"]).current_dir(tmp.path()).output().unwrap();
-    let err = String::from_utf8_lossy(&again.stderr);
+    let (_, _, err) = kiln(&["build"], tmp.path());
     assert!(!err.contains(": started"), "{err}");
 }
 

@@ -59,7 +59,17 @@ pub fn produce(dir: &std::path::Path, args: &[&str], input: &str) -> (Option<i32
 
 /// Runs the kiln binary; returns (exit code, stdout, stderr).
 pub fn kiln(args: &[&str], cwd: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).current_dir(cwd).output().unwrap();
+    kiln_env(args, cwd, &[])
+}
+
+/// [`kiln`] with environment variables set (`-1` as the code: killed by a signal).
+pub fn kiln_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(cwd)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
