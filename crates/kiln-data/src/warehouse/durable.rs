@@ -50,28 +50,43 @@ impl Durable {
         Self { inner: Arc::new(LocalFileSystem::new()), synced: Arc::new(synced) }
     }
 
-    async fn sync(&self, location: &Path) -> Result<()> {
+    async fn sync(&self, location: &Path, what: Written) -> Result<()> {
         let file = self.inner.path_to_filesystem(location)?;
-        sync_blocking(file, Arc::clone(&self.synced)).await
+        sync_blocking(file, Arc::clone(&self.synced), what).await
     }
 }
 
-async fn sync_blocking(file: PathBuf, synced: Arc<Synced>) -> Result<()> {
+/// What a write made that must reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// New bytes (a put, an upload, a rename's target): the file and its directories.
+    Bytes,
+    /// A new name for bytes already on disk (a copy, which `LocalFileSystem` makes as a
+    /// hard link): only its directories. The link's inode change is journaled with the
+    /// directory entry on the file systems Kiln runs on (ext4, XFS), and what Kiln links
+    /// are files of committed builds, synced when they were written. A promote of 1,000
+    /// products links 1,000 files: this halves their fsyncs.
+    Name,
+}
+
+async fn sync_blocking(file: PathBuf, synced: Arc<Synced>, what: Written) -> Result<()> {
     let generic = |e: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
         store: "durable local",
         source: e,
     };
-    tokio::task::spawn_blocking(move || synced.file(&file))
+    tokio::task::spawn_blocking(move || synced.file(&file, what))
         .await
         .map_err(|e| generic(Box::new(e)))?
         .map_err(|e| generic(Box::new(e)))
 }
 
 impl Synced {
-    /// Syncs `file` and its directory, then each ancestor whose entry may be new, up to
-    /// the warehouse root.
-    fn file(&self, file: &FsPath) -> std::io::Result<()> {
-        std::fs::File::open(file)?.sync_all()?;
+    /// Syncs `file` (unless `what` is only its entry) and its directory, then each
+    /// ancestor whose entry may be new, up to the warehouse root.
+    fn file(&self, file: &FsPath, what: Written) -> std::io::Result<()> {
+        if what == Written::Bytes {
+            std::fs::File::open(file)?.sync_all()?;
+        }
         let mut dir = file.parent();
         while let Some(d) = dir {
             std::fs::File::open(d)?.sync_all()?;
@@ -100,7 +115,7 @@ impl fmt::Display for Durable {
 impl ObjectStore for Durable {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         let put = self.inner.put_opts(location, payload, opts).await?;
-        self.sync(location).await?;
+        self.sync(location, Written::Bytes).await?;
         Ok(put)
     }
 
@@ -136,12 +151,12 @@ impl ObjectStore for Durable {
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.inner.copy_opts(from, to, options).await?;
-        self.sync(to).await
+        self.sync(to, Written::Name).await
     }
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
         self.inner.rename_opts(from, to, options).await?;
-        self.sync(to).await
+        self.sync(to, Written::Bytes).await
     }
 }
 
@@ -161,7 +176,7 @@ impl MultipartUpload for DurableUpload {
 
     async fn complete(&mut self) -> Result<PutResult> {
         let put = self.inner.complete().await?;
-        sync_blocking(self.file.clone(), Arc::clone(&self.synced)).await?;
+        sync_blocking(self.file.clone(), Arc::clone(&self.synced), Written::Bytes).await?;
         Ok(put)
     }
 
