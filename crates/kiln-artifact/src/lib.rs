@@ -54,8 +54,8 @@ pub mod time;
 
 pub use catalog::{FunctionArg, FunctionCatalog, FunctionEntry};
 pub use manifest::{
-    ColumnStats, CurrentPointer, FileEntry, KILN_COMMIT_VERSION, KilnCommit, MANIFEST_FORMAT_VERSION, Manifest,
-    ManifestTotals, SourcePosition, StreamCheckpoint,
+    ColumnStats, CurrentPointer, FileEntry, KILN_COMMIT_VERSION, KilnCommit, LogPointers, MANIFEST_FORMAT_VERSION,
+    Manifest, ManifestTotals, SourcePosition, StreamCheckpoint, TableLog,
 };
 pub use plan::{
     BaseColumn, BuildFingerprints, BuildPlans, BuildRecord, CachedCompile, CanonicalPlan, ChangeCategory,

@@ -79,6 +79,28 @@ pub struct Manifest {
     /// The Delta table version this build is (absent until committed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// Where the log of the table this build was read from set the protocol and metadata
+    /// in force at `version` (absent when not known: the next commit over it reads them
+    /// from a snapshot of the log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_log: Option<TableLog>,
+}
+
+/// The commits of a Delta log that last set the table's protocol and its metadata, as of
+/// one version. A writer reads those one or two commit files instead of replaying the
+/// log to find them, so a commit costs the same at version 5 and at version 5,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPointers {
+    pub protocol: u64,
+    pub metadata: u64,
+}
+
+/// [`LogPointers`] as of version `version` of the table at warehouse-relative `table`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableLog {
+    pub table: String,
+    pub version: u64,
+    pub pointers: LogPointers,
 }
 
 /// Version of [`KilnCommit`].
@@ -121,6 +143,11 @@ pub struct KilnCommit {
     /// Whether `added` is every file of the version (the commit replaced all others), so
     /// the version's files are known without reading the rest of the log.
     pub complete: bool,
+    /// Where the table's log set the protocol and metadata in force at this commit's
+    /// version (this version itself when the commit sets them). Absent in records made
+    /// before it was kept and in RESTORE commits, whose actions delta-rs decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogPointers>,
 }
 
 impl KilnCommit {
@@ -150,6 +177,7 @@ impl KilnCommit {
             sidecars: manifest.sidecars.clone(),
             added,
             complete,
+            log: None,
         }
     }
 
@@ -176,6 +204,7 @@ impl KilnCommit {
             side: self.side.clone(),
             sidecars: self.sidecars.clone(),
             version: Some(version),
+            table_log: None,
         }
     }
 

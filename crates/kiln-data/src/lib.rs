@@ -213,6 +213,10 @@ pub enum DataError {
         "product `{0}` is stored in Kiln's pre-Delta layout (`{0}/_current.json`); `kiln build` converts it to a Delta table"
     )]
     OldLayout(String),
+    /// A dataset's Delta table (made or upgraded by another writer) needs what Kiln does
+    /// not write: nothing is committed.
+    #[error("product `{product}`: Kiln cannot commit to its Delta table: {reason}")]
+    TableRefused { product: String, reason: String },
     /// A column cannot be stored in a Delta table.
     #[error("product `{product}`: {source}")]
     Storage {

@@ -23,14 +23,16 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TableReference, TransactionError};
-use deltalake_core::kernel::{Action, Add, MetadataExt, Protocol, Remove, StructType, Transaction, new_metadata};
-use deltalake_core::logstore::{LogStoreRef, StorageConfig, default_logstore};
+use deltalake_core::kernel::transaction::{CommitData, CommitProperties, TransactionError};
+use deltalake_core::kernel::{
+    Action, Add, Metadata, MetadataExt, Protocol, Remove, StructType, Transaction, new_metadata,
+};
+use deltalake_core::logstore::{CommitOrBytes, LogStoreRef, StorageConfig, default_logstore};
 use deltalake_core::operations::vacuum::VacuumMode;
 use deltalake_core::protocol::{DeltaOperation, OutputMode, SaveMode};
 use deltalake_core::table::state::DeltaTableState;
 use deltalake_core::{DeltaTable, DeltaTableError};
-use kiln_artifact::{FileEntry, KilnCommit, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals};
+use kiln_artifact::{FileEntry, KilnCommit, LogPointers, MANIFEST_FORMAT_VERSION, Manifest, ManifestTotals, TableLog};
 use object_store::ObjectStore;
 use object_store::prefix::PrefixStore;
 use serde::Deserialize;
@@ -52,6 +54,9 @@ pub struct TableVersion {
     /// Whether the commit changed the table's rows or schema (adds or removes files with
     /// `dataChange`, or sets new metadata).
     pub changes_data: bool,
+    /// Whether the commit sets the table's protocol (read only for commits Kiln did not
+    /// make: Kiln's record says where the protocol was set).
+    pub sets_protocol: bool,
 }
 
 /// One line of a commit file, as far as Kiln reads it (other keys are skipped).
@@ -63,6 +68,24 @@ struct LogLine {
     remove: Option<FileChange>,
     #[serde(rename = "metaData")]
     metadata: Option<serde::de::IgnoredAny>,
+    protocol: Option<serde::de::IgnoredAny>,
+}
+
+/// A commit line's protocol and metadata actions, parsed (other keys are skipped).
+#[derive(Deserialize)]
+struct MetaLine {
+    protocol: Option<Protocol>,
+    #[serde(rename = "metaData")]
+    metadata: Option<Metadata>,
+}
+
+/// A table's protocol and metadata as of one version, and the commits that set them.
+struct TableMeta {
+    protocol: Protocol,
+    metadata: Metadata,
+    /// `None`: not known (read from a snapshot of the log); the next commit states both
+    /// again, so that the commit after it knows them.
+    pointers: Option<LogPointers>,
 }
 
 #[derive(Deserialize)]
@@ -91,12 +114,44 @@ impl Warehouse {
         Ok(versions)
     }
 
+    /// The latest version of the table at `root` (`None`: no table). The LIST starts
+    /// after its last checkpoint (`_last_checkpoint`), so on a local disk, where a LIST
+    /// stats every file it returns, the cost stays within one checkpoint interval of
+    /// commits instead of growing with every commit the log retention keeps.
+    pub(super) async fn latest_version(&self, root: &str) -> Result<Option<u64>> {
+        #[derive(Deserialize)]
+        struct LastCheckpoint {
+            version: u64,
+        }
+        let hint = format!("{root}/_delta_log/_last_checkpoint");
+        if let Some(bytes) = super::get_optional(&self.store, &self.path(&hint)).await?
+            && let Ok(LastCheckpoint { version: at }) = serde_json::from_slice(&bytes)
+        {
+            use futures::TryStreamExt;
+            let dir = self.path(&format!("{root}/_delta_log"));
+            let offset = self.path(&format!("{root}/_delta_log/{at:020}.json"));
+            let listed: Vec<object_store::ObjectMeta> = self
+                .store
+                .list_with_offset(Some(&dir), &offset)
+                .try_collect()
+                .await
+                .map_err(DataError::store(format!("cannot list {dir}")))?;
+            let after = listed.iter().filter_map(|o| o.location.filename()?.strip_suffix(".json")?.parse().ok()).max();
+            if let Some(latest) = after {
+                return Ok(Some(latest));
+            }
+        }
+        // No checkpoint, or none committed after it: the whole log.
+        Ok(self.log_versions(root).await?.last().copied())
+    }
+
     /// What commit `version` of the table at `root` did (`None`: its commit file is gone).
     async fn read_commit(&self, root: &str, version: u64) -> Result<Option<TableVersion>> {
         let rel = format!("{root}/_delta_log/{version:020}.json");
         let Some(bytes) = super::get_optional(&self.store, &self.path(&rel)).await? else { return Ok(None) };
         let text = String::from_utf8_lossy(&bytes);
-        let mut out = TableVersion { version, operation: None, record: None, changes_data: false };
+        let mut out =
+            TableVersion { version, operation: None, record: None, changes_data: false, sets_protocol: false };
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let line: LogLine = serde_json::from_str(line)
                 .map_err(|e| DataError::Config(format!("{rel}: not a Delta commit line: {e}")))?;
@@ -111,6 +166,7 @@ impl Warehouse {
             }
             let changed = |c: &Option<FileChange>| c.as_ref().is_some_and(|c| c.data_change);
             out.changes_data |= changed(&line.add) || changed(&line.remove) || line.metadata.is_some();
+            out.sets_protocol |= line.protocol.is_some();
         }
         Ok(Some(out))
     }
@@ -161,42 +217,52 @@ impl Warehouse {
     /// The latest version of this environment's own table of `name`.
     pub(super) async fn own_current(&self, name: &str) -> Result<Option<Manifest>> {
         let root = self.scoped(name);
-        let versions = self.log_versions(&root).await?;
-        let Some(&latest) = versions.last() else {
+        let Some(latest) = self.latest_version(&root).await? else {
             if self.scope.prefix.is_empty() {
                 super::legacy::refuse_old_layout(self, name).await?;
             }
             return Ok(None);
         };
-        self.manifest_at(name, &root, latest, &versions).await.map(Some)
+        self.manifest_at(name, &root, latest).await.map(Some)
     }
 
     /// The manifest of version `version` of the table at `root` (dataset `name`).
     pub(super) async fn manifest_of(&self, name: &str, root: &str, version: u64) -> Result<Manifest> {
-        let versions = self.log_versions(root).await?;
-        self.manifest_at(name, root, version, &versions).await
+        self.manifest_at(name, root, version).await
     }
 
-    /// The manifest of version `version` of the table at `root` (`versions`: its log's
-    /// versions).
-    async fn manifest_at(&self, name: &str, root: &str, version: u64, versions: &[u64]) -> Result<Manifest> {
+    /// The manifest of version `version` of the table at `root`.
+    async fn manifest_at(&self, name: &str, root: &str, version: u64) -> Result<Manifest> {
         // The commit whose Kiln record describes this version's data: this one, or the
         // last before it when only commits that change no data (VACUUM, properties)
         // followed.
         let mut at = version;
+        // The latest of those later commits that set the protocol, if any.
+        let mut protocol_at = None;
         let record = loop {
             match self.read_commit(root, at).await? {
                 Some(TableVersion { record: Some(record), .. }) => break Some(record),
-                Some(v) if !v.changes_data && at > 0 && versions.binary_search(&(at - 1)).is_ok() => at -= 1,
+                // (A missing earlier commit file reads as `None`: no record.)
+                Some(v) if !v.changes_data && at > 0 => {
+                    protocol_at = protocol_at.or(v.sets_protocol.then_some(at));
+                    at -= 1;
+                }
                 _ => break None,
             }
         };
+        let table_log = |r: &KilnCommit| {
+            r.log.map(|p| TableLog {
+                table: root.to_owned(),
+                version,
+                pointers: LogPointers { protocol: protocol_at.unwrap_or(p.protocol), ..p },
+            })
+        };
         match record {
-            Some(r) if r.complete => Ok(r.manifest(version, r.added.clone())),
+            Some(r) if r.complete => Ok(Manifest { table_log: table_log(&r), ..r.manifest(version, r.added.clone()) }),
             Some(r) => {
                 let state = self.snapshot(root, version).await?;
                 let files = snapshot_files(&state, root, &r.partition_by, &r.added);
-                Ok(r.manifest(version, files))
+                Ok(Manifest { table_log: table_log(&r), ..r.manifest(version, files) })
             }
             // Another writer changed the data: the version stands as it is (Kiln's readers
             // read exactly its files); without fingerprints, the next build replaces it.
@@ -220,15 +286,12 @@ impl Warehouse {
         let version = build.version.ok_or_else(|| {
             DataError::Internal(format!("dataset `{}`: build {} has no table version", build.product, build.build_id))
         })?;
-        // A lazy snapshot: the schema needs the log's metadata, not its files.
-        let log_store = self.log_store(&root)?;
-        let snapshot =
-            off_worker(
-                async move { deltalake_core::kernel::Snapshot::try_new(log_store.as_ref(), Some(version)).await },
-            )
-            .await?
-            .map_err(DataError::delta(format!("table `{root}`: cannot read version {version}")))?;
-        serde_json::to_string(snapshot.schema().as_ref())
+        let meta = self.table_meta(&root, version, build.table_log.as_ref()).await?;
+        let schema = meta.metadata.parse_schema().map_err(|e| DataError::Delta {
+            context: format!("table `{root}`: the schema of version {version}"),
+            source: Box::new(e.into()),
+        })?;
+        serde_json::to_string(&schema)
             .map_err(|e| DataError::Internal(format!("dataset `{}`: Delta schema: {e}", build.product)))
     }
 
@@ -257,6 +320,45 @@ impl Warehouse {
         let table_schema: StructType = serde_json::from_str(schema).map_err(|e| bad(e.to_string()))?;
         let stored: Schema = (&table_schema).try_into_arrow().map_err(|e| bad(e.to_string()))?;
         self.commit_stored(manifest, base, Some((&stored, table_schema))).await
+    }
+
+    /// The protocol and metadata of the table at `root` at `version`: from the commits
+    /// `known` points to when it describes that version (one or two small GETs), else
+    /// from delta-rs's lazy snapshot (a replay of the log since its last checkpoint).
+    async fn table_meta(&self, root: &str, version: u64, known: Option<&TableLog>) -> Result<TableMeta> {
+        if let Some(t) = known.filter(|t| t.table == root && t.version == version) {
+            let LogPointers { protocol: p, metadata: m } = t.pointers;
+            let (protocol, metadata) = self.meta_lines(root, p).await?;
+            let metadata = if m == p { metadata } else { self.meta_lines(root, m).await?.1 };
+            // A pointer to a commit that cleanup removed (or that holds no such action)
+            // is no pointer: the snapshot says.
+            if let (Some(protocol), Some(metadata)) = (protocol, metadata) {
+                return Ok(TableMeta { protocol, metadata, pointers: Some(t.pointers) });
+            }
+        }
+        let log_store = self.log_store(root)?;
+        let snapshot =
+            off_worker(
+                async move { deltalake_core::kernel::Snapshot::try_new(log_store.as_ref(), Some(version)).await },
+            )
+            .await?
+            .map_err(DataError::delta(format!("table `{root}`: cannot read version {version}")))?;
+        Ok(TableMeta { protocol: snapshot.protocol().clone(), metadata: snapshot.metadata().clone(), pointers: None })
+    }
+
+    /// The protocol and metadata actions of commit `version` of the table at `root`
+    /// (both `None`: its commit file is gone).
+    async fn meta_lines(&self, root: &str, version: u64) -> Result<(Option<Protocol>, Option<Metadata>)> {
+        let rel = format!("{root}/_delta_log/{version:020}.json");
+        let Some(bytes) = super::get_optional(&self.store, &self.path(&rel)).await? else { return Ok((None, None)) };
+        let (mut protocol, mut metadata) = (None, None);
+        for line in bytes.split(|b| *b == b'\n').filter(|l| l.iter().any(|b| !b.is_ascii_whitespace())) {
+            let line: MetaLine = serde_json::from_slice(line)
+                .map_err(|e| DataError::Config(format!("{rel}: not a Delta commit line: {e}")))?;
+            protocol = line.protocol.or(protocol);
+            metadata = line.metadata.or(metadata);
+        }
+        Ok((protocol, metadata))
     }
 
     async fn snapshot(&self, root: &str, version: u64) -> Result<DeltaTableState> {
@@ -308,20 +410,22 @@ impl Warehouse {
             })?),
             None => None,
         };
-        let state = match read {
-            Some(v) => Some(self.snapshot(&root, v).await?),
-            None => None,
+        let meta = match (read, base) {
+            (Some(v), Some(b)) => Some(self.table_meta(&root, v, b.table_log.as_ref()).await?),
+            _ => None,
         };
+        if let Some(m) = &meta {
+            writable(name, m)?;
+        }
 
         let before: BTreeSet<&str> = base.iter().flat_map(|b| &b.files).map(|f| f.path.as_str()).collect();
         let after: BTreeSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
-        let record = KilnCommit::of(manifest, &before);
+        let mut record = KilnCommit::of(manifest, &before);
         let now = now_ms();
         let delta =
             |e: deltalake_core::kernel::Error| DataError::Internal(format!("dataset `{name}`: Delta metadata: {e}"));
 
-        let mut actions = Vec::new();
-        let (protocol, metadata) = match (&state, schema) {
+        let (protocol, metadata) = match (&meta, schema) {
             (Some(_), None) => (None, None),
             (None, None) => {
                 return Err(DataError::Internal(format!("dataset `{name}`: a new table needs a schema")));
@@ -333,27 +437,28 @@ impl Warehouse {
                         .map_err(delta)?;
                 (protocol_for(stored, None)?, Some(metadata))
             }
-            (Some(s), Some((stored, table_schema))) => {
-                let same = s.schema().as_ref() == &table_schema
-                    && s.metadata().partition_columns() == manifest.partition_by.as_slice();
+            (Some(m), Some((stored, table_schema))) => {
+                let current = m
+                    .metadata
+                    .parse_schema()
+                    .map_err(|e| DataError::Internal(format!("dataset `{name}`: the table's Delta schema: {e}")))?;
+                let same =
+                    current == table_schema && m.metadata.partition_columns() == manifest.partition_by.as_slice();
                 if same {
                     (None, None)
                 } else {
                     let metadata =
-                        new_metadata(&table_schema, &manifest.partition_by, s.metadata().configuration().clone())
-                            .and_then(|m| m.with_table_id(s.metadata().id().to_owned()))
-                            .and_then(|m| m.with_name(name.to_owned()))
+                        new_metadata(&table_schema, &manifest.partition_by, m.metadata.configuration().clone())
+                            .and_then(|n| n.with_table_id(m.metadata.id().to_owned()))
+                            .and_then(|n| n.with_name(name.to_owned()))
                             .map_err(delta)?;
-                    (protocol_for(stored, Some(s.protocol()))?, Some(metadata))
+                    (protocol_for(stored, Some(&m.protocol))?, Some(metadata))
                 }
             }
         };
-        if let Some(p) = &protocol {
-            actions.push(Action::Protocol(p.clone()));
-        }
-        if let Some(m) = &metadata {
-            actions.push(Action::Metadata(m.clone()));
-        }
+        let mut actions = Vec::new();
+        let version = read.map_or(0, |v| v + 1);
+        record.log = Some(log_actions(&mut actions, meta.as_ref(), protocol.clone(), metadata.clone(), version)?);
         let mut removed = 0;
         for file in base.iter().flat_map(|b| &b.files).filter(|f| !after.contains(f.path.as_str())) {
             actions.push(Action::Remove(remove_action(file, &root, &base_partitions(base), now)?));
@@ -363,7 +468,7 @@ impl Warehouse {
             actions.push(Action::Add(add_action(file, &root, &manifest.partition_by, now, true)?));
         }
 
-        let operation = match (&state, protocol, metadata) {
+        let operation = match (&meta, protocol, metadata) {
             (None, Some(protocol), Some(metadata)) => DeltaOperation::Create {
                 mode: SaveMode::ErrorIfExists,
                 location: self.table_url(&root)?,
@@ -381,58 +486,87 @@ impl Warehouse {
                 predicate: None,
             },
         };
-        let mut properties =
-            CommitProperties::default().with_metadata([(RECORD_KEY.to_owned(), record.to_json()?)]).with_max_retries(0);
         // Micro-batch progress as Delta application transactions too, the protocol's own
         // record of a streaming writer's position (Kiln's is in its record).
-        for (feed, position) in &manifest.positions {
-            properties = properties
-                .with_application_transaction(Transaction::new(format!("kiln:{name}:{feed}"), position.batches as i64));
-        }
-        let version = self.commit_actions(&root, read, state.as_ref(), actions, operation, properties).await?;
-        Ok(committed(manifest, version))
+        let transactions = manifest
+            .positions
+            .iter()
+            .map(|(feed, position)| Transaction::new(format!("kiln:{name}:{feed}"), position.batches as i64))
+            .collect();
+        let pointers = record.log;
+        let commit = CommitData::new(actions, operation, record_metadata(&record)?, transactions);
+        self.commit_actions(&root, read, meta.as_ref(), commit).await?;
+        Ok(committed(manifest, &root, version, pointers))
     }
 
-    /// Makes one commit on top of `state` (version `read`), without retries.
+    /// Writes `commit` as version `read + 1` (0: `None`) of the table at `root`, whose
+    /// protocol and metadata at `read` are `meta`: a put-if-absent of the commit file,
+    /// without retries.
+    ///
+    /// Kiln writes the commit itself rather than through delta-rs's `CommitBuilder`: that
+    /// takes the table's eager snapshot (every file action since the last checkpoint,
+    /// replayed), which made each commit cost O(versions) and a promote of 1,000
+    /// products several seconds. What the builder checks is checked here: the protocol
+    /// Kiln can write ([`writable`], stricter than delta-rs's) and append-only tables;
+    /// a lost race is the put-if-absent failing.
     async fn commit_actions(
         &self,
         root: &str,
         read: Option<u64>,
-        state: Option<&DeltaTableState>,
-        actions: Vec<Action>,
-        operation: DeltaOperation,
-        properties: CommitProperties,
+        meta: Option<&TableMeta>,
+        commit: CommitData,
     ) -> Result<u64> {
-        let log_store = self.log_store(root)?;
         let name = super::env::unscoped(root);
-        let refused = |e: DeltaTableError| commit_error(name, read, e);
+        if let Some(m) = meta
+            && append_only(m)
+            && commit.actions.iter().any(|a| matches!(a, Action::Remove(r) if r.data_change))
+        {
+            return Err(DataError::TableRefused {
+                product: name.to_owned(),
+                reason: "the table is append-only (`delta.appendOnly`) and this build replaces or removes rows".into(),
+            });
+        }
+        let bytes = commit.get_bytes().map_err(|e| commit_error(name, read, e.into()))?;
+        let version = read.map_or(0, |v| v + 1);
+        let log_store = self.log_store(root)?;
         crate::failpoint("before_commit");
-        let committed = CommitBuilder::from(properties)
-            .with_actions(actions)
-            .build(state.map(|s| s as &dyn TableReference), log_store, operation)
-            .into_prepared_commit_future()
+        log_store
+            .write_commit_entry(version, CommitOrBytes::LogBytes(bytes), uuid::Uuid::new_v4())
             .await
-            .map_err(refused)?
-            .await
-            .map_err(refused)?;
-        let version = committed.version;
+            .map_err(|e| commit_error(name, read, e.into()))?;
         crate::failpoint("after_commit");
         // The commit is durable; what follows only speeds up later reads: a checkpoint
-        // every `checkpoint_interval` versions and, with it, expired log cleanup (which
-        // can only remove logs a checkpoint covers). It runs only at those versions: its
-        // other work is reloading the table state, which Kiln does not use, and listing the
-        // log, on every commit (a promote of 1,000 products makes 1,000 commits). Its
-        // failure does not fail the build.
-        let interval = state.map_or(100, |s| {
-            use deltalake_core::table::config::TablePropertiesExt;
-            s.table_config().checkpoint_interval().get()
-        });
-        if (version + 1).is_multiple_of(interval)
-            && let Err(e) = committed.await
-        {
-            tracing::warn!(dataset = name, version, error = %e, "post-commit checkpoint failed");
+        // every `delta.checkpointInterval` versions and, with it, expired log cleanup
+        // (which can only remove logs a checkpoint covers). Its failure does not fail
+        // the build.
+        let config = |key: &str| meta.and_then(|m| m.metadata.configuration().get(key));
+        let interval = config("delta.checkpointInterval").and_then(|v| v.parse::<u64>().ok()).filter(|v| *v > 0);
+        if (version + 1).is_multiple_of(interval.unwrap_or(100)) {
+            let cleanup = config("delta.enableExpiredLogCleanup").is_none_or(|v| v != "false");
+            if let Err(e) = self.checkpoint(root, version, cleanup).await {
+                tracing::warn!(dataset = name, version, error = %e, "post-commit checkpoint failed");
+            }
         }
         Ok(version)
+    }
+
+    /// Writes a checkpoint of version `version` of the table at `root` and, when
+    /// `cleanup`, removes the log files it covers that are older than the table's log
+    /// retention (delta-rs's post-commit hook, made at the versions that need it).
+    async fn checkpoint(&self, root: &str, version: u64, cleanup: bool) -> Result<()> {
+        let log_store = self.log_store(root)?;
+        let fail = DataError::delta(format!("table `{root}`: checkpoint of version {version}"));
+        off_worker(async move {
+            let mut table = DeltaTable::new(log_store);
+            table.load_version(version).await?;
+            deltalake_core::checkpoints::create_checkpoint(&table, None).await?;
+            if cleanup {
+                deltalake_core::checkpoints::cleanup_metadata(&table, None).await?;
+            }
+            Ok::<(), DeltaTableError>(())
+        })
+        .await?
+        .map_err(fail)
     }
 
     /// Rewrites the files of `current` into `compacted` (the same rows in fewer files) as
@@ -446,12 +580,15 @@ impl Warehouse {
         let name = current.product.as_str();
         let root = self.scoped(name);
         let read = current.version.ok_or_else(|| DataError::Internal(format!("dataset `{name}`: no table version")))?;
-        let state = self.snapshot(&root, read).await?;
+        let meta = self.table_meta(&root, read, current.table_log.as_ref()).await?;
+        writable(name, &meta)?;
         let before: BTreeSet<&str> = current.files.iter().map(|f| f.path.as_str()).collect();
         let after: BTreeSet<&str> = compacted.files.iter().map(|f| f.path.as_str()).collect();
-        let record = KilnCommit::of(compacted, &before);
+        let mut record = KilnCommit::of(compacted, &before);
         let now = now_ms();
         let mut actions = Vec::new();
+        let version = read + 1;
+        record.log = Some(log_actions(&mut actions, Some(&meta), None, None, version)?);
         for file in current.files.iter().filter(|f| !after.contains(f.path.as_str())) {
             let mut remove = remove_action(file, &root, &current.partition_by, now)?;
             remove.data_change = false;
@@ -461,10 +598,10 @@ impl Warehouse {
             actions.push(Action::Add(add_action(file, &root, &compacted.partition_by, now, false)?));
         }
         let operation = DeltaOperation::Optimize { predicate: None, target_size: target_size as i64 };
-        let properties =
-            CommitProperties::default().with_metadata([(RECORD_KEY.to_owned(), record.to_json()?)]).with_max_retries(0);
-        let version = self.commit_actions(&root, Some(read), Some(&state), actions, operation, properties).await?;
-        Ok(committed(compacted, version))
+        let pointers = record.log;
+        let commit = CommitData::new(actions, operation, record_metadata(&record)?, Vec::new());
+        self.commit_actions(&root, Some(read), Some(&meta), commit).await?;
+        Ok(committed(compacted, &root, version, pointers))
     }
 
     /// Makes `target` (an earlier version's manifest) the table's content again, as a new
@@ -500,7 +637,9 @@ impl Warehouse {
             })?;
         crate::failpoint("after_commit");
         let version = table.version().ok_or_else(|| DataError::Internal(format!("dataset `{name}`: no version")))?;
-        Ok(committed(target, version))
+        // delta-rs decided the protocol and metadata actions of the RESTORE: the next
+        // commit reads them from a snapshot.
+        Ok(committed(target, &self.scoped(name), version, None))
     }
 
     /// Deletes the data files of `name` that its latest version and the versions `keep`
@@ -522,9 +661,11 @@ impl Warehouse {
     }
 }
 
-/// `manifest` as committed at `version` (its files' Delta statistics now live in the log).
-fn committed(manifest: &Manifest, version: u64) -> Manifest {
-    let mut out = Manifest { version: Some(version), ..manifest.clone() };
+/// `manifest` as committed at `version` of the table at `root`, whose log set the protocol
+/// and metadata at `pointers` (its files' Delta statistics now live in the log).
+fn committed(manifest: &Manifest, root: &str, version: u64, pointers: Option<LogPointers>) -> Manifest {
+    let table_log = pointers.map(|pointers| TableLog { table: root.to_owned(), version, pointers });
+    let mut out = Manifest { version: Some(version), table_log, ..manifest.clone() };
     for file in &mut out.files {
         file.delta_stats = None;
     }
@@ -538,7 +679,9 @@ fn commit_error(name: &str, read: Option<u64>, e: DeltaTableError) -> DataError 
         &e,
         DeltaTableError::VersionAlreadyExists(_)
             | DeltaTableError::Transaction {
-                source: TransactionError::MaxCommitAttempts(_) | TransactionError::CommitConflict(_)
+                source: TransactionError::MaxCommitAttempts(_)
+                    | TransactionError::CommitConflict(_)
+                    | TransactionError::VersionAlreadyExists(_)
             }
     );
     if lost {
@@ -549,6 +692,142 @@ fn commit_error(name: &str, read: Option<u64>, e: DeltaTableError) -> DataError 
         };
     }
     DataError::Delta { context: format!("dataset `{name}`: commit"), source: Box::new(e) }
+}
+
+/// The `commitInfo` entries of a commit carrying Kiln's `record`.
+fn record_metadata(record: &KilnCommit) -> Result<HashMap<String, serde_json::Value>> {
+    Ok(HashMap::from([(RECORD_KEY.to_owned(), record.to_json()?)]))
+}
+
+/// Pushes the protocol and metadata actions of a commit at `version` over a table whose
+/// protocol and metadata are `meta` (`None`: a new table): `protocol` and `metadata`
+/// when the commit changes them, and both as they are when where the log set them is not
+/// known, so that it is known after this commit. Returns where the log sets them as of
+/// `version`.
+fn log_actions(
+    actions: &mut Vec<Action>,
+    meta: Option<&TableMeta>,
+    protocol: Option<Protocol>,
+    metadata: Option<Metadata>,
+    version: u64,
+) -> Result<LogPointers> {
+    let known = meta.and_then(|m| m.pointers);
+    let restate = meta.filter(|m| m.pointers.is_none());
+    let protocol = protocol.or_else(|| restate.map(|m| m.protocol.clone()));
+    let metadata = metadata.or_else(|| restate.map(|m| m.metadata.clone()));
+    let at = |set: bool, was: Option<u64>| {
+        if set {
+            Ok(version)
+        } else {
+            was.ok_or_else(|| {
+                DataError::Internal(format!("version {version}: a new table without protocol or metadata"))
+            })
+        }
+    };
+    let pointers = LogPointers {
+        protocol: at(protocol.is_some(), known.map(|k| k.protocol))?,
+        metadata: at(metadata.is_some(), known.map(|k| k.metadata))?,
+    };
+    actions.extend(protocol.map(Action::Protocol));
+    actions.extend(metadata.map(Action::Metadata));
+    Ok(pointers)
+}
+
+/// The writer features of `protocol`: those its writer version implies (1 to 6) or
+/// lists (7).
+fn writer_features(protocol: &Protocol) -> Result<(i64, Vec<String>)> {
+    let value = serde_json::to_value(protocol).map_err(|e| DataError::Internal(format!("Delta protocol: {e}")))?;
+    let writer = value["minWriterVersion"].as_i64().unwrap_or(0);
+    let implied: &[&str] = match writer {
+        2 => &["appendOnly", "invariants"],
+        3 => &["appendOnly", "invariants", "checkConstraints"],
+        4 => &["appendOnly", "invariants", "checkConstraints", "changeDataFeed", "generatedColumns"],
+        5 => &["appendOnly", "invariants", "checkConstraints", "changeDataFeed", "generatedColumns", "columnMapping"],
+        6 => &[
+            "appendOnly",
+            "invariants",
+            "checkConstraints",
+            "changeDataFeed",
+            "generatedColumns",
+            "columnMapping",
+            "identityColumns",
+        ],
+        _ => &[],
+    };
+    let mut features: Vec<String> = implied.iter().map(|f| (*f).to_owned()).collect();
+    if let Some(listed) = value.get("writerFeatures").and_then(|v| v.as_array()) {
+        features.extend(listed.iter().filter_map(|f| f.as_str()).map(str::to_owned));
+    }
+    Ok((writer, features))
+}
+
+/// Refuses a commit to a table that asks writers for what Kiln does not do. Kiln writes
+/// plain Parquet files and `add` / `remove` actions, so of the writer features a table's
+/// protocol names (or its writer version implies) it can honour appendOnly (checked at
+/// commit) and timestampNtz, and the others only while the table does not use them:
+/// invariants and CHECK constraints while none is defined (Kiln does not evaluate them),
+/// change data feed while off, generated and identity columns while there are none,
+/// column mapping while its mode is `none`. Any other feature (deletion vectors, row
+/// tracking, in-commit timestamps, ...) refuses the commit. delta-rs's own commit check
+/// is looser: for raw actions it accepts tables whose files Kiln's writer would get wrong.
+fn writable(name: &str, meta: &TableMeta) -> Result<()> {
+    let (writer, features) = writer_features(&meta.protocol)?;
+    let config = |key: &str| meta.metadata.configuration().get(key).map(String::as_str);
+    let mut refused: Vec<String> = Vec::new();
+    if !(1..=7).contains(&writer) {
+        refused.push(format!("writer version {writer}"));
+    }
+    for feature in &features {
+        let used = match feature.as_str() {
+            "appendOnly" | "timestampNtz" => false,
+            "invariants" => has_field_metadata(meta, |k| k == "delta.invariants"),
+            "checkConstraints" => meta.metadata.configuration().keys().any(|k| k.starts_with("delta.constraints.")),
+            "changeDataFeed" => config("delta.enableChangeDataFeed").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            "generatedColumns" => has_field_metadata(meta, |k| k == "delta.generationExpression"),
+            "identityColumns" => has_field_metadata(meta, |k| k.starts_with("delta.identity.")),
+            "columnMapping" => config("delta.columnMapping.mode").is_some_and(|m| !m.eq_ignore_ascii_case("none")),
+            _ => true,
+        };
+        if used {
+            refused.push(format!("`{feature}`"));
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(DataError::TableRefused {
+        product: name.to_owned(),
+        reason: format!(
+            "it uses {} (protocol writer version {writer}), which Kiln does not write: it writes plain Parquet files and add and remove actions",
+            refused.join(", ")
+        ),
+    })
+}
+
+/// Whether a table of `meta` refuses commits that remove rows (`delta.appendOnly`, in
+/// force from writer version 2, and at 7 with the appendOnly feature).
+fn append_only(meta: &TableMeta) -> bool {
+    let enabled = meta.metadata.configuration().get("delta.appendOnly").is_some_and(|v| v == "true");
+    enabled
+        && writer_features(&meta.protocol)
+            .is_ok_and(|(writer, features)| writer >= 2 && features.iter().any(|f| f == "appendOnly"))
+}
+
+/// Whether a field of the table's schema, at any depth, has a metadata key that `key`
+/// accepts.
+fn has_field_metadata(meta: &TableMeta, key: impl Fn(&str) -> bool + Copy) -> bool {
+    fn walk(value: &serde_json::Value, key: impl Fn(&str) -> bool + Copy) -> bool {
+        match value {
+            serde_json::Value::Object(map) => {
+                map.get("metadata").and_then(|m| m.as_object()).is_some_and(|m| m.keys().any(|k| key(k)))
+                    || map.values().any(|v| walk(v, key))
+            }
+            serde_json::Value::Array(items) => items.iter().any(|v| walk(v, key)),
+            _ => false,
+        }
+    }
+    // An unparsable schema is the reader's error, raised where the schema is used.
+    serde_json::from_str::<serde_json::Value>(meta.metadata.schema_string()).is_ok_and(|v| walk(&v, key))
 }
 
 /// The table root a committed build's records live in: its build directory's
@@ -682,6 +961,7 @@ fn foreign_manifest(name: &str, version: u64, partition_by: Vec<String>, files: 
         side: Default::default(),
         sidecars: Vec::new(),
         version: Some(version),
+        table_log: None,
     }
 }
 
@@ -767,6 +1047,7 @@ mod tests {
     use datafusion::common::config::TableParquetOptions;
     use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
     use object_store::{ObjectStoreExt, PutPayload};
+    use serde_json::json;
 
     use super::*;
     use crate::layout::{ExistingData, WriteLayout};
@@ -878,5 +1159,166 @@ mod tests {
         assert!(protocol["readerFeatures"].to_string().contains("timestampNtz"), "{protocol}");
         assert_eq!(state.schema().fields().count(), 2);
         assert_eq!(state.metadata().id(), wh.snapshot("p", 0).await.unwrap().metadata().id(), "the same table");
+    }
+
+    /// Writes `lines` as commit `version` of `p`, as another writer would.
+    async fn put_commit(wh: &Warehouse, version: u64, lines: &[String]) {
+        let path = wh.path(&format!("p/_delta_log/{version:020}.json"));
+        wh.store().put(&path, PutPayload::from(lines.join("\n").into_bytes())).await.unwrap();
+    }
+
+    /// The `metaData` line of `p`'s first commit.
+    async fn metadata_line(wh: &Warehouse) -> serde_json::Value {
+        let first = wh.store().get(&wh.path(&format!("p/_delta_log/{:020}.json", 0))).await.unwrap();
+        let first = String::from_utf8(first.bytes().await.unwrap().to_vec()).unwrap();
+        serde_json::from_str(first.lines().find(|l| l.starts_with("{\"metaData\"")).unwrap()).unwrap()
+    }
+
+    fn pointers(m: &Manifest) -> (u64, u64) {
+        let p = m.table_log.as_ref().expect("a manifest with log pointers").pointers;
+        (p.protocol, p.metadata)
+    }
+
+    #[tokio::test]
+    async fn each_commit_says_where_the_log_set_protocol_and_metadata() {
+        let wh = Warehouse::memory();
+        let v0 = wh.commit(&build(&wh, "r1", vec![1]).await, None, &schema()).await.unwrap();
+        let v1 = wh.commit(&build(&wh, "r2", vec![2]).await, Some(&v0), &schema()).await.unwrap();
+        let wider = Schema::new(vec![
+            Field::new("v", DataType::Int64, false),
+            Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]);
+        let v2 = wh.commit(&build(&wh, "r3", vec![3]).await, Some(&v1), &wider).await.unwrap();
+        let v3 = wh.commit(&build(&wh, "r4", vec![4]).await, Some(&v2), &wider).await.unwrap();
+        assert_eq!([&v0, &v1, &v2, &v3].map(pointers), [(0, 0), (0, 0), (2, 2), (2, 2)]);
+        let recorded: Vec<(u64, u64)> = wh
+            .history("p")
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v.record.as_ref().and_then(|r| r.log).map(|p| (p.protocol, p.metadata)).unwrap())
+            .collect();
+        assert_eq!(recorded, [(0, 0), (0, 0), (2, 2), (2, 2)], "the records in the log say the same");
+        assert_eq!(wh.current("p").await.unwrap().unwrap(), v3, "and the current manifest carries them");
+
+        // Another writer's protocol-only commit (as an upgrade) moves the protocol's.
+        let info = r#"{"commitInfo":{"timestamp":1,"operation":"SET TBLPROPERTIES"}}"#.to_owned();
+        let protocol = r#"{"protocol":{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":["timestampNtz"],"writerFeatures":["appendOnly","invariants","timestampNtz","checkConstraints"]}}"#;
+        put_commit(&wh, 4, &[info, protocol.to_owned()]).await;
+        let v4 = wh.current("p").await.unwrap().unwrap();
+        assert_eq!((v4.version, v4.build_id.as_str(), pointers(&v4)), (Some(4), "b-r4", (4, 2)));
+
+        // A commit reads the pointed commits, not the log: without version 1's file (which
+        // a snapshot would need) it still commits, and says the same pointers.
+        wh.store().delete(&wh.path(&format!("p/_delta_log/{:020}.json", 1))).await.unwrap();
+        let v5 = wh.commit(&build(&wh, "r5", vec![5]).await, Some(&v4), &wider).await.unwrap();
+        assert_eq!((v5.version, pointers(&v5)), (Some(5), (4, 2)));
+        assert_eq!(wh.build_schema_json(&v5).await.unwrap(), wh.build_schema_json(&v3).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn after_a_restore_the_next_commit_states_protocol_and_metadata_again() {
+        let wh = Warehouse::memory();
+        let v0 = wh.commit(&build(&wh, "r1", vec![1]).await, None, &schema()).await.unwrap();
+        let v1 = wh.commit(&build(&wh, "r2", vec![2]).await, Some(&v0), &schema()).await.unwrap();
+        let v2 = wh.restore(&v1, &v0).await.unwrap();
+        assert_eq!(v2.version, Some(2));
+        let read = wh.current("p").await.unwrap().unwrap();
+        assert!(read.table_log.is_none(), "delta-rs made the RESTORE's actions: {read:?}");
+        let v3 = wh.commit(&build(&wh, "r3", vec![3]).await, Some(&read), &schema()).await.unwrap();
+        assert_eq!(pointers(&v3), (3, 3));
+        let text = wh.store().get(&wh.path(&format!("p/_delta_log/{:020}.json", 3))).await.unwrap();
+        let text = String::from_utf8(text.bytes().await.unwrap().to_vec()).unwrap();
+        assert!(text.contains("{\"protocol\":") && text.contains("{\"metaData\":"), "{text}");
+        let (s0, s3) = (wh.snapshot("p", 0).await.unwrap(), wh.snapshot("p", 3).await.unwrap());
+        assert_eq!(s3.metadata().id(), s0.metadata().id(), "the same table");
+        assert_eq!((s3.schema(), s3.protocol()), (s0.schema(), s0.protocol()), "stated as they were");
+        assert_eq!(wh.current("p").await.unwrap().unwrap().totals.rows_written, 1);
+    }
+
+    #[tokio::test]
+    async fn tables_that_need_what_kiln_does_not_write_refuse_its_commits() {
+        // (protocol, table properties, what the refusal names; `None`: the commit is made)
+        let cases = [
+            (
+                r#"{"minReaderVersion":2,"minWriterVersion":5}"#,
+                json!({"delta.columnMapping.mode": "name", "delta.columnMapping.maxColumnId": "1"}),
+                Some("`columnMapping`"),
+            ),
+            (r#"{"minReaderVersion":2,"minWriterVersion":5}"#, json!({}), None),
+            (
+                r#"{"minReaderVersion":1,"minWriterVersion":4}"#,
+                json!({"delta.enableChangeDataFeed": "true"}),
+                Some("`changeDataFeed`"),
+            ),
+            (
+                r#"{"minReaderVersion":1,"minWriterVersion":3}"#,
+                json!({"delta.constraints.positive": "v > 0"}),
+                Some("`checkConstraints`"),
+            ),
+            (
+                r#"{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":["deletionVectors"],"writerFeatures":["deletionVectors"]}"#,
+                json!({}),
+                Some("`deletionVectors`"),
+            ),
+        ];
+        for (protocol, properties, refusal) in cases {
+            let wh = Warehouse::memory();
+            let v0 = wh.commit(&build(&wh, "r1", vec![1]).await, None, &schema()).await.unwrap();
+            let info = r#"{"commitInfo":{"timestamp":1,"operation":"SET TBLPROPERTIES"}}"#.to_owned();
+            let mut metadata = metadata_line(&wh).await;
+            if properties.get("delta.columnMapping.mode").is_some() {
+                // A column-mapped table names each field's physical column.
+                let mut schema: serde_json::Value =
+                    serde_json::from_str(metadata["metaData"]["schemaString"].as_str().unwrap()).unwrap();
+                schema["fields"][0]["metadata"] =
+                    json!({"delta.columnMapping.id": 1, "delta.columnMapping.physicalName": "col-1"});
+                metadata["metaData"]["schemaString"] = schema.to_string().into();
+            }
+            metadata["metaData"]["configuration"] = properties;
+            put_commit(&wh, 1, &[info, format!("{{\"protocol\":{protocol}}}"), metadata.to_string()]).await;
+            let current = wh.current("p").await.unwrap().unwrap();
+            assert_eq!((current.version, current.files.len()), (Some(1), v0.files.len()));
+            let commit = wh.commit(&build(&wh, "r2", vec![2]).await, Some(&current), &schema()).await;
+            match (refusal, commit) {
+                (Some(feature), Err(refused)) => {
+                    assert!(
+                        matches!(&refused, DataError::TableRefused { product, .. } if product == "p")
+                            && refused.to_string().contains(feature),
+                        "{refused}"
+                    );
+                    assert_eq!(wh.current("p").await.unwrap().unwrap().version, Some(1), "nothing committed");
+                }
+                (None, Ok(committed)) => assert_eq!(committed.version, Some(2)),
+                (expected, got) => panic!("{protocol} {expected:?}: {got:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_append_only_table_takes_appends_and_refuses_replacements() {
+        let wh = Warehouse::memory();
+        let v0 = wh.commit(&build(&wh, "r1", vec![1]).await, None, &schema()).await.unwrap();
+        // Another writer sets `delta.appendOnly` (the table is at writer version 2).
+        let mut metadata = metadata_line(&wh).await;
+        metadata["metaData"]["configuration"]["delta.appendOnly"] = "true".into();
+        let info = r#"{"commitInfo":{"timestamp":1,"operation":"SET TBLPROPERTIES"}}"#.to_owned();
+        put_commit(&wh, 1, &[info, metadata.to_string()]).await;
+        let current = wh.current("p").await.unwrap().unwrap();
+        assert_eq!((current.version, current.files.len()), (Some(1), v0.files.len()));
+
+        let replaced = wh.commit(&build(&wh, "r2", vec![2]).await, Some(&current), &schema()).await.unwrap_err();
+        assert!(
+            matches!(&replaced, DataError::TableRefused { .. }) && replaced.to_string().contains("append-only"),
+            "{replaced}"
+        );
+        // (The version another writer made has no Kiln schema to append to: the appending
+        // manifest is made by hand.)
+        let new = build(&wh, "r3", vec![3]).await;
+        let appended = Manifest { files: current.files.iter().chain(&new.files).cloned().collect(), ..new };
+        let v2 = wh.commit(&appended, Some(&current), &schema()).await.unwrap();
+        assert_eq!(v2.version, Some(2));
+        let read = wh.current("p").await.unwrap().unwrap();
+        assert_eq!(read.files.iter().map(|f| f.rows).sum::<u64>(), 2, "{read:?}");
     }
 }

@@ -310,8 +310,8 @@ impl Warehouse {
     /// binding (`None`: the environment has no build of it).
     pub async fn current_binding(&self, name: &str) -> Result<Option<Binding>> {
         let root = self.scoped(name);
-        match self.log_versions(&root).await?.last() {
-            Some(&version) => Ok(Some(Binding { table: root, version })),
+        match self.latest_version(&root).await? {
+            Some(version) => Ok(Some(Binding { table: root, version })),
             None => Ok(self.scope.bindings.get(name).cloned()),
         }
     }
@@ -418,7 +418,8 @@ impl Warehouse {
         let rebase = |path: &str| -> String {
             if path.starts_with(&root) { path.to_owned() } else { self.scoped(unscoped(path)) }
         };
-        let mut out = build.clone();
+        // Where the source table's log set things says nothing of this one's.
+        let mut out = Manifest { table_log: None, ..build.clone() };
         let mut links: Vec<(String, String)> = Vec::new();
         for file in &mut out.files {
             let to = rebase(&file.path);

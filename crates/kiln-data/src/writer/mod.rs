@@ -245,6 +245,7 @@ pub async fn write_dataset(
         side: Default::default(),
         sidecars,
         version: None,
+        table_log: None,
     })
 }
 
