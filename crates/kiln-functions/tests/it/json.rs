@@ -42,6 +42,8 @@ fn value() -> impl Strategy<Value = Value> {
         (-1_000_000i64..1_000_000).prop_map(Value::from),
         (-1000.0f64..1000.0).prop_map(|f| Value::from((f * 8.0).round() / 8.0)),
         "[a-z\"\\\\ é]{0,6}".prop_map(Value::String),
+        (-1000i64..1000).prop_map(|i| Value::String(i.to_string())),
+        prop_oneof![Just("true"), Just("false"), Just("2.5")].prop_map(|s| Value::String(s.to_owned())),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
@@ -103,9 +105,20 @@ proptest! {
         });
         let null = || "NULL".to_owned();
         let expected_str = found.and_then(Value::as_str).map_or_else(null, str::to_owned);
-        let expected_int = found.and_then(Value::as_i64).map_or_else(null, |i| i.to_string());
-        let expected_bool = found.and_then(Value::as_bool).map_or_else(null, |b| b.to_string());
-        let expected_float = found.and_then(Value::as_f64).map(|f| f.to_string());
+        // An integral float (`1.0`) counts as an integer, and a string holding a number or
+        // a boolean as that value (docs/functions.md, "JSON functions").
+        let as_int = |v: &Value| match v {
+            Value::Number(n) => n.as_i64().or_else(|| {
+                n.as_f64().filter(|f| f.fract() == 0.0 && *f >= i64::MIN as f64 && *f < -(i64::MIN as f64)).map(|f| f as i64)
+            }),
+            Value::String(s) => s.parse::<i64>().ok(),
+            _ => None,
+        };
+        let expected_int = found.and_then(as_int).map_or_else(null, |i| i.to_string());
+        let as_bool = |v: &Value| v.as_bool().or_else(|| v.as_str()?.parse::<bool>().ok());
+        let as_float = |v: &Value| v.as_f64().or_else(|| v.as_str()?.parse::<f64>().ok());
+        let expected_bool = found.and_then(as_bool).map_or_else(null, |b| b.to_string());
+        let expected_float = found.and_then(as_float).map(|f| f.to_string());
         prop_assert_eq!(&row[0], &expected_str, "json_get_str of {} at {:?}", text, path);
         prop_assert_eq!(&row[1], &expected_int, "json_get_int of {} at {:?}", text, path);
         prop_assert_eq!(&row[2], &expected_bool, "json_get_bool of {} at {:?}", text, path);
