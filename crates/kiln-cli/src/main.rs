@@ -18,6 +18,7 @@ macro_rules! out {
 
 mod envs;
 mod progress;
+mod query;
 mod render;
 mod summary;
 
@@ -164,25 +165,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// One read-only SQL query over the committed products (no DDL, DML, COPY, SET or paths).
-    Query {
-        sql: String,
-        #[command(flatten)]
-        dir: ProjectDir,
-        #[command(flatten)]
-        env: EnvArg,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-        /// Stop the query after this long (`30s`, `5 minutes`): exit 1, with what was
-        /// printed so far. None by default.
-        #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
-        timeout: Option<std::time::Duration>,
-        /// Fail (exit 1) when the result has more rows than this, instead of reading
-        /// (and, for `--format table`, holding) them all. None by default.
-        #[arg(long, value_name = "N")]
-        max_rows: Option<u64>,
-    },
+    /// One read-only SQL query over the committed products (no DDL, DML, COPY, SET or
+    /// paths), under the limits of kiln.toml's `[query]`.
+    Query(query::QueryArgs),
     /// Make a product's previous committed build visible again.
     Rollback {
         product: String,
@@ -321,7 +306,7 @@ impl WaitArg {
 /// `--env NAME` (the environment a command reads; default prod) and `--var NAME=VALUE`
 /// (the project variables its SQL compiles with).
 #[derive(Debug, clap::Args)]
-struct EnvArg {
+pub(crate) struct EnvArg {
     /// Environment (default: prod).
     #[arg(long)]
     env: Option<String>,
@@ -331,7 +316,7 @@ struct EnvArg {
 }
 
 impl EnvArg {
-    fn options(self) -> BuildOptions {
+    pub(crate) fn options(self) -> BuildOptions {
         BuildOptions { env: self.env, vars: self.vars, ..BuildOptions::default() }
     }
 }
@@ -386,7 +371,7 @@ impl RunArgs {
 
 /// `-C DIR` / `--project DIR` (every command but `init` takes it).
 #[derive(Debug, clap::Args)]
-struct ProjectDir {
+pub(crate) struct ProjectDir {
     /// Project directory (default: the nearest directory upward with a kiln.toml, as
     /// cargo finds Cargo.toml).
     #[arg(long = "project", short = 'C', visible_alias = "dir", value_name = "DIR", global = true)]
@@ -398,7 +383,7 @@ impl ProjectDir {
     /// directory from the current one upward that holds a kiln.toml (else the current
     /// directory, whose missing kiln.toml is then the error).
     #[expect(clippy::result_large_err, reason = "called once per command; KilnError is the binary's one error")]
-    fn resolve(self, positional: Option<PathBuf>) -> Result<PathBuf, KilnError> {
+    pub(crate) fn resolve(self, positional: Option<PathBuf>) -> Result<PathBuf, KilnError> {
         match (self.project, positional) {
             (Some(a), Some(b)) if a != b => Err(KilnError::Usage(format!(
                 "two project directories: {} and -C {}; give one",
@@ -419,7 +404,7 @@ impl ProjectDir {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     Table,
     Csv,
     Json,
@@ -606,36 +591,7 @@ async fn run(cli: Cli) -> Result<ExitCode, KilnError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Query { sql, dir, env, format, timeout, max_rows } => {
-            let run = async {
-                let (schema, stream) = kiln::query(&dir.resolve(None)?, &sql, &env.options()).await?;
-                let stream = match max_rows {
-                    Some(n) => kiln::inspect::row_capped(stream, n),
-                    None => stream,
-                };
-                let format = match format {
-                    Format::Table => kiln::QueryFormat::Table,
-                    Format::Csv => kiln::QueryFormat::Csv,
-                    Format::Json => kiln::QueryFormat::Json,
-                };
-                let stdout = std::io::stdout();
-                let mut out = std::io::BufWriter::new(stdout.lock());
-                kiln::inspect::write_result(&schema, stream, format, &mut out).await?;
-                std::io::Write::flush(&mut out)
-                    .map_err(|e| KilnError::Io { context: "cannot write the result".into(), source: e })?;
-                Ok::<_, KilnError>(ExitCode::SUCCESS)
-            };
-            let Some(limit) = timeout else { return run.await };
-            let over = move || format!("the query ran longer than --timeout {limit:?}; stopped");
-            // DataFusion's operators yield to the runtime, so the timeout cancels the query;
-            // should one not, the process ends 2 s later all the same.
-            std::thread::spawn(move || {
-                std::thread::sleep(limit + std::time::Duration::from_secs(2));
-                eprintln!("error: {}", over());
-                std::process::exit(1);
-            });
-            tokio::time::timeout(limit, run).await.map_err(|_| KilnError::Query(over()))?
-        }
+        Command::Query(args) => query::run(args).await,
         Command::Rollback { product, dir, env, wait, json } => {
             let env = env.env.unwrap_or_else(|| kiln::data::warehouse::PROD.to_owned());
             let observer = progress::CliProgress::new(false);
@@ -821,11 +777,4 @@ fn print_error(e: &kiln::control::ControlError) {
             eprintln!("{snippet}");
         }
     }
-}
-
-/// `--timeout`: a positive duration (`30s`, `5 minutes`).
-fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
-    kiln::control::units::parse_duration(text)
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("`{text}` is not a positive duration (e.g. 30s, 5 minutes)"))
 }

@@ -67,6 +67,7 @@ pub mod error;
 pub mod layout;
 pub mod profile;
 pub mod project;
+pub mod query_limits;
 pub mod sqlfile;
 pub mod sqltext;
 pub mod surface;

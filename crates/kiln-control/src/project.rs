@@ -38,6 +38,9 @@ pub struct ProjectConfig {
     /// `[vars]`: typed project variables, `$name` in SQL (crate::vars).
     #[serde(default)]
     pub vars: BTreeMap<String, toml::Value>,
+    /// `[query]`: the limits of `kiln query` (crate::query_limits).
+    #[serde(default)]
+    pub query: crate::query_limits::QueryLimits,
 }
 
 /// One declared secret. Only where its value comes from is configured; the value itself is
@@ -172,20 +175,7 @@ impl Project {
     /// A missing project or a bad kiln.toml is an error; a file that does not parse is a
     /// [`Project::problems`] entry and the rest of the project loads.
     pub fn load(dir: &Path) -> Result<Self, ControlError> {
-        if !dir.is_dir() {
-            return Err(ControlError::NoProject(dir.display().to_string()));
-        }
-        let config_path = dir.join("kiln.toml");
-        let text = match std::fs::read_to_string(&config_path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ControlError::NoConfig(dir.display().to_string()));
-            }
-            Err(source) => {
-                return Err(ControlError::Io { context: format!("cannot read {}", config_path.display()), source });
-            }
-        };
-        let config = parse_config(&text, "kiln.toml")?;
+        let config = load_config(dir)?;
         let mut paths = Vec::new();
         let skip = [config.storage.warehouse.as_str(), config.storage.artifacts.as_str()];
         discover(dir, dir, &skip, &mut paths)?;
@@ -250,6 +240,24 @@ impl Project {
     pub fn file_text(&self, path: &str) -> Option<&str> {
         self.files.iter().find(|f| f.path == path).map(|f| f.text.as_str())
     }
+}
+
+/// Reads and parses the `kiln.toml` of the project at `dir` (only that file).
+pub fn load_config(dir: &Path) -> Result<ProjectConfig, ControlError> {
+    if !dir.is_dir() {
+        return Err(ControlError::NoProject(dir.display().to_string()));
+    }
+    let config_path = dir.join("kiln.toml");
+    let text = match std::fs::read_to_string(&config_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ControlError::NoConfig(dir.display().to_string()));
+        }
+        Err(source) => {
+            return Err(ControlError::Io { context: format!("cannot read {}", config_path.display()), source });
+        }
+    };
+    parse_config(&text, "kiln.toml")
 }
 
 /// Parses kiln.toml text; errors name the file and the line:column of the bad key.

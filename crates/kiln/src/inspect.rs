@@ -12,6 +12,7 @@ use futures::StreamExt;
 use kiln_artifact::plan::REPORT_FORMAT_VERSION;
 use kiln_artifact::{ExplainReport, FunctionArg, FunctionCatalog, FunctionEntry, Lineage, ProductDiff};
 use kiln_control::diff::diff as plan_diff;
+use kiln_control::query_limits::{QueryLimits, QueryOverrides};
 use kiln_control::surface::Surface;
 
 use crate::KilnError;
@@ -124,16 +125,33 @@ pub enum QueryFormat {
     Json,
 }
 
+/// The limits of `kiln query` in the project at `dir`: kiln.toml's `[query]` with
+/// `overrides` (the command line's) applied (kiln_control::query_limits).
+pub fn query_limits(dir: &Path, overrides: &QueryOverrides) -> Result<QueryLimits, KilnError> {
+    Ok(kiln_control::project::load_config(dir)?.query.with(overrides))
+}
+
 /// `kiln query "SQL"`: one read-only query over the committed builds of the project's
 /// products and views (and its sources), checked by the untrusted surface before anything
 /// runs. Streams read as unbounded tables from their beginning (`LIMIT n` returns once n
 /// records are there; without a limit the query follows the stream).
+///
+/// Of `limits`, this applies the memory pool (a fair spill pool of
+/// [`QueryLimits::pool_bytes`], in place of the profile's); the caller, which owns the
+/// process and the output, applies the others ([`row_capped`], [`write_result`]'s byte
+/// cap, the timeout and the resident-memory bound).
 pub async fn query(
     dir: &Path,
     sql: &str,
     options: &BuildOptions,
+    limits: &QueryLimits,
 ) -> Result<(SchemaRef, SendableRecordBatchStream), KilnError> {
-    let mut session = Session::open(dir, options, Need::Versions, &Quiet).await?;
+    let mut options = options.clone();
+    if let Some(pool) = limits.pool_bytes() {
+        options.settings.push(("kiln.memory_pool".into(), "fair".into()));
+        options.settings.push(("kiln.memory_limit".into(), pool.to_string()));
+    }
+    let mut session = Session::open(dir, &options, Need::Versions, &Quiet).await?;
     session.bind_all_committed().await?;
     session.substrate.follow_streams()?;
     let plan = session.substrate.plan_sql(Surface::Untrusted, sql).await?;
@@ -186,17 +204,29 @@ pub fn row_capped(stream: SendableRecordBatchStream, max: u64) -> SendableRecord
     Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, capped))
 }
 
-/// A writer that remembers the kind of its first I/O error.
+/// A writer that remembers the kind of its first I/O error, and refuses to write past
+/// `max` bytes in all.
 struct Tracked<'a> {
     inner: &'a mut dyn Write,
     failed: Option<std::io::ErrorKind>,
+    written: u64,
+    max: Option<u64>,
+    /// Whether a write was refused for passing `max`.
+    over: bool,
 }
 
 impl Write for Tracked<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.inner.write(buf).inspect_err(|e| {
+        if self.max.is_some_and(|max| self.written + buf.len() as u64 > max) {
+            self.over = true;
+            self.failed.get_or_insert(std::io::ErrorKind::FileTooLarge);
+            return Err(std::io::Error::new(std::io::ErrorKind::FileTooLarge, "the result is over its byte limit"));
+        }
+        let n = self.inner.write(buf).inspect_err(|e| {
             self.failed.get_or_insert(e.kind());
-        })
+        })?;
+        self.written += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -206,18 +236,30 @@ impl Write for Tracked<'_> {
     }
 }
 
-/// Writes a query result to `out` in `format`.
+/// Writes a query result to `out` in `format`, failing (nothing written past it) before
+/// the output would pass `max_bytes`.
 pub async fn write_result(
     schema: &SchemaRef,
     mut stream: SendableRecordBatchStream,
     format: QueryFormat,
     out: &mut dyn Write,
+    max_bytes: Option<u64>,
 ) -> Result<u64, KilnError> {
-    let out = &mut Tracked { inner: out, failed: None };
-    let io = |e: std::io::Error| KilnError::Io { context: "cannot write the result".into(), source: e };
+    let out = &mut Tracked { inner: out, failed: None, written: 0, max: max_bytes, over: false };
+    let over = |max: Option<u64>| {
+        KilnError::Query(format!(
+            "the result is larger than {} bytes (--max-bytes, [query] max_bytes in kiln.toml); stopped",
+            max.unwrap_or(0)
+        ))
+    };
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::FileTooLarge if max_bytes.is_some() => over(max_bytes),
+        _ => KilnError::Io { context: "cannot write the result".into(), source: e },
+    };
     // Arrow's writers turn an I/O error into text; the writer remembers its kind, so a
     // closed pipe stays an I/O error (which the CLI ends quietly on), not a rendering bug.
     let arrow = |e: datafusion::arrow::error::ArrowError, failed: Option<std::io::ErrorKind>| match failed {
+        Some(std::io::ErrorKind::FileTooLarge) if max_bytes.is_some() => over(max_bytes),
         Some(kind) => KilnError::Io {
             context: "cannot write the result".into(),
             source: std::io::Error::new(kind, e.to_string()),
@@ -272,9 +314,11 @@ pub async fn write_result(
     Ok(rows)
 }
 
-/// Collects a query result (tests and library users; the CLI streams).
+/// Collects a query result (tests and library users; the CLI streams), under the
+/// project's memory pool limit.
 pub async fn query_batches(dir: &Path, sql: &str) -> Result<Vec<RecordBatch>, KilnError> {
-    let (_, stream) = query(dir, sql, &BuildOptions::default()).await?;
+    let limits = query_limits(dir, &QueryOverrides::default())?;
+    let (_, stream) = query(dir, sql, &BuildOptions::default(), &limits).await?;
     datafusion::physical_plan::common::collect(stream).await.map_err(exec_error("query"))
 }
 

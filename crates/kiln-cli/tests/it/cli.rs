@@ -558,7 +558,7 @@ fn query_timeout_and_row_cap() {
         kiln(&["query", "SELECT count(*) FROM generate_series(1, 100000000000)", "--timeout", "1s"], tmp.path());
     let took = started.elapsed();
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("the query ran longer than --timeout 1s"), "{err}");
+    assert!(err.contains("the query ran longer than its timeout of 1s (--timeout"), "{err}");
     assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
     let (code, _, err) = kiln(&["query", "SELECT 1", "--timeout", "0s"], tmp.path());
     assert_eq!(code, 2, "{err}");
@@ -568,5 +568,84 @@ fn query_timeout_and_row_cap() {
     assert_eq!((code, out.as_str()), (0, "value\n1\n2\n3\n4\n5\n"), "{err}");
     let (code, _, err) = kiln(&["query", &sql(6), "--max-rows", "5", "--format", "csv"], tmp.path());
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("the result has more than 5 rows (--max-rows 5)"), "{err}");
+    assert!(err.contains("the result has more than 5 rows (--max-rows"), "{err}");
+}
+
+/// kiln.toml's `[query]` sets the limits, each flag overrides its key and `none` lifts
+/// it; `--max-bytes` fails the output before it passes the limit.
+#[test]
+fn query_limits_come_from_kiln_toml_and_the_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let toml = "[project]\nname = \"q\"\n\n[query]\nmax_rows = 5\ntimeout = \"1s\"\n";
+    write_files(tmp.path(), &[("kiln.toml", toml)]);
+    let sql = |n: u32| format!("SELECT value FROM generate_series(1, {n})");
+    let (code, _, err) = kiln(&["query", &sql(6), "--format", "csv"], tmp.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the result has more than 5 rows"), "{err}");
+    let (code, out, err) = kiln(&["query", &sql(6), "--format", "csv", "--max-rows", "none"], tmp.path());
+    assert_eq!((code, out.lines().count()), (0, 7), "{err}");
+
+    let started = std::time::Instant::now();
+    let (code, _, err) = kiln(&["query", "SELECT count(*) FROM generate_series(1, 100000000000)"], tmp.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("timeout of 1s (--timeout, [query] timeout)"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "took {:?}", started.elapsed());
+
+    // 1,000 values as CSV are 3,899 bytes (`value\n` and 3,893 of numbers).
+    let args = ["query", &sql(1000), "--format", "csv", "--max-rows", "none"];
+    let (code, out, err) = kiln(&[&args[..], &["--max-bytes", "3899"]].concat(), tmp.path());
+    assert_eq!((code, out.len()), (0, 3899), "{err}");
+    let (code, out, err) = kiln(&[&args[..], &["--max-bytes", "3000"]].concat(), tmp.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(out.len() <= 3000, "{} bytes written", out.len());
+    assert!(err.contains("the result is larger than 3000 bytes"), "{err}");
+
+    write_files(tmp.path(), &[("kiln.toml", "[project]\nname = \"q\"\n\n[query]\nmemory = \"lots\"\n")]);
+    let (code, _, err) = kiln(&["query", "SELECT 1"], tmp.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("kiln.toml:5:10") && err.contains("`lots` is not a size"), "{err}");
+}
+
+/// `--memory` bounds the whole process, allocations DataFusion's pool does not see
+/// included: a 2 GB `repeat` (made while planning, by constant folding) and a scalar
+/// `generate_series` of 10^9 values end with exit 1 once the process passes the limit,
+/// and its peak resident memory (VmHWM, read while it runs) stays within 20% of it.
+#[test]
+fn the_memory_limit_holds_for_allocations_outside_the_pool() {
+    if !std::path::Path::new("/proc/self/status").exists() {
+        eprintln!("skipped: no /proc (the resident-memory bound is Linux-only)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    write_files(tmp.path(), &[("kiln.toml", "[project]\nname = \"q\"\n")]);
+    const LIMIT: u64 = 512 << 20;
+    for sql in ["SELECT length(repeat('x', 2147483647))", "SELECT count(*) FROM unnest(generate_series(1, 1000000000))"]
+    {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["query", sql, "--memory", "512MiB"])
+            .current_dir(tmp.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = format!("/proc/{}/status", child.id());
+        let mut peak = 0u64;
+        let code = loop {
+            if let Some(hwm) = std::fs::read_to_string(&status).ok().and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            }) {
+                peak = peak.max(hwm * 1024);
+            }
+            if let Some(code) = child.try_wait().unwrap() {
+                break code.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        };
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(code, Some(1), "{sql}: {err}");
+        assert!(err.contains("the query used more than 512MiB of memory"), "{sql}: {err}");
+        assert!(peak <= LIMIT + LIMIT / 5, "{sql}: peak {} MiB", peak >> 20);
+    }
 }
