@@ -9,6 +9,11 @@
 //! | `max_bytes` | none | the output fails before it would pass that many bytes |
 //! | `memory` | `2GiB` | the process ends once its resident memory passes it |
 //!
+//! `sources = ["orders", ...]`: the sources and streams a query may read (and their
+//! `<source>__rejected` datasets). None by default: the untrusted surface reads the
+//! committed products and views, whose columns the project chose to publish (hashed,
+//! filtered), not the raw input they were made from.
+//!
 //! Every breach is exit 1 with a message naming the limit. `memory` holds for the whole
 //! process, not only for what DataFusion's memory pool accounts: half of it is the pool
 //! (a fair spill pool: sorts and aggregates spill, other operators fail cleanly), and the
@@ -27,8 +32,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// `[query] memory`'s default.
 pub const DEFAULT_MEMORY: u64 = 2 << 30;
 
-/// The limits of one `kiln query` (`None`: no limit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The limits of one `kiln query` (`None`: no limit), and the sources it may read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryLimits {
     #[serde(default = "default_timeout", deserialize_with = "duration")]
@@ -39,11 +44,19 @@ pub struct QueryLimits {
     pub max_bytes: Option<u64>,
     #[serde(default = "default_memory", deserialize_with = "bytes")]
     pub memory: Option<u64>,
+    #[serde(default)]
+    pub sources: Vec<String>,
 }
 
 impl Default for QueryLimits {
     fn default() -> Self {
-        Self { timeout: default_timeout(), max_rows: None, max_bytes: None, memory: default_memory() }
+        Self {
+            timeout: default_timeout(),
+            max_rows: None,
+            max_bytes: None,
+            memory: default_memory(),
+            sources: Vec::new(),
+        }
     }
 }
 
@@ -64,6 +77,7 @@ impl QueryLimits {
             max_rows: overrides.max_rows.unwrap_or(self.max_rows),
             max_bytes: overrides.max_bytes.unwrap_or(self.max_bytes),
             memory: overrides.memory.unwrap_or(self.memory),
+            sources: self.sources,
         }
     }
 
@@ -158,7 +172,8 @@ mod tests {
                 timeout: Some(Duration::from_secs(30)),
                 max_rows: Some(1000),
                 max_bytes: Some(1 << 20),
-                memory: None
+                memory: None,
+                sources: Vec::new(),
             }
         );
         let lifted = parse("[query]\ntimeout = \"none\"\n").unwrap();

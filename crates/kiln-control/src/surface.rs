@@ -34,6 +34,10 @@ pub enum Refused {
     Statement(String),
     #[error("reading `{0}` is not allowed here: only the project's sources and products can be read")]
     Table(String),
+    #[error(
+        "`{0}` is a source: `kiln query` reads the committed products and views, not the raw input they are made from; list it in kiln.toml's `[query] sources` to allow it"
+    )]
+    Source(String),
     #[error("plan node `{0}` is not allowed here")]
     Node(String),
     #[error("`{0}` is keyed by a project secret and cannot be called here: only the project's products may use it")]

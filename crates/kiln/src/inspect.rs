@@ -154,7 +154,8 @@ pub async fn query(
     let mut session = Session::open(dir, &options, Need::Versions, &Quiet).await?;
     session.bind_all_committed().await?;
     session.substrate.follow_streams()?;
-    let plan = session.substrate.plan_sql(Surface::Untrusted, sql).await?;
+    let readable = readable_tables(&session, limits)?;
+    let plan = session.substrate.plan_sql_reading(Surface::Untrusted, sql, &readable).await?;
     // A query that follows a stream passes rows on one by one (operators otherwise hold
     // rows back until a batch fills, which a slow stream may never do).
     let ctx = if session.substrate.reads_stream(&plan) {
@@ -184,6 +185,27 @@ pub async fn query(
         }
     };
     Ok((schema, stream))
+}
+
+/// What `kiln query` may read: every registered table but the sources and streams that
+/// `[query] sources` does not list, and their `__rejected` datasets (raw input too).
+fn readable_tables(session: &Session, limits: &QueryLimits) -> Result<std::collections::BTreeSet<String>, KilnError> {
+    use kiln_control::dag::NodeKind;
+    let sources: std::collections::BTreeSet<&str> = session
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.kind, NodeKind::Source | NodeKind::Stream))
+        .map(|n| n.name.as_str())
+        .collect();
+    if let Some(unknown) = limits.sources.iter().find(|s| !sources.contains(s.as_str())) {
+        return Err(KilnError::Query(format!(
+            "kiln.toml [query] sources: `{unknown}` is not a source or stream of this project"
+        )));
+    }
+    let denied: Vec<&str> = sources.into_iter().filter(|s| !limits.sources.iter().any(|l| l == s)).collect();
+    let raw = |table: &str| denied.iter().any(|d| table == *d || table.strip_suffix("__rejected") == Some(*d));
+    Ok(session.substrate.tables().into_iter().filter(|t| !raw(t)).collect())
 }
 
 /// `stream`, failing once it has yielded more than `max` rows (`kiln query --max-rows`):

@@ -571,6 +571,50 @@ fn query_timeout_and_row_cap() {
     assert!(err.contains("the result has more than 5 rows (--max-rows"), "{err}");
 }
 
+/// `kiln query` reads the committed products, not the sources they are made from: a
+/// source of phone numbers and its `__rejected` dataset are refused, saying how to allow
+/// them, while the product over it reads; `[query] sources` allows what it lists, and an
+/// unknown name there is an error.
+#[test]
+fn query_reads_products_and_only_the_sources_kiln_toml_lists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let models = "CREATE SOURCE customer (id BIGINT NOT NULL, phone VARCHAR) WITH (connector = 'files', path = 'data/c.csv', format = 'csv', on_error = 'reject');\n\
+                  CREATE PRODUCT customers AS SELECT count(*) AS n FROM customer;\n";
+    let toml = |query: &str| format!("[project]\nname = \"a\"\n{query}");
+    write_files(
+        dir,
+        &[
+            ("kiln.toml", &toml("")),
+            ("m.sql", models),
+            ("data/c.csv", "id,phone\n1,555-0100\nx,555-0101\n2,555-0102\n"),
+        ],
+    );
+    let (code, out, err) = kiln(&["build"], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = kiln(&["query", "--format", "csv", "SELECT n FROM customers"], dir);
+    assert_eq!((code, out.as_str()), (0, "n\n2\n"), "{err}");
+    for sql in [
+        "SELECT phone FROM customer",
+        "SELECT n FROM customers WHERE n > (SELECT count(*) FROM customer)",
+        "SELECT line FROM customer__rejected",
+    ] {
+        let (code, out, err) = kiln(&["query", sql], dir);
+        assert_eq!(code, 1, "{sql}: {out}{err}");
+        assert!(err.contains("is a source: `kiln query` reads the committed products"), "{sql}: {err}");
+        assert!(!out.contains("555"), "{sql}: {out}");
+    }
+    write_files(dir, &[("kiln.toml", &toml("\n[query]\nsources = [\"customer\"]\n"))]);
+    let (code, out, err) = kiln(&["query", "--format", "csv", "SELECT phone FROM customer ORDER BY id"], dir);
+    assert_eq!((code, out.as_str()), (0, "phone\n555-0100\n555-0102\n"), "{err}");
+    let (code, out, err) = kiln(&["query", "--format", "csv", "SELECT count(*) AS n FROM customer__rejected"], dir);
+    assert_eq!((code, out.as_str()), (0, "n\n1\n"), "{err}");
+    write_files(dir, &[("kiln.toml", &toml("\n[query]\nsources = [\"custmer\"]\n"))]);
+    let (code, _, err) = kiln(&["query", "SELECT n FROM customers"], dir);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("[query] sources: `custmer` is not a source or stream of this project"), "{err}");
+}
+
 /// kiln.toml's `[query]` sets the limits, each flag overrides its key and `none` lifts
 /// it; `--max-bytes` fails the output before it passes the limit.
 #[test]

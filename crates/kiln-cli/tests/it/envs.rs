@@ -168,7 +168,12 @@ fn a_reused_build_brings_its_rejected_records() {
     let sources = "CREATE SOURCE a (k BIGINT NOT NULL) WITH (connector = 'files', path = 'data/a/', format = 'csv', on_error = 'reject');
                    CREATE SOURCE b (k BIGINT NOT NULL) WITH (connector = 'files', path = 'data/b/', format = 'csv', on_error = 'reject');\n";
     let model = |from: &str| format!("{sources}CREATE PRODUCT p ORDER BY (k) AS SELECT k FROM {from};\n");
-    write_files(dir, &[TOML, ("data/a/x.csv", "k\n1\noops\n3\n"), ("data/b/x.csv", "k\n7\n"), ("m.sql", &model("a"))]);
+    // (`kiln query` may read the sources' rejects: kiln.toml lists them.)
+    let toml = "[project]\nname = \"envs\"\n\n[query]\nsources = [\"a\", \"b\"]\n";
+    write_files(
+        dir,
+        &[("kiln.toml", toml), ("data/a/x.csv", "k\n1\noops\n3\n"), ("data/b/x.csv", "k\n7\n"), ("m.sql", &model("a"))],
+    );
     let rejected = |dir: &Path, source: &str, env: &str| {
         let sql = format!("SELECT count(*) AS n FROM {source}__rejected");
         let (code, out, err) = kiln(&["query", "--env", env, "--format", "csv", &sql], dir);

@@ -14,6 +14,12 @@ use crate::{kiln, write_files};
 
 const KILN_TOML: &str = "[project]\nname = \"s\"\n[storage]\nwarehouse = \"warehouse\"\nartifacts = \".kiln\"\n";
 
+/// [`KILN_TOML`] letting `kiln query` read the streams `sources` (and their rejects).
+fn kiln_toml(sources: &[&str]) -> String {
+    let list: Vec<String> = sources.iter().map(|s| format!("\"{s}\"")).collect();
+    format!("{KILN_TOML}[query]\nsources = [{}]\n", list.join(", "))
+}
+
 /// One event: event time (ms), user, amount.
 type Ev = (i64, i64, i64);
 /// Per (window start, user): count, sum, max.
@@ -32,7 +38,7 @@ fn project(delay_ms: i64, batch: usize, idle: &str, views: &str) -> tempfile::Te
          WATERMARK FOR ts AS ts - INTERVAL '{delay_ms}' MILLISECOND)\n\
          WITH (connector = 'log', topic = 'events', batch_records = '{batch}', idle_timeout = '{idle}', on_error = 'reject');\n"
     );
-    write_files(dir.path(), &[("kiln.toml", KILN_TOML), ("stream.sql", &stream), ("views.sql", views)]);
+    write_files(dir.path(), &[("kiln.toml", &kiln_toml(&["events"])), ("stream.sql", &stream), ("views.sql", views)]);
     dir
 }
 
@@ -548,7 +554,7 @@ fn files_streams_read_each_arriving_file_once() {
              FROM s_{format} GROUP BY TUMBLE(ts, INTERVAL '1' SECOND);\n"
         ));
     }
-    write_files(dir.path(), &[("kiln.toml", KILN_TOML), ("s.sql", &sql)]);
+    write_files(dir.path(), &[("kiln.toml", &kiln_toml(&["s_json", "s_csv", "s_arrow"])), ("s.sql", &sql)]);
     // (ts ms, amount); the first file's second record is malformed, the third has no time.
     let first = [(100, "1"), (200, "x"), (-1, "5"), (1_300, "2")];
     let second = [(2_100, "4"), (900, "100")]; // 900 is late: [0, 1 s) closed at 1.3 s
@@ -634,7 +640,7 @@ fn csv_log_streams() {
                WATERMARK FOR ts AS ts) WITH (connector = 'log', topic = 's', format = 'csv', on_error = 'reject', poll_interval = '20ms');\n\
                CREATE MATERIALIZED VIEW v AS SELECT TUMBLE_START(ts, INTERVAL '1' SECOND) AS w, sum(amount) AS total\n\
                FROM s GROUP BY TUMBLE(ts, INTERVAL '1' SECOND);\n";
-    write_files(dir.path(), &[("kiln.toml", KILN_TOML), ("s.sql", sql)]);
+    write_files(dir.path(), &[("kiln.toml", &kiln_toml(&["s"])), ("s.sql", sql)]);
     let lines = "1970-01-01T00:00:00.100,1,5\n1970-01-01T00:00:00.200,1,seven\n1970-01-01T00:00:00.900,2,\n\
                  1970-01-01T00:00:01.500,1,1\n1970-01-01T00:00:02.000,1,1\n";
     let rt = rt();

@@ -27,7 +27,7 @@ use super::schema::columns_schema;
 use crate::dialect::SourceDef;
 use crate::error::ControlError;
 use crate::profile::RuntimeProfile;
-use crate::surface::Surface;
+use crate::surface::{Refused, Surface};
 
 /// One SessionContext with a project's tables.
 pub struct Substrate {
@@ -188,6 +188,17 @@ impl Substrate {
     /// Plans one SQL query from outside the project files and verifies it against `surface`
     /// before anything runs ([`crate::surface`]).
     pub async fn plan_sql(&self, surface: Surface, sql: &str) -> Result<LogicalPlan, ControlError> {
+        self.plan_sql_reading(surface, sql, &self.tables()).await
+    }
+
+    /// [`Substrate::plan_sql`] where only the registered tables in `readable` may be read:
+    /// reading another (a source the untrusted surface may not read) is refused as such.
+    pub async fn plan_sql_reading(
+        &self,
+        surface: Surface,
+        sql: &str,
+        readable: &BTreeSet<String>,
+    ) -> Result<LogicalPlan, ControlError> {
         let tables = self.tables();
         let err =
             |message: String| ControlError::Query { surface: surface.name(), message: user_message(&message, &tables) };
@@ -216,7 +227,13 @@ impl Substrate {
         }
         let plan = state.statement_to_plan(statement).await.map_err(|e| err(e.strip_backtrace()))?;
         let plan = self.vars.bind(plan).map_err(|e| err(e.to_string()))?;
-        surface.verify(&plan, &self.tables()).map_err(|e| err(e.to_string()))?;
+        surface
+            .verify(&plan, readable)
+            .map_err(|e| match e {
+                Refused::Table(name) if tables.contains(&name) => Refused::Source(name),
+                other => other,
+            })
+            .map_err(|e| err(e.to_string()))?;
         Ok(plan)
     }
 
