@@ -97,7 +97,7 @@ pub(crate) async fn record_build(
             logical: product.logical.display_indent().to_string(),
             optimized: product.plan.display_indent().to_string(),
             physical: built.physical,
-            optimized_sql: datafusion::sql::unparser::plan_to_sql(&product.plan).ok().map(|s| s.to_string()),
+            optimized_sql: unparsed(&product.plan),
             query_fp: product.query_fp.clone(),
         },
         operators: built.operators,
@@ -106,6 +106,18 @@ pub(crate) async fn record_build(
     };
     session.store.put_build_record(&record).await?;
     Ok((built.manifest, phases))
+}
+
+/// `plan` as SQL (`None`: the unparser cannot say it), unparsed on a thread of its own
+/// with a 64 MiB stack (reserved, touched only as deep as it goes): DataFusion's unparser
+/// recurses per plan node and expression level, and under the frames of a whole build a
+/// TPC-H plan took a debug build past the 2 MiB stack of the thread polling it (a stack
+/// overflow aborts the process, after the product was committed).
+fn unparsed(plan: &datafusion::logical_expr::LogicalPlan) -> Option<String> {
+    std::thread::scope(|scope| {
+        let unparse = || datafusion::sql::unparser::plan_to_sql(plan).ok().map(|s| s.to_string());
+        std::thread::Builder::new().stack_size(64 << 20).spawn_scoped(scope, unparse).ok()?.join().ok().flatten()
+    })
 }
 
 /// With the `substrait` feature, stores the optimized plan as Substrait protobuf bytes, a

@@ -316,10 +316,10 @@ impl Warehouse {
         use deltalake_core::kernel::engine::arrow_conversion::TryIntoArrow;
         let name = manifest.product.as_str();
         let bad = |e: String| DataError::Internal(format!("dataset `{name}`: Delta schema: {e}"));
-        let Some(schema) = schema else { return self.commit_stored(manifest, base, None).await };
+        let Some(schema) = schema else { return Box::pin(self.commit_stored(manifest, base, None)).await };
         let table_schema: StructType = serde_json::from_str(schema).map_err(|e| bad(e.to_string()))?;
         let stored: Schema = (&table_schema).try_into_arrow().map_err(|e| bad(e.to_string()))?;
-        self.commit_stored(manifest, base, Some((&stored, table_schema))).await
+        Box::pin(self.commit_stored(manifest, base, Some((&stored, table_schema)))).await
     }
 
     /// The protocol and metadata of the table at `root` at `version`: from the commits
@@ -380,7 +380,10 @@ impl Warehouse {
         let table_schema: StructType = (&stored)
             .try_into_kernel()
             .map_err(|e| DataError::Internal(format!("dataset `{name}`: Delta schema of {stored:?}: {e}")))?;
-        self.commit_stored(manifest, base, Some((&stored, table_schema))).await
+        // Boxed, as every entry to `commit_stored`: its future (the log reads, the
+        // commit, a checkpoint) is large in debug builds, and kept inline it overflowed
+        // the 2 MiB stack of a test thread polling a whole build.
+        Box::pin(self.commit_stored(manifest, base, Some((&stored, table_schema)))).await
     }
 
     /// [`Warehouse::commit`] with the stored schema and its Delta form (`None`: the
@@ -600,7 +603,7 @@ impl Warehouse {
         let operation = DeltaOperation::Optimize { predicate: None, target_size: target_size as i64 };
         let pointers = record.log;
         let commit = CommitData::new(actions, operation, record_metadata(&record)?, Vec::new());
-        self.commit_actions(&root, Some(read), Some(&meta), commit).await?;
+        Box::pin(self.commit_actions(&root, Some(read), Some(&meta), commit)).await?;
         Ok(committed(compacted, &root, version, pointers))
     }
 
