@@ -6,6 +6,7 @@ mod delta;
 mod durable;
 mod env;
 mod legacy;
+mod protocol;
 
 pub use delta::TableVersion;
 pub use env::{Binding, EnvDoc, PROD, PromoteOutcome, unscoped, validate_env_name};
