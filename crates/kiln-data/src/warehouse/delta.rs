@@ -81,9 +81,9 @@ struct MetaLine {
 }
 
 /// A table's protocol and metadata as of one version, and the commits that set them.
-pub(super) struct TableMeta {
-    pub(super) protocol: Protocol,
-    pub(super) metadata: Metadata,
+struct TableMeta {
+    protocol: Protocol,
+    metadata: Metadata,
     /// `None`: not known (read from a snapshot of the log); the next commit states both
     /// again, so that the commit after it knows them.
     pointers: Option<LogPointers>,
@@ -419,7 +419,7 @@ impl Warehouse {
             _ => None,
         };
         if let Some(m) = &meta {
-            writable(name, m)?;
+            writable(name, &m.protocol, &m.metadata)?;
         }
 
         let before: BTreeSet<&str> = base.iter().flat_map(|b| &b.files).map(|f| f.path.as_str()).collect();
@@ -522,7 +522,7 @@ impl Warehouse {
     ) -> Result<u64> {
         let name = super::env::unscoped(root);
         if let Some(m) = meta
-            && append_only(m)
+            && append_only(&m.protocol, &m.metadata)
             && commit.actions.iter().any(|a| matches!(a, Action::Remove(r) if r.data_change))
         {
             return Err(DataError::TableRefused {
@@ -585,7 +585,7 @@ impl Warehouse {
         let root = self.scoped(name);
         let read = current.version.ok_or_else(|| DataError::Internal(format!("dataset `{name}`: no table version")))?;
         let meta = self.table_meta(&root, read, current.table_log.as_ref()).await?;
-        writable(name, &meta)?;
+        writable(name, &meta.protocol, &meta.metadata)?;
         let before: BTreeSet<&str> = current.files.iter().map(|f| f.path.as_str()).collect();
         let after: BTreeSet<&str> = compacted.files.iter().map(|f| f.path.as_str()).collect();
         let mut record = KilnCommit::of(compacted, &before);

@@ -4,9 +4,8 @@
 //! protocol only for what its columns need ([`protocol_for`]).
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use deltalake_core::kernel::Protocol;
+use deltalake_core::kernel::{Metadata, Protocol};
 
-use super::delta::TableMeta;
 use crate::{DataError, Result};
 
 /// The writer features of `protocol`: those its writer version implies (1 to 6) or
@@ -46,9 +45,9 @@ fn writer_features(protocol: &Protocol) -> Result<(i64, Vec<String>)> {
 /// column mapping while its mode is `none`. Any other feature (deletion vectors, row
 /// tracking, in-commit timestamps, ...) refuses the commit. delta-rs's own commit check
 /// is looser: for raw actions it accepts tables whose files Kiln's writer would get wrong.
-pub(super) fn writable(name: &str, meta: &TableMeta) -> Result<()> {
-    let (writer, features) = writer_features(&meta.protocol)?;
-    let config = |key: &str| meta.metadata.configuration().get(key).map(String::as_str);
+pub(super) fn writable(name: &str, protocol: &Protocol, metadata: &Metadata) -> Result<()> {
+    let (writer, features) = writer_features(protocol)?;
+    let config = |key: &str| metadata.configuration().get(key).map(String::as_str);
     let mut refused: Vec<String> = Vec::new();
     if !(1..=7).contains(&writer) {
         refused.push(format!("writer version {writer}"));
@@ -56,11 +55,11 @@ pub(super) fn writable(name: &str, meta: &TableMeta) -> Result<()> {
     for feature in &features {
         let used = match feature.as_str() {
             "appendOnly" | "timestampNtz" => false,
-            "invariants" => has_field_metadata(meta, |k| k == "delta.invariants"),
-            "checkConstraints" => meta.metadata.configuration().keys().any(|k| k.starts_with("delta.constraints.")),
+            "invariants" => has_field_metadata(metadata, |k| k == "delta.invariants"),
+            "checkConstraints" => metadata.configuration().keys().any(|k| k.starts_with("delta.constraints.")),
             "changeDataFeed" => config("delta.enableChangeDataFeed").is_some_and(|v| v.eq_ignore_ascii_case("true")),
-            "generatedColumns" => has_field_metadata(meta, |k| k == "delta.generationExpression"),
-            "identityColumns" => has_field_metadata(meta, |k| k.starts_with("delta.identity.")),
+            "generatedColumns" => has_field_metadata(metadata, |k| k == "delta.generationExpression"),
+            "identityColumns" => has_field_metadata(metadata, |k| k.starts_with("delta.identity.")),
             "columnMapping" => config("delta.columnMapping.mode").is_some_and(|m| !m.eq_ignore_ascii_case("none")),
             _ => true,
         };
@@ -82,16 +81,16 @@ pub(super) fn writable(name: &str, meta: &TableMeta) -> Result<()> {
 
 /// Whether a table of `meta` refuses commits that remove rows (`delta.appendOnly`, in
 /// force from writer version 2, and at 7 with the appendOnly feature).
-pub(super) fn append_only(meta: &TableMeta) -> bool {
-    let enabled = meta.metadata.configuration().get("delta.appendOnly").is_some_and(|v| v == "true");
+pub(super) fn append_only(protocol: &Protocol, metadata: &Metadata) -> bool {
+    let enabled = metadata.configuration().get("delta.appendOnly").is_some_and(|v| v == "true");
     enabled
-        && writer_features(&meta.protocol)
+        && writer_features(protocol)
             .is_ok_and(|(writer, features)| writer >= 2 && features.iter().any(|f| f == "appendOnly"))
 }
 
 /// Whether a field of the table's schema, at any depth, has a metadata key that `key`
 /// accepts.
-fn has_field_metadata(meta: &TableMeta, key: impl Fn(&str) -> bool + Copy) -> bool {
+fn has_field_metadata(metadata: &Metadata, key: impl Fn(&str) -> bool + Copy) -> bool {
     fn walk(value: &serde_json::Value, key: impl Fn(&str) -> bool + Copy) -> bool {
         match value {
             serde_json::Value::Object(map) => {
@@ -103,7 +102,7 @@ fn has_field_metadata(meta: &TableMeta, key: impl Fn(&str) -> bool + Copy) -> bo
         }
     }
     // An unparsable schema is the reader's error, raised where the schema is used.
-    serde_json::from_str::<serde_json::Value>(meta.metadata.schema_string()).is_ok_and(|v| walk(&v, key))
+    serde_json::from_str::<serde_json::Value>(metadata.schema_string()).is_ok_and(|v| walk(&v, key))
 }
 
 /// The protocol a table of stored schema `stored` needs: `None` when `current` already
