@@ -45,6 +45,7 @@ pub mod catalog;
 pub mod docs;
 pub mod env;
 pub mod identity;
+pub mod intervals;
 pub mod manifest;
 pub mod plan;
 pub mod remote;

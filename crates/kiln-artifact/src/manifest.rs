@@ -66,6 +66,10 @@ pub struct Manifest {
     /// commits together with the rows emitted up to it and `positions`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamCheckpoint>,
+    /// Incremental products (`incremental = 'by_time'`): the intervals the build holds
+    /// and the input files they were computed from (crate::intervals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intervals: Option<crate::intervals::IntervalState>,
     /// Materialized views: the commits of the side datasets (`<view>__late`,
     /// `<stream>__rejected`) this checkpoint makes too, each with the files it adds to its
     /// dataset. The view's commit is their commit point: they are committed to their own
@@ -133,6 +137,8 @@ pub struct KilnCommit {
     pub positions: BTreeMap<String, SourcePosition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamCheckpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intervals: Option<crate::intervals::IntervalState>,
     /// Materialized views: [`Manifest::side`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub side: BTreeMap<String, KilnCommit>,
@@ -173,6 +179,7 @@ impl KilnCommit {
             content: manifest.content.clone(),
             positions: manifest.positions.clone(),
             stream: manifest.stream.clone(),
+            intervals: manifest.intervals.clone(),
             side: manifest.side.clone(),
             sidecars: manifest.sidecars.clone(),
             added,
@@ -201,6 +208,7 @@ impl KilnCommit {
             content: self.content.clone(),
             positions: self.positions.clone(),
             stream: self.stream.clone(),
+            intervals: self.intervals.clone(),
             side: self.side.clone(),
             sidecars: self.sidecars.clone(),
             version: Some(version),

@@ -339,6 +339,14 @@ pub enum Reason {
         build_id: String,
         from: String,
     },
+    /// An incremental product's build has its build id but not all its intervals (a
+    /// backfill limited by `--start`/`--end`, or one that did not finish).
+    IntervalsMissing {
+        intervals: u64,
+    },
+    /// `--restate`: an incremental product's intervals are recomputed though its build is
+    /// current.
+    Restated,
 }
 
 impl std::fmt::Display for Reason {
@@ -369,6 +377,8 @@ impl std::fmt::Display for Reason {
             }
             Reason::Polls { source } => write!(f, "polls `{source}` for new records"),
             Reason::Reused { build_id, from } => write!(f, "reused build {} from {from}", short(build_id)),
+            Reason::IntervalsMissing { intervals } => write!(f, "{intervals} intervals not computed yet"),
+            Reason::Restated => write!(f, "restated (--restate)"),
         }
     }
 }
@@ -393,6 +403,9 @@ pub struct ProductPlan {
     /// would run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<String>,
+    /// An incremental product's build: the intervals it computes and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intervals: Option<crate::intervals::IntervalPlan>,
 }
 
 /// `kiln plan --json`.

@@ -111,6 +111,9 @@ pub struct ProductRun {
     /// The checks run on its build in this run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckRun>,
+    /// An incremental product: the intervals this run computed, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intervals: Option<Box<crate::intervals::IntervalPlan>>,
 }
 
 /// A whole run.

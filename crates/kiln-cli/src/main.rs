@@ -348,15 +348,42 @@ struct RunArgs {
     /// builds.
     #[arg(long)]
     env: Option<String>,
+    /// Incremental products: compute only the intervals holding days from this one on
+    /// (YYYY-MM-DD, inclusive).
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    start: Option<i32>,
+    /// Incremental products: ... up to the interval holding this day (inclusive).
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    end: Option<i32>,
+    /// Incremental products: recompute the intervals (of --start..--end, or all) even
+    /// when they are computed already.
+    #[arg(long)]
+    restate: bool,
+}
+
+fn parse_date(text: &str) -> Result<i32, String> {
+    kiln::artifact::intervals::parse_day(text).ok_or_else(|| format!("`{text}` is not a date (YYYY-MM-DD)"))
 }
 
 impl RunArgs {
     #[expect(clippy::result_large_err, reason = "called once per command; KilnError is the binary's one error")]
     fn split(self) -> Result<(PathBuf, BuildOptions), KilnError> {
         let dir = self.project.resolve(self.dir)?;
+        let range = match (self.start, self.end) {
+            (None, None) => None,
+            (Some(a), Some(b)) if a > b => {
+                return Err(KilnError::Usage(format!(
+                    "--start {} is after --end {}",
+                    kiln::artifact::intervals::format_day(a),
+                    kiln::artifact::intervals::format_day(b)
+                )));
+            }
+            (a, b) => Some((a.unwrap_or(i32::MIN / 2), b.unwrap_or(i32::MAX / 2))),
+        };
         Ok((
             dir,
             BuildOptions {
+                intervals: kiln::IntervalRequest { range, restate: self.restate },
                 select: self.select,
                 exclude: self.exclude,
                 profile: self.profile,

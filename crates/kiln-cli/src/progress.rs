@@ -232,6 +232,17 @@ impl kiln::Observer for CliProgress {
                     bar.set_message(line);
                 }
             }
+            Event::IntervalBatch { product, batch, of, start, end, intervals } => {
+                let line = format!(
+                    "batch {batch}/{of}: {intervals} {} from {start} (before {end})",
+                    if intervals == 1 { "interval" } else { "intervals" }
+                );
+                if self.logs() {
+                    eprintln!("{product}: {line}");
+                } else if let Some(bar) = self.bar(&product) {
+                    bar.set_prefix(format!("{product} [{batch}/{of}]"));
+                }
+            }
             Event::ProductFinished(run) => {
                 let (done, total) = self
                     .counts

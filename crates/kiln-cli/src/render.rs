@@ -40,6 +40,11 @@ pub fn plan(report: &PlanReport) {
         if !p.checks.is_empty() {
             out!("{:<width$}    checks: {}", "", p.checks.join(", "));
         }
+        if let Some(plan) = &p.intervals {
+            for line in intervals(plan) {
+                out!("{:<width$}    {line}", "");
+            }
+        }
     }
     let count = |d| report.products.iter().filter(|p| p.decision == d).count();
     out!(
@@ -362,4 +367,43 @@ pub fn table_diff(r: &kiln::artifact::env::TableDiffReport) {
             out!("    {k}: {a} -> {b}");
         }
     }
+}
+
+/// An incremental product's intervals, for `kiln plan` and the build summary: the filter,
+/// then the runs of intervals it computes with their reasons (at most 12 lines of them).
+pub fn intervals(plan: &kiln::artifact::intervals::IntervalPlan) -> Vec<String> {
+    let mut lines = vec![format!(
+        "intervals: {} of {} {}s in {} {} (time column `{}`; filter {})",
+        plan.intervals,
+        plan.held,
+        plan.grain,
+        plan.batches,
+        if plan.batches == 1 { "commit" } else { "commits" },
+        plan.column,
+        plan.filter
+    )];
+    if let Some(input) = &plan.after {
+        lines.push(format!(
+            "  decided once `{input}` is built (its rewritten intervals say which); as of its committed build:"
+        ));
+    }
+    const SHOWN: usize = 12;
+    use kiln::artifact::intervals::{format_day, parse_day};
+    for run in plan.compute.iter().take(SHOWN) {
+        // The last interval's first day: ranges read inclusively, as --start/--end do.
+        let last = parse_day(&run.end).map_or_else(|| run.end.clone(), |e| format_day(plan.grain.floor(e - 1)));
+        let range = if run.intervals == 1 {
+            run.start.clone()
+        } else {
+            format!("{} .. {last} ({} {}s)", run.start, run.intervals, plan.grain)
+        };
+        lines.push(format!("  {range}: {}", run.reason.as_str()));
+    }
+    if plan.compute.len() > SHOWN {
+        lines.push(format!("  ... {} more ranges (kiln plan --json lists them all)", plan.compute.len() - SHOWN));
+    }
+    if let Some(note) = &plan.forward_only {
+        lines.push(format!("  {note}"));
+    }
+    lines
 }

@@ -61,6 +61,11 @@ pub(crate) fn print_summary(summary: &RunSummary) {
         let reasons: Vec<String> = p.reasons.iter().map(ToString::to_string).collect();
         out!("  {}: {}", p.product, reasons.join("; "));
     }
+    for (p, plan) in summary.products.iter().filter_map(|p| p.intervals.as_deref().map(|i| (p, i))) {
+        for line in crate::render::intervals(plan) {
+            out!("  {}: {line}", p.product);
+        }
+    }
     for warning in &summary.warnings {
         out!("warning: {warning}");
     }

@@ -64,6 +64,7 @@ pub mod decision;
 pub mod dialect;
 pub mod diff;
 pub mod error;
+pub mod incremental;
 pub mod layout;
 pub mod profile;
 pub mod project;

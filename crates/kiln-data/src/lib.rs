@@ -89,9 +89,9 @@ pub use layout::{
     Basename, ColumnSetting, ExistingData, FileSizing, NamePart, Ordering, ParquetOptions, SortKey, WriteLayout,
 };
 pub use product_table::ProductTable;
-pub use source::{FileFormat, FileSource, Promotion, SourceCompression};
+pub use source::{FileFormat, FileSource, Promotion, SourceCompression, SourceFile};
 pub use warehouse::Warehouse;
-pub use writer::{BuildIds, WriteProgress, WriteSpec, merge_existing, write_dataset};
+pub use writer::{BuildIds, WriteProgress, WriteSpec, merge_existing, merge_replacing, write_dataset};
 
 use datafusion::error::DataFusionError;
 

@@ -91,6 +91,15 @@ pub struct FileSource {
     pub compression: SourceCompression,
 }
 
+/// One data file of a [`FileSource`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    pub rel: String,
+    pub size: u64,
+    pub mtime_ns: u128,
+    pub partition: Option<Vec<Option<String>>>,
+}
+
 /// A source's freshness expectation: its newest data is the largest value of `column`
 /// (a timestamp or date), or without one the newest file's modification time; older than
 /// `warn` warns, older than `error` fails `kiln freshness`.
@@ -228,6 +237,35 @@ impl FileSource {
             &read,
             crate::checked::READER_VERSION,
         ))
+    }
+
+    /// Its data files now: path relative to `path`, size, modification time (ns since the
+    /// epoch) and Hive partition values (in `partition_by`'s order; `None` when the
+    /// directories do not match).
+    pub fn files(&self) -> Result<Vec<SourceFile>> {
+        let root_is_file = self.path.is_file();
+        Ok(self
+            .listing()?
+            .into_iter()
+            .map(|(rel, size, mtime_ns)| {
+                let partition = if root_is_file { None } else { hive_values(&rel, &self.partition_by) };
+                SourceFile { rel, size, mtime_ns, partition }
+            })
+            .collect())
+    }
+
+    /// A table that scans one of its files (`rel`, from [`FileSource::files`]) with the
+    /// declared columns other than the Hive partition columns.
+    pub fn file_table(&self, rel: &str) -> Result<Arc<dyn TableProvider>> {
+        let kept = self.schema.fields().len() - self.partition_by.len().min(self.schema.fields().len());
+        let one = FileSource {
+            path: if self.path.is_file() { self.path.clone() } else { self.path.join(rel) },
+            schema: Arc::new(Schema::new(self.schema.fields()[..kept].to_vec())),
+            partition_by: Vec::new(),
+            allow_empty: false,
+            ..self.clone()
+        };
+        one.table()
     }
 
     /// The DataFusion table that scans this source with its declared schema.

@@ -647,3 +647,81 @@ impl ScalarUDFImpl for WindowFn {
         Ok(ColumnarValue::Array(out))
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// kiln_interval_start, kiln_interval_end: the days of an incremental product's batch
+
+fn interval_spec(id: &'static str, name: &'static str, doc: &'static str, example: &'static str) -> FunctionSpec {
+    FunctionSpec {
+        id,
+        name,
+        kind: FunctionKind::Scalar,
+        args: Vec::new(),
+        variadic: false,
+        returns: "Date32",
+        volatility: "volatile",
+        deterministic: true,
+        null_semantics: "never NULL",
+        optimizer_transparent: false,
+        implementation_version: 1,
+        doc,
+        example,
+    }
+}
+
+pub static INTERVAL_START: LazyLock<FunctionSpec> = LazyLock::new(|| {
+    interval_spec(
+        "kiln.interval_start.v1",
+        "kiln_interval_start",
+        "In an incremental product (incremental = 'by_time'), the first day of the intervals the running batch computes; \
+         Kiln replaces the call by that date in each batch's plan. Write the interval filter with it where Kiln cannot \
+         derive one (kiln plan says which applies). Outside such a build it is an error.",
+        "SELECT * FROM events WHERE event_day >= kiln_interval_start() - INTERVAL '7' DAY AND event_day < kiln_interval_end()",
+    )
+});
+
+pub static INTERVAL_END: LazyLock<FunctionSpec> = LazyLock::new(|| {
+    interval_spec(
+        "kiln.interval_end.v1",
+        "kiln_interval_end",
+        "In an incremental product, the day after the last day of the intervals the running batch computes \
+         (exclusive): rows of the batch satisfy day >= kiln_interval_start() AND day < kiln_interval_end().",
+        "SELECT * FROM events WHERE event_day < kiln_interval_end()",
+    )
+});
+
+/// `kiln_interval_start()` / `kiln_interval_end()`: placeholders of an incremental
+/// product's plan, volatile so that the optimizer neither folds nor moves them before
+/// Kiln replaces them by the batch's dates.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct IntervalBound {
+    end: bool,
+    signature: Signature,
+}
+
+impl IntervalBound {
+    pub fn start() -> Self {
+        Self { end: false, signature: Signature::nullary(Volatility::Volatile) }
+    }
+    pub fn end() -> Self {
+        Self { end: true, signature: Signature::nullary(Volatility::Volatile) }
+    }
+}
+
+impl ScalarUDFImpl for IntervalBound {
+    fn name(&self) -> &str {
+        if self.end { INTERVAL_END.name } else { INTERVAL_START.name }
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Date32)
+    }
+    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        exec_err!(
+            "{}() has a value only in an incremental product's build (incremental = 'by_time'), where each batch's plan holds its date",
+            self.name()
+        )
+    }
+}

@@ -8,7 +8,8 @@ use datafusion::prelude::SessionContext;
 use sha2::{Digest, Sha256};
 
 use crate::builtins::{
-    HOP_STARTS, PII_HASH, PiiHash, SHA256_HEX, STABLE_ID, Sha256Hex, StableId, TUMBLE_END, TUMBLE_START, WindowFn,
+    HOP_STARTS, INTERVAL_END, INTERVAL_START, IntervalBound, PII_HASH, PiiHash, SHA256_HEX, STABLE_ID, Sha256Hex,
+    StableId, TUMBLE_END, TUMBLE_START, WindowFn,
 };
 use crate::secrets::Secrets;
 use crate::spec::FunctionSpec;
@@ -36,6 +37,8 @@ impl Registry {
             (&*TUMBLE_START, Arc::new(ScalarUDF::new_from_impl(WindowFn::tumble_start()))),
             (&*TUMBLE_END, Arc::new(ScalarUDF::new_from_impl(WindowFn::tumble_end()))),
             (&*HOP_STARTS, Arc::new(ScalarUDF::new_from_impl(WindowFn::hop_starts()))),
+            (&*INTERVAL_START, Arc::new(ScalarUDF::new_from_impl(IntervalBound::start()))),
+            (&*INTERVAL_END, Arc::new(ScalarUDF::new_from_impl(IntervalBound::end()))),
         ];
         let entries = entries.into_iter().chain(crate::json::functions()).collect();
         Self { entries, secrets }

@@ -65,7 +65,8 @@ async fn reusable(
     id: &str,
 ) -> Result<Option<(kiln_artifact::Manifest, String)>, KilnError> {
     let Some(product) = &session.nodes[i].compiled else { return Ok(None) };
-    if product.layout.existing != kiln_data::ExistingData::Replace {
+    // An incremental product's build with an id may hold only some of its intervals.
+    if product.layout.existing != kiln_data::ExistingData::Replace || product.incremental.is_some() {
         return Ok(None);
     }
     Ok(session.warehouse.find_build(&product.name, id).await?)
@@ -374,7 +375,32 @@ async fn execute(session: &Session, job: Job, run_id: &str, observer: &dyn Obser
     // The last-resort boundary: a panic while building one product (Kiln's or a
     // dependency's bug, e.g. inside DataFusion) fails that product, exit 3, and the
     // rest of the run goes on. Nothing of it was committed: the commit is its last step.
-    let running = run_product(&session.substrate, product, &job.checks, stamp, run_id, observer);
+    let mut intervals = None;
+    let running: std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::record::Built, KilnError>> + '_>> =
+        if product.incremental.is_some() {
+            let work = async {
+                let current = session.warehouse.current_or_convert(name, Some(&product.schema)).await?;
+                session.interval_work(job.i, &job.fps, current.as_ref()).await
+            };
+            match work.await {
+                Ok(Some(work)) => {
+                    intervals = Some(Box::new(work.plan.clone()));
+                    Box::pin(crate::incremental::run_incremental(
+                        &session.substrate,
+                        product,
+                        &job.checks,
+                        stamp,
+                        run_id,
+                        observer,
+                        work,
+                    ))
+                }
+                Ok(None) => Box::pin(run_product(&session.substrate, product, &job.checks, stamp, run_id, observer)),
+                Err(e) => Box::pin(async move { Err(e) }),
+            }
+        } else {
+            Box::pin(run_product(&session.substrate, product, &job.checks, stamp, run_id, observer))
+        };
     let outcome = match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(running)).await {
         Ok(outcome) => outcome,
         Err(panic) => {
@@ -409,6 +435,7 @@ async fn execute(session: &Session, job: Job, run_id: &str, observer: &dyn Obser
                 phases,
                 reasons: job.reasons,
                 checks,
+                intervals,
                 ..product_run(name, Action::Built, None, t)
             }
         }
@@ -536,6 +563,7 @@ pub(crate) async fn plan_products(session: &mut Session) -> Result<Vec<ProductPl
     let selected = session.products();
     let mut currents = session.currents(&selected).await?;
     let mut products = Vec::new();
+    let mut building: BTreeSet<String> = BTreeSet::new();
     for i in selected {
         let name = graph.nodes[i].name.clone();
         let failed = |error: String| ProductPlan {
@@ -547,6 +575,7 @@ pub(crate) async fn plan_products(session: &mut Session) -> Result<Vec<ProductPl
             reasons: Vec::new(),
             error: Some(error),
             checks: Vec::new(),
+            intervals: None,
         };
         let current = currents.remove(&i).flatten();
         let entry = match session.step(i, current.clone()).await? {
@@ -570,6 +599,7 @@ pub(crate) async fn plan_products(session: &mut Session) -> Result<Vec<ProductPl
                     reasons: Vec::new(),
                     error: None,
                     checks: Vec::new(),
+                    intervals: None,
                 };
                 with_checks(plan, checks)
             }
@@ -580,15 +610,36 @@ pub(crate) async fn plan_products(session: &mut Session) -> Result<Vec<ProductPl
                 {
                     reasons.push(Reason::Reused { build_id: id.clone(), from });
                 }
+                let intervals = match compiled {
+                    Ok(()) => session.interval_work(i, &fps, current.as_ref()).await.map(|w| w.map(|w| w.plan)),
+                    Err(_) => Ok(None),
+                };
+                let (mut intervals, interval_error) = match intervals {
+                    Ok(plan) => (plan, None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                // Over a product this build builds first, its new files decide.
+                let input = session.nodes[i]
+                    .compiled
+                    .as_ref()
+                    .and_then(|p| p.incremental.as_ref())
+                    .and_then(|s| s.filter.input());
+                if let (Some(plan), Some(input)) = (&mut intervals, input)
+                    && building.contains(input)
+                {
+                    plan.after = Some(input.to_owned());
+                }
+                building.insert(name.clone());
                 let plan = ProductPlan {
                     product: name.clone(),
-                    decision: Decision::Build,
+                    decision: if interval_error.is_some() { Decision::Failed } else { Decision::Build },
                     build_id: Some(id),
                     fingerprints: Some(fps),
                     current_build_id: current.map(|m| m.build_id),
                     reasons,
-                    error: None,
+                    error: interval_error,
                     checks: Vec::new(),
+                    intervals,
                 };
                 let checks = match compiled {
                     Ok(()) => session.product_checks(i).await,

@@ -149,7 +149,25 @@ impl Session {
         let Some((fps, id)) = self.identity(i) else { return Ok(Decided::Failed("not compiled".into())) };
         match &current {
             None => return Ok(Decided::Build { fps, id, reasons: vec![Reason::NeverBuilt], current }),
-            Some(m) if m.build_id == id => return Ok(Decided::Fresh { fps, id, manifest: m.clone() }),
+            Some(m) if m.build_id == id => {
+                // An incremental product's build may lack intervals (a backfill limited by
+                // --start/--end, or one killed between its batches), or be restated.
+                let range = self.intervals.range.filter(|_| self.selected.contains(&i));
+                let missing = m.intervals.as_ref().map_or(0, |s| crate::incremental::incomplete(s, range));
+                let restate = self.intervals.restate && self.selected.contains(&i) && m.intervals.is_some();
+                if missing == 0 && !restate {
+                    return Ok(Decided::Fresh { fps, id, manifest: m.clone() });
+                }
+                if let Err(e) = self.ensure_compiled(i).await {
+                    return Ok(Decided::Failed(e.to_string()));
+                }
+                let reasons = if missing > 0 {
+                    vec![Reason::IntervalsMissing { intervals: missing }]
+                } else {
+                    vec![Reason::Restated]
+                };
+                return Ok(Decided::Build { fps, id, reasons, current });
+            }
             Some(_) => {}
         }
         if let Err(e) = self.ensure_compiled(i).await {

@@ -25,6 +25,18 @@ pub struct BuildOptions {
     pub env: Option<String>,
     /// Whether a command that commits waits for another writer (`--no-wait`: fails).
     pub wait: crate::lock::Wait,
+    /// `--start` / `--end` / `--restate`: the intervals incremental products compute.
+    pub intervals: IntervalRequest,
+}
+
+/// Which intervals of the selected incremental products a build (re)computes: by default
+/// the ones it must (kiln_control::incremental::decide); `range` limits the build to the
+/// intervals holding those days (inclusive, days since 1970-01-01); `restate` recomputes
+/// every interval in the range (or in the product) even when already computed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IntervalRequest {
+    pub range: Option<(i32, i32)>,
+    pub restate: bool,
 }
 
 impl BuildOptions {
@@ -54,6 +66,16 @@ pub enum Event {
         progress: Arc<WriteProgress>,
     },
     ProductFinished(ProductRun),
+    /// An incremental product starts computing batch `batch` of `of`: `intervals`
+    /// intervals from `start` to `end` (exclusive).
+    IntervalBatch {
+        product: String,
+        batch: usize,
+        of: usize,
+        start: String,
+        end: String,
+        intervals: u64,
+    },
     /// Something the user should know that does not fail the build.
     Warning(String),
     /// `kiln stream`: each view's progress, about once a second.

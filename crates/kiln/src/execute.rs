@@ -41,6 +41,7 @@ pub(crate) fn product_run(name: &str, action: Action, error: Option<String>, t: 
         phases: Default::default(),
         reasons: Vec::new(),
         checks: Vec::new(),
+        intervals: None,
     }
 }
 
@@ -124,11 +125,22 @@ pub(crate) async fn execute_into(
     ids: BuildIds,
     progress: Arc<WriteProgress>,
 ) -> Result<(Manifest, Arc<dyn ExecutionPlan>, BTreeMap<String, f64>), KilnError> {
+    execute_plan(substrate, product, &product.plan, ids, progress).await
+}
+
+/// [`execute_into`] with `plan` for the product's (an incremental product's batch).
+pub(crate) async fn execute_plan(
+    substrate: &Substrate,
+    product: &CompiledProduct,
+    plan: &datafusion::logical_expr::LogicalPlan,
+    ids: BuildIds,
+    progress: Arc<WriteProgress>,
+) -> Result<(Manifest, Arc<dyn ExecutionPlan>, BTreeMap<String, f64>), KilnError> {
     let exec_err = |e: datafusion::error::DataFusionError| {
         KilnError::Data(kiln_data::DataError::Execution { context: format!("product `{}`", product.name), source: e })
     };
     let t = Instant::now();
-    let physical = substrate.physical_plan(&product.plan).await?;
+    let physical = substrate.physical_plan(plan).await?;
     let mut phases = BTreeMap::new();
     phases.insert("plan".to_owned(), t.elapsed().as_secs_f64());
     // What the plan expects to produce, from its inputs' statistics (for progress only).

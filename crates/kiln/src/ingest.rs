@@ -157,6 +157,7 @@ impl Session {
             reasons,
             error: None,
             checks: Vec::new(),
+            intervals: None,
         })
     }
 }

@@ -56,6 +56,7 @@ pub mod docs;
 pub mod envs;
 pub mod events;
 mod execute;
+mod incremental;
 mod ingest;
 pub mod init;
 pub mod inspect;
@@ -68,7 +69,7 @@ pub mod stream;
 pub mod testing;
 
 pub use build::{build, plan};
-pub use events::{BuildOptions, BuildReport, Event, Observer, Quiet};
+pub use events::{BuildOptions, BuildReport, Event, IntervalRequest, Observer, Quiet};
 pub use inspect::{QueryFormat, diff, explain, lineage, ls, query};
 pub use kiln_artifact as artifact;
 pub use kiln_contracts as contracts;

@@ -61,6 +61,8 @@ pub(crate) struct NodeState {
     /// A files source read with `on_error = 'reject'`: the build id `<source>__rejected`
     /// takes from its files now.
     pub(crate) rejects_version: Option<String>,
+    /// A files source: what an incremental product over it lists (crate::incremental).
+    pub(crate) files: Option<kiln_data::FileSource>,
 }
 
 impl NodeState {
@@ -91,6 +93,8 @@ pub(crate) struct Session {
     pub(crate) promotions: Vec<SchemaPromotion>,
     /// `allow_empty` sources that have no files: a warning each.
     empty_sources: Vec<String>,
+    /// `--start` / `--end` / `--restate` for incremental products.
+    pub(crate) intervals: crate::events::IntervalRequest,
     /// The writer lock of a command that commits, held while the session lives.
     _writer: Option<crate::lock::WriterLock>,
 }
@@ -171,6 +175,7 @@ impl Session {
             lazy: need != Need::Data,
             promotions: Vec::new(),
             empty_sources: Vec::new(),
+            intervals: options.intervals,
             _writer: writer,
         };
         session.compile_all(need).await;
@@ -343,6 +348,9 @@ impl Session {
                 return;
             }
         };
+        if let CompiledSource::Files(f) = &source {
+            self.nodes[i].files = Some(f.clone());
+        }
         if let CompiledSource::Files(f) = &source
             && f.freshness.is_some()
         {

@@ -293,7 +293,7 @@ fn functions_catalog_lists_every_builtin() {
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let names: Vec<&str> = v["functions"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"kiln_pii_hash") && names.contains(&"json_get_str") && names.len() == 16, "{names:?}");
+    assert!(names.contains(&"kiln_pii_hash") && names.contains(&"json_get_str") && names.len() == 18, "{names:?}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod docs;
 mod envs;
 pub(crate) mod example;
 mod http_source;
+mod incremental;
 mod interop;
 mod lock;
 #[cfg(feature = "s3")]

@@ -103,6 +103,9 @@ pub struct CompiledProduct {
     pub windows: Vec<crate::windows::WindowDef>,
     /// A materialized view: how `kiln stream` runs it.
     pub view: Option<ViewProgram>,
+    /// `incremental = 'by_time'`: its intervals and how a batch's scan is narrowed
+    /// ([`crate::incremental`]).
+    pub incremental: Option<crate::incremental::Incremental>,
 }
 
 impl Substrate {
@@ -218,7 +221,19 @@ impl Substrate {
 
     /// Compiles a product and registers its table for downstream products.
     pub async fn compile_product(&mut self, def: &ProductDef) -> Result<CompiledProduct, ControlError> {
-        def.options.check_known("a product", &PRODUCT_OPTIONS)?;
+        let valid: Vec<&str> = PRODUCT_OPTIONS.iter().chain(&crate::incremental::OPTIONS).copied().collect();
+        def.options.check_known("a product", &valid)?;
+        let mut incremental = crate::incremental::parse(def)?;
+        if incremental.is_some()
+            && let Some((v, at)) = def.options.get("existing_data")
+        {
+            return Err(ControlError::Option {
+                at: at.clone(),
+                message: format!(
+                    "existing_data = '{v}' with incremental = 'by_time': an incremental product replaces the intervals it computes"
+                ),
+            });
+        }
         let at = def.at.clone();
         let fail = |message: String| ControlError::Compile { at: at.clone(), product: def.name.clone(), message };
         // The options that do not depend on the output schema, before planning.
@@ -232,6 +247,11 @@ impl Substrate {
         let plan = self.vars.bind(plan).map_err(|e| fail(e.to_string()))?;
         Surface::Internal.verify(&plan, &self.tables()).map_err(|e| fail(e.to_string()))?;
         let ingests = self.ingested_source(&plan, base.existing).map_err(|e| fail(e.to_string()))?;
+        if let (Some(feed), Some(_)) = (&ingests, &incremental) {
+            return Err(fail(format!(
+                "incremental = 'by_time' over micro-batch source `{feed}`: a product over a micro-batch source appends each batch already"
+            )));
+        }
 
         let planned: Schema = plan.schema().as_arrow().clone();
         let contract = match &def.columns {
@@ -282,6 +302,9 @@ impl Substrate {
         if !def.partition_by.is_empty() && def.partition_by.len() >= schema.fields().len() {
             return Err(fail("PARTITIONED BY must leave at least one column inside the files".into()));
         }
+        if let Some(spec) = &incremental {
+            crate::incremental::check_schema(spec, &schema, def)?;
+        }
         // Every dataset is a Delta table: each column needs a type one holds exactly.
         kiln_contracts::storage_schema(&schema).map_err(|e| fail(e.to_string()))?;
         for (column, _) in &def.order_by {
@@ -321,14 +344,19 @@ impl Substrate {
         let query_fp = analysis.query_fp();
         let shape = analysis.shape(&schema);
         let layout = crate::layout::with_parquet(base, def, &schema)?;
+        if let Some(spec) = &mut incremental {
+            spec.filter = crate::incremental::derive(&plan, &spec.column);
+        }
         // The dataset's shape is its columns, its partitioning and how its files are
-        // written: changing any of them changes schema_fp (and rebuilds).
+        // written: changing any of them changes schema_fp (and rebuilds). An incremental
+        // product's column, grain and start say which rows it holds.
         let layout_lines: String = layout
             .partition_by
             .iter()
             .map(|c| format!("partition {c}\n"))
             .chain(layout.recorded.iter().map(|(k, v)| format!("write {k}={v}\n")))
             .chain((layout.ordering == kiln_data::Ordering::Producer).then(|| "tier 2\n".to_owned()))
+            .chain(incremental.as_ref().map(crate::incremental::Incremental::identity_line))
             .collect();
         let schema_fp = kiln_artifact::identity::layout_fp(&schema_fingerprint(&schema), &layout_lines);
         let (used, secrets) = functions_used(&plan);
@@ -353,6 +381,7 @@ impl Substrate {
             ingests,
             windows,
             view: None,
+            incremental,
         })
     }
 

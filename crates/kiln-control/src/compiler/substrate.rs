@@ -276,6 +276,12 @@ impl Substrate {
         self.streams.get(name)
     }
 
+    /// `plan` optimized in this session (an incremental product's batch plan: its interval
+    /// filters move into the scans).
+    pub fn optimize(&self, plan: &LogicalPlan) -> Result<LogicalPlan, ControlError> {
+        self.ctx.state().optimize(plan).map_err(|e| ControlError::Plan { message: e.strip_backtrace() })
+    }
+
     /// The physical plan of `plan` in this session (Kiln's planner maps its extension
     /// nodes to kiln-data's operators).
     pub async fn physical_plan(&self, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>, ControlError> {

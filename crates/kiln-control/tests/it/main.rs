@@ -6,6 +6,7 @@
 
 mod diff;
 mod fingerprint;
+mod incremental;
 mod lineage;
 mod parser;
 mod partitioning;

@@ -865,6 +865,7 @@ fn foreign_manifest(name: &str, version: u64, partition_by: Vec<String>, files: 
         content: None,
         positions: Default::default(),
         stream: None,
+        intervals: None,
         side: Default::default(),
         sidecars: Vec::new(),
         version: Some(version),

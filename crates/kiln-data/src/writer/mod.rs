@@ -45,7 +45,7 @@ use crate::{DataError, Result};
 /// remain in their own build directories, which `gc` keeps while a current manifest names
 /// them). Totals are recomputed over all listed files; an appended dataset no longer
 /// has one canonical order, so its ordering tier drops to 1.
-pub fn merge_existing(mut new: Manifest, previous: Option<&Manifest>, mode: ExistingData) -> Result<Manifest> {
+pub fn merge_existing(new: Manifest, previous: Option<&Manifest>, mode: ExistingData) -> Result<Manifest> {
     let Some(previous) = previous else { return Ok(new) };
     let kept: Vec<FileEntry> = match mode {
         ExistingData::Replace | ExistingData::Error => return Ok(new),
@@ -56,12 +56,45 @@ pub fn merge_existing(mut new: Manifest, previous: Option<&Manifest>, mode: Exis
             previous.files.iter().filter(|f| f.rows > 0 && !written.contains(&f.partition)).cloned().collect()
         }
     };
+    let what =
+        if mode == ExistingData::Append { "existing_data = 'append'" } else { "existing_data = 'delete_matching'" };
+    merge_kept(
+        new,
+        previous,
+        kept,
+        mode == ExistingData::Append,
+        what,
+        "rebuild it with existing_data = 'replace' once",
+    )
+}
+
+/// The manifest to commit for a build that wrote `new` over the committed `previous`,
+/// keeping the committed files `replaced` does not select (an incremental product's
+/// intervals: the files of the intervals it recomputed are replaced).
+pub fn merge_replacing(
+    new: Manifest,
+    previous: Option<&Manifest>,
+    replaced: impl Fn(&FileEntry) -> bool,
+) -> Result<Manifest> {
+    let Some(previous) = previous else { return Ok(new) };
+    let kept = previous.files.iter().filter(|f| f.rows > 0 && !replaced(f)).cloned().collect();
+    merge_kept(new, previous, kept, false, "an incremental product", "build all its intervals (without --start/--end)")
+}
+
+/// `new`'s files after the committed files `kept` (`appended`: the totals keep the
+/// previous rejects, and the dataset no longer has one canonical order).
+fn merge_kept(
+    mut new: Manifest,
+    previous: &Manifest,
+    kept: Vec<FileEntry>,
+    appended: bool,
+    what: &str,
+    hint: &str,
+) -> Result<Manifest> {
     if previous.schema_fp != new.schema_fp || previous.partition_by != new.partition_by {
         return Err(DataError::Config(format!(
-            "product `{}`: existing_data = '{}' keeps committed files, but their schema or partitioning differs from this build's; \
-             rebuild it with existing_data = 'replace' once",
+            "product `{}`: {what} keeps committed files, but their schema or partitioning differs from this build's; {hint}",
             new.product,
-            if mode == ExistingData::Append { "append" } else { "delete_matching" }
         )));
     }
     // Empty files of the new build only carry the schema; committed files already do.
@@ -72,7 +105,7 @@ pub fn merge_existing(mut new: Manifest, previous: Option<&Manifest>, mode: Exis
     }
     let mut files = kept;
     files.append(&mut new.files);
-    let previous_rejected = if mode == ExistingData::Append { previous.totals.rows_rejected } else { 0 };
+    let previous_rejected = if appended { previous.totals.rows_rejected } else { 0 };
     let rows_written: u64 = files.iter().map(|f| f.rows).sum();
     let rows_rejected = new.totals.rows_rejected + previous_rejected;
     new.totals = ManifestTotals {
@@ -83,7 +116,7 @@ pub fn merge_existing(mut new: Manifest, previous: Option<&Manifest>, mode: Exis
         rows_rejected,
     };
     new.files = files;
-    if mode == ExistingData::Append {
+    if appended {
         new.ordering_tier = new.ordering_tier.min(1);
     }
     Ok(new)
@@ -242,6 +275,7 @@ pub async fn write_dataset(
         content: None,
         positions: Default::default(),
         stream: None,
+        intervals: None,
         side: Default::default(),
         sidecars,
         version: None,

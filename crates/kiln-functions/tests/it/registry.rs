@@ -24,6 +24,8 @@ fn every_builtin_is_prefixed_documented_and_found_by_id_and_name() {
             "kiln_tumble_start",
             "kiln_tumble_end",
             "kiln_hop_starts",
+            "kiln_interval_start",
+            "kiln_interval_end",
             "json_get_str",
             "json_get_int",
             "json_get_float",
