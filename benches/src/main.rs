@@ -8,6 +8,8 @@
 //! - `plan`: `kiln plan` cold, no-op and after one edit on generated projects of 1,000 and
 //!   10,000 products (see the module).
 //! - `incremental`: a no-op `kiln build` on the example and on 1,000 generated products.
+//! - `intervals`: an incremental product by day over orders: one new day against a full
+//!   rebuild, and `kiln plan` with 2,400 intervals (see the module).
 //! - `stream`: Nexmark bids through q7-like and q5-like views (see the module).
 //! - `checks`: the example's checks as a fraction of its build; `kiln test` on 1,000
 //!   products with one constraint each (see the module).
@@ -35,6 +37,7 @@ mod envs;
 mod explode;
 mod functions;
 mod incremental;
+mod intervals;
 mod plan;
 mod stream;
 mod write;
@@ -70,8 +73,8 @@ enum Cmd {
     },
 }
 
-const SUITES: [&str; 10] =
-    ["build", "functions", "explode", "plan", "incremental", "write", "stream", "checks", "envs", "docs"];
+const SUITES: [&str; 11] =
+    ["build", "functions", "explode", "plan", "incremental", "intervals", "write", "stream", "checks", "envs", "docs"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -94,6 +97,7 @@ async fn main() -> Result<()> {
                     "explode" => explode::suite(runs.max(1)).await?,
                     "plan" => plan::suite(&out, runs.max(1), &products).await?,
                     "incremental" => incremental::suite(&out, sf, runs.max(1)).await?,
+                    "intervals" => intervals::suite(&out, sf, runs.max(1)).await?,
                     "write" => write::suite(&out, sf, runs.max(1)).await?,
                     "stream" => stream::suite(&out, runs.max(1)).await?,
                     "checks" => checks::suite(&out, sf, runs.max(1)).await?,

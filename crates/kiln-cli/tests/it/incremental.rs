@@ -311,3 +311,43 @@ fn interval_options_are_checked_where_they_are_written() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--start 2026-02-01 is after --end 2026-01-01"), "{err}");
 }
+
+#[test]
+fn a_query_change_recomputes_every_interval_or_with_forward_only_the_new_ones() {
+    for (on_change, expected) in [
+        ("rebuild", "day,total\n2026-01-01,20\n2026-01-02,10\n2026-01-03,2\n"),
+        ("forward_only", "day,total\n2026-01-01,10\n2026-01-02,5\n2026-01-03,2\n"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let models = format!(
+            "CREATE SOURCE events (event_day DATE, amount BIGINT, kind VARCHAR) WITH (path = 'data/events', format = 'csv');\n\
+             CREATE PRODUCT daily PARTITIONED BY (day)\n\
+             WITH (incremental = 'by_time', time_column = 'day', start = '2026-01-01', on_change = '{on_change}')\n\
+             AS SELECT event_day AS day, sum(amount) AS total FROM events GROUP BY 1;\n"
+        );
+        write_files(
+            dir,
+            &[
+                ("kiln.toml", "[project]\nname = \"inc\"\n"),
+                ("models.sql", &models),
+                ("data/events/a.csv", "event_day,amount,kind\n2026-01-01,10,a\n2026-01-02,5,b\n"),
+            ],
+        );
+        build(dir, &[]);
+        let changed = models.replace("sum(amount) AS total", "sum(amount) * 2 AS total");
+        write_files(dir, &[("models.sql", &changed), ("data/events/b.csv", "event_day,amount,kind\n2026-01-03,1,a\n")]);
+        let computed = build(dir, &[]);
+        let all: BTreeSet<i32> = (0..3).collect();
+        let new: BTreeSet<i32> = [2].into();
+        assert_eq!(computed["daily"], if on_change == "rebuild" { all } else { new }, "{on_change}");
+        assert_eq!(query(dir, "SELECT * FROM daily ORDER BY day"), expected, "{on_change}");
+        let manifest = super::current_manifest(dir, "daily");
+        let forward = &manifest["intervals"]["forward_only"];
+        assert_eq!(forward.as_array().map_or(0, Vec::len), usize::from(on_change == "forward_only"), "{manifest}");
+        // A schema change (a new column) rebuilds every interval under either policy.
+        let widened = changed.replace("AS total FROM", "AS total, count(*) AS n FROM");
+        write_files(dir, &[("models.sql", &widened)]);
+        assert_eq!(build(dir, &[])["daily"], (0..3).collect::<BTreeSet<i32>>(), "{on_change}");
+    }
+}
