@@ -111,7 +111,7 @@ print(json.dumps({"total": time.time() - start, "seconds": seconds, "peak_rss_by
 "#;
 
 /// A python that imports duckdb: `KILN_PEERS_PYTHON`, else a virtualenv made under `out`.
-fn duckdb_python(out: &Path) -> Result<PathBuf> {
+pub(crate) fn duckdb_python(out: &Path) -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("KILN_PEERS_PYTHON") {
         return Ok(PathBuf::from(p));
     }

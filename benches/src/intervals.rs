@@ -12,10 +12,14 @@
 //! - `kiln build --restate`: the same product recomputed whole (every interval, one
 //!   commit): what a build costs without intervals.
 //!
+//! - DuckDB (the engine a user would pick instead, which has no intervals): the same
+//!   query over the same files to Parquet partitioned by day, zstd, every run.
+//!
 //! Targets (issue 20): incremental ≤ 0.05× the full rebuild; `kiln plan` of the product
 //! with 2,400 intervals ≤ 0.1 s (timed after an append, so it has intervals to compute).
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Result, ensure};
@@ -90,6 +94,25 @@ async fn append_day(dir: &Path, k: i64) -> Result<()> {
     Ok(())
 }
 
+const DUCKDB: &str = r#"
+import duckdb, shutil, sys, time
+data, target = sys.argv[1], sys.argv[2]
+shutil.rmtree(target, ignore_errors=True)
+t = time.time()
+duckdb.sql(f"COPY (SELECT o_orderdate AS order_day, o_orderstatus, sum(o_totalprice) AS revenue, count(*) AS orders "
+           f"FROM read_parquet('{data}/*.parquet') GROUP BY 1, 2) TO '{target}' "
+           f"(FORMAT parquet, PARTITION_BY (order_day), COMPRESSION zstd, COMPRESSION_LEVEL 3)")
+print(time.time() - t)
+"#;
+
+/// DuckDB's full computation of the product (seconds, inside its process).
+fn duckdb(python: &Path, dir: &Path) -> Result<f64> {
+    let out =
+        Command::new(python).args(["-c", DUCKDB]).arg(dir.join("data/orders")).arg(dir.join("duckdb-out")).output()?;
+    ensure!(out.status.success(), "duckdb: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
 pub async fn suite(out: &Path, sf: f64, runs: usize) -> Result<Value> {
     let dir = std::path::absolute(out.join("intervals-orders"))?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -99,7 +122,8 @@ pub async fn suite(out: &Path, sf: f64, runs: usize) -> Result<Value> {
     source(&dir, sf).await?;
     let (cold, run) = build(&dir, false).await?;
     eprintln!("intervals: first build {cold:.2} s, {} intervals", intervals(&run));
-    let (mut incremental, mut full, mut plans) = (Vec::new(), Vec::new(), Vec::new());
+    let python = crate::build::duckdb_python(out)?;
+    let (mut incremental, mut full, mut plans, mut duck) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut held = 0;
     let mut computed = 0;
     let mut day = 0;
@@ -108,6 +132,9 @@ pub async fn suite(out: &Path, sf: f64, runs: usize) -> Result<Value> {
         let mut sides = [false, true];
         if k % 2 == 1 {
             sides.reverse();
+        }
+        if k % 2 == 0 {
+            duck.push(duckdb(&python, &dir)?);
         }
         for restate in sides {
             day += 1;
@@ -133,7 +160,11 @@ pub async fn suite(out: &Path, sf: f64, runs: usize) -> Result<Value> {
                 incremental.push(seconds);
             }
         }
+        if k % 2 == 1 {
+            duck.push(duckdb(&python, &dir)?);
+        }
     }
+    let duck = crate::median(duck);
     let (inc, fr, plan) = (crate::median(incremental), crate::median(full), crate::median(plans));
     Ok(json!({
         "runs": runs,
@@ -145,6 +176,22 @@ pub async fn suite(out: &Path, sf: f64, runs: usize) -> Result<Value> {
                 "peer_median": fr,
                 "ratio": inc / fr,
                 "target": "<= 0.05",
+            },
+            {
+                "case": format!("orders sf {sf}: one new day, incremental"),
+                "kiln_median": inc,
+                "peer": "DuckDB, the whole query to partitioned Parquet",
+                "peer_median": duck,
+                "ratio": inc / duck,
+                "target": "",
+            },
+            {
+                "case": format!("orders sf {sf}: full rebuild (kiln build --restate)"),
+                "kiln_median": fr,
+                "peer": "DuckDB, the whole query to partitioned Parquet",
+                "peer_median": duck,
+                "ratio": fr / duck,
+                "target": "",
             },
             {
                 "case": format!("orders sf {sf}: kiln plan, {held} intervals"),
