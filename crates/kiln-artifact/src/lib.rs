@@ -47,6 +47,7 @@ pub mod env;
 pub mod identity;
 pub mod intervals;
 pub mod manifest;
+pub mod merge;
 pub mod plan;
 pub mod remote;
 pub mod run;

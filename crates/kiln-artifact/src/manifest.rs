@@ -70,6 +70,10 @@ pub struct Manifest {
     /// and the input files they were computed from (crate::intervals).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intervals: Option<crate::intervals::IntervalState>,
+    /// Products merged by key (`incremental = 'by_unique_key'`): the input files merged
+    /// (crate::merge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<crate::merge::MergeState>,
     /// Materialized views: the commits of the side datasets (`<view>__late`,
     /// `<stream>__rejected`) this checkpoint makes too, each with the files it adds to its
     /// dataset. The view's commit is their commit point: they are committed to their own
@@ -139,6 +143,8 @@ pub struct KilnCommit {
     pub stream: Option<StreamCheckpoint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intervals: Option<crate::intervals::IntervalState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<crate::merge::MergeState>,
     /// Materialized views: [`Manifest::side`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub side: BTreeMap<String, KilnCommit>,
@@ -180,6 +186,7 @@ impl KilnCommit {
             positions: manifest.positions.clone(),
             stream: manifest.stream.clone(),
             intervals: manifest.intervals.clone(),
+            merge: manifest.merge.clone(),
             side: manifest.side.clone(),
             sidecars: manifest.sidecars.clone(),
             added,
@@ -209,6 +216,7 @@ impl KilnCommit {
             positions: self.positions.clone(),
             stream: self.stream.clone(),
             intervals: self.intervals.clone(),
+            merge: self.merge.clone(),
             side: self.side.clone(),
             sidecars: self.sidecars.clone(),
             version: Some(version),

@@ -406,6 +406,9 @@ pub struct ProductPlan {
     /// An incremental product's build: the intervals it computes and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intervals: Option<crate::intervals::IntervalPlan>,
+    /// A product merged by key: the files it merges, or why it rebuilds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<crate::merge::MergePlan>,
 }
 
 /// `kiln plan --json`.

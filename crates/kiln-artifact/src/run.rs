@@ -114,6 +114,10 @@ pub struct ProductRun {
     /// An incremental product: the intervals this run computed, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intervals: Option<Box<crate::intervals::IntervalPlan>>,
+    /// A product merged by key: the files this run merged, the rows it updated and
+    /// inserted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<Box<crate::merge::MergePlan>>,
 }
 
 /// A whole run.

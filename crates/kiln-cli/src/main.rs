@@ -356,7 +356,7 @@ struct RunArgs {
     #[arg(long, value_name = "DATE", value_parser = parse_date)]
     end: Option<i32>,
     /// Incremental products: recompute the intervals (of --start..--end, or all) even
-    /// when they are computed already.
+    /// when they are computed already; products merged by key are computed whole.
     #[arg(long)]
     restate: bool,
 }

@@ -45,6 +45,9 @@ pub fn plan(report: &PlanReport) {
                 out!("{:<width$}    {line}", "");
             }
         }
+        if let Some(plan) = &p.merge {
+            out!("{:<width$}    {}", "", merge(plan));
+        }
     }
     let count = |d| report.products.iter().filter(|p| p.decision == d).count();
     out!(
@@ -366,6 +369,26 @@ pub fn table_diff(r: &kiln::artifact::env::TableDiffReport) {
         for [k, a, b] in &c.sample {
             out!("    {k}: {a} -> {b}");
         }
+    }
+}
+
+/// A product merged by key, for `kiln plan` and the build summary: what it merges (or
+/// why it is computed whole), and after a run the rows updated and inserted.
+pub fn merge(plan: &kiln::artifact::merge::MergePlan) -> String {
+    let n = |n: u64, what: &str| if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") };
+    let what = match &plan.rebuild {
+        Some(why) => format!("computed whole from {} of `{}` ({why})", n(plan.files, "file"), plan.input),
+        None => {
+            format!("merges {} of `{}` by ({})", n(plan.files, "new file"), plan.input, plan.unique_key.join(", "))
+        }
+    };
+    match (plan.updated, plan.inserted) {
+        (Some(u), Some(i)) if plan.rebuild.is_none() => format!(
+            "{what}: {} updated, {i} inserted, {} rewritten",
+            n(u, "row"),
+            n(plan.rewritten_files.unwrap_or(0), "committed file")
+        ),
+        _ => what,
     }
 }
 

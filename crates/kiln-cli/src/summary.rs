@@ -66,6 +66,9 @@ pub(crate) fn print_summary(summary: &RunSummary) {
             out!("  {}: {line}", p.product);
         }
     }
+    for (p, plan) in summary.products.iter().filter_map(|p| p.merge.as_deref().map(|m| (p, m))) {
+        out!("  {}: {}", p.product, crate::render::merge(plan));
+    }
     for warning in &summary.warnings {
         out!("warning: {warning}");
     }

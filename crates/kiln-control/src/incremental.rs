@@ -49,7 +49,11 @@ use crate::dialect::ProductDef;
 use crate::error::{ControlError, Location};
 
 /// The options of an incremental product.
-pub const OPTIONS: [&str; 7] = ["incremental", "time_column", "grain", "start", "lookback", "batch_size", "on_change"];
+pub const OPTIONS: [&str; 8] =
+    ["incremental", "time_column", "grain", "start", "lookback", "batch_size", "on_change", "unique_key"];
+
+/// The options of `incremental = 'by_time'` only.
+const BY_TIME: [&str; 6] = ["time_column", "grain", "start", "lookback", "batch_size", "on_change"];
 
 /// The names of the functions a written interval filter uses.
 pub const INTERVAL_START: &str = "kiln_interval_start";
@@ -132,17 +136,27 @@ pub(crate) fn parse(def: &ProductDef) -> Result<Option<Incremental>, ControlErro
     let option = |key: &str| def.options.get(key);
     let bad = |at: &Location, message: String| ControlError::Option { at: at.clone(), message };
     let Some((mode, mode_at)) = option("incremental") else {
-        if let Some((_, at)) = OPTIONS[1..].iter().find_map(|k| option(k)) {
+        if let Some((_, at)) = BY_TIME.iter().find_map(|k| option(k)) {
             return Err(bad(at, "an interval option without incremental = 'by_time'".into()));
+        }
+        if let Some((_, at)) = option("unique_key") {
+            return Err(bad(at, "unique_key without incremental = 'by_unique_key'".into()));
         }
         return Ok(None);
     };
     match mode {
-        "by_time" => {}
-        "by_unique_key" => {
-            return Err(bad(mode_at, "incremental = 'by_unique_key' is not supported yet (use 'by_time')".into()));
+        "by_time" => {
+            if let Some((_, at)) = option("unique_key") {
+                return Err(bad(at, "unique_key is an option of incremental = 'by_unique_key', not 'by_time'".into()));
+            }
         }
-        other => return Err(bad(mode_at, format!("incremental = '{other}': expected 'by_time'"))),
+        "by_unique_key" => {
+            if let Some((key, at)) = BY_TIME.iter().find_map(|k| option(k).map(|o| (k, o.1))) {
+                return Err(bad(at, format!("{key} is an option of incremental = 'by_time', not 'by_unique_key'")));
+            }
+            return Ok(None);
+        }
+        other => return Err(bad(mode_at, format!("incremental = '{other}': expected 'by_time' or 'by_unique_key'"))),
     }
     let Some((column, column_at)) = option("time_column") else {
         return Err(bad(mode_at, "incremental = 'by_time' needs time_column = '<a DATE output column>'".into()));
@@ -216,12 +230,66 @@ pub(crate) fn parse(def: &ProductDef) -> Result<Option<Incremental>, ControlErro
     }))
 }
 
+/// A product's `incremental = 'by_unique_key'` program: each build merges the rows its
+/// query computes from the new files of its one file source into the committed rows,
+/// replacing those with the same key and inserting the others (the engine's `merge`).
+#[derive(Debug, Clone)]
+pub struct MergeKey {
+    pub columns: Vec<String>,
+    pub at: Location,
+}
+
+impl MergeKey {
+    /// What enters the product's identity (its `schema_fp` layout lines).
+    pub fn identity_line(&self) -> String {
+        format!("incremental by_unique_key {}\n", self.columns.join(","))
+    }
+}
+
+/// The key of a `by_unique_key` product, checked against its output `schema`.
+pub(crate) fn parse_key(def: &ProductDef, schema: &Schema) -> Result<Option<MergeKey>, ControlError> {
+    let Some(("by_unique_key", mode_at)) = def.options.get("incremental") else { return Ok(None) };
+    let bad = |at: &Location, message: String| ControlError::Option { at: at.clone(), message };
+    let Some((text, at)) = def.options.get("unique_key") else {
+        return Err(bad(mode_at, "incremental = 'by_unique_key' needs unique_key = '<column>, ...'".into()));
+    };
+    let mut columns: Vec<String> = Vec::new();
+    for name in text.split(',').map(str::trim) {
+        if name.is_empty() {
+            return Err(bad(at, format!("unique_key = '{text}': expected output columns separated by commas")));
+        }
+        let Ok(field) = schema.field_with_name(name) else {
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(bad(
+                at,
+                format!("unique_key `{name}` is not an output column (they are {})", names.join(", ")),
+            ));
+        };
+        if field.data_type().is_nested() {
+            return Err(bad(
+                at,
+                format!("unique_key `{name}` has type {}; a key is made of scalar columns", field.data_type()),
+            ));
+        }
+        if columns.iter().any(|c| c == name) {
+            return Err(bad(at, format!("unique_key names `{name}` twice")));
+        }
+        columns.push(name.to_owned());
+    }
+    Ok(Some(MergeKey { columns, at: at.clone() }))
+}
+
 impl Incremental {
     /// What enters the product's identity (its `schema_fp` layout lines): what the
     /// product holds depends on the column, the grain and the start; lookback, batch size
     /// and on_change only say how it is computed.
     pub fn identity_line(&self) -> String {
         format!("incremental by_time {} {} {}\n", self.column, self.grain, format_day(self.start))
+    }
+
+    /// Every interval from the start on (to 9999-01-01): what a unit test computes.
+    pub fn whole(&self) -> DaySet {
+        DaySet::range(self.start, parse_day("9999-01-01").unwrap_or(i32::MAX / 2).max(self.start))
     }
 
     /// The last intervals a build recomputes, of `[from, to)`.

@@ -91,7 +91,7 @@ pub use layout::{
 pub use product_table::ProductTable;
 pub use source::{FileFormat, FileSource, Promotion, SourceCompression, SourceFile};
 pub use warehouse::Warehouse;
-pub use writer::{BuildIds, WriteProgress, WriteSpec, merge_existing, merge_replacing, write_dataset};
+pub use writer::{BuildIds, WriteProgress, WriteSpec, merge_existing, merge_replacing, merge_rewriting, write_dataset};
 
 use datafusion::error::DataFusionError;
 

@@ -268,9 +268,41 @@ impl FileSource {
         one.table()
     }
 
+    /// A table that scans only the files `rels` (from [`FileSource::files`]) of an
+    /// unpartitioned directory, with the declared schema: what a product merged by key
+    /// reads of its input's new files. Partitioned and rejecting sources are refused: the
+    /// partition values come from listing the whole directory, and a rejecting source's
+    /// `__rejected` dataset is versioned by all its files.
+    pub fn files_table(&self, rels: &[String]) -> Result<Arc<dyn TableProvider>> {
+        let refuse = |why: &str| {
+            Err(DataError::Source {
+                name: self.name.clone(),
+                message: format!("only some of its files cannot be read: {why}"),
+            })
+        };
+        if !self.partition_by.is_empty() {
+            return refuse("it is partitioned (partitioned_by)");
+        }
+        if self.reject {
+            return refuse("it sets records aside (on_error = 'reject')");
+        }
+        if self.path.is_file() || rels.is_empty() {
+            return match rels {
+                [] => Ok(Arc::new(datafusion::datasource::empty::EmptyTable::new(Arc::clone(&self.schema)))),
+                _ => self.table(),
+            };
+        }
+        self.listing_table(Some(rels))
+    }
+
     /// The DataFusion table that scans this source with its declared schema.
     pub fn table(&self) -> Result<Arc<dyn TableProvider>> {
-        if self.allow_empty && self.listing()?.is_empty() {
+        self.listing_table(None)
+    }
+
+    /// [`FileSource::table`], of the files `only` of an unpartitioned directory.
+    fn listing_table(&self, only: Option<&[String]>) -> Result<Arc<dyn TableProvider>> {
+        if only.is_none() && self.allow_empty && self.listing()?.is_empty() {
             // No files (or no directory) yet: no rows, with the declared columns.
             return Ok(Arc::new(datafusion::datasource::empty::EmptyTable::new(Arc::clone(&self.schema))));
         }
@@ -311,10 +343,13 @@ impl FileSource {
         let options =
             ListingOptions::new(format).with_file_extension(extension).with_table_partition_cols(partition_cols);
         let config = if self.partition_by.is_empty() && self.path.is_dir() {
-            let urls = self
-                .listing()?
+            let rels: Vec<String> = match only {
+                Some(rels) => rels.to_vec(),
+                None => self.listing()?.into_iter().map(|(rel, _, _)| rel).collect(),
+            };
+            let urls = rels
                 .iter()
-                .map(|(rel, _, _)| {
+                .map(|rel| {
                     let file = self.path.join(rel).to_string_lossy().into_owned();
                     ListingTableUrl::parse(&file)
                         .map_err(DataError::exec(format!("source `{}`: bad path {file}", self.name)))

@@ -66,7 +66,11 @@ async fn reusable(
 ) -> Result<Option<(kiln_artifact::Manifest, String)>, KilnError> {
     let Some(product) = &session.nodes[i].compiled else { return Ok(None) };
     // An incremental product's build with an id may hold only some of its intervals.
-    if product.layout.existing != kiln_data::ExistingData::Replace || product.incremental.is_some() {
+    // A product merged by key holds what its merges brought.
+    if product.layout.existing != kiln_data::ExistingData::Replace
+        || product.incremental.is_some()
+        || product.merge.is_some()
+    {
         return Ok(None);
     }
     Ok(session.warehouse.find_build(&product.name, id).await?)
@@ -376,8 +380,24 @@ async fn execute(session: &Session, job: Job, run_id: &str, observer: &dyn Obser
     // dependency's bug, e.g. inside DataFusion) fails that product, exit 3, and the
     // rest of the run goes on. Nothing of it was committed: the commit is its last step.
     let mut intervals = None;
+    let merged = std::sync::Mutex::new(None);
     let running: std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::record::Built, KilnError>> + '_>> =
-        if product.incremental.is_some() {
+        if product.merge.is_some() {
+            let (merged, job) = (&merged, &job);
+            Box::pin(async move {
+                let current = session.warehouse.current_or_convert(name, Some(&product.schema)).await?;
+                let Some(work) = session.merge_work(job.i, &job.fps, current.as_ref()).await? else {
+                    return Err(KilnError::Internal(format!("product `{name}`: no merge")));
+                };
+                let (built, report) =
+                    crate::merge::run_merge(&session.substrate, product, &job.checks, stamp, run_id, observer, work)
+                        .await?;
+                if let Ok(mut slot) = merged.lock() {
+                    *slot = Some(Box::new(report));
+                }
+                Ok(built)
+            })
+        } else if product.incremental.is_some() {
             let work = async {
                 let current = session.warehouse.current_or_convert(name, Some(&product.schema)).await?;
                 session.interval_work(job.i, &job.fps, current.as_ref()).await
@@ -436,6 +456,7 @@ async fn execute(session: &Session, job: Job, run_id: &str, observer: &dyn Obser
                 reasons: job.reasons,
                 checks,
                 intervals,
+                merge: merged.lock().ok().and_then(|mut m| m.take()),
                 ..product_run(name, Action::Built, None, t)
             }
         }
@@ -576,6 +597,7 @@ pub(crate) async fn plan_products(session: &mut Session) -> Result<Vec<ProductPl
             error: Some(error),
             checks: Vec::new(),
             intervals: None,
+            merge: None,
         };
         let current = currents.remove(&i).flatten();
         let entry = match session.step(i, current.clone()).await? {
@@ -600,6 +622,7 @@ pub(crate) async fn plan_products(session: &mut Session) -> Result<Vec<ProductPl
                     error: None,
                     checks: Vec::new(),
                     intervals: None,
+                    merge: None,
                 };
                 with_checks(plan, checks)
             }
@@ -614,9 +637,19 @@ pub(crate) async fn plan_products(session: &mut Session) -> Result<Vec<ProductPl
                     Ok(()) => session.interval_work(i, &fps, current.as_ref()).await.map(|w| w.map(|w| w.plan)),
                     Err(_) => Ok(None),
                 };
-                let (mut intervals, interval_error) = match intervals {
+                let (mut intervals, mut interval_error) = match intervals {
                     Ok(plan) => (plan, None),
                     Err(e) => (None, Some(e.to_string())),
+                };
+                let merge = match compiled {
+                    Ok(()) => match session.merge_work(i, &fps, current.as_ref()).await {
+                        Ok(work) => work.map(|w| w.plan),
+                        Err(e) => {
+                            interval_error = Some(e.to_string());
+                            None
+                        }
+                    },
+                    Err(_) => None,
                 };
                 // Over a product this build builds first, its new files decide.
                 let input = session.nodes[i]
@@ -640,6 +673,7 @@ pub(crate) async fn plan_products(session: &mut Session) -> Result<Vec<ProductPl
                     error: interval_error,
                     checks: Vec::new(),
                     intervals,
+                    merge,
                 };
                 let checks = match compiled {
                     Ok(()) => session.product_checks(i).await,

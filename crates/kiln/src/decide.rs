@@ -151,10 +151,13 @@ impl Session {
             None => return Ok(Decided::Build { fps, id, reasons: vec![Reason::NeverBuilt], current }),
             Some(m) if m.build_id == id => {
                 // An incremental product's build may lack intervals (a backfill limited by
-                // --start/--end, or one killed between its batches), or be restated.
+                // --start/--end, or one killed between its batches), or be restated (as
+                // may a product merged by key).
                 let range = self.intervals.range.filter(|_| self.selected.contains(&i));
                 let missing = m.intervals.as_ref().map_or(0, |s| crate::incremental::incomplete(s, range));
-                let restate = self.intervals.restate && self.selected.contains(&i) && m.intervals.is_some();
+                let restate = self.intervals.restate
+                    && self.selected.contains(&i)
+                    && (m.intervals.is_some() || m.merge.is_some());
                 if missing == 0 && !restate {
                     return Ok(Decided::Fresh { fps, id, manifest: m.clone() });
                 }

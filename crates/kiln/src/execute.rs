@@ -42,6 +42,7 @@ pub(crate) fn product_run(name: &str, action: Action, error: Option<String>, t: 
         reasons: Vec::new(),
         checks: Vec::new(),
         intervals: None,
+        merge: None,
     }
 }
 

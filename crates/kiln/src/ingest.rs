@@ -158,6 +158,7 @@ impl Session {
             error: None,
             checks: Vec::new(),
             intervals: None,
+            merge: None,
         })
     }
 }

@@ -62,6 +62,7 @@ pub mod init;
 pub mod inspect;
 pub mod lock;
 pub mod maintain;
+mod merge;
 pub mod produce;
 mod record;
 mod session;

@@ -351,3 +351,31 @@ fn a_query_change_recomputes_every_interval_or_with_forward_only_the_new_ones() 
         assert_eq!(build(dir, &[])["daily"], (0..3).collect::<BTreeSet<i32>>(), "{on_change}");
     }
 }
+
+#[test]
+fn a_unit_test_of_an_incremental_product_computes_every_interval_from_its_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let models = "\
+CREATE SOURCE events (event_day DATE, amount BIGINT) WITH (path = 'data/events', format = 'csv');
+CREATE PRODUCT running PARTITIONED BY (day)
+WITH (incremental = 'by_time', time_column = 'day', grain = 'day', start = '2026-01-01')
+AS SELECT event_day AS day, amount, sum(amount) OVER (PARTITION BY event_day ORDER BY amount) AS running
+   FROM events WHERE event_day >= kiln_interval_start() AND event_day < kiln_interval_end();
+CREATE TEST running_days FOR running
+GIVEN (events AS (VALUES ('2025-12-31', 5), ('2026-01-01', 1), ('2026-01-01', 2), ('2026-01-02', 4)))
+EXPECT (VALUES ('2026-01-01', 1, 1), ('2026-01-01', 2, 3), ('2026-01-02', 4, 4));
+";
+    write_files(
+        dir,
+        &[
+            ("kiln.toml", "[project]\nname = \"inc\"\n"),
+            ("models.sql", models),
+            ("data/events/a.csv", "event_day,amount\n2026-01-01,1\n"),
+        ],
+    );
+    let (code, out, err) = kiln(&["test", "--json"], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["tests"][0]["status"], "pass", "{report}");
+}

@@ -14,6 +14,7 @@ mod http_source;
 mod incremental;
 mod interop;
 mod lock;
+mod merge;
 #[cfg(feature = "s3")]
 mod s3;
 mod streams;

@@ -376,11 +376,19 @@ impl Substrate {
         }
         let expect =
             self.compile_fixture(&def.expect, &product.schema, &def.expect_at, &def.name, &def.product, root).await?;
+        // An incremental product's test computes every interval from its start on, as a
+        // build holding them all does: the interval functions become those bounds, and
+        // rows before the start are not the product's.
+        let plan = match &product.incremental {
+            Some(spec) => crate::incremental::batch_plan(&product.logical, spec, &spec.whole())
+                .map_err(|e| check_error(&def.at, &def.name, e.strip_backtrace()))?,
+            None => product.logical.clone(),
+        };
         Ok(CompiledTest {
             name: def.name.clone(),
             product: def.product.clone(),
             at: def.at.clone(),
-            plan: product.logical.clone(),
+            plan,
             schema: Arc::clone(&product.schema),
             given,
             expect,

@@ -106,6 +106,9 @@ pub struct CompiledProduct {
     /// `incremental = 'by_time'`: its intervals and how a batch's scan is narrowed
     /// ([`crate::incremental`]).
     pub incremental: Option<crate::incremental::Incremental>,
+    /// `incremental = 'by_unique_key'`: the key its new rows are merged by
+    /// ([`crate::incremental::MergeKey`]).
+    pub merge: Option<crate::incremental::MergeKey>,
 }
 
 impl Substrate {
@@ -224,14 +227,15 @@ impl Substrate {
         let valid: Vec<&str> = PRODUCT_OPTIONS.iter().chain(&crate::incremental::OPTIONS).copied().collect();
         def.options.check_known("a product", &valid)?;
         let mut incremental = crate::incremental::parse(def)?;
-        if incremental.is_some()
-            && let Some((v, at)) = def.options.get("existing_data")
-        {
+        if let (Some((mode, _)), Some((v, at))) = (def.options.get("incremental"), def.options.get("existing_data")) {
+            let does = if mode == "by_unique_key" {
+                "a product merged by key replaces the rows whose key it computes again"
+            } else {
+                "an incremental product replaces the intervals it computes"
+            };
             return Err(ControlError::Option {
                 at: at.clone(),
-                message: format!(
-                    "existing_data = '{v}' with incremental = 'by_time': an incremental product replaces the intervals it computes"
-                ),
+                message: format!("existing_data = '{v}' with incremental = '{mode}': {does}"),
             });
         }
         let at = def.at.clone();
@@ -247,9 +251,9 @@ impl Substrate {
         let plan = self.vars.bind(plan).map_err(|e| fail(e.to_string()))?;
         Surface::Internal.verify(&plan, &self.tables()).map_err(|e| fail(e.to_string()))?;
         let ingests = self.ingested_source(&plan, base.existing).map_err(|e| fail(e.to_string()))?;
-        if let (Some(feed), Some(_)) = (&ingests, &incremental) {
+        if let (Some(feed), Some((mode, _))) = (&ingests, def.options.get("incremental")) {
             return Err(fail(format!(
-                "incremental = 'by_time' over micro-batch source `{feed}`: a product over a micro-batch source appends each batch already"
+                "incremental = '{mode}' over micro-batch source `{feed}`: a product over a micro-batch source appends each batch already"
             )));
         }
 
@@ -305,6 +309,7 @@ impl Substrate {
         if let Some(spec) = &incremental {
             crate::incremental::check_schema(spec, &schema, def)?;
         }
+        let merge = crate::incremental::parse_key(def, &schema)?;
         // Every dataset is a Delta table: each column needs a type one holds exactly.
         kiln_contracts::storage_schema(&schema).map_err(|e| fail(e.to_string()))?;
         for (column, _) in &def.order_by {
@@ -357,6 +362,7 @@ impl Substrate {
             .chain(layout.recorded.iter().map(|(k, v)| format!("write {k}={v}\n")))
             .chain((layout.ordering == kiln_data::Ordering::Producer).then(|| "tier 2\n".to_owned()))
             .chain(incremental.as_ref().map(crate::incremental::Incremental::identity_line))
+            .chain(merge.as_ref().map(crate::incremental::MergeKey::identity_line))
             .collect();
         let schema_fp = kiln_artifact::identity::layout_fp(&schema_fingerprint(&schema), &layout_lines);
         let (used, secrets) = functions_used(&plan);
@@ -382,6 +388,7 @@ impl Substrate {
             windows,
             view: None,
             incremental,
+            merge,
         })
     }
 

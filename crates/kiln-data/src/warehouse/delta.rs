@@ -866,6 +866,7 @@ fn foreign_manifest(name: &str, version: u64, partition_by: Vec<String>, files: 
         positions: Default::default(),
         stream: None,
         intervals: None,
+        merge: None,
         side: Default::default(),
         sidecars: Vec::new(),
         version: Some(version),

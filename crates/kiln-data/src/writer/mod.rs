@@ -81,6 +81,34 @@ pub fn merge_replacing(
     merge_kept(new, previous, kept, false, "an incremental product", "build all its intervals (without --start/--end)")
 }
 
+/// The manifest to commit for a build of a product merged by key (`by_unique_key`) over
+/// the committed `previous`: the new rows (`new`), the committed files `replaced` selects
+/// rewritten without the rows the new ones replace (`rewritten`), and the other committed
+/// files as they are. Which file holds a row depends on the order the rows arrived in, so
+/// the dataset has no canonical order: ordering tier 1.
+pub fn merge_rewriting(
+    mut new: Manifest,
+    rewritten: Option<Manifest>,
+    previous: &Manifest,
+    replaced: impl Fn(&FileEntry) -> bool,
+) -> Result<Manifest> {
+    if let Some(rewritten) = rewritten {
+        new.files.extend(rewritten.files.into_iter().filter(|f| f.rows > 0));
+        new.totals.rows_rejected += rewritten.totals.rows_rejected;
+    }
+    let kept = previous.files.iter().filter(|f| f.rows > 0 && !replaced(f)).cloned().collect();
+    let mut merged = merge_kept(
+        new,
+        previous,
+        kept,
+        false,
+        "a product merged by key (incremental = 'by_unique_key')",
+        "rebuild it (kiln build --restate)",
+    )?;
+    merged.ordering_tier = merged.ordering_tier.min(1);
+    Ok(merged)
+}
+
 /// `new`'s files after the committed files `kept` (`appended`: the totals keep the
 /// previous rejects, and the dataset no longer has one canonical order).
 fn merge_kept(
@@ -276,6 +304,7 @@ pub async fn write_dataset(
         positions: Default::default(),
         stream: None,
         intervals: None,
+        merge: None,
         side: Default::default(),
         sidecars,
         version: None,
