@@ -772,3 +772,37 @@ fn queries_follow_streams() {
     child.wait().unwrap();
     reader.join().unwrap();
 }
+
+/// Checkpoints cost what changed, not the history: over 1,000 checkpoints (one event per
+/// micro-batch, a checkpoint after each), the Delta log commits of the last hundred are
+/// no larger than those of the second hundred (each records the files it adds and the
+/// open windows' state, both bounded here), and the view equals the reference.
+#[test]
+fn a_thousand_checkpoints_cost_the_same_bytes_each() {
+    let views = window_view("t", "TUMBLE(ts, INTERVAL '1' SECOND)");
+    let dir = project(0, 1, "1h", &views);
+    let rt = rt();
+    let events: Vec<Ev> = (0..1_000).map(|k| (k * 100, k % 3, 1)).collect();
+    rt.block_on(produce(dir.path(), &events));
+    let report = rt.block_on(run_until_idle(dir.path()));
+    assert_eq!(report.views[0].events, 1_000);
+    let log = dir.path().join("warehouse/t/_delta_log");
+    let mut commits: Vec<(u64, u64)> = std::fs::read_dir(&log)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            let version = name.strip_suffix(".json")?.parse().ok()?;
+            Some((version, e.metadata().unwrap().len()))
+        })
+        .collect();
+    commits.sort();
+    assert!(commits.len() >= 1_000, "a commit per checkpoint: {}", commits.len());
+    let mean = |part: &[(u64, u64)]| part.iter().map(|c| c.1).sum::<u64>() as f64 / part.len() as f64;
+    let (early, late) = (mean(&commits[100..200]), mean(&commits[commits.len() - 100..]));
+    eprintln!("{} commits: {early:.0} bytes each (commits 100-199), {late:.0} (the last 100)", commits.len());
+    assert!(late <= early * 1.1, "bytes per commit grew from {early:.0} to {late:.0}");
+    // Every window but the open last one, 10 events each, split over 3 users.
+    let got = rt.block_on(rows(dir.path(), "SELECT count(*), sum(n) FROM t"));
+    assert_eq!(got, ["297|990"]);
+}
