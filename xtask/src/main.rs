@@ -6,7 +6,7 @@
 //!   family, and kiln-explode / kiln-contracts free of DataFusion.
 //! - `golden [--update]`: the end-to-end golden suites; `--update` accepts new snapshots.
 //! - `features`: tests of the optional cargo features (`substrait`, which needs protoc;
-//!   `s3`, against moto's S3 server; `kafka`, `gcs`, `azure`, compile-tested).
+//!   `s3`, against moto's S3 server; `kafka`, against a Tansu broker; `gcs`, `azure`, compile-tested).
 //! - `bench [SUITE] [--sf N]`: benchmark suites (release), results in target/bench/.
 //! - `tpch --sf N --out DIR`: TPC-H tables as Parquet.
 
@@ -34,7 +34,7 @@ enum Task {
         #[arg(long)]
         manifest_path: Option<String>,
     },
-    /// Test the optional cargo features (substrait, s3; compile kafka, gcs, azure).
+    /// Test the optional cargo features (substrait, s3, kafka; compile gcs, azure).
     Features,
     /// Run the golden suites; --update accepts new snapshots.
     Golden {
@@ -103,17 +103,18 @@ fn ci() -> Result<()> {
 /// feature needs `protoc`, and its dependencies change feature sets deep in the DataFusion
 /// stack, which recompiles all of it: the most expensive step of `ci`.
 fn features() -> Result<()> {
-    // Kafka and the GCS/Azure stores cannot run here (no broker, no emulators installed):
-    // they are compile-tested.
+    // The GCS/Azure stores cannot run here (no emulators installed): they are
+    // compile-tested.
     step("clippy kafka,cloud", || {
         cargo(&["clippy", "--locked", "-p", "kiln-cli", "--features", "kafka,cloud", "--", "-D", "warnings"])
     })?;
-    // One build with both features, which both change the crates' feature sets: the S3
-    // test runs against moto's S3 server (from PyPI), the Substrait test needs protoc.
-    step("test substrait,s3", || {
+    // One build with the three features, which all change the crates' feature sets: the
+    // S3 test runs against moto's S3 server, the Kafka tests against a Tansu broker (both
+    // from PyPI), the Substrait test needs protoc.
+    step("test substrait,s3,kafka", || {
         run(Command::new(cargo_bin())
-            .args(["test", "--locked", "-p", "kiln-cli", "--features", "substrait,s3", "--test", "it", "--"])
-            .args(["substrait", "s3::"])
+            .args(["test", "--locked", "-p", "kiln-cli", "--features", "substrait,s3,kafka", "--test", "it", "--"])
+            .args(["substrait", "s3::", "kafka::"])
             .env("INSTA_UPDATE", "no"))
     })
 }

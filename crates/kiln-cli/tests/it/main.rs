@@ -13,8 +13,12 @@ pub(crate) mod example;
 mod http_source;
 mod incremental;
 mod interop;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod lock;
 mod merge;
+#[cfg(any(feature = "s3", feature = "kafka"))]
+mod moto;
 #[cfg(feature = "s3")]
 mod s3;
 mod streams;

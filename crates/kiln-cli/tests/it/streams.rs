@@ -139,7 +139,7 @@ fn expected_rows(groups: &Groups) -> Vec<String> {
 }
 
 /// `ms` since the epoch as Arrow displays a TIMESTAMP(3) (and parses it back).
-fn chrono_ms(ms: i64) -> String {
+pub(crate) fn chrono_ms(ms: i64) -> String {
     let value = datafusion::arrow::array::TimestampMillisecondArray::from(vec![ms]);
     datafusion::arrow::util::display::array_value_to_string(&value, 0).unwrap()
 }

@@ -99,8 +99,8 @@ const HTTP_SOURCE_OPTIONS: [&str; 13] = [
 ];
 
 /// Options a `kafka` source accepts (kiln_data::kafka documents how it is read).
-const KAFKA_SOURCE_OPTIONS: [&str; 7] =
-    ["connector", "brokers", "topic", "start", "format", "batch_records", "on_error"];
+const KAFKA_SOURCE_OPTIONS: [&str; 8] =
+    ["connector", "brokers", "topic", "start", "format", "batch_records", "timeout", "on_error"];
 
 /// A compiled source: files read whole, or a micro-batch (HTTP, Kafka) feed.
 #[derive(Debug, Clone)]
@@ -307,9 +307,15 @@ impl Substrate {
             Some((v, at)) => return Err(option_error(at, format!("start = '{v}' (valid: 'earliest', 'latest')"))),
         };
         let batch_records = record_options(def, "kafka")?;
+        let timeout = match def.options.get("timeout") {
+            None => Duration::from_secs(30),
+            Some((v, at)) => crate::units::parse_duration(v).filter(|d| !d.is_zero()).ok_or_else(|| {
+                option_error(at, format!("timeout = '{v}': expected a duration such as '500ms', '5s' or '2m'"))
+            })?,
+        };
         let reject = on_error_reject(def)?;
         let schema = scalar_columns(def, "a kafka source")?;
-        Ok(KafkaSource { name: def.name.clone(), brokers, topic, schema, start, batch_records, reject })
+        Ok(KafkaSource { name: def.name.clone(), brokers, topic, schema, start, batch_records, timeout, reject })
     }
 
     /// Compiles a `files` stream: a directory (relative to the project) whose arriving
