@@ -442,7 +442,7 @@ impl PlanReport {
 
 /// Version of the compile cache (`.kiln/cache/compile.json`); a cache of another version
 /// is ignored.
-pub const COMPILE_CACHE_VERSION: u32 = 2;
+pub const COMPILE_CACHE_VERSION: u32 = 3;
 
 /// Compile results keyed by everything compiling depends on (kiln-control documents the
 /// key), so a run where nothing changed fingerprints a project without planning a query.
@@ -469,6 +469,10 @@ pub struct CachedCompile {
     pub shape: ProductShape,
     /// Lineage of every output column (`kiln docs` draws it without compiling).
     pub lineage: Vec<ColumnLineage>,
+    /// The product's `sensitive` columns and the base columns it hashes with
+    /// `kiln_pii_hash`: what `kiln query` may not read (added in version 3).
+    pub sensitive: std::collections::BTreeSet<String>,
+    pub hashed: std::collections::BTreeSet<BaseColumn>,
 }
 
 /// Version of the parse cache (`.kiln/cache/parse.json`).

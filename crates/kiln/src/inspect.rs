@@ -156,6 +156,7 @@ pub async fn query(
     session.substrate.follow_streams()?;
     let readable = readable_tables(&session, limits)?;
     let plan = session.substrate.plan_sql_reading(Surface::Untrusted, sql, &readable).await?;
+    refuse_protected_columns(&session, &plan)?;
     // A query that follows a stream passes rows on one by one (operators otherwise hold
     // rows back until a batch fills, which a slow stream may never do).
     let ctx = if session.substrate.reads_stream(&plan) {
@@ -185,6 +186,75 @@ pub async fn query(
         }
     };
     Ok((schema, stream))
+}
+
+/// Refuses a query that reads a protected column: one a product marks `sensitive`, or a
+/// column of a source (opted in by `[query] sources`) or product whose values some product
+/// hashes with `kiln_pii_hash` (its raw values are what the hash hides), and where those
+/// values come from, through the products' lineage. "Reads" is what
+/// the optimized plan's scans take from the table, for output or filters: `count(*)`
+/// reads no column, `WHERE c_phone = '…'` reads `c_phone`.
+fn refuse_protected_columns(session: &Session, plan: &datafusion::logical_expr::LogicalPlan) -> Result<(), KilnError> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut protected: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut lineage: BTreeMap<&str, &[kiln_artifact::ColumnLineage]> = BTreeMap::new();
+    let mut hashed_by = Vec::new();
+    for node in &session.nodes {
+        let (name, sensitive, hashed, columns) = match (&node.compiled, &node.cached) {
+            (Some(c), _) => (&c.name, &c.sensitive, &c.hashed, &c.lineage),
+            (None, Some(c)) => (&c.product, &c.sensitive, &c.hashed, &c.lineage),
+            (None, None) => continue,
+        };
+        lineage.insert(name.as_str(), columns.as_slice());
+        for column in sensitive {
+            let why = format!("`{name}` marks it sensitive");
+            protected.entry(name.clone()).or_default().insert(column.clone(), why);
+        }
+        hashed_by.extend(hashed.iter().map(|base| (base.clone(), name.clone())));
+    }
+    // What a product hashes is protected where it comes from too: a product column's
+    // values come from its lineage's value columns, down to the sources.
+    let mut work: Vec<(kiln_artifact::BaseColumn, String)> = hashed_by;
+    while let Some((base, by)) = work.pop() {
+        let columns = protected.entry(base.table.clone()).or_default();
+        if columns.contains_key(&base.column) {
+            continue;
+        }
+        columns.insert(base.column.clone(), format!("`{by}` publishes it only through kiln_pii_hash"));
+        if let Some(lineage) = lineage.get(base.table.as_str())
+            && let Some(column) = lineage.iter().find(|l| l.column == base.column)
+        {
+            work.extend(column.value.iter().map(|b| (b.clone(), by.clone())));
+        }
+    }
+    if protected.is_empty() {
+        return Ok(());
+    }
+    let optimized = session.substrate.context().state().optimize(plan).map_err(exec_error("query"))?;
+    let mut refused = None;
+    let _ = optimized.apply_with_subqueries(|node| {
+        let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node else { return Ok(TreeNodeRecursion::Continue) };
+        let table = scan.table_name.table();
+        let Some(columns) = protected.get(table) else { return Ok(TreeNodeRecursion::Continue) };
+        let schema = scan.source.schema();
+        let mut read: BTreeSet<String> = match &scan.projection {
+            Some(indices) => indices.iter().filter_map(|&i| schema.fields().get(i)).map(|f| f.name().clone()).collect(),
+            None => schema.fields().iter().map(|f| f.name().clone()).collect(),
+        };
+        read.extend(scan.filters.iter().flat_map(|f| f.column_refs()).map(|c| c.name.clone()));
+        if let Some((column, why)) = columns.iter().find(|(c, _)| read.contains(*c)) {
+            refused = Some(format!(
+                "column `{column}` of `{table}` is not readable by kiln query: {why} (select other columns, or query the published product)"
+            ));
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    match refused {
+        Some(message) => Err(KilnError::Query(message)),
+        None => Ok(()),
+    }
 }
 
 /// What `kiln query` may read: every registered table but the sources and streams that

@@ -721,6 +721,8 @@ fn cache_entry(c: &CompiledProduct) -> CachedCompile {
         func_fp: c.func_fp.clone(),
         shape: c.shape.clone(),
         lineage: c.lineage.clone(),
+        sensitive: c.sensitive.clone(),
+        hashed: c.hashed.clone(),
     }
 }
 

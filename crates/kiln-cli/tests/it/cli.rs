@@ -615,6 +615,69 @@ fn query_reads_products_and_only_the_sources_kiln_toml_lists() {
     assert!(err.contains("[query] sources: `custmer` is not a source or stream of this project"), "{err}");
 }
 
+/// Columns `kiln query` may not read, even in a readable table: those a product marks
+/// `sensitive`, and the columns of a source the project lets queries read (and of a
+/// product) whose values a product publishes only through `kiln_pii_hash`, traced
+/// through a rename in a CTE and back to the source through a product's lineage. Selecting, filtering on or joining on one is refused;
+/// the other columns and `count(*)` read.
+#[test]
+fn query_refuses_sensitive_and_hashed_columns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let models = "CREATE SOURCE customer (id BIGINT NOT NULL, phone VARCHAR, region VARCHAR) WITH (connector = 'files', path = 'data/c.csv', format = 'csv');\n\
+                  CREATE PRODUCT staged WITH (sensitive = 'email') AS SELECT id, region, phone AS tel, concat('u', id, '@x') AS email FROM customer;\n\
+                  CREATE PRODUCT contacts AS WITH s AS (SELECT id, tel AS t FROM staged) SELECT id, kiln_pii_hash(t, key => 'k') AS phone_hash FROM s;\n\
+                  CREATE PRODUCT notes AS SELECT id, kiln_pii_hash(region, key => 'k') AS r FROM customer WHERE phone IS NOT NULL;\n";
+    let toml = "[project]\nname = \"a\"\n\n[secrets]\nk = { env = \"KILN_TEST_NEVER_SET\", fallback = \"dev\" }\n\n[query]\nsources = [\"customer\"]\n";
+    write_files(
+        dir,
+        &[
+            ("kiln.toml", toml),
+            ("m.sql", models),
+            ("data/c.csv", "id,phone,region\n1,555-0100,north\n2,555-0102,south\n"),
+        ],
+    );
+    let (code, out, err) = kiln(&["build"], dir);
+    assert_eq!(code, 0, "{out}{err}");
+    for (sql, column, table, why) in [
+        ("SELECT email FROM staged", "email", "staged", "`staged` marks it sensitive"),
+        ("SELECT * FROM staged", "email", "staged", "`staged` marks it sensitive"),
+        ("SELECT id FROM staged WHERE email LIKE 'u1%'", "email", "staged", "`staged` marks it sensitive"),
+        ("SELECT tel FROM staged", "tel", "staged", "`contacts` publishes it only through kiln_pii_hash"),
+        ("SELECT phone FROM customer", "phone", "customer", "`contacts` publishes it only through kiln_pii_hash"),
+        ("SELECT count(*) FROM customer WHERE region = 'north'", "region", "customer", "`notes` publishes it"),
+        (
+            "SELECT c.id FROM contacts c JOIN staged s ON c.phone_hash = s.tel",
+            "tel",
+            "staged",
+            "`contacts` publishes it only through kiln_pii_hash",
+        ),
+    ] {
+        let (code, out, err) = kiln(&["query", sql], dir);
+        assert_eq!(code, 1, "{sql}: {out}{err}");
+        let refused = format!("column `{column}` of `{table}` is not readable by kiln query: {why}");
+        assert!(err.contains(&refused), "{sql}: {err}");
+        assert!(!out.contains("555") && !out.contains("north") && !out.contains("@x"), "{sql}: {out}");
+    }
+    // The rest reads: other columns, count(*), the published hashes.
+    for (sql, expected) in [
+        ("SELECT id, region FROM staged ORDER BY id", "id,region\n1,north\n2,south\n"),
+        ("SELECT count(*) AS n FROM staged", "n\n2\n"),
+        ("SELECT id FROM customer WHERE id > 1", "id\n2\n"),
+        ("SELECT count(*) AS n FROM contacts WHERE length(phone_hash) = 64", "n\n2\n"),
+    ] {
+        let (code, out, err) = kiln(&["query", "--format", "csv", sql], dir);
+        assert_eq!((code, out.as_str()), (0, expected), "{sql}: {err}");
+    }
+    // A column that is not the product's is a located error.
+    let bad = models.replace("sensitive = 'email'", "sensitive = 'e_mail'");
+    write_files(dir, &[("m.sql", &bad)]);
+    let (code, _, err) = kiln(&["build"], dir);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("m.sql:2:"), "{err}");
+    assert!(err.contains("sensitive: `e_mail` is not a column of `staged` (columns: id, region, tel, email)"), "{err}");
+}
+
 /// kiln.toml's `[query]` sets the limits, each flag overrides its key and `none` lifts
 /// it; `--max-bytes` fails the output before it passes the limit.
 #[test]

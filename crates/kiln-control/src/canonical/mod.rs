@@ -62,6 +62,9 @@ pub const MAX_IDENTITY: usize = 64;
 pub struct Analysis {
     pub plan: CanonicalPlan,
     pub lineage: Vec<ColumnLineage>,
+    /// The base columns whose values reach an argument of `kiln_pii_hash`: what the
+    /// project hashes before publishing, which the untrusted surface must not read raw.
+    pub hashed: BTreeSet<BaseColumn>,
 }
 
 impl Analysis {
@@ -84,7 +87,7 @@ pub fn analyze(plan: &LogicalPlan) -> Analysis {
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    let mut walker = Walker { scan_counts: scans, scan_seen: HashMap::new() };
+    let mut walker = Walker { scan_counts: scans, scan_seen: HashMap::new(), hashed: BTreeSet::new() };
     let out = walker.walk(plan);
     let items = plan
         .schema()
@@ -100,6 +103,7 @@ pub fn analyze(plan: &LogicalPlan) -> Analysis {
             root: PlanNode { kind: "Output".into(), items, children: vec![out.node] },
         },
         lineage,
+        hashed: walker.hashed,
     }
 }
 
@@ -221,6 +225,18 @@ impl Scope {
 
     /// The union of the lineage of every column `expr` reads (subqueries included).
     fn lin(&self, expr: &Expr, walker: &mut Walker) -> Lin {
+        let _ = expr.apply(|e| {
+            if let Expr::ScalarFunction(f) = e
+                && f.name() == "kiln_pii_hash"
+            {
+                for c in f.args.iter().flat_map(Expr::column_refs) {
+                    if let Some(i) = self.index(c) {
+                        walker.hashed.extend(self.lins[i].value.iter().cloned());
+                    }
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
         let mut lin = Lin::default();
         for c in expr.column_refs() {
             if let Some(i) = self.index(c) {
@@ -270,6 +286,8 @@ fn subqueries(expr: &Expr) -> Vec<LogicalPlan> {
 struct Walker {
     scan_counts: HashMap<String, usize>,
     scan_seen: HashMap<String, usize>,
+    /// [`Analysis::hashed`], gathered by [`Scope::lin`].
+    hashed: BTreeSet<BaseColumn>,
 }
 
 impl Walker {

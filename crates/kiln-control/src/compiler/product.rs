@@ -54,8 +54,9 @@ pub enum IngestShape {
 /// Options a materialized view accepts.
 const VIEW_OPTIONS: [&str; 3] = ["compact_after", "late_events", "max_rows_per_file"];
 /// Options a product accepts.
-const PRODUCT_OPTIONS: [&str; 12] = [
+const PRODUCT_OPTIONS: [&str; 13] = [
     "compact_after",
+    "sensitive",
     "max_bytes_per_file",
     "existing_data",
     "ordering_tier",
@@ -109,6 +110,12 @@ pub struct CompiledProduct {
     /// `incremental = 'by_unique_key'`: the key its new rows are merged by
     /// ([`crate::incremental::MergeKey`]).
     pub merge: Option<crate::incremental::MergeKey>,
+    /// `sensitive = 'a, b'`: output columns the untrusted surface (`kiln query`) may not
+    /// read. An access policy, not part of the build's identity.
+    pub sensitive: BTreeSet<String>,
+    /// The base columns (of sources and products) whose values reach `kiln_pii_hash` in
+    /// this product ([`crate::canonical::Analysis::hashed`]).
+    pub hashed: BTreeSet<kiln_artifact::BaseColumn>,
 }
 
 impl Substrate {
@@ -346,6 +353,7 @@ impl Substrate {
         };
         let plan = plan.map_err(|e| fail(e.strip_backtrace()))?;
         let analysis = analyze(&plan);
+        let sensitive = sensitive_columns(def, &schema)?;
         let query_fp = analysis.query_fp();
         let shape = analysis.shape(&schema);
         let layout = crate::layout::with_parquet(base, def, &schema)?;
@@ -389,6 +397,8 @@ impl Substrate {
             view: None,
             incremental,
             merge,
+            sensitive,
+            hashed: analysis.hashed,
         })
     }
 
@@ -474,4 +484,24 @@ fn functions_used(plan: &LogicalPlan) -> (BTreeSet<String>, BTreeSet<String>) {
         })
     });
     (names, secrets)
+}
+
+/// A product's `sensitive` option: output columns, each named once.
+fn sensitive_columns(def: &ProductDef, schema: &SchemaRef) -> Result<BTreeSet<String>, ControlError> {
+    let Some((text, at)) = def.options.get("sensitive") else { return Ok(BTreeSet::new()) };
+    let mut columns = BTreeSet::new();
+    for column in text.split(',').map(str::trim) {
+        let message = if column.is_empty() {
+            format!("sensitive = '{text}': expected a comma-separated list of output columns")
+        } else if schema.field_with_name(column).is_err() {
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            format!("sensitive: `{column}` is not a column of `{}` (columns: {})", def.name, names.join(", "))
+        } else if !columns.insert(column.to_owned()) {
+            format!("sensitive: `{column}` is named twice")
+        } else {
+            continue;
+        };
+        return Err(ControlError::Option { at: at.clone(), message });
+    }
+    Ok(columns)
 }
