@@ -594,3 +594,44 @@ fn list_files(root: &FsPath, dir: &FsPath, ext: &[&str], out: &mut Vec<(String, 
     }
     Ok(())
 }
+
+/// The first local Parquet file scanned by `plan` that does not read whole, and why:
+/// DataFusion reports a page that fails to decode (a checksum mismatch, a corrupt
+/// encoding) without the file it came from, so after such a failure each scanned file is
+/// read again, alone, to name it. Only called once a build has failed.
+pub async fn unreadable_parquet_file(
+    plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+) -> Option<(std::path::PathBuf, String)> {
+    use datafusion::datasource::physical_plan::FileScanConfig;
+    use datafusion::datasource::source::DataSourceExec;
+    use futures::StreamExt;
+    let mut files = Vec::new();
+    let mut stack = vec![Arc::clone(plan)];
+    while let Some(node) = stack.pop() {
+        if let Some(exec) = node.downcast_ref::<DataSourceExec>()
+            && let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>()
+            && config.file_source().file_type() == "parquet"
+        {
+            files.extend(config.file_groups.iter().flat_map(|g| g.files()).map(|f| f.object_meta.location.clone()));
+        }
+        stack.extend(node.children().into_iter().cloned());
+    }
+    for location in files {
+        let path = std::path::PathBuf::from(format!("/{location}"));
+        let Ok(file) = tokio::fs::File::open(&path).await else { continue };
+        let stream = match datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder::new(file).await {
+            Ok(builder) => builder.build(),
+            Err(e) => return Some((path, e.to_string())),
+        };
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(e) => return Some((path, e.to_string())),
+        };
+        while let Some(batch) = stream.next().await {
+            if let Err(e) = batch {
+                return Some((path, e.to_string()));
+            }
+        }
+    }
+    None
+}

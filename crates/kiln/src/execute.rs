@@ -160,7 +160,22 @@ pub(crate) async fn execute_plan(
         .collect::<Result<Vec<_>, _>>()
         .map_err(exec_err)?;
     let spec = Arc::new(write_spec(substrate, product, ids)?);
-    let manifest = write_dataset(substrate.warehouse(), streams, spec, progress).await?;
+    let manifest = match write_dataset(substrate.warehouse(), streams, spec, progress).await {
+        Ok(manifest) => manifest,
+        Err(kiln_data::DataError::Execution { context, source }) if source.to_string().contains("Parquet error") => {
+            // Name the file DataFusion's error leaves out.
+            let context = match kiln_data::source::unreadable_parquet_file(&physical).await {
+                Some((file, _)) => {
+                    let root = std::fs::canonicalize(substrate.root()).unwrap_or_else(|_| substrate.root().to_owned());
+                    let shown = file.strip_prefix(&root).unwrap_or(&file);
+                    format!("{context}: reading {}", shown.display())
+                }
+                None => context,
+            };
+            return Err(kiln_data::DataError::Execution { context, source }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok((manifest, physical, phases))
 }
 

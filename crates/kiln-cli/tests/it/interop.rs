@@ -174,3 +174,45 @@ print(json.dumps({
     assert_eq!(peers["flat"]["pyarrow_nulls"]["s"], 300);
     assert_eq!(peers["flat"]["pyarrow_sum_a"], 3000 * 2999 / 2);
 }
+
+/// A Parquet source whose writer (PyArrow here) stored page checksums: a data page whose
+/// bytes changed after writing fails the build with the file named, instead of being read
+/// as wrong values. Without checksums the same change cannot be seen (the file builds).
+#[test]
+fn corrupted_parquet_pages_fail_when_the_file_has_checksums() {
+    const WRITE: &str = r#"
+import sys, pyarrow as pa, pyarrow.parquet as pq
+values = pa.array([0x0102030405060708 + i for i in range(1000)], pa.int64())
+for name, checksums in (("with", True), ("without", False)):
+    pq.write_table(pa.table({"v": values}), f"{sys.argv[1]}/{name}/part.parquet", compression="none",
+                   use_dictionary=False, write_statistics=False, write_page_checksum=checksums)
+"#;
+    let tmp = tempfile::tempdir().unwrap();
+    let models = "CREATE SOURCE with_crc (v BIGINT) WITH (connector = 'files', path = 'data/with/', format = 'parquet');\n\
+                  CREATE SOURCE without_crc (v BIGINT) WITH (connector = 'files', path = 'data/without/', format = 'parquet');\n\
+                  CREATE PRODUCT checked AS SELECT sum(v) AS total FROM with_crc;\n\
+                  CREATE PRODUCT unchecked AS SELECT sum(v) AS total FROM without_crc;\n";
+    crate::write_files(tmp.path(), &[("kiln.toml", "[project]\nname = \"crc\"\n"), ("models.sql", models)]);
+    for d in ["with", "without"] {
+        std::fs::create_dir_all(tmp.path().join("data").join(d)).unwrap();
+    }
+    let out = Command::new(peers_python()).args(["-c", WRITE]).arg(tmp.path().join("data")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, out, err) = kiln(&["build"], tmp.path());
+    assert_eq!(code, 0, "{out}{err}");
+    // One byte of the 500th value changed, in both files.
+    let target = (0x0102030405060708i64 + 500).to_le_bytes();
+    for d in ["with", "without"] {
+        let path = tmp.path().join("data").join(d).join("part.parquet");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.windows(8).position(|w| w == target).expect("the value is stored plain");
+        bytes[at] ^= 0x40;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let (code, out, err) = kiln(&["build"], tmp.path());
+    assert_eq!(code, 1, "{out}{err}");
+    let expected = "error: product `checked`: reading data/with/part.parquet: Arrow error: Parquet argument error: \
+                    Parquet error: Page CRC checksum mismatch";
+    assert!(err.contains(expected), "{err}");
+    assert!(err.contains("unchecked: built: 1 rows"), "without checksums the change goes unseen: {err}");
+}
