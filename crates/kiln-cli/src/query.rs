@@ -13,6 +13,8 @@ use crate::{EnvArg, Format, ProjectDir};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct QueryArgs {
+    /// The query, or `-` to read it from standard input (a long generated query: a
+    /// command-line argument holds at most 128 KiB on Linux).
     sql: String,
     #[command(flatten)]
     dir: ProjectDir,
@@ -63,6 +65,7 @@ fn parse_size(text: &str) -> Result<Limit<u64>, String> {
 pub(crate) async fn run(args: QueryArgs) -> Result<ExitCode, KilnError> {
     let QueryArgs { sql, dir, env, format, timeout, max_rows, max_bytes, memory } = args;
     let dir = dir.resolve(None)?;
+    let sql = if sql == "-" { sql_from_stdin()? } else { sql };
     let overrides = QueryOverrides {
         timeout: timeout.map(|l| l.0),
         max_rows: max_rows.map(|l| l.0),
@@ -103,6 +106,20 @@ pub(crate) async fn run(args: QueryArgs) -> Result<ExitCode, KilnError> {
         std::process::exit(1);
     });
     tokio::time::timeout(limit, run).await.map_err(|_| KilnError::Query(over()))?
+}
+
+/// `kiln query -`: the query on standard input, which must be UTF-8 text.
+#[expect(clippy::result_large_err, reason = "called once per command; KilnError is the binary's one error")]
+fn sql_from_stdin() -> Result<String, KilnError> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+        .map_err(|e| KilnError::Io { context: "cannot read the query from standard input".into(), source: e })?;
+    String::from_utf8(bytes).map_err(|e| {
+        KilnError::Query(format!(
+            "the query on standard input is not UTF-8 text (byte {} is not)",
+            e.utf8_error().valid_up_to()
+        ))
+    })
 }
 
 /// Ends the process (exit 1) once its resident memory passes `limit` bytes, checked every

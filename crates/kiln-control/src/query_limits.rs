@@ -19,7 +19,9 @@
 //! (a fair spill pool: sorts and aggregates spill, other operators fail cleanly), and the
 //! rest is for what allocates outside the pool (`repeat`, scalar `generate_series`,
 //! string concatenation, the held table of `--format table`), which the resident-memory
-//! check bounds.
+//! check bounds. The functions whose output outgrows their input refuse a call past a
+//! quarter of `memory` before allocating (kiln_functions::bounded), and so does a
+//! constant a projection would copy into every row of a batch.
 
 use std::time::Duration;
 

@@ -35,7 +35,7 @@ pub enum Refused {
     #[error("reading `{0}` is not allowed here: only the project's sources and products can be read")]
     Table(String),
     #[error(
-        "`{0}` is a source: `kiln query` reads the committed products and views, not the raw input they are made from; list it in kiln.toml's `[query] sources` to allow it"
+        "`{0}` is raw input: `kiln query` reads the committed products and views, not the raw input they are made from (sources, streams, their rejected records, views' late events); list the source or stream in kiln.toml's `[query] sources` to allow it"
     )]
     Source(String),
     #[error("plan node `{0}` is not allowed here")]

@@ -19,6 +19,10 @@
 //! [`nest`]: `array_agg` grouped and ordered without a value per element (installed in
 //! place of DataFusion's, same name and semantics; ties in the ORDER BY broken by value).
 //!
+//! [`bounded`]: `repeat`, `lpad`, `array_repeat`, scalar `generate_series` and the other
+//! functions whose output outgrows their input, refusing a call past a size (the
+//! untrusted surface installs them in place of DataFusion's).
+//!
 //! Secrets ([`Secrets`]) are resolved at run time and never printed: their `Debug` is
 //! redacted, plans carry only the secret's *name*, and fingerprints carry a keyed digest.
 //!
@@ -46,6 +50,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bounded;
 pub mod builtins;
 pub mod hex;
 pub mod json;

@@ -152,11 +152,19 @@ pub async fn query(
         options.settings.push(("kiln.memory_limit".into(), pool.to_string()));
     }
     let mut session = Session::open(dir, &options, Need::Versions, &Quiet).await?;
+    if let Some(memory) = limits.memory {
+        bound_amplifying_functions(session.substrate.context(), memory / 4);
+    }
     session.bind_all_committed().await?;
     session.substrate.follow_streams()?;
     let readable = readable_tables(&session, limits)?;
     let plan = session.substrate.plan_sql_reading(Surface::Untrusted, sql, &readable).await?;
-    refuse_protected_columns(&session, &plan)?;
+    let optimized = session.substrate.context().state().optimize(&plan).map_err(exec_error("query"))?;
+    refuse_protected_columns(&session, &optimized)?;
+    if let Some(memory) = limits.memory {
+        let batch_size = session.substrate.context().state().config().batch_size();
+        refuse_broadcast_constants(&optimized, memory / 4, batch_size)?;
+    }
     // A query that follows a stream passes rows on one by one (operators otherwise hold
     // rows back until a batch fills, which a slow stream may never do).
     let ctx = if session.substrate.reads_stream(&plan) {
@@ -188,12 +196,67 @@ pub async fn query(
     Ok((schema, stream))
 }
 
-/// Refuses a query that reads a protected column: one a product marks `sensitive`, or a
+/// Replaces the functions whose output outgrows their input (`repeat`, `lpad`, scalar
+/// `generate_series`, ...: kiln_functions::bounded) with versions that refuse a call
+/// producing more than `max_bytes` in one batch: DataFusion's pool does not see what they
+/// allocate, and constant folding runs them while planning.
+fn bound_amplifying_functions(ctx: &datafusion::prelude::SessionContext, max_bytes: u64) {
+    use datafusion::execution::FunctionRegistry;
+    for name in kiln_functions::bounded::BOUNDED_FUNCTIONS {
+        let Ok(udf) = ctx.state().udf(name) else { continue };
+        if let Some(wrapped) = kiln_functions::bounded::bounded(&udf, max_bytes) {
+            ctx.register_udf(wrapped);
+        }
+    }
+}
+
+/// Refuses a constant that execution would copy into every row of a batch past
+/// `max_bytes`: constant folding turns `repeat('x', 100000000)` into a 100 MB literal,
+/// which a projection over a table repeats `batch_size` times (no function runs then, so
+/// [`bound_amplifying_functions`] cannot see it). A query without FROM (one row) may hold
+/// a constant up to `max_bytes` itself.
+fn refuse_broadcast_constants(
+    optimized: &datafusion::logical_expr::LogicalPlan,
+    max_bytes: u64,
+    batch_size: usize,
+) -> Result<(), KilnError> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Expr, LogicalPlan};
+    let rows = batch_size.max(1) as u64;
+    let mut refused = None;
+    let _ = optimized.apply_with_subqueries(|node| {
+        let one_row = matches!(node.inputs().as_slice(), [LogicalPlan::EmptyRelation(e)] if e.produce_one_row);
+        let copies = if one_row { 1 } else { rows };
+        let _ = node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::Literal(value, _) = e {
+                    let bytes = value.size() as u64;
+                    if bytes.saturating_mul(copies) > max_bytes {
+                        let size = |b: u64| kiln_functions::bounded::size_text(u128::from(b));
+                        refused = Some(format!(
+                            "a constant of {} would be copied into every row of a batch (up to {copies} rows), more than the {} a value may take here (--memory, [query] memory)",
+                            size(bytes),
+                            size(max_bytes)
+                        ));
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        });
+        Ok(if refused.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    refused.map_or(Ok(()), |m| Err(KilnError::Query(m)))
+}
+
+/// Refuses a query (its optimized `plan`) that reads a protected column: one a product marks `sensitive`, or a
 /// column of a source (opted in by `[query] sources`) or product whose values some product
 /// hashes with `kiln_pii_hash` (its raw values are what the hash hides), and where those
 /// values come from, through the products' lineage. "Reads" is what
 /// the optimized plan's scans take from the table, for output or filters: `count(*)`
-/// reads no column, `WHERE c_phone = '…'` reads `c_phone`.
+/// reads no column, `WHERE c_phone = '…'` reads `c_phone`. A view's `__late` rows carry
+/// its streams' protected columns, and a `__rejected` dataset's `raw` text those of its
+/// source.
 fn refuse_protected_columns(session: &Session, plan: &datafusion::logical_expr::LogicalPlan) -> Result<(), KilnError> {
     use datafusion::common::tree_node::TreeNodeRecursion;
     use std::collections::{BTreeMap, BTreeSet};
@@ -228,12 +291,28 @@ fn refuse_protected_columns(session: &Session, plan: &datafusion::logical_expr::
             work.extend(column.value.iter().map(|b| (b.clone(), by.clone())));
         }
     }
+    // A view's late events are its streams' records, with their columns' protection.
+    for (view, streams) in late_of(session) {
+        let inherited: BTreeMap<String, String> =
+            streams.iter().filter_map(|s| protected.get(*s)).flat_map(|c| c.clone()).collect();
+        if !inherited.is_empty() {
+            protected.entry(format!("{view}__late")).or_default().extend(inherited);
+        }
+    }
+    // A source's rejected records keep its raw text (`raw`), protected values and all.
+    let raw: Vec<(String, String)> = protected
+        .iter()
+        .filter_map(|(table, columns)| columns.keys().next().map(|c| (table.clone(), c.clone())))
+        .collect();
+    for (table, column) in raw {
+        let why = format!("it holds `{table}`'s records as read, with the protected column `{column}`");
+        protected.entry(format!("{table}__rejected")).or_default().insert("raw".into(), why);
+    }
     if protected.is_empty() {
         return Ok(());
     }
-    let optimized = session.substrate.context().state().optimize(plan).map_err(exec_error("query"))?;
     let mut refused = None;
-    let _ = optimized.apply_with_subqueries(|node| {
+    let _ = plan.apply_with_subqueries(|node| {
         let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node else { return Ok(TreeNodeRecursion::Continue) };
         let table = scan.table_name.table();
         let Some(columns) = protected.get(table) else { return Ok(TreeNodeRecursion::Continue) };
@@ -274,8 +353,27 @@ fn readable_tables(session: &Session, limits: &QueryLimits) -> Result<std::colle
         )));
     }
     let denied: Vec<&str> = sources.into_iter().filter(|s| !limits.sources.iter().any(|l| l == s)).collect();
-    let raw = |table: &str| denied.iter().any(|d| table == *d || table.strip_suffix("__rejected") == Some(*d));
+    // A view's late events (`<view>__late`) are raw records of the streams it reads.
+    let late: Vec<String> = late_of(session)
+        .filter(|(_, streams)| streams.iter().any(|s| denied.contains(s)))
+        .map(|(view, _)| format!("{view}__late"))
+        .collect();
+    let raw = |table: &str| {
+        late.iter().any(|l| l == table)
+            || denied.iter().any(|d| table == *d || table.strip_suffix("__rejected") == Some(*d))
+    };
     Ok(session.substrate.tables().into_iter().filter(|t| !raw(t)).collect())
+}
+
+/// Each materialized view with the streams it reads: its `<view>__late` dataset holds
+/// their raw records.
+fn late_of(session: &Session) -> impl Iterator<Item = (&str, Vec<&str>)> {
+    use kiln_control::dag::NodeKind;
+    let nodes = &session.graph.nodes;
+    nodes.iter().filter(|n| n.kind == NodeKind::View).map(move |view| {
+        let streams = view.deps.iter().filter_map(|&d| nodes.get(d)).filter(|d| d.kind == NodeKind::Stream);
+        (view.name.as_str(), streams.map(|s| s.name.as_str()).collect())
+    })
 }
 
 /// `stream`, failing once it has yielded more than `max` rows (`kiln query --max-rows`):

@@ -658,6 +658,54 @@ fn csv_log_streams() {
     });
 }
 
+/// A view's late events and a stream's rejected records are its raw records: `kiln query`
+/// reads `<view>__late` and `<stream>__rejected` only when `[query] sources` lists the
+/// stream, and then not the columns the stream protects (`user_id`, which a view hashes),
+/// in `__late` as columns and in `__rejected` inside `raw`.
+#[test]
+fn late_events_and_rejects_are_raw_input_to_kiln_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "CREATE STREAM s (ts TIMESTAMP(3) NOT NULL, user_id BIGINT NOT NULL, amount BIGINT,\n\
+               WATERMARK FOR ts AS ts) WITH (connector = 'log', topic = 's', format = 'csv', batch_records = '1', on_error = 'reject');\n\
+               CREATE MATERIALIZED VIEW v WITH (late_events = 'table') AS SELECT TUMBLE_START(ts, INTERVAL '1' SECOND) AS w, sum(amount) AS total\n\
+               FROM s GROUP BY TUMBLE(ts, INTERVAL '1' SECOND);\n\
+               CREATE MATERIALIZED VIEW users AS SELECT ts, kiln_pii_hash(CAST(user_id AS VARCHAR), key => 'k') AS u FROM s;\n";
+    let secrets = "[secrets]\nk = { env = \"KILN_TEST_NEVER_SET\", fallback = \"dev\" }\n";
+    write_files(dir.path(), &[("kiln.toml", &format!("{KILN_TOML}{secrets}")), ("s.sql", sql)]);
+    // The third record is late (the watermark is at 2 s when it arrives), the fourth malformed.
+    let lines = "1970-01-01T00:00:00.100,1,5\n1970-01-01T00:00:02.000,1,1\n1970-01-01T00:00:00.500,777,555\n\
+                 1970-01-01T00:00:03.000,888,x\n";
+    let (code, out) = crate::produce(dir.path(), &["s"], lines);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out, err) = kiln(&["stream", "--until-idle"], dir.path());
+    assert_eq!(code, 0, "{out}{err}");
+    let raw_input = "is raw input: `kiln query` reads the committed products";
+    for sql in ["SELECT amount FROM v__late", "SELECT count(*) FROM v__late", "SELECT line FROM s__rejected"] {
+        let (code, out, err) = kiln(&["query", sql], dir.path());
+        assert_eq!(code, 1, "{sql}: {out}{err}");
+        assert!(err.contains(raw_input), "{sql}: {err}");
+        assert!(!out.contains("555") && !out.contains("888"), "{sql}: {out}");
+    }
+    let (code, out, err) = kiln(&["query", "--format", "csv", "SELECT total FROM v ORDER BY w"], dir.path());
+    assert_eq!((code, out.as_str()), (0, "total\n5\n"), "{err}");
+
+    write_files(dir.path(), &[("kiln.toml", &format!("{}{secrets}", kiln_toml(&["s"])))]);
+    for (sql, column, table) in [
+        ("SELECT user_id FROM v__late", "user_id", "v__late"),
+        ("SELECT * FROM v__late", "user_id", "v__late"),
+        ("SELECT raw FROM s__rejected", "raw", "s__rejected"),
+    ] {
+        let (code, out, err) = kiln(&["query", sql], dir.path());
+        assert_eq!(code, 1, "{sql}: {out}{err}");
+        assert!(err.contains(&format!("column `{column}` of `{table}` is not readable by kiln query")), "{sql}: {err}");
+        assert!(!out.contains("777") && !out.contains("888"), "{sql}: {out}");
+    }
+    let (code, out, err) = kiln(&["query", "--format", "csv", "SELECT amount FROM v__late"], dir.path());
+    assert_eq!((code, out.as_str()), (0, "amount\n555\n"), "{err}");
+    let (code, out, err) = kiln(&["query", "--format", "csv", "SELECT line FROM s__rejected"], dir.path());
+    assert_eq!((code, out.as_str()), (0, "line\n3\n"), "{err}");
+}
+
 /// A run says where it started: first run, resumed from its checkpoint, or replaying the
 /// stream because the view's definition changed; each run records its summary and one
 /// event per checkpoint in the artifact store.
