@@ -771,3 +771,35 @@ fn the_memory_limit_holds_for_allocations_outside_the_pool() {
         assert!(peak <= LIMIT + LIMIT / 5, "{sql}: peak {} MiB", peak >> 20);
     }
 }
+
+/// `kiln query -` reads the query from standard input: one longer than a command-line
+/// argument may be (128 KiB on Linux) runs; text that is not UTF-8 is refused, exit 1.
+#[test]
+fn query_reads_standard_input() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    write_files(tmp.path(), &[("kiln.toml", "[project]\nname = \"q\"\n")]);
+    let run = |input: &[u8]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["query", "-", "--format", "csv"])
+            .current_dir(tmp.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // 200 KiB: a comment and then the query.
+    let long = format!("-- {}\nSELECT 1 + 1 AS x", "y".repeat(200 << 10));
+    assert_eq!(run(long.as_bytes()).1, "x\n2\n");
+    let (code, out, err) = run(b"SELECT '\xff' AS x");
+    assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+    assert!(err.contains("the query on standard input is not UTF-8 text (byte 8 is not)"), "{err}");
+}
