@@ -4,7 +4,7 @@
 //!
 //! | key | default | a breach |
 //! |---|---|---|
-//! | `timeout` | `10m` | the query is cancelled (the process ends 2 s later regardless) |
+//! | `timeout` | `10m` | the query is cancelled (the process ends 1.5 s later regardless) |
 //! | `max_rows` | none | the result fails once it has more rows |
 //! | `max_bytes` | none | the output fails before it would pass that many bytes |
 //! | `memory` | `2GiB` | the process ends once its resident memory passes it |

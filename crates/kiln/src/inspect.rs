@@ -376,6 +376,39 @@ fn late_of(session: &Session) -> impl Iterator<Item = (&str, Vec<&str>)> {
     })
 }
 
+/// `batch` with its nested columns (lists, structs, maps), which CSV has no cells for, as
+/// their display text: `[1, 2]`, `{a: 1}`, as the table format shows them.
+fn nested_as_text(batch: &RecordBatch) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::array::{Array, ArrayRef, StringBuilder};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    if !batch.schema().fields().iter().any(|f| f.data_type().is_nested()) {
+        return Ok(batch.clone());
+    }
+    let options = FormatOptions::default();
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if !field.data_type().is_nested() {
+            fields.push(field.as_ref().clone());
+            columns.push(Arc::clone(column));
+            continue;
+        }
+        let formatter = ArrayFormatter::try_new(column.as_ref(), &options)?;
+        let mut text = StringBuilder::new();
+        for row in 0..column.len() {
+            if column.is_null(row) {
+                text.append_null();
+            } else {
+                text.append_value(formatter.value(row).to_string());
+            }
+        }
+        fields.push(Field::new(field.name(), datafusion::arrow::datatypes::DataType::Utf8, true));
+        columns.push(Arc::new(text.finish()));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
 /// `stream`, failing once it has yielded more than `max` rows (`kiln query --max-rows`):
 /// the query stops there instead of reading, or holding, a result without bound.
 pub fn row_capped(stream: SendableRecordBatchStream, max: u64) -> SendableRecordBatchStream {
@@ -480,6 +513,8 @@ pub async fn write_result(
                 if batch.num_rows() == 0 {
                     continue;
                 }
+                let batch =
+                    nested_as_text(&batch).map_err(|e| KilnError::Query(format!("cannot render the result: {e}")))?;
                 let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(header).build(&mut *out);
                 header = false;
                 rows += batch.num_rows() as u64;

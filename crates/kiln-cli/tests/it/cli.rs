@@ -598,6 +598,7 @@ fn query_reads_products_and_only_the_sources_kiln_toml_lists() {
         "SELECT phone FROM customer",
         "SELECT n FROM customers WHERE n > (SELECT count(*) FROM customer)",
         "SELECT line FROM customer__rejected",
+        "DESCRIBE customer",
     ] {
         let (code, out, err) = kiln(&["query", sql], dir);
         assert_eq!(code, 1, "{sql}: {out}{err}");
@@ -802,4 +803,15 @@ fn query_reads_standard_input() {
     let (code, out, err) = run(b"SELECT '\xff' AS x");
     assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
     assert!(err.contains("the query on standard input is not UTF-8 text (byte 8 is not)"), "{err}");
+}
+
+/// CSV has no cells for lists, structs and maps: `--format csv` writes them as the table
+/// format shows them (it failed with an internal error, exit 3).
+#[test]
+fn query_csv_writes_nested_values_as_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_files(tmp.path(), &[("kiln.toml", "[project]\nname = \"q\"\n")]);
+    let sql = "SELECT 1 AS n, [1, 2] AS l, {'a': 1, 'b': [3]} AS s, CAST(NULL AS INT[]) AS e";
+    let (code, out, err) = kiln(&["query", "--format", "csv", sql], tmp.path());
+    assert_eq!((code, out.as_str()), (0, "n,l,s,e\n1,\"[1, 2]\",\"{a: 1, b: [3]}\",\n"), "{err}");
 }

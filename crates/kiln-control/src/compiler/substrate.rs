@@ -219,6 +219,16 @@ impl Substrate {
         let mut statement = statements.pop_front().ok_or_else(|| err("no statement".into()))?;
         if let DfStatement::Statement(s) = &mut statement {
             crate::unnest::nest_unnest_joins(s);
+            // `DESCRIBE t` plans to t's schema alone, no scan the surface could check.
+            if surface != Surface::Admin
+                && let datafusion::sql::sqlparser::ast::Statement::ExplainTable { table_name, .. } = s.as_ref()
+            {
+                let name = table_name.0.last().and_then(|p| p.as_ident()).map(crate::dialect::normalize);
+                if let Some(name) = name.filter(|n| !readable.contains(n)) {
+                    let refused = if tables.contains(&name) { Refused::Source(name) } else { Refused::Table(name) };
+                    return Err(err(refused.to_string()));
+                }
+            }
         }
         let plan = state.statement_to_plan(statement).await.map_err(|e| err(e.strip_backtrace()))?;
         let plan = self.vars.bind(plan).map_err(|e| err(e.to_string()))?;
