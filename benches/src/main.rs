@@ -17,6 +17,12 @@
 //! - `envs`: environment creation, a no-op build in it and promote of 1,000 products (see
 //!   the module).
 //!
+//! - `reliability`: the hostile suite, untrusted statements through `kiln query` (see the
+//!   module).
+//!
+//! `fuzz`: mutation fuzzing of the dialect, planning, the untrusted surface, kiln.toml and
+//! the CSV/NDJSON/Parquet readers (see the module).
+//!
 //! Results are merged into `<out>/results.json` (keyed by suite) and `<out>/results.md`.
 
 /// The same allocator as the `kiln` binary (see kiln-cli), for Kiln and its peers alike.
@@ -36,9 +42,11 @@ mod docs;
 mod envs;
 mod explode;
 mod functions;
+mod fuzz;
 mod incremental;
 mod intervals;
 mod plan;
+mod reliability;
 mod stream;
 mod write;
 
@@ -64,6 +72,42 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
         products: Vec<usize>,
     },
+    /// Fuzz what Kiln parses: `runs` inputs per target (see the fuzz module).
+    Fuzz {
+        /// Targets (default: all).
+        #[arg(long, value_delimiter = ',')]
+        targets: Vec<String>,
+        #[arg(long, default_value = "10000")]
+        runs: u64,
+        #[arg(long, default_value = "1")]
+        seed: u64,
+        /// The time one input may take, in seconds.
+        #[arg(long, default_value = "5")]
+        limit: f64,
+        /// Where workers run and findings are kept.
+        #[arg(long, default_value = "target/fuzz")]
+        work: PathBuf,
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+        /// Run one file of the target (`--targets T`) in this process instead.
+        #[arg(long)]
+        replay: Option<PathBuf>,
+    },
+    /// One fuzz worker (started by `fuzz`).
+    #[command(hide = true)]
+    FuzzWorker {
+        target: String,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: u64,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        limit_ms: u64,
+    },
     /// Generate TPC-H tables as Parquet.
     Tpch {
         #[arg(long, default_value = "1")]
@@ -73,12 +117,34 @@ enum Cmd {
     },
 }
 
-const SUITES: [&str; 11] =
-    ["build", "functions", "explode", "plan", "incremental", "intervals", "write", "stream", "checks", "envs", "docs"];
+const SUITES: [&str; 12] = [
+    "build",
+    "functions",
+    "explode",
+    "plan",
+    "incremental",
+    "intervals",
+    "write",
+    "stream",
+    "checks",
+    "envs",
+    "docs",
+    "reliability",
+];
 
 #[tokio::main]
 async fn main() -> Result<()> {
     match Args::parse().command {
+        Cmd::Fuzz { targets, runs, seed, limit, work, out, replay } => match replay {
+            Some(file) => {
+                let [target] = targets.as_slice() else { bail!("--replay needs one target (--targets T)") };
+                fuzz::replay(target, &file, &work.join("replay"))
+            }
+            None => fuzz::supervise(&targets, runs, seed, std::time::Duration::from_secs_f64(limit), &work, &out),
+        },
+        Cmd::FuzzWorker { target, dir, from, to, seed, limit_ms } => {
+            fuzz::work(&target, &dir, from, to, seed, std::time::Duration::from_millis(limit_ms))
+        }
         Cmd::Tpch { sf, out } => {
             let rows = tpch(&out, sf)?;
             println!("{rows} rows at scale factor {sf} in {}", out.display());
@@ -103,6 +169,7 @@ async fn main() -> Result<()> {
                     "checks" => checks::suite(&out, sf, runs.max(1)).await?,
                     "envs" => envs::suite(&out, runs.max(1)).await?,
                     "docs" => docs::suite(&out, runs.max(1)).await?,
+                    "reliability" => reliability::suite(&out, runs.max(1)).await?,
                     _ => build::suite(&out, sf, runs.max(1)).await?,
                 };
                 record(&out, s, result)?;

@@ -8,6 +8,7 @@
 //! - `features`: tests of the optional cargo features (`substrait`, which needs protoc;
 //!   `s3`, against moto's S3 server; `kafka`, against a Tansu broker; `gcs`, `azure`, compile-tested).
 //! - `bench [SUITE] [--sf N]`: benchmark suites (release), results in target/bench/.
+//! - `fuzz [--runs N] [--targets a,b]`: mutation fuzzing of what Kiln parses (release).
 //! - `tpch --sf N --out DIR`: TPC-H tables as Parquet.
 
 mod deps;
@@ -48,6 +49,13 @@ enum Task {
         #[arg(long, default_value = "1")]
         sf: String,
     },
+    /// Fuzz the dialect, planning, kiln query, kiln.toml and the source readers (release):
+    /// `--runs N` inputs per target; findings under target/fuzz/findings.
+    Fuzz {
+        /// Extra arguments for `kiln-bench fuzz` (`--runs N`, `--targets a,b`, `--seed S`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Generate TPC-H tables as Parquet.
     Tpch {
         #[arg(long, default_value = "1")]
@@ -70,12 +78,21 @@ fn main() -> Result<()> {
         }
         Task::Golden { update } => golden(update),
         Task::Bench { suite, sf } => {
+            // The hostile suite runs the kiln binary as users do.
+            if suite.as_deref().is_none_or(|s| s == "reliability") {
+                cargo(&["build", "--release", "--quiet", "-p", "kiln-cli"])?;
+            }
             let mut args = vec!["run", "--release", "--quiet", "-p", "kiln-benches", "--", "bench"];
             if let Some(s) = suite.as_deref() {
                 args.push(s);
             }
             args.extend(["--sf", &sf, "--out", "target/bench"]);
             cargo(&args)
+        }
+        Task::Fuzz { args } => {
+            let mut all = vec!["run", "--release", "--quiet", "-p", "kiln-benches", "--", "fuzz"];
+            all.extend(args.iter().map(String::as_str));
+            cargo(&all)
         }
         Task::Tpch { sf, out } => {
             cargo(&["run", "--release", "--quiet", "-p", "kiln-benches", "--", "tpch", "--sf", &sf, "--out", &out])

@@ -1,0 +1,1 @@
+CREATE PRODUCT p AS SELECT 1 AS x /*! , 2 AS y */;

@@ -1,0 +1,1 @@
+SELECT kiln_pii_hash('555-0100', key => 'k')

@@ -1,0 +1,1 @@
+SELECT count(*) FROM range(1, 1000000000)

@@ -1,0 +1,1 @@
+SELECT repeat('x', 2147483647)

@@ -1,0 +1,1 @@
+SELECT * FROM unnest(generate_series(1, 1000000000))

@@ -1,0 +1,1 @@
+SELECT array_agg(id ORDER BY amount) FROM totals GROUP BY customer

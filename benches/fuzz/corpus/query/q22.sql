@@ -1,0 +1,1 @@
+SELECT $start_date, 1 + 1

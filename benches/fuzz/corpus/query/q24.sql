@@ -1,0 +1,1 @@
+SELECT named_struct('a', 1, 'b', [1, 2, 3])['b'][2], map(['k'], ['v'])['k']

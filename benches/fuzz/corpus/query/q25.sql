@@ -1,0 +1,1 @@
+SELECT id FROM totals t, LATERAL (SELECT * FROM UNNEST([t.id, t.id])) u
