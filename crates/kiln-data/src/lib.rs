@@ -70,6 +70,7 @@ pub mod codec;
 pub mod compact;
 pub mod explode_exec;
 pub mod feed;
+pub mod ipc_schema;
 pub mod layout;
 pub mod log;
 pub mod product_table;

@@ -398,6 +398,9 @@ impl FileSource {
             let shown = if rel.is_empty() { self.path.display().to_string() } else { rel };
             let file = std::fs::File::open(&path).map_err(DataError::io(format!("cannot read {}", path.display())))?;
             let schema = if self.format == FileFormat::Arrow {
+                if let Some(problem) = crate::ipc_schema::ipc_file_problem(&path) {
+                    return Err(fail(format!("{shown}: its Arrow schema is invalid: {problem}")));
+                }
                 datafusion::arrow::ipc::reader::FileReader::try_new(file, None)
                     .map(|r| r.schema().as_ref().clone())
                     .map_err(|e| fail(format!("{shown}: not a readable Arrow IPC file: {e}")))?
@@ -406,6 +409,11 @@ impl FileSource {
                     .parse_and_finish(&file)
                     .map_err(|e| fail(format!("{shown}: not a readable Parquet file: {e}")))?;
                 let meta = metadata.file_metadata();
+                if let Some(problem) = crate::ipc_schema::embedded_schema_problem(meta.key_value_metadata()) {
+                    return Err(fail(format!(
+                        "{shown}: its embedded Arrow schema (ARROW:schema) is invalid: {problem}"
+                    )));
+                }
                 datafusion::parquet::arrow::parquet_to_arrow_schema(meta.schema_descr(), meta.key_value_metadata())
                     .map_err(|e| fail(format!("{shown}: {e}")))?
             };

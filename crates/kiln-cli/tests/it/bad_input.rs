@@ -864,3 +864,31 @@ fn commits_sync_their_files_before_the_commit_point() {
     assert!(synced_at(&log).is_some_and(|at| at > commit_point), "the commit file was not synced");
     assert!(synced_at(&dir.join("warehouse/p/_delta_log").display().to_string()).is_some());
 }
+
+/// Parquet files whose embedded Arrow schema (`ARROW:schema`) holds what arrow-rs panics
+/// on (an unknown type, an integer of -2,147,483,584 bits, ...: found by `cargo xtask fuzz`,
+/// kept in its corpus) fail their source with the file named, exit 1: no panic, and the
+/// other products build.
+#[test]
+fn parquet_files_with_a_corrupt_embedded_arrow_schema_are_refused() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/fuzz/corpus/parquet");
+    for (file, problem) in [
+        ("regression-arrow-schema-7282-a.parquet", "column 2: type NONE"),
+        ("regression-arrow-schema-14460-a.parquet", "column `id`: an integer of -2147483584 bits"),
+        ("regression-arrow-schema-15187-a.parquet", "column `at`: a time unit <UNKNOWN 18>"),
+        ("regression-arrow-schema-6241-b.parquet", "column `price`: a floating point precision <UNKNOWN 770>"),
+    ] {
+        let dir = project(
+            "CREATE SOURCE s (id BIGINT) WITH (connector = 'files', path = 'data/', format = 'parquet');\n\
+             CREATE PRODUCT p AS SELECT * FROM s;\nCREATE PRODUCT q AS SELECT 1 AS x;\n",
+        );
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::copy(corpus.join(file), dir.path().join("data/x.parquet")).unwrap();
+        let (code, out, err) = kiln(&["build"], dir.path());
+        assert_eq!(code, 1, "{file}: {out}{err}");
+        assert!(!err.contains("panicked"), "{file}: {err}");
+        let expected = format!("source `s`: x.parquet: its embedded Arrow schema (ARROW:schema) is invalid: {problem}");
+        assert!(err.contains(&expected), "{file}: {err}");
+        assert!(format!("{out}{err}").contains("1 built"), "{file}: {out}{err}");
+    }
+}
