@@ -5,7 +5,8 @@ use sqlparser::dialect::{Dialect, GenericDialect};
 
 /// Kiln's SQL dialect: sqlparser's generic dialect (it reports itself as `GenericDialect`,
 /// so every generic-only grammar rule still applies) plus `MAP<K, V>` types. Every method
-/// GenericDialect overrides is delegated.
+/// GenericDialect overrides is delegated, but executable comments (`/*! ... */`), which
+/// stay comments.
 #[derive(Debug, Default)]
 pub struct KilnDialect(GenericDialect);
 
@@ -178,8 +179,11 @@ impl Dialect for KilnDialect {
         self.0.supports_nested_comments()
     }
 
+    /// Decision: no. sqlparser's generic dialect runs the text of a MySQL executable
+    /// comment (`/*! ... */`) as SQL; in Kiln a comment is a comment, as in DuckDB and
+    /// PostgreSQL (a comment that runs is a surprise, and it hid SQL from reviewers).
     fn supports_multiline_comment_hints(&self) -> bool {
-        self.0.supports_multiline_comment_hints()
+        false
     }
 
     fn supports_user_host_grantee(&self) -> bool {

@@ -174,3 +174,14 @@ fn nested_constructs_are_bounded() {
     let plain = format!("CREATE PRODUCT p AS SELECT {}a{} AS x FROM t;", "abs(".repeat(40), ")".repeat(40));
     assert!(parse_file("m.sql", &plain).is_ok());
 }
+
+/// A MySQL executable comment (`/*! ... */`) is a comment: its text never runs.
+#[test]
+fn executable_comments_are_comments() {
+    let query = |text: &str| match parse_file("m.sql", text).unwrap().as_slice() {
+        [kiln_control::dialect::Statement::Product(p)] => p.query.to_string(),
+        other => panic!("{other:?}"),
+    };
+    let hinted = "CREATE PRODUCT p AS SELECT /*! 2 AS y, */ 1 AS x /*!50110 ; DROP TABLE t */ FROM t;";
+    assert_eq!(query(hinted), "SELECT 1 AS x FROM t");
+}
