@@ -144,7 +144,7 @@ fn supervise_one(exe: &Path, target: &str, runs: u64, seed: u64, limit: Duration
                 "ok" => tally.micros.push(rest.parse()?),
                 "panic" => {
                     tally.panics.push(format!("input {i}: {rest}"));
-                    tally.findings.push(keep(&dir, work, target, "panic", i)?);
+                    tally.findings.push(keep(&dir.join(format!("panic-{i}")), work, target, "panic", i)?);
                 }
                 _ => bail!("unexpected worker line `{line}`"),
             }
@@ -157,12 +157,13 @@ fn supervise_one(exe: &Path, target: &str, runs: u64, seed: u64, limit: Duration
         let Some(i) = current_index(&dir) else { bail!("the {target} worker failed before its first input: {status}") };
         tally.runs += 1;
         next = i + 1;
+        let current = dir.join("current");
         if status.code() == Some(SLOW_EXIT) {
             tally.slow += 1;
-            tally.findings.push(keep(&dir, work, target, "slow", i)?);
+            tally.findings.push(keep(&current, work, target, "slow", i)?);
         } else {
             tally.aborts += 1;
-            tally.findings.push(keep(&dir, work, target, "abort", i)?);
+            tally.findings.push(keep(&current, work, target, "abort", i)?);
         }
     }
     Ok(tally)
@@ -172,10 +173,10 @@ fn current_index(dir: &Path) -> Option<u64> {
     std::fs::read_to_string(dir.join("current.index")).ok()?.trim().parse().ok()
 }
 
-/// Copies the worker's current input to `<work>/findings/<target>-<kind>-<i>`.
-fn keep(dir: &Path, work: &Path, target: &str, kind: &str, i: u64) -> Result<PathBuf> {
+/// Copies input `from` of the worker to `<work>/findings/<target>-<kind>-<i>`.
+fn keep(from: &Path, work: &Path, target: &str, kind: &str, i: u64) -> Result<PathBuf> {
     let to = work.join("findings").join(format!("{target}-{kind}-{i}"));
-    std::fs::copy(dir.join("current"), &to)?;
+    std::fs::copy(from, &to)?;
     Ok(to)
 }
 
@@ -232,7 +233,12 @@ pub fn work(target: &str, dir: &Path, from: u64, to: u64, seed: u64, limit: Dura
             let micros = started.elapsed().as_micros() as u64;
             let panic = panicked.lock().ok().and_then(|mut p| p.take());
             match panic {
-                Some(message) => writeln!(out, "panic {i} {message}")?,
+                Some(message) => {
+                    // Kept before the report: `current` is the next input by the time
+                    // the supervisor reads it.
+                    std::fs::write(dir.join(format!("panic-{i}")), &input)?;
+                    writeln!(out, "panic {i} {message}")?
+                }
                 None => writeln!(out, "ok {i} {micros}")?,
             }
             out.flush()?;
