@@ -6,6 +6,7 @@ import datetime
 import decimal
 import hashlib
 import json
+import os
 import sys
 
 import polars as pl
@@ -93,7 +94,10 @@ def main():
                 )
         got["mismatches"] = mismatches
         report[name] = got
-    print(json.dumps(report))
+    print(json.dumps(report), flush=True)
 
 
 main()
+# The answer is out: deltalake's threads have been seen to abort the interpreter's
+# shutdown ("terminate called without an active exception"), as in checks.rs.
+os._exit(0)
