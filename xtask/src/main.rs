@@ -78,25 +78,15 @@ fn main() -> Result<()> {
         }
         Task::Golden { update } => golden(update),
         Task::Bench { suite, sf } => {
-            // The hostile suite runs the kiln binary as users do.
-            if suite.as_deref().is_none_or(|s| s == "reliability") {
-                cargo(&["build", "--release", "--quiet", "-p", "kiln-cli"])?;
-            }
-            let mut args = vec!["run", "--release", "--quiet", "-p", "kiln-benches", "--", "bench"];
+            let mut args = vec!["bench"];
             if let Some(s) = suite.as_deref() {
                 args.push(s);
             }
             args.extend(["--sf", &sf, "--out", "target/bench"]);
-            cargo(&args)
+            run(Command::new(bench_binary()?).args(&args))
         }
-        Task::Fuzz { args } => {
-            let mut all = vec!["run", "--release", "--quiet", "-p", "kiln-benches", "--", "fuzz"];
-            all.extend(args.iter().map(String::as_str));
-            cargo(&all)
-        }
-        Task::Tpch { sf, out } => {
-            cargo(&["run", "--release", "--quiet", "-p", "kiln-benches", "--", "tpch", "--sf", &sf, "--out", &out])
-        }
+        Task::Fuzz { args } => run(Command::new(bench_binary()?).arg("fuzz").args(&args)),
+        Task::Tpch { sf, out } => run(Command::new(bench_binary()?).args(["tpch", "--sf", &sf, "--out", &out])),
     }
 }
 
@@ -149,6 +139,16 @@ fn golden(update: bool) -> Result<()> {
         run(&mut cmd)?;
     }
     Ok(())
+}
+
+/// `kiln-bench`, built in release together with the `kiln` binary the hostile suite runs:
+/// one build, one feature set (building the two packages apart compiled the DataFusion
+/// stack twice).
+fn bench_binary() -> Result<std::path::PathBuf> {
+    cargo(&["build", "--release", "--quiet", "--locked", "-p", "kiln-cli", "-p", "kiln-benches"])?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("xtask has no workspace")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    Ok(target.join("release").join("kiln-bench"))
 }
 
 fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
