@@ -71,6 +71,7 @@ pub mod project;
 pub mod query_limits;
 pub mod sqlfile;
 pub mod sqltext;
+mod statement_limits;
 pub mod surface;
 pub mod units;
 pub mod unnest;

@@ -205,7 +205,7 @@ impl Substrate {
         let state = self.ctx.state();
         let dialect = KilnDialect::default();
         let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| err(e.to_string()))?;
-        if let Some((at, message)) = crate::dialect::too_complex(&tokens) {
+        if let Some((at, message)) = crate::statement_limits::too_complex(&tokens) {
             return Err(err(format!("{}:{}: {message}", at.line, at.column)));
         }
         let mut statements = DFParserBuilder::new(crate::windows::window_tvfs(crate::unnest::normalize_tokens(tokens)))
