@@ -269,13 +269,31 @@ pub fn replay(target: &str, file: &Path, dir: &Path) -> Result<()> {
     thread.join().map_err(|_| anyhow::anyhow!("the input panicked"))?
 }
 
-/// The committed corpus of `target`: every file of `benches/fuzz/corpus/<target>/`.
+/// The committed corpus of `target`: every file of `benches/fuzz/corpus/<target>/`, and
+/// for `sql` the example project's SQL files as they are (not copied into the corpus).
 fn corpus(target: &str) -> Result<Vec<Vec<u8>>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("cannot read the corpus {}", dir.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let listed = |dir: &Path| -> Result<Vec<PathBuf>> {
+        Ok(std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read the corpus {}", dir.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?)
+    };
+    let dir = root.join("fuzz/corpus").join(target);
+    let mut names = listed(&dir)?;
+    if target == "sql" {
+        let example = root.join("../examples/tpch");
+        let mut dirs = vec![example];
+        while let Some(d) = dirs.pop() {
+            for path in listed(&d)? {
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "sql") {
+                    names.push(path);
+                }
+            }
+        }
+    }
     names.sort();
     let corpus: Vec<Vec<u8>> = names.iter().map(std::fs::read).collect::<std::io::Result<_>>()?;
     if corpus.is_empty() {

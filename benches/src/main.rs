@@ -208,7 +208,12 @@ fn peak_rss_reset() {
 
 /// This process's peak RSS since the last [`peak_rss_reset`] (`VmHWM`).
 fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    peak_rss_of("self")
+}
+
+/// The peak RSS (`VmHWM`) of process `pid` (`self`: this one).
+fn peak_rss_of(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)

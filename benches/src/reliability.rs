@@ -259,7 +259,7 @@ fn run(kiln: &Path, project: &Path, sql: &str) -> Result<Outcome> {
     let stderr = drain(Box::new(child.stderr.take().context("no stderr")?));
     let mut peak = 0;
     let code = loop {
-        if let Some(hwm) = high_water_mark(pid) {
+        if let Some(hwm) = super::peak_rss_of(&pid.to_string()) {
             peak = peak.max(hwm);
         }
         if let Some(status) = child.try_wait()? {
@@ -276,12 +276,6 @@ fn run(kiln: &Path, project: &Path, sql: &str) -> Result<Outcome> {
     let seconds = started.elapsed().as_secs_f64();
     let join = |t: std::thread::JoinHandle<Vec<u8>>| t.join().unwrap_or_default();
     Ok(Outcome { code, stdout: join(stdout), stderr: join(stderr), seconds, peak_bytes: peak })
-}
-
-fn high_water_mark(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
 /// Every file under `roots`: size and modification time.
