@@ -4,12 +4,9 @@
 //! A setting is either a DataFusion config key (`datafusion.execution.batch_size`), checked
 //! with DataFusion's own parser so an unknown key or bad value is an error naming the key,
 //! or a Kiln runtime key:
-//! - `kiln.memory_limit`: `512MiB`, `2GiB`, or bytes; `auto`: half the machine's or
-//!   cgroup's memory ([`auto_memory_limit`]); `none` or absent (the built-in `dev` and
-//!   `prod_fast`): no limit. Decision: `auto` is not the default yet. With it, the example
-//!   at SF 1 failed in `orders_nested`: sorts and aggregations account each slice of one
-//!   large emitted array as if it owned the whole buffer, so the pool saw 11.7 GB for a
-//!   process whose peak RSS is 3.4 GiB;
+//! - `kiln.memory_limit`: `512MiB`, `2GiB`, or bytes; `auto` (the default of `dev`,
+//!   `prod_fast` and profiles defined in kiln.toml): half the machine's or cgroup's memory
+//!   ([`auto_memory_limit`]); `none` or absent: no limit;
 //! - `kiln.memory_pool`: `fair` (spilling operators share the limit fairly) or `greedy`;
 //! - `kiln.spill_dir`: a directory for spill files (the OS temp dir when absent);
 //! - `kiln.max_parallel_products`: how many independent products a build executes at
@@ -151,8 +148,12 @@ impl RuntimeProfile {
         let mut settings: BTreeMap<String, String> =
             BASE.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let builtin: &[(&str, &str)] = match name {
-            "dev" => &[("datafusion.execution.batch_size", "8192"), ("kiln.memory_pool", "greedy")],
-            "prod_fast" => &[("kiln.memory_pool", "greedy")],
+            "dev" => &[
+                ("datafusion.execution.batch_size", "8192"),
+                ("kiln.memory_pool", "greedy"),
+                ("kiln.memory_limit", "auto"),
+            ],
+            "prod_fast" => &[("kiln.memory_pool", "greedy"), ("kiln.memory_limit", "auto")],
             "prod_safe" => &[("kiln.memory_pool", "fair"), ("kiln.memory_limit", "8GiB")],
             "memory_limited" => &[
                 ("kiln.memory_pool", "fair"),

@@ -55,6 +55,7 @@ pub mod builtins;
 pub mod hex;
 pub mod json;
 pub mod nest;
+pub mod nest_plan;
 pub mod registry;
 pub mod secrets;
 pub mod spec;

@@ -73,6 +73,8 @@ impl Substrate {
             .with_default_features()
             .with_relation_planners(vec![Arc::new(crate::unnest::UnnestPlanner)])
             .with_query_planner(Arc::new(crate::unnest::KilnQueryPlanner))
+            // After DataFusion's rules: array_agg in one phase, compacted aggregate output.
+            .with_physical_optimizer_rule(Arc::new(kiln_functions::nest_plan::NestPlan))
             .build();
         let ctx = SessionContext::new_with_state(state);
         warehouse.register(ctx.runtime_env().as_ref())?;

@@ -68,10 +68,10 @@ fn effective_settings_record_both_classes() {
     assert!(!effective.semantic.contains_key("datafusion.execution.target_partitions"));
 }
 
-/// `auto` is half the machine's memory (this machine's MemTotal read independently here),
-/// `none` and the default (`prod_fast`) have no bound, bytes set it.
+/// The default profile is memory-bounded: `auto` is half the machine's memory (this
+/// machine's MemTotal read independently here), `none` lifts the bound, bytes set it.
 #[test]
-fn memory_limits_auto_none_and_bytes() {
+fn the_default_memory_limit_is_half_the_machine() {
     let limit = |settings: &[(&str, &str)]| {
         let settings: Vec<(String, String)> =
             settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
@@ -87,11 +87,12 @@ fn memory_limits_auto_none_and_bytes() {
         .unwrap()
         .parse()
         .unwrap();
-    let auto = limit(&[("kiln.memory_limit", "auto")]).expect("auto is a limit") as u64;
+    let auto = limit(&[]).expect("prod_fast has a memory limit") as u64;
     assert!(auto <= total_kb * 1024 / 2 && auto > 0, "{auto} vs MemTotal {total_kb} kB");
-    assert_eq!(limit(&[]), None);
     assert_eq!(limit(&[("kiln.memory_limit", "none")]), None);
     assert_eq!(limit(&[("kiln.memory_limit", "512MiB")]), Some(512 << 20));
+    let profile = RuntimeProfile::resolve("prod_fast", &BTreeMap::new(), &[]).unwrap();
+    assert_eq!(profile.effective().unwrap().performance["kiln.memory_limit"], "auto");
 }
 
 #[test]

@@ -11,9 +11,11 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::datasource::MemTable;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use kiln_functions::nest_plan::NestPlan;
 use kiln_functions::{Registry, Secrets};
 use proptest::prelude::*;
 
@@ -77,13 +79,32 @@ fn table(rows: &[Row], partitions: usize, batch: usize) -> MemTable {
 }
 
 fn context(kiln: bool, target_partitions: usize, batch_size: usize, memory: Option<usize>) -> SessionContext {
+    planned(kiln, false, target_partitions, batch_size, memory)
+}
+
+/// [`context`], with Kiln's physical rule for the nest operator when `rule`
+/// (kiln_functions::nest_plan: one phase, compacted output), as Kiln's sessions have.
+fn planned(
+    kiln: bool,
+    rule: bool,
+    target_partitions: usize,
+    batch_size: usize,
+    memory: Option<usize>,
+) -> SessionContext {
     let mut config = SessionConfig::new().with_target_partitions(target_partitions).with_batch_size(batch_size);
     config.options_mut().execution.sort_spill_reservation_bytes = 256 << 10;
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(bytes) = memory {
         runtime = runtime.with_memory_limit(bytes, 1.0);
     }
-    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc().unwrap());
+    let mut state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime.build_arc().unwrap())
+        .with_default_features();
+    if rule {
+        state = state.with_physical_optimizer_rule(Arc::new(NestPlan));
+    }
+    let ctx = SessionContext::new_with_state(state.build());
     if kiln {
         Registry::builtin(Secrets::from_values([])).install(&ctx).unwrap();
     }
@@ -106,9 +127,14 @@ async fn run_counting_spills(ctx: &SessionContext, t: MemTable, sql: &str) -> (L
     ctx.register_table("t", Arc::new(t)).unwrap();
     let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
     let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
+    (lists(&batches), spills(plan.as_ref()))
+}
+
+/// The lists of `batches` (group key, then a list per column).
+fn lists(batches: &[RecordBatch]) -> Lists {
     let options = FormatOptions::default().with_null("NULL");
     let mut out = Vec::new();
-    for b in &batches {
+    for b in batches {
         let g = ArrayFormatter::try_new(b.column(0).as_ref(), &options).unwrap();
         for row in 0..b.num_rows() {
             let lists = (1..b.num_columns())
@@ -124,7 +150,7 @@ async fn run_counting_spills(ctx: &SessionContext, t: MemTable, sql: &str) -> (L
             out.push((g.value(row).to_string(), lists));
         }
     }
-    (out, spills(plan.as_ref()))
+    out
 }
 
 /// Elements with equal order keys in any order: each run of equal keys sorted by text.
@@ -184,9 +210,14 @@ proptest! {
             // partitioning and batch sizes of the input and the session.
             let other = run(&context(true, 3, 7, None), table(&rows, 1, 1 + batch / 2), ORDERED).await;
             prop_assert_eq!(&other, &ours);
+            // In one phase (Kiln's physical rule), the same lists again.
+            let single = run(&planned(true, true, 4, 8192, None), table(&rows, partitions, batch), ORDERED).await;
+            prop_assert_eq!(&single, &ours);
 
             let theirs = run(&context(false, 4, 8192, None), table(&rows, partitions, batch), UNORDERED).await;
             let ours = run(&context(true, 4, 8192, None), table(&rows, partitions, batch), UNORDERED).await;
+            let single = run(&planned(true, true, 3, 5, None), table(&rows, partitions, batch), UNORDERED).await;
+            prop_assert_eq!(unordered(single), unordered(ours.clone()));
             prop_assert_eq!(unordered(ours), unordered(theirs));
             Ok(())
         })?;
@@ -215,4 +246,102 @@ fn under_memory_pressure() {
         assert_eq!(ours.len(), 15_000);
         assert_eq!(ours, theirs);
     });
+}
+
+/// The physical plan's text, one operator per line.
+async fn physical(ctx: &SessionContext, sql: &str) -> String {
+    let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+    datafusion::physical_plan::displayable(plan.as_ref()).indent(false).to_string()
+}
+
+/// Kiln's rule plans a grouped `array_agg` as one SinglePartitioned aggregate; without
+/// the repartition when the input is already hashed on a subset of the keys (a join on
+/// one key grouped by two); and leaves an aggregate with another function two-phase.
+#[test]
+fn array_agg_runs_in_one_phase() {
+    let rows: Vec<Row> = (0..2_000)
+        .map(|i: i32| Row { g: i % 97, k: Some(i % 5), a: Some(i64::from(i)), s: None, keep: true })
+        .collect();
+    block_on(async {
+        let ctx = planned(true, true, 4, 256, None);
+        ctx.register_table("t", Arc::new(table(&rows, 3, 100))).unwrap();
+        let plan = physical(&ctx, ORDERED).await;
+        assert!(plan.contains("mode=SinglePartitioned") && !plan.contains("mode=Partial"), "{plan}");
+        assert!(plan.contains("CompactExec"), "{plan}");
+
+        let join = "SELECT t.g, array_agg(t.n ORDER BY t.k) AS l FROM t JOIN t AS u ON t.g = u.g \
+                    GROUP BY t.g, u.k";
+        // Partitioned joins, as over tables too large to broadcast.
+        for threshold in ["hash_join_single_partition_threshold", "hash_join_single_partition_threshold_rows"] {
+            ctx.sql(&format!("SET datafusion.optimizer.{threshold} = 0")).await.unwrap();
+        }
+        let plan = physical(&ctx, join).await;
+        let agg = plan.lines().position(|l| l.contains("mode=SinglePartitioned")).expect("one phase");
+        let below = plan.lines().nth(agg + 1).unwrap_or_default();
+        assert!(below.contains("HashJoinExec"), "the join's partitioning serves the aggregate:\n{plan}");
+        let theirs =
+            run(&context(true, 4, 256, None), table(&rows, 3, 100), &format!("{join} ORDER BY t.g, u.k")).await;
+        let ours = ctx.sql(&format!("{join} ORDER BY t.g, u.k")).await.unwrap().collect().await.unwrap();
+        let ours = lists(&ours);
+        assert_eq!(ours.len(), 97 * 5);
+        assert_eq!(ours, theirs);
+
+        let ctx = planned(true, true, 4, 256, None);
+        ctx.register_table("t", Arc::new(table(&rows, 3, 100))).unwrap();
+        let mixed = physical(&ctx, "SELECT g, array_agg(k), count(*) FROM t GROUP BY g").await;
+        assert!(mixed.contains("mode=Partial"), "{mixed}");
+    });
+}
+
+/// A sort above a grouped `array_agg` whose output is many batch-sized slices of one
+/// array: without compaction the sort reserves every slice as the whole array, so in a
+/// pool that holds the output several times over it still spills again and again; with
+/// Kiln's rule it reserves what it holds, does not spill, and the lists are the same.
+#[test]
+fn sorted_aggregate_output_is_accounted_as_held() {
+    let rows: Vec<Row> = (0..200_000)
+        .map(|i: i32| Row { g: i % 50_000, k: Some(i % 3), a: Some(i64::from(i)), s: Some("x".repeat(20)), keep: true })
+        .collect();
+    let sql = "SELECT g, array_agg(n ORDER BY k, n.a) AS l FROM t GROUP BY g ORDER BY g DESC";
+    block_on(async {
+        let reference = run(&context(true, 1, 1024, None), table(&rows, 2, 4096), sql).await;
+        let pool = 64 << 20;
+        let (theirs, spilled) =
+            run_counting_spills(&planned(true, false, 1, 1024, Some(pool)), table(&rows, 2, 4096), sql).await;
+        assert!(spilled > 0, "the sort should have over-reserved without compaction");
+        assert_eq!(theirs, reference);
+        let (ours, spilled) =
+            run_counting_spills(&planned(true, true, 1, 1024, Some(pool)), table(&rows, 2, 4096), sql).await;
+        assert_eq!(spilled, 0, "compacted slices fit the pool");
+        assert_eq!(ours.len(), 50_000);
+        assert_eq!(ours, reference);
+    });
+}
+
+/// `compact` copies a slice that holds far more than it uses, and passes others through.
+#[test]
+fn compact_copies_only_wasteful_slices() {
+    use datafusion::common::utils::memory::get_record_batch_memory_size;
+    let values = Int64Array::from_iter_values(0..1_000_000);
+    let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(values)]).unwrap();
+    let whole = get_record_batch_memory_size(&batch);
+    let same = kiln_functions::nest_plan::compact(batch.clone()).unwrap();
+    assert_eq!(same.column(0).to_data().buffers()[0].as_ptr(), batch.column(0).to_data().buffers()[0].as_ptr());
+    let slice = batch.slice(500_000, 1000);
+    assert_eq!(get_record_batch_memory_size(&slice), whole);
+    let small = kiln_functions::nest_plan::compact(slice.clone()).unwrap();
+    assert!(get_record_batch_memory_size(&small) < 64 << 10, "{}", get_record_batch_memory_size(&small));
+    assert_eq!(small, slice);
+
+    // A slice of a list holds its parent's whole child array.
+    let lists = datafusion::arrow::array::ListArray::from_iter_primitive::<datafusion::arrow::datatypes::Int64Type, _, _>(
+        (0..100_000i64).map(|i| Some(vec![Some(i), Some(-i), None])),
+    );
+    let schema = Arc::new(Schema::new(vec![Field::new("l", lists.data_type().clone(), true)]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(lists)]).unwrap();
+    let slice = batch.slice(50_000, 100);
+    let small = kiln_functions::nest_plan::compact(slice.clone()).unwrap();
+    assert!(get_record_batch_memory_size(&small) < 64 << 10, "{}", get_record_batch_memory_size(&small));
+    assert_eq!(small, slice);
 }
