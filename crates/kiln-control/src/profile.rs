@@ -6,7 +6,10 @@
 //! or a Kiln runtime key:
 //! - `kiln.memory_limit`: `512MiB`, `2GiB`, or bytes; `auto` (the default of `dev`,
 //!   `prod_fast` and profiles defined in kiln.toml): half the machine's or cgroup's memory
-//!   ([`auto_memory_limit`]); `none` or absent: no limit;
+//!   ([`auto_memory_limit`]); `none` or absent: no limit. (`auto` became the default once
+//!   aggregate output was compacted before sorts, kiln_functions::nest_plan: the pool
+//!   had seen each slice of one emitted array as the whole buffer, 11.7 GB for a process
+//!   at 3.4 GiB RSS, and refused the example at SF 1);
 //! - `kiln.memory_pool`: `fair` (spilling operators share the limit fairly) or `greedy`;
 //! - `kiln.spill_dir`: a directory for spill files (the OS temp dir when absent);
 //! - `kiln.max_parallel_products`: how many independent products a build executes at
