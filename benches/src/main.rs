@@ -3,6 +3,8 @@
 //! Suites:
 //! - `build`: the example project at the given TPC-H scale factor against DuckDB and plain
 //!   DataFusion, per product and in total, with peak RSS (see the module).
+//! - `tpch`: the 22 TPC-H queries as products against DuckDB writing the same Parquet,
+//!   whole and one at a time (see the module `tpch_queries`).
 //!
 //! - `functions`, `explode`: see their modules.
 //! - `plan`: `kiln plan` cold, no-op and after one edit on generated projects of 1,000 and
@@ -48,6 +50,7 @@ mod intervals;
 mod plan;
 mod reliability;
 mod stream;
+mod tpch_queries;
 mod write;
 
 #[derive(Debug, Parser)]
@@ -117,8 +120,9 @@ enum Cmd {
     },
 }
 
-const SUITES: [&str; 12] = [
+const SUITES: [&str; 13] = [
     "build",
+    "tpch",
     "functions",
     "explode",
     "plan",
@@ -170,6 +174,7 @@ async fn main() -> Result<()> {
                     "envs" => envs::suite(&out, runs.max(1)).await?,
                     "docs" => docs::suite(&out, runs.max(1)).await?,
                     "reliability" => reliability::suite(&out, runs.max(1)).await?,
+                    "tpch" => tpch_queries::suite(&out, sf, runs.max(1)).await?,
                     _ => build::suite(&out, sf, runs.max(1)).await?,
                 };
                 record(&out, s, result)?;
