@@ -26,6 +26,7 @@
 //! - [`canonical`]: the canonical plan (hashed into `query_fp`, with its explicit
 //!   encoders in [`canonical::encode`]) and column lineage, from one walk;
 //! - [`diff`]: the semantic diff of two canonical plans;
+//! - [`distinct`]: `COUNT(DISTINCT x)` beside sums as two groupings in batch plans, so it spills;
 //! - [`sqltext`]: statements as written with their comment blocks, and highlighting;
 //! - [`decision`]: fresh or build, with reasons.
 //!
@@ -63,6 +64,7 @@ pub mod dag;
 pub mod decision;
 pub mod dialect;
 pub mod diff;
+pub mod distinct;
 pub mod error;
 pub mod incremental;
 pub mod layout;

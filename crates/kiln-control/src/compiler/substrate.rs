@@ -290,12 +290,14 @@ impl Substrate {
     }
 
     /// The physical plan of `plan` in this session (Kiln's planner maps its extension
-    /// nodes to kiln-data's operators).
+    /// nodes to kiln-data's operators), single-distinct aggregates as two groupings
+    /// (crate::distinct).
     pub async fn physical_plan(&self, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>, ControlError> {
         let state = self.ctx.state();
+        let plan = crate::distinct::two_phase_distinct(plan, &state);
         state
             .query_planner()
-            .create_physical_plan(plan, &state)
+            .create_physical_plan(&plan, &state)
             .await
             .map_err(|e| ControlError::Plan { message: e.strip_backtrace() })
     }

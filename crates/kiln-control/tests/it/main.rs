@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod diff;
+mod distinct;
 mod fingerprint;
 mod incremental;
 mod lineage;
