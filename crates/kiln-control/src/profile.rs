@@ -13,7 +13,11 @@
 //! - `kiln.memory_pool`: `fair` (spilling operators share the limit fairly) or `greedy`;
 //! - `kiln.spill_dir`: a directory for spill files (the OS temp dir when absent);
 //! - `kiln.max_parallel_products`: how many independent products a build executes at
-//!   once (default 2; 1 in `memory_limited`). They share the one memory pool.
+//!   once (default 2; 1 in `memory_limited`). They share the one memory pool;
+//! - `kiln.heavy_product_bytes`: a product whose inputs (the files of the sources it
+//!   reads, what the products it reads wrote in this run) hold at least this many bytes is
+//!   heavy, and two heavy products never run at once; light ones fill the other slots
+//!   (default `64MiB`).
 //!
 //! Built-in profiles (docs/profiles.md): `dev`, `prod_fast` (the default), `prod_safe`,
 //! `memory_limited`. `[profiles.NAME]` in kiln.toml overrides a built-in or defines a new
@@ -70,9 +74,10 @@ const PERFORMANCE_PREFIXES: [&str; 3] = ["datafusion.optimizer.", "datafusion.ex
 /// Exceptions to [`PERFORMANCE_PREFIXES`]: these change output types.
 const SEMANTIC_EXCEPTIONS: [&str; 1] = ["datafusion.optimizer.expand_views_at_output"];
 /// Individual performance keys.
-const PERFORMANCE_KEYS: [&str; 44] = [
+const PERFORMANCE_KEYS: [&str; 45] = [
     "kiln.memory_limit",
     "kiln.max_parallel_products",
+    "kiln.heavy_product_bytes",
     "kiln.memory_pool",
     "kiln.spill_dir",
     "datafusion.sql_parser.collect_spans",
@@ -130,7 +135,13 @@ pub fn classify(key: &str) -> KeyClass {
 }
 
 /// The Kiln (non-DataFusion) setting keys.
-const KILN_KEYS: [&str; 4] = ["kiln.memory_limit", "kiln.memory_pool", "kiln.spill_dir", "kiln.max_parallel_products"];
+const KILN_KEYS: [&str; 5] = [
+    "kiln.memory_limit",
+    "kiln.memory_pool",
+    "kiln.spill_dir",
+    "kiln.max_parallel_products",
+    "kiln.heavy_product_bytes",
+];
 
 /// A resolved runtime profile.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,6 +201,7 @@ impl RuntimeProfile {
         profile.session_config()?; // validate every key now, with its name in the error
         profile.memory_limit()?;
         profile.max_parallel_products()?;
+        profile.heavy_product_bytes()?;
         Ok(profile)
     }
 
@@ -230,6 +242,17 @@ impl RuntimeProfile {
         text.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
             ControlError::Profile(format!(
                 "setting `kiln.max_parallel_products` = `{text}`: expected a positive integer"
+            ))
+        })
+    }
+
+    /// `kiln.heavy_product_bytes`: from how many input bytes a product is heavy, so that it
+    /// does not run beside another heavy one (default 64 MiB; see the module docs).
+    pub fn heavy_product_bytes(&self) -> Result<u64, ControlError> {
+        let Some(text) = self.settings.get("kiln.heavy_product_bytes") else { return Ok(64 << 20) };
+        crate::units::parse_bytes(text).ok_or_else(|| {
+            ControlError::Profile(format!(
+                "setting `kiln.heavy_product_bytes` = `{text}`: expected bytes like 64MiB or 1GiB"
             ))
         })
     }

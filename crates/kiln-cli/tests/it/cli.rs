@@ -815,3 +815,72 @@ fn query_csv_writes_nested_values_as_text() {
     let (code, out, err) = kiln(&["query", "--format", "csv", sql], tmp.path());
     assert_eq!((code, out.as_str()), (0, "n,l,s,e\n1,\"[1, 2]\",\"{a: 1, b: [3]}\",\n"), "{err}");
 }
+
+/// The products running at once, from the progress lines (`X: started`, `[k/n] X: built`):
+/// the largest set of `heavy` products ever running together, and whether any two
+/// products overlapped.
+fn overlaps(progress: &str, heavy: &[&str]) -> (usize, bool) {
+    let mut running: Vec<String> = Vec::new();
+    let (mut most_heavy, mut any) = (0, false);
+    for line in progress.lines() {
+        if let Some(name) = line.strip_suffix(": started") {
+            running.push(name.to_owned());
+            any |= running.len() > 1;
+            most_heavy = most_heavy.max(running.iter().filter(|r| heavy.contains(&r.as_str())).count());
+        } else if let Some((_, rest)) = line.split_once("] ")
+            && let Some((name, _)) = rest.split_once(": built")
+        {
+            running.retain(|r| r != name);
+        }
+    }
+    (most_heavy, any)
+}
+
+/// Heavy products (inputs of at least kiln.heavy_product_bytes) never run side by side;
+/// light ones run beside them. With a threshold nothing reaches, the same products do
+/// run together (the schedule is what keeps them apart).
+#[test]
+fn heavy_products_run_one_at_a_time_and_light_ones_fill_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let big: String =
+        std::iter::once("id,v\n".to_owned()).chain((0..2_000).map(|i| format!("{i},row {i}\n"))).collect();
+    let mut sql = String::from(
+        "CREATE SOURCE big (id BIGINT NOT NULL, v VARCHAR NOT NULL) WITH (connector = 'files', path = 'data/big.csv', format = 'csv');\n\
+         CREATE SOURCE small (id BIGINT NOT NULL) WITH (connector = 'files', path = 'data/small.csv', format = 'csv');\n",
+    );
+    for h in ["h1", "h2", "h3"] {
+        sql.push_str(&format!("CREATE PRODUCT {h} AS SELECT id % 7 AS k, count(*) AS n FROM big GROUP BY 1;\n"));
+    }
+    for l in ["l1", "l2", "l3", "l4"] {
+        sql.push_str(&format!("CREATE PRODUCT {l} AS SELECT id FROM small;\n"));
+    }
+    write_files(
+        dir,
+        &[
+            ("kiln.toml", "[project]\nname = \"sched\"\n"),
+            ("data/big.csv", &big),
+            ("data/small.csv", "id\n1\n2\n"),
+            ("m.sql", &sql),
+        ],
+    );
+    let heavy = ["h1", "h2", "h3"];
+    for (threshold, apart) in [("1KiB", true), ("1GiB", false)] {
+        let _ = std::fs::remove_dir_all(dir.join("warehouse"));
+        let _ = std::fs::remove_dir_all(dir.join(".kiln"));
+        let setting = format!("kiln.heavy_product_bytes={threshold}");
+        let (code, out, err) = kiln(&["build", "--set", &setting, "--set", "kiln.max_parallel_products=2"], dir);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("7 built"), "{out}");
+        let (most_heavy, any) = overlaps(&err, &heavy);
+        if apart {
+            assert_eq!(most_heavy, 1, "two heavy products ran at once:\n{err}");
+            assert!(any, "light products should run beside a heavy one:\n{err}");
+        } else {
+            assert_eq!(most_heavy, 2, "without heavy products, two of them run together:\n{err}");
+        }
+    }
+    let (code, _, err) = kiln(&["build", "--set", "kiln.heavy_product_bytes=lots"], dir);
+    assert_eq!(code, 1);
+    assert!(err.contains("kiln.heavy_product_bytes") && err.contains("lots"), "{err}");
+}
