@@ -2,7 +2,8 @@
 //! Parquet, in the same run.
 //!
 //! The queries are `benches/tpch/queries.sql` (the specification's text with its validation
-//! parameters), the eight tables `benches/tpch/sources.sql` over data `kiln-bench tpch`
+//! parameters), the eight tables the example's sources.sql and `benches/tpch/sources.sql`
+//! declare, over data `kiln-bench tpch`
 //! generates once per scale factor. A generated project holds one product `qNN` per query.
 //! Each run, alternating the sides:
 //!
@@ -30,7 +31,8 @@ use serde_json::{Value, json};
 use crate::{median, peak_rss_bytes, peak_rss_reset};
 
 const QUERIES: &str = include_str!("../tpch/queries.sql");
-const SOURCES: &str = include_str!("../tpch/sources.sql");
+/// The example's five sources, then part, supplier and partsupp.
+const SOURCES: [&str; 2] = [include_str!("../../examples/tpch/sources.sql"), include_str!("../tpch/sources.sql")];
 
 /// The 22 queries: (`qNN`, SQL), from the `-- qNN` blocks of queries.sql.
 pub(crate) fn queries() -> Vec<(String, String)> {
@@ -61,7 +63,7 @@ fn project(dir: &Path, data: &Path, queries: &[(String, String)]) -> Result<Path
         "[project]\nname = \"tpch_queries\"\n\n[storage]\nwarehouse = \"warehouse\"\nartifacts = \".kiln\"\n\n\
          [profile]\ndefault = \"prod_fast\"\n",
     )?;
-    std::fs::write(dir.join("sources.sql"), SOURCES)?;
+    std::fs::write(dir.join("sources.sql"), SOURCES.join("\n"))?;
     for (name, sql) in queries {
         std::fs::write(
             dir.join("products").join(format!("{name}.sql")),

@@ -27,6 +27,11 @@ use datafusion::optimizer::{Optimizer, OptimizerConfig};
 /// `plan` with aliased single-distinct aggregates in two groupings; `plan` itself when
 /// there are none, or when DataFusion's rule does not apply after all.
 pub fn two_phase_distinct(plan: &LogicalPlan, config: &dyn OptimizerConfig) -> LogicalPlan {
+    // Every batch plan passes here: look before copying.
+    let applies = plan.exists(|node| Ok(matches!(node, LogicalPlan::Aggregate(agg) if unalias_helps(agg))));
+    if !applies.unwrap_or(false) {
+        return plan.clone();
+    }
     let unaliased = plan.clone().transform_up(|node| match node {
         LogicalPlan::Aggregate(agg) if unalias_helps(&agg) => unalias(agg).map(Transformed::yes),
         other => Ok(Transformed::no(other)),
